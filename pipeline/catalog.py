@@ -1,0 +1,311 @@
+"""The catalog: one spec per seed model, read by every stage (train, export, verify, demo, bench).
+
+A spec says what the module is, what it learns from, how it is trained, what its inputs and
+outputs are called, and where in the seeds it comes from. No stage branches on a model's name:
+anything model-specific lives here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from pipeline import models
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One named input or output: a float32 tensor of shape (batch, len(features))."""
+
+    name: str
+    features: tuple[str, ...]
+
+    @property
+    def width(self) -> int:
+        return len(self.features)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a model is trained: the seed's loss, optimizer and schedule."""
+
+    loss: str  # "sse": sum of squared errors (MSELoss(reduction="sum")); "mse": their mean.
+    optimizer: str  # "sgd" (plain gradient descent when there is no momentum), "adam" or "rmsprop".
+    lr: float
+    epochs: int  # passes over the data; a full-batch recipe makes one step per epoch
+    batch_size: int | None = None  # None: the whole data set in every step
+    shuffle: bool = False  # reshuffle mini-batches every epoch (DataLoader(shuffle=True))
+    gradients: str = "autograd"  # "autograd", or "manual": the module's own manual_gradients()
+    note: str = ""  # what the seed says about this recipe, shown by `list` and kept in history
+
+    def as_dict(self) -> dict[str, Any]:
+        """The recipe as JSON-ready values."""
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class Study:
+    """An extra experiment a seed runs on a model: the same recipe at several learning rates."""
+
+    name: str
+    lrs: tuple[float, ...]
+    epochs: int
+    track: Callable[[nn.Module], float]  # the value plotted per epoch beside the loss
+    track_label: str
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything the stages need to know about one seed model."""
+
+    name: str
+    description: str  # one line, shown by `list` and the demo
+    seed: str  # seed file and section, e.g. "004 §10.9-10.13"
+    build: Callable[[], nn.Module]  # a fresh module with the seed's initialisation
+    data: Callable[[torch.Generator], tuple[torch.Tensor, torch.Tensor]]  # (x, y) for training
+    recipes: dict[str, Recipe]  # variant name -> recipe; the first one is the default
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    examples: tuple[tuple[float, ...], ...]  # single examples for prediction, one row of features each
+    # What the exporters trace, given the trained module (e.g. to avoid a Python autograd.Function).
+    export_form: Callable[[nn.Module], nn.Module] = field(default=lambda m: m)
+    # Figures printed after training and kept in history.json (fitted formula, predictions, ...).
+    report: Callable[[nn.Module], dict[str, Any]] | None = None
+    study: Study | None = None
+
+    @property
+    def default_recipe(self) -> str:
+        return next(iter(self.recipes))
+
+    def recipe(self, variant: str | None = None) -> Recipe:
+        """The named recipe variant, or the default one."""
+        variant = variant or self.default_recipe
+        if variant not in self.recipes:
+            raise CatalogError(
+                f"{self.name} has no recipe {variant!r}; expected one of: {', '.join(self.recipes)}"
+            )
+        return self.recipes[variant]
+
+    def example_batch(self, rows: Sequence[Sequence[float]] | None = None) -> torch.Tensor:
+        """The catalog examples (or given rows) as a float32 (batch, features) tensor."""
+        return torch.tensor(rows if rows is not None else self.examples, dtype=torch.float32)
+
+
+class CatalogError(ValueError):
+    """An unknown model or recipe name."""
+
+
+# ---- data: each returns (x, y) float32 tensors of shape (n, features) and (n, outputs) ----------
+
+
+def _random_regression(n: int, d_in: int, d_out: int) -> Callable[[torch.Generator], Any]:
+    def data(gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.randn(n, d_in, generator=gen), torch.randn(n, d_out, generator=gen)
+
+    return data
+
+
+def _sine(_: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.linspace(-math.pi, math.pi, 2000).unsqueeze(1)
+    return x, torch.sin(x)
+
+
+def _fixed(x: list[list[float]], y: list[list[float]]) -> Callable[[torch.Generator], Any]:
+    def data(_: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.float32)
+
+    return data
+
+
+# ---- reports ------------------------------------------------------------------------------------
+
+
+def _formula(model: nn.Module) -> dict[str, Any]:
+    return {"coefficients": model.coefficients(), "formula": model.formula()}
+
+
+def _predictions(rows: list[list[float]]) -> Callable[[nn.Module], dict[str, Any]]:
+    def report(model: nn.Module) -> dict[str, Any]:
+        param = next(model.parameters())
+        with torch.no_grad():
+            out = model(torch.tensor(rows, dtype=torch.float32, device=param.device))
+        first = out[0] if isinstance(out, tuple) else out
+        return {"predictions": {str(r): round(float(v), 4) for r, v in zip(rows, first.flatten())}}
+
+    return report
+
+
+def _linear_params(model: nn.Module) -> dict[str, Any]:
+    return {"w": float(model.linear.weight.item()), "b": float(model.linear.bias.item())}
+
+
+# ---- the given initial weights of seed 004 §11.5 --------------------------------------------------
+
+SIGMOID_NET_INIT = {
+    "hidden.weight": [[-0.0053, 0.3793], [-0.5820, -0.5204], [-0.2723, 0.1896]],
+    "hidden.bias": [-0.0140, 0.5607, -0.0628],
+    "output.weight": [[0.1528, -0.1745, -0.1135]],
+    "output.bias": [-0.5516],
+}
+
+
+def _sigmoid_net() -> nn.Module:
+    net = models.SigmoidNet()
+    net.load_state_dict({k: torch.tensor(v) for k, v in SIGMOID_NET_INIT.items()})
+    return net
+
+
+def _names(prefix: str, n: int) -> tuple[str, ...]:
+    return tuple(f"{prefix}{i}" for i in range(n))
+
+
+SSE_NOTE = "sum of squared errors; the seed's size_average=False is the old spelling of reduction='sum'"
+
+CATALOG: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in [
+        ModelSpec(
+            name="two_layer_net",
+            description="Linear(1000,100) -> ReLU -> Linear(100,10) memorising 64 random examples",
+            seed="000 (nn module version)",
+            build=models.TwoLayerNet,
+            data=_random_regression(64, 1000, 10),
+            recipes={"sgd": Recipe("sse", "sgd", 1e-4, 500, note=SSE_NOTE)},
+            inputs=(TensorSpec("x", _names("x", 1000)),),
+            outputs=(TensorSpec("y", _names("y", 10)),),
+            examples=(tuple(0.01 * ((7 * i) % 201 - 100) for i in range(1000)),),
+        ),
+        ModelSpec(
+            name="two_layer_raw",
+            description="x @ w1 -> clamp(min=0) -> @ w2, no biases, trained by plain gradient descent",
+            seed="001 §1-3, 000 (tensor version)",
+            build=models.TwoLayerRaw,
+            data=_random_regression(100, 1000, 10),
+            recipes={
+                "manual": Recipe(
+                    "sse", "sgd", 1e-6, 20, gradients="manual", note="hand-written backprop, no autograd"
+                ),
+                "autograd": Recipe("sse", "sgd", 1e-6, 20, note="the same descent with autograd gradients"),
+            },
+            inputs=(TensorSpec("x", _names("x", 1000)),),
+            outputs=(TensorSpec("y", _names("y", 10)),),
+            examples=(tuple(0.01 * ((7 * i) % 201 - 100) for i in range(1000)),),
+        ),
+        ModelSpec(
+            name="poly3_sin",
+            description="y = a + b x + c x^2 + d x^3 fitted to sin(x) on [-pi, pi]",
+            seed="002 §1-2, §5-6",
+            build=models.Poly3,
+            data=_sine,
+            recipes={
+                "sgd": Recipe("sse", "sgd", 1e-6, 2000, note=SSE_NOTE),
+                "rmsprop": Recipe("sse", "rmsprop", 1e-3, 2000, note="seed 002 §6"),
+            },
+            inputs=(TensorSpec("x", ("x",)),),
+            outputs=(TensorSpec("y", ("y",)),),
+            examples=((0.0,), (1.0,), (math.pi / 2,), (-2.0,)),
+            report=_formula,
+        ),
+        ModelSpec(
+            name="legendre3_sin",
+            description="y = a + b P3(c + d x), P3 a custom autograd Function, fitted to sin(x)",
+            seed="002 §4",
+            build=models.Legendre3,
+            data=_sine,
+            recipes={"sgd": Recipe("sse", "sgd", 5e-6, 2000, note="custom Function with hand-written backward")},
+            inputs=(TensorSpec("x", ("x",)),),
+            outputs=(TensorSpec("y", ("y",)),),
+            examples=((0.0,), (1.0,), (math.pi / 2,), (-2.0,)),
+            export_form=models.Legendre3Inference,
+            report=_formula,
+        ),
+        ModelSpec(
+            name="adder_simplenn",
+            description="Linear(2,10) -> ReLU -> Linear(10,1) learning the sum of two numbers from 2 examples",
+            seed="003",
+            build=models.SimpleNN,
+            data=_fixed([[1, 2], [3, 4]], [[3], [7]]),
+            recipes={"adam": Recipe("mse", "adam", 0.01, 100, note="targets of shape (2, 1), not the seed's (1, 2)")},
+            inputs=(TensorSpec("x", ("x1", "x2")),),
+            outputs=(TensorSpec("sum", ("sum",)),),
+            examples=((10.0, 11.0), (1.5, 2.5), (1.0, 2.0)),
+            report=_predictions([[1, 2], [3, 4], [1.5, 2.5], [10, 11]]),
+        ),
+        ModelSpec(
+            name="adder_mynet",
+            description="Linear(2,8) -> ReLU -> Linear(8,1) learning the sum of two numbers, hidden layer exposed",
+            seed="004 §10.9-10.13",
+            build=models.MyNeuralNet,
+            data=_fixed([[1, 2], [3, 4], [5, 6], [7, 8]], [[3], [7], [11], [15]]),
+            recipes={
+                "sgd": Recipe("mse", "sgd", 0.001, 50, batch_size=2, shuffle=True, note="Dataset + DataLoader")
+            },
+            inputs=(TensorSpec("x", ("x1", "x2")),),
+            outputs=(TensorSpec("sum", ("sum",)), TensorSpec("hidden", _names("h", 8))),
+            examples=((10.0, 11.0), (8.0, 9.0), (1.5, 2.5)),
+            report=_predictions([[8, 9], [10, 11], [1.5, 2.5]]),
+        ),
+        ModelSpec(
+            name="sigmoid_net",
+            description="Linear(2,3) -> Sigmoid -> Linear(3,1) trained on the one point (1, 1) -> 0",
+            seed="004 §11.3-11.5",
+            build=_sigmoid_net,
+            data=_fixed([[1, 1]], [[0]]),
+            recipes={"sgd": Recipe("mse", "sgd", 0.01, 100, note="autograd in place of finite differences")},
+            inputs=(TensorSpec("x", ("x1", "x2")),),
+            outputs=(TensorSpec("y", ("y",)),),
+            examples=((1.0, 1.0), (0.0, 0.0), (2.0, -1.0)),
+            report=_predictions([[1, 1]]),
+        ),
+        ModelSpec(
+            name="linear_3x",
+            description="y = w x + b learning y = 3x, with the seed's learning-rate study",
+            seed="004 §11.6",
+            build=models.Linear1,
+            data=_fixed([[1], [2], [3], [4]], [[3], [6], [9], [12]]),
+            recipes={"sgd": Recipe("mse", "sgd", 0.1, 200, note="lr 0.1 until it converges (w ~ 3, b ~ 0)")},
+            inputs=(TensorSpec("x", ("x",)),),
+            outputs=(TensorSpec("y", ("y",)),),
+            examples=((5.0,), (1.0,), (-2.5,)),
+            report=_linear_params,
+            study=Study(
+                name="lr_study",
+                lrs=(0.01, 0.1, 1.0),
+                epochs=10,
+                track=lambda m: float(m.linear.weight.item()),
+                track_label="weight w",
+            ),
+        ),
+    ]
+}
+
+
+def get(name: str) -> ModelSpec:
+    """The spec called `name`, or a CatalogError listing the valid names."""
+    try:
+        return CATALOG[name]
+    except KeyError:
+        raise CatalogError(f"unknown model {name!r}; expected one of: {', '.join(CATALOG)}") from None
+
+
+def select(names: str | Sequence[str] | None) -> list[ModelSpec]:
+    """Specs for 'all', None, a comma-separated string or a list of names, in catalog order."""
+    if names is None or names == "all" or names == ["all"]:
+        return list(CATALOG.values())
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    if not names:
+        raise CatalogError(f"no model named; expected 'all' or some of: {', '.join(CATALOG)}")
+    wanted = {get(n).name for n in names}
+    return [spec for spec in CATALOG.values() if spec.name in wanted]
+
+
+def with_recipe(spec: ModelSpec, variant: str) -> ModelSpec:
+    """The spec with `variant` as its default recipe."""
+    recipe = spec.recipe(variant)
+    return replace(spec, recipes={variant: recipe, **spec.recipes})

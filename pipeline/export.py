@@ -1,0 +1,318 @@
+"""The export stage: state_dict -> TorchScript, ONNX and torch.export (.pt2), verified, then indexed.
+
+Each run writes every model's files into a fresh revision folder DIR/<model>/export-<id>/ (a copy of
+the training outputs plus the three exports), checks parity through the shared runtime loader, and
+only then replaces DIR/manifest.json atomically. Until that rename, the previous manifest and every
+file it lists are untouched; revision folders no manifest lists are removed afterwards. A SIGKILL
+at any moment therefore leaves a manifest whose files all exist and match their sha256.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import shutil
+import sys
+import time
+import uuid
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from pipeline import parity, train
+from pipeline.catalog import ModelSpec
+from pipeline.fileio import atomic_write, atomic_write_bytes, atomic_write_json, remove_stale_temps, sha256_file
+from pipeline.manifest import MANIFEST, PARITY, SCHEMA, Manifest, ManifestError
+from pipeline.summary import layer_table
+
+DEFAULT_OPSET = 18
+PRODUCER = "seed-pipeline"
+REVISION_PREFIX = "export-"
+EXAMPLE_BATCH = 3  # the exporters trace with batch 3, so batch 1 and 7 in parity prove the dynamic axis
+
+FILE_NAMES = {"state_dict": train.STATE_DICT, "torchscript": "model.torchscript.pt", "onnx": "model.onnx",
+              "pt2": "model.pt2"}
+
+
+class ExportError(RuntimeError):
+    """A model that cannot be exported; the message names the model and what to do."""
+
+
+@dataclass
+class ExportContext:
+    """What every exporter gets: the spec, the module to trace, an example batch and the metadata."""
+
+    spec: ModelSpec
+    module: nn.Module
+    example: torch.Tensor
+    metadata: dict[str, Any]
+    opset: int
+
+
+def producer_version() -> str:
+    try:
+        return importlib_metadata.version(PRODUCER)
+    except importlib_metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def _quiet_torchscript():
+    """TorchScript is deprecated in favour of torch.export; we still ship it, on purpose."""
+    ctx = warnings.catch_warnings()
+    ctx.__enter__()
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\..*deprecated", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=r".*TorchScript.*", category=DeprecationWarning)
+    return ctx
+
+
+def export_torchscript(ctx: ExportContext, path: Path) -> None:
+    """torch.jit.script of the export form, with metadata.json inside the archive."""
+    quiet = _quiet_torchscript()
+    try:
+        scripted = torch.jit.script(ctx.module)
+        extra = {"metadata.json": json.dumps(ctx.metadata)}
+        atomic_write(path, lambda tmp: torch.jit.save(scripted, str(tmp), _extra_files=extra))
+    finally:
+        quiet.__exit__(None, None, None)
+
+
+def _batch_dim() -> dict[int, Any]:
+    return {0: torch.export.Dim("batch", min=1)}
+
+
+def export_onnx(ctx: ExportContext, path: Path) -> None:
+    """torch.onnx.export (torch.export-based), weights embedded, self-described, checked in full."""
+    import onnx
+
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    spec = ctx.spec
+    program = torch.onnx.export(
+        ctx.module,
+        (ctx.example,),
+        None,
+        input_names=[t.name for t in spec.inputs],
+        output_names=[t.name for t in spec.outputs],
+        dynamic_shapes=(_batch_dim(),),
+        opset_version=ctx.opset,
+        dynamo=True,
+        external_data=False,
+        verbose=False,
+    )
+    proto = program.model_proto
+    proto.producer_name = PRODUCER
+    proto.producer_version = producer_version()
+    proto.doc_string = f"{spec.name}: {spec.description}. From seed {spec.seed}."
+    proto.graph.doc_string = proto.doc_string
+    del proto.metadata_props[:]
+    for key, value in ctx.metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key = key
+        entry.value = value if isinstance(value, str) else json.dumps(value)
+    for value_info in [*proto.graph.input, *proto.graph.output]:  # the batch axis is called "batch"
+        dim = value_info.type.tensor_type.shape.dim[0]
+        if not dim.HasField("dim_value"):
+            dim.dim_param = "batch"
+    data = proto.SerializeToString()
+    onnx.checker.check_model(onnx.load_from_string(data), full_check=True)
+    atomic_write_bytes(path, data)
+
+
+def export_pt2(ctx: ExportContext, path: Path) -> None:
+    """torch.export.export with a dynamic batch axis, saved with metadata.json beside the program."""
+    program = torch.export.export(ctx.module, (ctx.example,), dynamic_shapes=(_batch_dim(),))
+    extra = {"metadata.json": json.dumps(ctx.metadata)}
+    atomic_write(path, lambda tmp: torch.export.save(program, str(tmp), extra_files=extra))
+
+
+EXPORTERS: dict[str, Callable[[ExportContext, Path], None]] = {
+    "torchscript": export_torchscript,
+    "onnx": export_onnx,
+    "pt2": export_pt2,
+}
+
+
+def _trained_files(spec: ModelSpec, artifacts: Path) -> tuple[Path, dict[str, Any]]:
+    model_dir = artifacts / spec.name
+    state, history_path = model_dir / train.STATE_DICT, model_dir / train.HISTORY
+    hint = f"run `python -m pipeline train --models {spec.name} --artifacts {artifacts}` first"
+    if not state.is_file() or not history_path.is_file():
+        raise ExportError(f"{spec.name} has not been trained (no {state}); {hint}")
+    try:
+        history = json.loads(history_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        raise ExportError(f"{spec.name}: {history_path} is unreadable; {hint}") from None
+    if history.get("state_dict_sha256") != sha256_file(state):
+        raise ExportError(f"{spec.name}: {state} does not match its history (training was interrupted?); {hint}")
+    return model_dir, history
+
+
+def _metadata(spec: ModelSpec, state_sha: str) -> dict[str, Any]:
+    return {
+        "model": spec.name,
+        "description": spec.description,
+        "seed_source": spec.seed,
+        "input_names": [t.name for t in spec.inputs],
+        "input_features": {t.name: list(t.features) for t in spec.inputs},
+        "output_names": [t.name for t in spec.outputs],
+        "output_features": {t.name: list(t.features) for t in spec.outputs},
+        "state_dict_sha256": state_sha,
+        "producer": f"{PRODUCER} {producer_version()}",
+    }
+
+
+def _tensor_entries(specs) -> list[dict[str, Any]]:
+    return [{"name": t.name, "shape": ["batch", t.width], "dtype": "float32", "features": list(t.features)}
+            for t in specs]
+
+
+def _artifact(fmt: str, path: Path, artifacts: Path) -> dict[str, Any]:
+    return {"format": fmt, "path": path.relative_to(artifacts).as_posix(), "sha256": sha256_file(path),
+            "bytes": path.stat().st_size}
+
+
+def export_model(spec: ModelSpec, artifacts: Path, revision: str, opset: int) -> dict[str, Any]:
+    """Write one model's revision folder and return its manifest entry (without parity)."""
+    model_dir, history = _trained_files(spec, artifacts)
+    rev_dir = model_dir / f"{REVISION_PREFIX}{revision}"
+    rev_dir.mkdir(parents=True, exist_ok=False)
+    copied = {}
+    for src in sorted(model_dir.iterdir()):  # the training outputs, frozen beside the exports
+        if src.is_file() and not src.name.startswith("."):
+            copied[src.name] = rev_dir / src.name
+            atomic_write(rev_dir / src.name, lambda tmp, src=src: shutil.copyfile(src, tmp))
+    state_path = rev_dir / train.STATE_DICT
+    state_sha = sha256_file(state_path)
+    if state_sha != history["state_dict_sha256"]:
+        raise ExportError(f"{spec.name}: the state_dict changed while it was being copied; run export again")
+    module = spec.build()
+    module.load_state_dict(torch.load(state_path, map_location="cpu", weights_only=True))
+    module.eval()
+    ctx = ExportContext(
+        spec=spec,
+        module=spec.export_form(module).eval(),
+        example=spec.example_batch([spec.examples[i % len(spec.examples)] for i in range(EXAMPLE_BATCH)]),
+        metadata=_metadata(spec, state_sha),
+        opset=opset,
+    )
+    files = [_artifact("state_dict", state_path, artifacts)]
+    for fmt, exporter in EXPORTERS.items():
+        path = rev_dir / FILE_NAMES[fmt]
+        try:
+            exporter(ctx, path)
+        except Exception as exc:
+            raise ExportError(f"{spec.name}: {fmt} export failed: {type(exc).__name__}: {exc}") from exc
+        files.append(_artifact(fmt, path, artifacts))
+    rel = lambda name: copied[name].relative_to(artifacts).as_posix() if name in copied else None  # noqa: E731
+    return {
+        "description": spec.description,
+        "seed": spec.seed,
+        "inputs": _tensor_entries(spec.inputs),
+        "outputs": _tensor_entries(spec.outputs),
+        "examples": [list(e) for e in spec.examples],
+        "artifacts": files,
+        "history": rel(train.HISTORY),
+        "plot": rel(train.LOSS_PLOT),
+        "extra": [rel(n) for n in sorted(copied) if n not in {train.STATE_DICT, train.HISTORY, train.LOSS_PLOT}],
+        "recipe": history.get("recipe"),
+        "variant": history.get("variant"),
+        "trained_on": history.get("device"),
+        "final_loss": history["loss"][-1] if history.get("loss") else None,
+        "report": history.get("report", {}),
+        "summary": layer_table(spec),
+        "revision": revision,
+    }
+
+
+def versions() -> dict[str, str]:
+    """Versions of what made and checks the artifacts."""
+    import numpy
+    import onnx
+    import onnxruntime
+
+    out = {"python": platform.python_version(), "torch": torch.__version__, "onnx": onnx.__version__,
+           "onnxruntime": onnxruntime.__version__, "numpy": numpy.__version__, PRODUCER: producer_version()}
+    try:
+        out["onnxscript"] = importlib_metadata.version("onnxscript")
+    except importlib_metadata.PackageNotFoundError:
+        pass
+    return out
+
+
+def _previous_models(artifacts: Path) -> dict[str, Any]:
+    try:
+        return dict(Manifest.load(artifacts).raw["models"])
+    except ManifestError:
+        return {}
+
+
+def collect_garbage(artifacts: Path, manifest: dict[str, Any]) -> None:
+    """Remove revision folders the manifest does not list, and temp files killed writers left."""
+    listed = {Path(a["path"]).parts[:2] for m in manifest["models"].values() for a in m["artifacts"]}
+    for rev in artifacts.glob(f"*/{REVISION_PREFIX}*"):
+        if rev.is_dir() and rev.relative_to(artifacts).parts[:2] not in listed:
+            shutil.rmtree(rev, ignore_errors=True)
+    remove_stale_temps(artifacts)
+
+
+def run_export(
+    specs: list[ModelSpec], artifacts: Path, opset: int = DEFAULT_OPSET, cuda: bool = False,
+    atol: float = parity.DEFAULT_ATOL, rtol: float = parity.DEFAULT_RTOL, log: Callable[[str], None] = print,
+) -> tuple[parity.ParityReport, list[str]]:
+    """Export, verify and publish `specs`; returns the parity report and the per-model errors.
+
+    Models that fail to export or to match keep their previous manifest entry, if any.
+    """
+    if opset < 18:
+        raise ExportError(f"--opset {opset}: the torch.export-based ONNX exporter needs opset 18 or newer")
+    artifacts = Path(artifacts)
+    revision = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+    entries: dict[str, Any] = {}
+    errors: list[str] = []
+    for spec in specs:
+        start = time.perf_counter()
+        try:
+            entries[spec.name] = export_model(spec, artifacts, revision, opset)
+        except ExportError as exc:
+            errors.append(str(exc))
+            log(f"error: {exc}")
+            continue
+        log(f"{spec.name}: exported torchscript, onnx, pt2 in {time.perf_counter() - start:.1f} s")
+    staged = Manifest.from_dict(artifacts, {"models": entries})
+    report = parity.verify(staged, list(entries), cuda, atol, rtol)
+    previous = _previous_models(artifacts)
+    models = dict(previous)
+    for name, entry in entries.items():
+        rows = report.for_model(name)
+        entry["parity"] = {"passed": all(r["passed"] for r in rows) and bool(rows), "atol": atol, "rtol": rtol,
+                           "rows": rows}
+        if entry["parity"]["passed"]:
+            models[name] = entry
+        else:
+            errors.append(f"{name}: parity failed; its previous artifacts (if any) stay published")
+    order = [s for s in _catalog_order() if s in models] + [m for m in models if m not in _catalog_order()]
+    manifest = {
+        "schema": SCHEMA,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "producer": f"{PRODUCER} {producer_version()}",
+        "versions": versions(),
+        "platform": {"machine": platform.machine(), "system": platform.system(), "python": sys.version.split()[0]},
+        "tolerance": {"atol": atol, "rtol": rtol},
+        "models": {name: models[name] for name in order},
+    }
+    atomic_write_json(artifacts / PARITY, {**report.as_dict(), "created": manifest["created"]})
+    atomic_write_json(artifacts / MANIFEST, manifest)  # the commit point
+    collect_garbage(artifacts, manifest)
+    return report, errors
+
+
+def _catalog_order() -> list[str]:
+    from pipeline.catalog import CATALOG
+
+    return list(CATALOG)

@@ -1,0 +1,180 @@
+"""The manifest: the one index of exported artifacts. Reading it needs no torch.
+
+Everything downstream (verify, the runtime loader, the demo, the benchmarks) finds artifacts here,
+by model and format name, never by building file names. Paths are relative to the artifacts
+directory and must stay inside it; every file is checked against its sha256 before it is loaded.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.fileio import sha256_file
+
+MANIFEST = "manifest.json"
+PARITY = "parity.json"
+SCHEMA = 1
+FORMATS = ("state_dict", "torchscript", "onnx", "pt2")
+
+
+class ManifestError(ValueError):
+    """A missing, malformed or unsafe manifest, or a name it does not list."""
+
+
+class ArtifactError(RuntimeError):
+    """An artifact file that is missing or does not match its sha256."""
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One exported file as the manifest lists it."""
+
+    format: str
+    path: str  # relative to the artifacts directory
+    sha256: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model's section of the manifest."""
+
+    name: str
+    description: str
+    seed: str
+    inputs: list[dict[str, Any]]  # [{"name", "shape", "dtype", "features"}]
+    outputs: list[dict[str, Any]]
+    examples: list[list[float]]
+    artifacts: dict[str, Artifact]
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @property
+    def input(self) -> dict[str, Any]:
+        """The model's single input."""
+        return self.inputs[0]
+
+    @property
+    def features(self) -> list[str]:
+        return list(self.input["features"])
+
+    @property
+    def output_names(self) -> list[str]:
+        return [o["name"] for o in self.outputs]
+
+    def artifact(self, fmt: str) -> Artifact:
+        """The artifact of format `fmt`, or a ManifestError listing the formats this model has."""
+        if fmt not in self.artifacts:
+            raise ManifestError(
+                f"{self.name} has no {fmt!r} artifact; expected one of: {', '.join(self.artifacts)}"
+            )
+        return self.artifacts[fmt]
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A loaded, validated manifest bound to its artifacts directory."""
+
+    root: Path
+    models: dict[str, ModelEntry]
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def load(cls, root: Path | str) -> Manifest:
+        """Read and validate DIR/manifest.json; raise ManifestError with one line if it is unusable."""
+        root = Path(root)
+        path = root / MANIFEST
+        if not path.is_file():
+            raise ManifestError(
+                f"no manifest at {path}: create the artifacts with `make train export` "
+                f"(or `python -m pipeline train && python -m pipeline export --artifacts {root}`)"
+            )
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ManifestError(f"{path} is not valid JSON ({exc}); re-run `make export`") from None
+        return cls.from_dict(root, raw, str(path))
+
+    @classmethod
+    def from_dict(cls, root: Path, raw: Any, where: str = MANIFEST) -> Manifest:
+        """Validate a manifest dict (as written by export) against `root`."""
+        if not isinstance(raw, dict) or not isinstance(raw.get("models"), dict):
+            raise ManifestError(f"{where} has no 'models' object; re-run `make export`")
+        models = {}
+        for name, entry in raw["models"].items():
+            models[name] = _model_entry(Path(root), name, entry, where)
+        return cls(Path(root), models, raw)
+
+    def model(self, name: str) -> ModelEntry:
+        """The entry for `name`, or a ManifestError listing the models there are."""
+        if not isinstance(name, str) or name not in self.models:
+            raise ManifestError(f"unknown model {name!r}; expected one of: {', '.join(self.models)}")
+        return self.models[name]
+
+    def path_of(self, rel: str) -> Path:
+        """Absolute path of a manifest-relative path, refused if it leaves the artifacts directory."""
+        return _inside(self.root, rel, MANIFEST)
+
+    def verified_path(self, artifact: Artifact) -> Path:
+        """The artifact's path after checking that it exists and matches its sha256."""
+        path = self.path_of(artifact.path)
+        if not path.is_file():
+            raise ArtifactError(f"{artifact.path} is listed in the manifest but missing; re-run `make export`")
+        digest = sha256_file(path)
+        if digest != artifact.sha256:
+            raise ArtifactError(
+                f"{artifact.path} does not match its sha256 in the manifest "
+                f"(expected {artifact.sha256[:12]}..., got {digest[:12]}...); refusing to load it"
+            )
+        return path
+
+
+def _inside(root: Path, rel: Any, where: str) -> Path:
+    if not isinstance(rel, str) or not rel or Path(rel).is_absolute() or "\x00" in rel:
+        raise ManifestError(f"{where} lists path {rel!r}; expected a path relative to the artifacts directory")
+    base = root.resolve()
+    path = (base / rel).resolve()
+    if not path.is_relative_to(base):
+        raise ManifestError(f"{where} lists path {rel!r}, which is outside the artifacts directory {base}")
+    return path
+
+
+def _model_entry(root: Path, name: str, entry: Any, where: str) -> ModelEntry:
+    def need(key: str, kind: type) -> Any:
+        if not isinstance(entry, dict) or not isinstance(entry.get(key), kind):
+            raise ManifestError(f"{where}: model {name!r} has no valid {key!r} ({kind.__name__}); re-run `make export`")
+        return entry[key]
+
+    inputs, outputs = need("inputs", list), need("outputs", list)
+    for spec in inputs + outputs:
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not isinstance(
+            spec.get("features"), list
+        ):
+            raise ManifestError(f"{where}: model {name!r} has a malformed input or output spec")
+    if len(inputs) != 1:
+        raise ManifestError(f"{where}: model {name!r} must have exactly one input")
+    artifacts = {}
+    for item in need("artifacts", list):
+        try:
+            art = Artifact(str(item["format"]), item["path"], str(item["sha256"]), int(item["bytes"]))
+        except (KeyError, TypeError, ValueError):
+            raise ManifestError(f"{where}: model {name!r} has a malformed artifact entry") from None
+        if art.format not in FORMATS:
+            raise ManifestError(f"{where}: model {name!r} lists unknown format {art.format!r}")
+        _inside(root, art.path, where)
+        artifacts[art.format] = art
+    for key in ("history", "plot"):
+        if entry.get(key) is not None:
+            _inside(root, entry[key], where)
+    return ModelEntry(
+        name=name,
+        description=str(entry.get("description", "")),
+        seed=str(entry.get("seed", "")),
+        inputs=inputs,
+        outputs=outputs,
+        examples=need("examples", list),
+        artifacts=artifacts,
+        raw=entry,
+    )

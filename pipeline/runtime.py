@@ -1,0 +1,264 @@
+"""The one loader: a manifest artifact + a runtime + a device -> a predictor.
+
+The parity check, the demo, the tests and the benchmarks all load artifacts here, so what is
+verified is what is served. ONNX through onnxruntime never imports torch; torch is imported only
+for the torch runtimes.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pipeline.devices import DeviceError, cuda_device_count
+from pipeline.inputs import InputError, expected
+from pipeline.manifest import Manifest, ModelEntry
+
+# Formats a person picks; "eager" is the state_dict in the catalog module.
+PREDICT_FORMATS = ("torchscript", "onnx", "pt2", "eager")
+ARTIFACT_OF = {"eager": "state_dict", "torchscript": "torchscript", "onnx": "onnx", "pt2": "pt2"}
+RUNTIMES_OF = {
+    "eager": ("torch",),
+    "torchscript": ("torch",),
+    "pt2": ("torch",),
+    "onnx": ("onnxruntime", "onnx-reference"),
+}
+DEVICES = ("cpu", "cuda", "auto")
+
+
+class RuntimeUnavailable(RuntimeError):
+    """The runtime or device asked for cannot run here; the message says why."""
+
+
+@dataclass
+class Predictor:
+    """Runs one artifact. Call it with one example (a flat list) or a batch (rows of features)."""
+
+    model: str
+    format: str
+    runtime: str
+    device: str  # what really runs it: "cpu", "cuda:0", "CPUExecutionProvider", ...
+    features: list[str]
+    output_names: list[str]
+    run_batch: Callable[[np.ndarray], Sequence[np.ndarray]] = field(repr=False)
+    load_seconds: float = 0.0
+
+    def prepare(self, x: Any) -> tuple[np.ndarray, bool]:
+        """x as a C-contiguous float32 (batch, features) array, and whether it was one example."""
+        arr = np.ascontiguousarray(x, dtype=np.float32)
+        single = arr.ndim == 1
+        if single:
+            arr = arr[None, :]
+        if arr.ndim != 2 or arr.shape[1] != len(self.features):
+            got = arr.shape[-1] if arr.ndim else 0
+            raise InputError(f"{expected(self.model, self.features)}; got {got}")
+        return arr, single
+
+    def predict(self, x: Any) -> dict[str, np.ndarray]:
+        """Named outputs: (features,) arrays for one example, (batch, features) for a batch."""
+        arr, single = self.prepare(x)
+        outs = self.run_batch(arr)
+        return {name: (out[0] if single else out) for name, out in zip(self.output_names, outs)}
+
+    __call__ = predict
+
+
+def load_predictor(
+    manifest: Manifest,
+    model: str,
+    fmt: str,
+    runtime: str | None = None,
+    device: str = "cpu",
+    *,
+    threads: int | None = None,
+) -> Predictor:
+    """A predictor for `model`'s `fmt` artifact on `runtime` (default: the format's first) and `device`.
+
+    The file's sha256 is checked against the manifest before anything is loaded.
+    """
+    entry = manifest.model(model)
+    if fmt not in ARTIFACT_OF:
+        raise InputError(f"unknown format {fmt!r}; expected one of: {', '.join(PREDICT_FORMATS)}")
+    runtime = runtime or RUNTIMES_OF[fmt][0]
+    if runtime not in RUNTIMES_OF[fmt]:
+        raise InputError(f"format {fmt} runs on {', '.join(RUNTIMES_OF[fmt])}; got runtime {runtime!r}")
+    if device not in DEVICES and not device.startswith("cuda:"):
+        raise InputError(f"unknown device {device!r}; expected one of: {', '.join(DEVICES)}")
+    path = manifest.verified_path(entry.artifact(ARTIFACT_OF[fmt]))
+    start = time.perf_counter()
+    loader = _LOADERS[runtime]
+    run_batch, actual = loader(entry, fmt, str(path), device, threads)
+    return Predictor(
+        model=entry.name,
+        format=fmt,
+        runtime=runtime,
+        device=actual,
+        features=entry.features,
+        output_names=entry.output_names,
+        run_batch=run_batch,
+        load_seconds=time.perf_counter() - start,
+    )
+
+
+# ---- onnxruntime ------------------------------------------------------------------------------
+
+
+def onnxruntime_providers(device: str) -> list[str]:
+    """The execution providers to ask for: CUDA only where a GPU and the CUDA provider exist."""
+    import onnxruntime as ort
+
+    want_cuda = device.startswith("cuda") or device == "auto"
+    has_cuda = "CUDAExecutionProvider" in ort.get_available_providers() and cuda_device_count() > 0
+    if want_cuda and has_cuda:
+        index = device.split(":", 1)[1] if ":" in device else "0"
+        return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]  # type: ignore[list-item]
+    if device.startswith("cuda"):
+        raise RuntimeUnavailable(
+            "onnxruntime cannot use CUDA here: "
+            + ("no CUDA GPU is visible" if cuda_device_count() == 0 else "the CUDA execution provider is not installed")
+        )
+    return ["CPUExecutionProvider"]
+
+
+def session_options(threads: int | None = None) -> Any:
+    """Session options tuned for single examples of small models (see BENCHMARKS.md)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    threads = threads if threads is not None else int(os.environ.get("PIPELINE_ORT_THREADS", "1"))
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    return opts
+
+
+def _load_onnxruntime(entry: ModelEntry, fmt: str, path: str, device: str, threads: int | None):
+    import onnxruntime as ort
+
+    providers = onnxruntime_providers(device)
+    if providers[0] != "CPUExecutionProvider" and hasattr(ort, "preload_dlls"):
+        ort.preload_dlls()  # CUDA and cuDNN from the nvidia-* wheels torch brings, without importing torch
+    session = ort.InferenceSession(path, sess_options=session_options(threads), providers=providers)
+    actual = session.get_providers()[0]
+    if device.startswith("cuda") and actual != "CUDAExecutionProvider":
+        raise RuntimeUnavailable(f"onnxruntime's CUDA provider did not load for {path}; it fell back to {actual}")
+    input_name = session.get_inputs()[0].name
+    names = entry.output_names
+    run = session.run
+
+    def run_batch(x: np.ndarray) -> Sequence[np.ndarray]:
+        return run(names, {input_name: x})
+
+    return run_batch, actual
+
+
+def _load_onnx_reference(entry: ModelEntry, fmt: str, path: str, device: str, threads: int | None):
+    import onnx
+    from onnx.reference import ReferenceEvaluator
+
+    if device.startswith("cuda"):
+        raise RuntimeUnavailable("onnx's ReferenceEvaluator runs on the CPU only")
+    evaluator = ReferenceEvaluator(onnx.load(path))
+    input_name = entry.input["name"]
+    names = entry.output_names
+
+    def run_batch(x: np.ndarray) -> Sequence[np.ndarray]:
+        return [np.asarray(o) for o in evaluator.run(names, {input_name: x})]
+
+    return run_batch, "onnx.reference.ReferenceEvaluator"
+
+
+# ---- torch ------------------------------------------------------------------------------------
+
+
+def _torch_device(device: str) -> str:
+    from pipeline.devices import resolve_torch_device
+
+    if device == "auto":
+        import torch
+
+        return "cuda:0" if torch.cuda.is_available() else "cpu"
+    try:
+        return resolve_torch_device(device)[0]
+    except DeviceError as exc:
+        raise RuntimeUnavailable(str(exc).replace("--device ", "device ")) from None
+
+
+def _torch_runner(module: Any, device: str) -> Callable[[np.ndarray], Sequence[np.ndarray]]:
+    import torch
+
+    on_cpu = device == "cpu"
+
+    def run_batch(x: np.ndarray) -> Sequence[np.ndarray]:
+        with torch.inference_mode():
+            t = torch.from_numpy(x)
+            out = module(t if on_cpu else t.to(device))
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        return [o.numpy() if on_cpu else o.cpu().numpy() for o in outs]
+
+    return run_batch
+
+
+def _load_torch(entry: ModelEntry, fmt: str, path: str, device: str, threads: int | None):
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    dev = _torch_device(device)
+    if fmt == "torchscript":
+        with warnings.catch_warnings():  # deprecated in favour of .pt2, still served on purpose
+            warnings.filterwarnings("ignore", message=r".*torch\.jit\..*deprecated", category=FutureWarning)
+            module = torch.jit.load(path, map_location=dev).eval()
+    elif fmt == "pt2":
+        program = torch.export.load(path)
+        if dev != "cpu":
+            from torch.export.passes import move_to_device_pass
+
+            program = move_to_device_pass(program, dev)
+        module = program.module()
+    else:  # eager: the trained catalog module from its state_dict
+        from pipeline import catalog
+
+        module = catalog.get(entry.name).build()
+        module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        module = module.to(dev).eval()
+    return _torch_runner(module, dev), dev
+
+
+_LOADERS = {
+    "onnxruntime": _load_onnxruntime,
+    "onnx-reference": _load_onnx_reference,
+    "torch": _load_torch,
+}
+
+
+
+class PredictorCache:
+    """Predictors loaded once per (model, format, runtime, device) and shared between threads."""
+
+    def __init__(self, manifest: Manifest, threads: int | None = None) -> None:
+        self.manifest = manifest
+        self.threads = threads
+        self._predictors: dict[tuple[str, str, str | None, str], Predictor] = {}
+        self._lock = threading.Lock()
+
+    def get(self, model: str, fmt: str, device: str = "cpu", runtime: str | None = None) -> Predictor:
+        """The cached predictor, loading (and sha256-checking) it on first use."""
+        key = (model, fmt, runtime, device)
+        predictor = self._predictors.get(key)
+        if predictor is None:
+            with self._lock:
+                predictor = self._predictors.get(key)
+                if predictor is None:
+                    predictor = load_predictor(self.manifest, model, fmt, runtime, device, threads=self.threads)
+                    self._predictors[key] = predictor
+        return predictor

@@ -1,0 +1,197 @@
+"""The training stage: fit each catalog model with its seed recipe and save what it learned.
+
+Writes, per model, under DIR/<model>/ (each file atomically): state_dict.pt (CPU tensors),
+history.json, loss.png, and the files of the model's study if it has one.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from pipeline import plots
+from pipeline.catalog import ModelSpec, Recipe
+from pipeline.fileio import atomic_write, atomic_write_json, sha256_file
+
+STATE_DICT = "state_dict.pt"
+HISTORY = "history.json"
+LOSS_PLOT = "loss.png"
+
+LOSSES: dict[str, Callable[[], nn.Module]] = {
+    "sse": lambda: nn.MSELoss(reduction="sum"),
+    "mse": nn.MSELoss,
+}
+OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+    "sgd": torch.optim.SGD,
+    "adam": torch.optim.Adam,
+    "rmsprop": torch.optim.RMSprop,
+}
+
+
+class TrainingError(RuntimeError):
+    """A recipe that cannot run as written."""
+
+
+class PairDataset(Dataset):
+    """Seed 004 §10.10's MyDataset: (x[i], y[i]) pairs."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, ix: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.x[ix], self.y[ix]
+
+
+@dataclass
+class Fit:
+    """A trained module and what happened on the way."""
+
+    model: nn.Module
+    losses: list[float]  # one per optimisation step, measured before that step's update
+    tracked: list[float]  # study value after each epoch (empty without a tracker)
+    seconds: float
+
+
+def first_output(out: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """The output the loss trains: the module's only output, or the first of several."""
+    return out[0] if isinstance(out, tuple) else out
+
+
+def fit(
+    spec: ModelSpec,
+    recipe: Recipe,
+    device: str = "cpu",
+    seed: int = 0,
+    progress: bool = True,
+    track: Callable[[nn.Module], float] | None = None,
+) -> Fit:
+    """Train a fresh `spec` module with `recipe` on `device`; the same seed gives the same run on CPU."""
+    torch.manual_seed(seed)
+    model = spec.build().to(device)
+    x, y = spec.data(torch.Generator().manual_seed(seed))
+    x, y = x.to(device), y.to(device)
+    if recipe.batch_size:
+        loader = DataLoader(
+            PairDataset(x, y),
+            batch_size=recipe.batch_size,
+            shuffle=recipe.shuffle,
+            generator=torch.Generator().manual_seed(seed),
+        )
+        batches: Any = loader
+    else:
+        batches = ((x, y),)
+    if recipe.gradients == "manual" and not hasattr(model, "manual_gradients"):
+        raise TrainingError(f"{spec.name}: recipe asks for manual gradients, the module has none")
+    manual = recipe.gradients == "manual"
+    loss_fn = LOSSES[recipe.loss]()
+    optimizer = OPTIMIZERS[recipe.optimizer](model.parameters(), lr=recipe.lr)
+
+    losses: list[torch.Tensor] = []  # kept on the device: no host sync per step
+    tracked: list[float] = []
+    bar = tqdm(
+        total=recipe.epochs, desc=f"{spec.name:<15}", unit="epoch", disable=not progress,
+        file=sys.stderr, leave=True, dynamic_ncols=True,
+    )
+    start = time.perf_counter()
+    model.train()
+    for _ in range(recipe.epochs):
+        for xb, yb in batches:
+            optimizer.zero_grad(set_to_none=True)
+            if manual:
+                loss = model.manual_gradients(xb, yb)
+            else:
+                loss = loss_fn(first_output(model(xb)), yb)
+                loss.backward()
+            optimizer.step()
+            losses.append(loss.detach())
+        if track is not None:
+            tracked.append(track(model))
+        bar.update(1)
+    seconds = time.perf_counter() - start
+    loss_values = torch.stack(losses).cpu().tolist()
+    bar.set_postfix(loss=f"{loss_values[-1]:.4g}")
+    bar.close()
+    model.eval()
+    return Fit(model, loss_values, tracked, seconds)
+
+
+def cpu_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state_dict with every tensor detached, contiguous and on the CPU (seed 004 §10.14)."""
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+
+
+def _finite_or_none(values: list[float]) -> list[float | None]:
+    return [v if math.isfinite(v) else None for v in values]
+
+
+def run_study(spec: ModelSpec, recipe: Recipe, device: str, seed: int, out_dir: Path) -> list[Path]:
+    """The seed's learning-rate study: each rate from the same fresh init; JSON data and a figure."""
+    study = spec.study
+    if study is None:
+        return []
+    runs: dict[str, dict[str, list[float]]] = {}
+    for lr in study.lrs:
+        result = fit(spec, replace(recipe, lr=lr, epochs=study.epochs), device, seed, False, study.track)
+        runs[str(lr)] = {study.track_label: result.tracked, "loss": result.losses}
+    data = {
+        "model": spec.name,
+        "study": study.name,
+        "epochs": study.epochs,
+        "tracked": study.track_label,
+        "runs": {lr: {k: _finite_or_none(v) for k, v in run.items()} for lr, run in runs.items()},
+    }
+    json_path = atomic_write_json(out_dir / f"{study.name}.json", data)
+    png_path = plots.save_lr_study(out_dir / f"{study.name}.png", runs, study.track_label)
+    return [json_path, png_path]
+
+
+def train_model(
+    spec: ModelSpec, artifacts: Path, device: str = "cpu", seed: int = 0, variant: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train one model and write its state_dict, history, loss plot and study under artifacts/<name>/."""
+    variant = variant or spec.default_recipe
+    recipe = spec.recipe(variant)
+    result = fit(spec, recipe, device, seed, progress)
+    out_dir = Path(artifacts) / spec.name
+    report = spec.report(result.model) if spec.report else {}
+    history = {
+        "model": spec.name,
+        "seed_source": spec.seed,
+        "variant": variant,
+        "recipe": recipe.as_dict(),
+        "unit": "step",
+        "steps_per_epoch": len(result.losses) // max(recipe.epochs, 1),
+        "loss": _finite_or_none(result.losses),
+        "device": device,
+        "seed": seed,
+        "seconds": round(result.seconds, 4),
+        "torch": torch.__version__,
+        "report": report,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    extra = run_study(spec, recipe, device, seed, out_dir)
+    plots.save_loss_curve(
+        out_dir / LOSS_PLOT, result.losses, f"{spec.name} ({variant}, {device})", "step"
+    )
+    state = cpu_state_dict(result.model)
+    atomic_write(out_dir / STATE_DICT, lambda tmp: torch.save(state, tmp))
+    # Ties the history to these exact weights: export refuses a state_dict whose history is stale.
+    history["state_dict_sha256"] = sha256_file(out_dir / STATE_DICT)
+    # history.json goes last: its presence says the model's training outputs are complete.
+    atomic_write_json(out_dir / HISTORY, history)
+    return {**history, "files": [str(p) for p in [out_dir / STATE_DICT, out_dir / HISTORY,
+                                                  out_dir / LOSS_PLOT, *extra]]}
