@@ -1,0 +1,65 @@
+"""Shared fixtures: one trained-and-exported artifacts directory per test session.
+
+Tests that damage or rewrite artifacts must work on `artifacts_copy`, never on `artifacts`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python -m pipeline ARGS` in a subprocess, output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args],
+        cwd=cwd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory) -> Path:
+    """A directory where every catalog model has been trained on the CPU (seed 0), not exported."""
+    from pipeline.catalog import CATALOG
+    from pipeline.train import train_model
+
+    root = tmp_path_factory.mktemp("trained")
+    for spec in CATALOG.values():
+        train_model(spec, root, "cpu", 0, progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def artifacts(trained, tmp_path_factory) -> Path:
+    """A read-only (by convention) directory with every model trained, exported and verified."""
+    from pipeline.catalog import CATALOG
+    from pipeline.export import run_export
+
+    root = tmp_path_factory.mktemp("artifacts") / "artifacts"
+    shutil.copytree(trained, root)
+    report, errors = run_export(list(CATALOG.values()), root, log=lambda _: None)
+    assert not errors and report.passed, (errors, report.table())
+    return root
+
+
+@pytest.fixture
+def artifacts_copy(artifacts, tmp_path) -> Path:
+    """A private copy of `artifacts` that a test may damage."""
+    dest = tmp_path / "artifacts"
+    shutil.copytree(artifacts, dest)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def manifest(artifacts):
+    from pipeline.manifest import Manifest
+
+    return Manifest.load(artifacts)
