@@ -79,9 +79,13 @@ def fit(
     track: Callable[[nn.Module], float] | None = None,
 ) -> Fit:
     """Train a fresh `spec` module with `recipe` on `device`; the same seed gives the same run on CPU."""
-    torch.manual_seed(seed)
-    model = spec.build().to(device)
-    x, y = spec.data(torch.Generator().manual_seed(seed))
+    # One random stream, drawn in the seeds' order: the data first, then the initial weights.
+    generator = torch.manual_seed(seed)
+    x, y = spec.data(generator)
+    model = spec.build()
+    if recipe.init is not None:
+        recipe.init(model)
+    model = model.to(device)
     x, y = x.to(device), y.to(device)
     if recipe.batch_size:
         loader = DataLoader(
