@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -42,10 +43,13 @@ class Recipe:
     shuffle: bool = False  # reshuffle mini-batches every epoch (DataLoader(shuffle=True))
     gradients: str = "autograd"  # "autograd", or "manual": the module's own manual_gradients()
     note: str = ""  # what the seed says about this recipe, shown by `list` and kept in history
+    init: Callable[[nn.Module], None] | None = None  # redraws the fresh module's weights; None keeps them
 
     def as_dict(self) -> dict[str, Any]:
         """The recipe as JSON-ready values."""
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        out["init"] = self.init.__name__.strip("_") if self.init else "module default"
+        return out
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,11 @@ class Study:
     epochs: int
     track: Callable[[nn.Module], float]  # the value plotted per epoch beside the loss
     track_label: str
+
+
+# A NumPy forward pass (batch, features) float32 -> the outputs, and what builds one from a state_dict.
+NumpyForward = Callable[[np.ndarray], tuple[np.ndarray, ...]]
+NumpyPrepare = Callable[[dict[str, np.ndarray]], NumpyForward]
 
 
 @dataclass(frozen=True)
@@ -77,6 +86,9 @@ class ModelSpec:
     # Figures printed after training and kept in history.json (fitted formula, predictions, ...).
     report: Callable[[nn.Module], dict[str, Any]] | None = None
     study: Study | None = None
+    # The benchmarks' floor: given the state_dict as NumPy arrays, a hand-written NumPy forward pass
+    # (batch, features) float32 -> the outputs in catalog order, with the weights prepared once.
+    numpy_forward: NumpyPrepare | None = None
 
     @property
     def default_recipe(self) -> str:
@@ -122,6 +134,13 @@ def _fixed(x: list[list[float]], y: list[list[float]]) -> Callable[[torch.Genera
     return data
 
 
+def _normal_init(model: nn.Module) -> None:
+    """Every parameter from N(0, 1), as seed 002's numpy and tensor versions draw a, b, c, d."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_()
+
+
 # ---- reports ------------------------------------------------------------------------------------
 
 
@@ -142,6 +161,76 @@ def _predictions(rows: list[list[float]]) -> Callable[[nn.Module], dict[str, Any
 
 def _linear_params(model: nn.Module) -> dict[str, Any]:
     return {"w": float(model.linear.weight.item()), "b": float(model.linear.bias.item())}
+
+
+# ---- NumPy forward passes: the benchmarks' practical floor, from the same weights ------------------
+
+
+def _np_mlp(first: str, second: str, activation: str, expose_hidden: bool = False) -> NumpyPrepare:
+    """Linear(first) -> relu or sigmoid -> Linear(second); optionally the hidden layer as a second output."""
+
+    def prepare(sd: dict[str, np.ndarray]) -> NumpyForward:
+        w1, b1 = np.ascontiguousarray(sd[f"{first}.weight"].T), sd[f"{first}.bias"]
+        w2, b2 = np.ascontiguousarray(sd[f"{second}.weight"].T), sd[f"{second}.bias"]
+        relu = activation == "relu"
+
+        def forward(x: np.ndarray) -> tuple[np.ndarray, ...]:
+            h = x @ w1
+            h += b1
+            if relu:
+                np.maximum(h, 0, out=h)
+            else:
+                np.negative(h, out=h)
+                np.exp(h, out=h)
+                h += 1
+                np.reciprocal(h, out=h)
+            y = h @ w2
+            y += b2
+            return (y, h) if expose_hidden else (y,)
+
+        return forward
+
+    return prepare
+
+
+def _np_raw(sd: dict[str, np.ndarray]) -> NumpyForward:
+    w1, w2 = sd["w1"], sd["w2"]
+
+    def forward(x: np.ndarray) -> tuple[np.ndarray, ...]:
+        h = x @ w1
+        np.maximum(h, 0, out=h)
+        return (h @ w2,)
+
+    return forward
+
+
+def _np_poly3(sd: dict[str, np.ndarray]) -> NumpyForward:
+    b, c, d = (float(v) for v in sd["linear.weight"].ravel())
+    a = float(sd["linear.bias"].ravel()[0])
+
+    def forward(x: np.ndarray) -> tuple[np.ndarray, ...]:
+        return (a + x * (b + x * (c + x * d)),)
+
+    return forward
+
+
+def _np_legendre3(sd: dict[str, np.ndarray]) -> NumpyForward:
+    a, b, c, d = (float(sd[k]) for k in "abcd")
+
+    def forward(x: np.ndarray) -> tuple[np.ndarray, ...]:
+        t = c + d * x
+        return (a + b * (0.5 * (5 * t * t * t - 3 * t)),)
+
+    return forward
+
+
+def _np_linear1(sd: dict[str, np.ndarray]) -> NumpyForward:
+    w, b = float(sd["linear.weight"].ravel()[0]), float(sd["linear.bias"].ravel()[0])
+
+    def forward(x: np.ndarray) -> tuple[np.ndarray, ...]:
+        return (x * w + b,)
+
+    return forward
 
 
 # ---- the given initial weights of seed 004 §11.5 --------------------------------------------------
@@ -179,6 +268,7 @@ CATALOG: dict[str, ModelSpec] = {
             inputs=(TensorSpec("x", _names("x", 1000)),),
             outputs=(TensorSpec("y", _names("y", 10)),),
             examples=(tuple(0.01 * ((7 * i) % 201 - 100) for i in range(1000)),),
+            numpy_forward=_np_mlp("linear1", "linear2", "relu"),
         ),
         ModelSpec(
             name="two_layer_raw",
@@ -195,6 +285,7 @@ CATALOG: dict[str, ModelSpec] = {
             inputs=(TensorSpec("x", _names("x", 1000)),),
             outputs=(TensorSpec("y", _names("y", 10)),),
             examples=(tuple(0.01 * ((7 * i) % 201 - 100) for i in range(1000)),),
+            numpy_forward=_np_raw,
         ),
         ModelSpec(
             name="poly3_sin",
@@ -203,13 +294,14 @@ CATALOG: dict[str, ModelSpec] = {
             build=models.Poly3,
             data=_sine,
             recipes={
-                "sgd": Recipe("sse", "sgd", 1e-6, 2000, note=SSE_NOTE),
-                "rmsprop": Recipe("sse", "rmsprop", 1e-3, 2000, note="seed 002 §6"),
+                "sgd": Recipe("sse", "sgd", 1e-6, 2000, note=SSE_NOTE, init=_normal_init),
+                "rmsprop": Recipe("sse", "rmsprop", 1e-3, 2000, note="seed 002 §6, nn.Linear's own init"),
             },
             inputs=(TensorSpec("x", ("x",)),),
             outputs=(TensorSpec("y", ("y",)),),
             examples=((0.0,), (1.0,), (math.pi / 2,), (-2.0,)),
             report=_formula,
+            numpy_forward=_np_poly3,
         ),
         ModelSpec(
             name="legendre3_sin",
@@ -223,6 +315,7 @@ CATALOG: dict[str, ModelSpec] = {
             examples=((0.0,), (1.0,), (math.pi / 2,), (-2.0,)),
             export_form=models.Legendre3Inference,
             report=_formula,
+            numpy_forward=_np_legendre3,
         ),
         ModelSpec(
             name="adder_simplenn",
@@ -235,6 +328,7 @@ CATALOG: dict[str, ModelSpec] = {
             outputs=(TensorSpec("sum", ("sum",)),),
             examples=((10.0, 11.0), (1.5, 2.5), (1.0, 2.0)),
             report=_predictions([[1, 2], [3, 4], [1.5, 2.5], [10, 11]]),
+            numpy_forward=_np_mlp("fc1", "fc2", "relu"),
         ),
         ModelSpec(
             name="adder_mynet",
@@ -249,6 +343,7 @@ CATALOG: dict[str, ModelSpec] = {
             outputs=(TensorSpec("sum", ("sum",)), TensorSpec("hidden", _names("h", 8))),
             examples=((10.0, 11.0), (8.0, 9.0), (1.5, 2.5)),
             report=_predictions([[8, 9], [10, 11], [1.5, 2.5]]),
+            numpy_forward=_np_mlp("input_to_hidden_layer", "hidden_to_output_layer", "relu", True),
         ),
         ModelSpec(
             name="sigmoid_net",
@@ -261,6 +356,7 @@ CATALOG: dict[str, ModelSpec] = {
             outputs=(TensorSpec("y", ("y",)),),
             examples=((1.0, 1.0), (0.0, 0.0), (2.0, -1.0)),
             report=_predictions([[1, 1]]),
+            numpy_forward=_np_mlp("hidden", "output", "sigmoid"),
         ),
         ModelSpec(
             name="linear_3x",
@@ -280,6 +376,7 @@ CATALOG: dict[str, ModelSpec] = {
                 track=lambda m: float(m.linear.weight.item()),
                 track_label="weight w",
             ),
+            numpy_forward=_np_linear1,
         ),
     ]
 }
