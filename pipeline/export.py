@@ -162,6 +162,7 @@ def _metadata(spec: ModelSpec, state_sha: str) -> dict[str, Any]:
         "input_features": {t.name: list(t.features) for t in spec.inputs},
         "output_names": [t.name for t in spec.outputs],
         "output_features": {t.name: list(t.features) for t in spec.outputs},
+        "examples": [list(e) for e in spec.examples],
         "state_dict_sha256": state_sha,
         "producer": f"{PRODUCER} {producer_version()}",
     }
@@ -192,7 +193,13 @@ def export_model(spec: ModelSpec, artifacts: Path, revision: str, opset: int) ->
     if state_sha != history["state_dict_sha256"]:
         raise ExportError(f"{spec.name}: the state_dict changed while it was being copied; run export again")
     module = spec.build()
-    module.load_state_dict(torch.load(state_path, map_location="cpu", weights_only=True))
+    try:  # weights_only: a hostile file's pickle never runs; a damaged one is this model's error, not a crash
+        module.load_state_dict(torch.load(state_path, map_location="cpu", weights_only=True))
+    except Exception as exc:
+        detail = " ".join(str(exc).split())
+        detail = detail[detail.find("WeightsUnpickler error:"):] if "WeightsUnpickler error:" in detail else detail
+        why = f"{state_path} is not a loadable state_dict ({type(exc).__name__}: {detail[:200]})"
+        raise ExportError(f"{spec.name}: {why}; train it again") from exc
     module.eval()
     ctx = ExportContext(
         spec=spec,

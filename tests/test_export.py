@@ -1,0 +1,235 @@
+"""The export stage: four formats per model, self-described, verified, indexed, replaced atomically."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from pipeline.catalog import CATALOG
+from pipeline.fileio import sha256_file
+from pipeline.manifest import FORMATS, Manifest
+from pipeline.runtime import load_predictor
+
+from .conftest import run_cli
+
+
+def onnx_path(manifest: Manifest, name: str):
+    return manifest.path_of(manifest.model(name).artifact("onnx").path)
+
+
+def test_every_model_has_all_four_formats_with_matching_sha256(manifest, artifacts):
+    assert list(manifest.models) == list(CATALOG)
+    for entry in manifest.models.values():
+        assert sorted(entry.artifacts) == sorted(FORMATS)
+        for art in entry.artifacts.values():
+            path = manifest.path_of(art.path)
+            assert path.is_relative_to(artifacts.resolve())
+            assert sha256_file(path) == art.sha256 and path.stat().st_size == art.bytes
+        assert entry.raw["parity"]["passed"] is True
+        assert manifest.path_of(entry.raw["history"]).is_file() and manifest.path_of(entry.raw["plot"]).is_file()
+    raw = manifest.raw
+    assert {"torch", "onnx", "onnxruntime"} <= set(raw["versions"]) and raw["created"].endswith("Z")
+    lr_study = [p for p in manifest.model("linear_3x").raw["extra"] if p.endswith("lr_study.json")]
+    assert lr_study and manifest.path_of(lr_study[0]).is_file()
+
+
+def test_parity_report_covers_every_model_artifact_runtime_and_output(artifacts):
+    report = json.loads((artifacts / "parity.json").read_text())
+    assert report["passed"] and report["atol"] == 1e-5 and report["rtol"] == 1e-4
+    seen = {(r["model"], r["format"], r["runtime"], r["output"]) for r in report["rows"]}
+    for name, spec in CATALOG.items():
+        for fmt, runtime in [("torchscript", "torch"), ("pt2", "torch"), ("onnx", "onnxruntime"),
+                             ("onnx", "onnx-reference")]:
+            for out in spec.outputs:
+                assert (name, fmt, runtime, out.name) in seen
+    assert all(r["max_abs"] <= 1e-5 + 1e-4 * 1e6 for r in report["rows"])
+
+
+@pytest.mark.parametrize("name", list(CATALOG))
+def test_onnx_file_is_self_contained_checked_and_self_described(manifest, name):
+    path = onnx_path(manifest, name)
+    assert sorted(p.name for p in path.parent.glob("*.onnx*")) == ["model.onnx"]  # no external .data file
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+    assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 18
+    spec = CATALOG[name]
+    assert [i.name for i in model.graph.input] == ["x"]
+    assert [o.name for o in model.graph.output] == [t.name for t in spec.outputs]
+    for value in [*model.graph.input, *model.graph.output]:
+        assert value.type.tensor_type.shape.dim[0].dim_param == "batch"
+    assert model.producer_name == "seed-pipeline" and spec.description in model.doc_string
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["model"] == name and meta["seed_source"] == spec.seed
+    assert json.loads(meta["input_features"]) == {"x": list(spec.inputs[0].features)}
+    assert json.loads(meta["output_names"]) == [t.name for t in spec.outputs]
+    assert meta["state_dict_sha256"] == manifest.model(name).artifact("state_dict").sha256
+
+
+def test_onnx_runs_with_numpy_and_onnxruntime_alone(manifest):
+    """Another program, with no torch and none of our code, gets the eager outputs."""
+    eager = {}
+    for name in CATALOG:
+        predictor = load_predictor(manifest, name, "eager")
+        entry = manifest.model(name)
+        eager[name] = {k: v.tolist() for k, v in predictor.predict(np.asarray(entry.examples)).items()}
+    paths = {name: str(onnx_path(manifest, name)) for name in CATALOG}
+    script = textwrap.dedent(
+        """
+        import json, sys
+        import numpy as np, onnxruntime as ort
+        paths, eager = json.loads(sys.stdin.read())
+        for name, path in paths.items():
+            session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+            meta = session.get_modelmeta().custom_metadata_map
+            features = json.loads(meta["input_features"])["x"]
+            outputs = json.loads(meta["output_names"])
+            examples = np.asarray(json.loads(meta["examples"]), np.float32)
+            assert examples.shape[1] == len(features), name
+            got = session.run(outputs, {"x": examples})
+            for out, value in zip(outputs, got):
+                np.testing.assert_allclose(value, np.asarray(eager[name][out]), rtol=1e-4, atol=1e-5)
+        assert "torch" not in sys.modules and "pipeline" not in sys.modules
+        print("ok", len(paths))
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], input=json.dumps([paths, eager]),
+                            capture_output=True, text=True, timeout=300, cwd="/")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"ok {len(CATALOG)}"
+
+
+def test_torchscript_and_pt2_load_with_torch_alone(manifest):
+    eager = {name: {k: v.tolist() for k, v in load_predictor(manifest, name, "eager")
+                    .predict(np.asarray(manifest.model(name).examples)).items()} for name in CATALOG}
+    paths = {name: [str(manifest.path_of(manifest.model(name).artifact(f).path)) for f in ("torchscript", "pt2")]
+             for name in CATALOG}
+    script = textwrap.dedent(
+        """
+        import json, sys, warnings
+        import torch
+        warnings.simplefilter("ignore", FutureWarning)
+        paths, eager = json.loads(sys.stdin.read())
+        for name, (ts_path, pt2_path) in paths.items():
+            files = {"metadata.json": ""}
+            ts = torch.jit.load(ts_path, _extra_files=files)
+            meta = json.loads(files["metadata.json"])
+            extra = {"metadata.json": ""}
+            program = torch.export.load(pt2_path, extra_files=extra)
+            assert json.loads(extra["metadata.json"]) == meta
+            x = torch.zeros(5, len(meta["input_features"]["x"]))  # an unseen batch size
+            for module in (ts, program.module()):
+                out = module(torch.tensor(eager[name]["__x__"], dtype=torch.float32))
+                outs = out if isinstance(out, (tuple, list)) else (out,)
+                for key, value in zip(meta["output_names"], outs):
+                    torch.testing.assert_close(value, torch.tensor(eager[name][key]), rtol=1e-4, atol=1e-5)
+                out5 = module(x)
+                assert (out5 if isinstance(out5, torch.Tensor) else out5[0]).shape[0] == 5
+        assert "pipeline" not in sys.modules
+        print("ok", len(paths))
+        """
+    )
+    for name in CATALOG:
+        eager[name]["__x__"] = manifest.model(name).examples
+    result = subprocess.run([sys.executable, "-c", script], input=json.dumps([paths, eager]),
+                            capture_output=True, text=True, timeout=300, cwd="/")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"ok {len(CATALOG)}"
+
+
+def test_verify_passes_on_good_artifacts(artifacts_copy):
+    result = run_cli("verify", "--models", "adder_mynet,linear_3x", "--artifacts", str(artifacts_copy))
+    assert result.returncode == 0, result.stderr
+    assert "adder_mynet" in result.stdout and "onnx-reference" in result.stdout
+    assert "within atol 1e-05, rtol 0.0001" in result.stdout
+
+
+def _perturb_onnx_initializer(manifest: Manifest, name: str, rerecord: bool) -> str:
+    path = onnx_path(manifest, name)
+    model = onnx.load(str(path))
+    init = model.graph.initializer[0]
+    values = numpy_helper.to_array(init).copy()
+    values.flat[0] += 0.5
+    init.CopyFrom(numpy_helper.from_array(values, init.name))
+    path.write_bytes(model.SerializeToString())
+    if rerecord:  # as a broken exporter would: the manifest vouches for the wrong file
+        raw = json.loads((manifest.root / "manifest.json").read_text())
+        for art in raw["models"][name]["artifacts"]:
+            if art["format"] == "onnx":
+                art["sha256"], art["bytes"] = sha256_file(path), path.stat().st_size
+        (manifest.root / "manifest.json").write_text(json.dumps(raw))
+    return manifest.model(name).artifact("onnx").path
+
+
+def test_verify_fails_naming_model_and_runtime_when_an_onnx_initializer_is_perturbed(artifacts_copy):
+    manifest = Manifest.load(artifacts_copy)
+    _perturb_onnx_initializer(manifest, "adder_mynet", rerecord=True)
+    result = run_cli("verify", "--artifacts", str(artifacts_copy))
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors and all("adder_mynet onnx" in line for line in errors)
+    assert any("onnxruntime" in line for line in errors) and any("onnx-reference" in line for line in errors)
+    report = json.loads((artifacts_copy / "parity.json").read_text())
+    failed = {(r["model"], r["runtime"]) for r in report["rows"] if not r["passed"]}
+    assert failed == {("adder_mynet", "onnxruntime"), ("adder_mynet", "onnx-reference")}
+
+
+def test_verify_refuses_a_file_that_no_longer_matches_its_sha256(artifacts_copy):
+    manifest = Manifest.load(artifacts_copy)
+    rel = _perturb_onnx_initializer(manifest, "sigmoid_net", rerecord=False)
+    result = run_cli("verify", "--models", "sigmoid_net", "--artifacts", str(artifacts_copy))
+    assert result.returncode == 1
+    assert f"{rel} does not match its sha256" in result.stderr and "sigmoid_net onnx" in result.stderr
+
+
+def test_exporting_an_untrained_model_says_to_train_first(tmp_path):
+    result = run_cli("export", "--models", "linear_3x", "--artifacts", str(tmp_path), "--device", "cpu")
+    assert result.returncode == 1
+    assert "linear_3x has not been trained" in result.stderr
+    assert "python -m pipeline train --models linear_3x" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_failed_export_leaves_previous_artifacts_and_manifest_intact(artifacts_copy, monkeypatch):
+    from pipeline import export, train
+
+    before = (artifacts_copy / "manifest.json").read_bytes()
+    old = Manifest.load(artifacts_copy)
+    # Retrain two models so their new exports would differ, then make one model's ONNX export fail.
+    for name in ("linear_3x", "adder_mynet"):
+        train.train_model(CATALOG[name], artifacts_copy, "cpu", seed=5, progress=False)
+    real = export.EXPORTERS["onnx"]
+
+    def failing(ctx, path):
+        if ctx.spec.name == "adder_mynet":
+            path.write_bytes(b"half a file")  # a crash mid-write of the final path must not matter either
+            raise RuntimeError("injected exporter failure")
+        real(ctx, path)
+
+    monkeypatch.setitem(export.EXPORTERS, "onnx", failing)
+    report, errors = export.run_export([CATALOG["linear_3x"], CATALOG["adder_mynet"]], artifacts_copy,
+                                       log=lambda _: None)
+    assert errors == ["adder_mynet: onnx export failed: RuntimeError: injected exporter failure"]
+    new = Manifest.load(artifacts_copy)
+    assert (artifacts_copy / "manifest.json").read_bytes() != before
+    # The failed model keeps its previous, verified artifacts; the other one moved on.
+    assert new.model("adder_mynet").artifacts == old.model("adder_mynet").artifacts
+    assert new.model("linear_3x").artifacts["onnx"] != old.model("linear_3x").artifacts["onnx"]
+    for name, entry in new.models.items():
+        for fmt in ("onnx", "torchscript", "pt2", "eager"):
+            out = load_predictor(new, name, fmt).predict(np.asarray(entry.examples))
+            assert all(np.isfinite(v).all() for v in out.values())
+    # Nothing the manifest does not list is left behind.
+    listed = {new.path_of(a.path).parent for e in new.models.values() for a in e.artifacts.values()}
+    assert {p for p in artifacts_copy.glob("*/export-*")} == listed
+
+
+def test_export_cli_rejects_an_opset_below_18(trained, tmp_path):
+    result = run_cli("export", "--models", "linear_3x", "--artifacts", str(trained), "--opset", "17")
+    assert result.returncode != 0 and "opset 18 or newer" in result.stderr and "Traceback" not in result.stderr
