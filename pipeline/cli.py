@@ -95,6 +95,8 @@ def _print_report(report, artifacts: Path) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    if args.triton is not None:  # before importing torch: the repository is built without it
+        return _export_triton(args)
     from pipeline.catalog import select
     from pipeline.export import run_export
     from pipeline.fileio import exclusive
@@ -109,6 +111,28 @@ def cmd_export(args: argparse.Namespace) -> int:
     for error in errors:
         print(f"error: {error}", file=sys.stderr)
     return 1 if errors or not report.passed else 0
+
+
+def _export_triton(args: argparse.Namespace) -> int:
+    """`export --triton [DIR]`: a Triton model repository from the manifest as it is (nothing re-exported)."""
+    from pipeline.fileio import exclusive
+    from pipeline.manifest import ArtifactError, Manifest
+    from pipeline.triton import TritonError, build_repository
+
+    out = args.artifacts / "triton" if args.triton == "" else Path(args.triton)
+    names = None if args.models == "all" else [n.strip() for n in args.models.split(",") if n.strip()]
+    Manifest.load(args.artifacts)  # no manifest: one line, exit 2, before the lock creates the directory
+    with exclusive(args.artifacts):  # no export may replace the files while they are copied
+        try:
+            written = build_repository(Manifest.load(args.artifacts), out, names)
+        except ArtifactError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        except TritonError as exc:
+            raise UsageError(str(exc)) from None
+    print(f"Triton model repository: {out}/ ({len(written)} models: {', '.join(written)})")
+    print(f"serve it with: tritonserver --model-repository={out.resolve()}")
+    return 0
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -164,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export trained models to TorchScript, ONNX and .pt2, verify, index")
     _add_common(p)
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (18 or newer)")
+    p.add_argument("--triton", nargs="?", const="", default=None, metavar="DIR",
+                   help="instead of exporting, write a Triton model repository of the manifest's artifacts "
+                        "to DIR (default ARTIFACTS/triton)")
     _add_tolerances(p)
     p.set_defaults(func=cmd_export)
 
