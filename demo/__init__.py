@@ -1,0 +1,1 @@
+"""The Gradio demo (demo/app.py)."""
