@@ -1,0 +1,205 @@
+"""The Gradio demo (issue 4): its `predict` endpoint over HTTP against the eager model, the errors a
+person can act on, and the plain `predict` function behind it. One app launch for the module, CPU only."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from pipeline.catalog import CATALOG
+from pipeline.runtime import PREDICT_FORMATS, load_predictor
+
+from .demo_server import ROOT, PredictError, call_predict, running_demo
+
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+ATOL, RTOL = 1e-5, 1e-4
+EXPECTED_DEVICE = {"onnx": "CPUExecutionProvider", "torchscript": "cpu", "pt2": "cpu", "eager": "cpu"}
+
+
+FRESH: dict = {}  # what the app reported right after start-up, before any torch format was asked for
+
+
+@pytest.fixture(scope="module")
+def demo_url(artifacts):
+    import httpx
+
+    with running_demo(artifacts) as url:
+        FRESH["onnx"] = call_predict(url, "adder_mynet", "onnx", "cpu", "10 11")
+        FRESH["health"] = httpx.get(url + "/healthz").json()
+        yield url
+
+
+@pytest.fixture(scope="module")
+def eager(manifest):
+    """The eager predictor of each model, loaded once."""
+    cache = {}
+
+    def get(model):
+        if model not in cache:
+            cache[model] = load_predictor(manifest, model, "eager")
+        return cache[model]
+
+    return get
+
+
+def _examples(manifest, model):
+    """The catalog example as text (commas and spaces) and a random one as a JSON list."""
+    entry = manifest.model(model)
+    catalog = [float(v) for v in entry.examples[0]]
+    rng = np.random.default_rng(sum(map(ord, model)))
+    random = rng.uniform(-3, 3, len(entry.features)).astype(np.float32).tolist()
+    return [(", ".join(repr(v) for v in catalog), catalog), (json.dumps(random), random)]
+
+
+@pytest.mark.parametrize("fmt", PREDICT_FORMATS)
+@pytest.mark.parametrize("model", list(CATALOG))
+def test_predict_over_http_matches_eager(demo_url, manifest, eager, model, fmt):
+    for sent, values in _examples(manifest, model):
+        result = call_predict(demo_url, model, fmt, "cpu", sent)
+        want = eager(model).predict(values)
+        assert result["format"] == fmt
+        assert result["device"] == EXPECTED_DEVICE[fmt]
+        assert result["runtime"] == ("onnxruntime" if fmt == "onnx" else "torch")
+        assert result["latency_ms"] >= 0
+        assert set(result["outputs"]) == set(want)
+        for name, expected in want.items():
+            got = np.asarray(result["outputs"][name], dtype=np.float32)
+            np.testing.assert_allclose(got, expected, atol=ATOL, rtol=RTOL, err_msg=f"{model}/{fmt}/{name}")
+
+
+BAD_INPUTS = [
+    # (model, format, device, features, fragments the message must contain)
+    ("adder_mynet", "onnx", "cpu", "10 11 12", ["adder_mynet expects 2 numbers (x1, x2); got 3"]),
+    ("adder_mynet", "onnx", "cpu", "10, eleven", ["adder_mynet expects 2 numbers (x1, x2)", "'eleven'"]),
+    ("adder_mynet", "onnx", "cpu", "nan 1", ["adder_mynet expects 2 numbers (x1, x2)", "finite"]),
+    ("adder_mynet", "pt2", "cpu", "1 inf", ["adder_mynet expects 2 numbers (x1, x2)", "finite"]),
+    ("adder_mynet", "onnx", "cpu", "[1, -Infinity]", ["adder_mynet expects 2 numbers (x1, x2)", "finite"]),
+    ("adder_mynet", "onnx", "cpu", "", ["adder_mynet expects 2 numbers (x1, x2); got empty input"]),
+    ("adder_mynet", "onnx", "cpu", "   ", ["adder_mynet expects 2 numbers (x1, x2); got empty input"]),
+    ("adder_mynet", "onnx", "cpu", "[10, 11", ["adder_mynet expects 2 numbers (x1, x2) as a JSON list"]),
+    ("two_layer_net", "onnx", "cpu", "1 2 3", ["two_layer_net expects 1000 numbers", "got 3"]),
+    ("linear_3x", "eager", "cpu", [], ["linear_3x expects 1 number (x); got 0"]),
+    ("nope", "onnx", "cpu", "1 2", ["unknown model 'nope'; expected one of:", "adder_mynet"]),
+    (
+        "adder_mynet",
+        "tf",
+        "cpu",
+        "1 2",
+        ["unknown format 'tf'; expected one of: torchscript, onnx, pt2, eager"],
+    ),
+    ("adder_mynet", "onnx", "tpu", "1 2", ["unknown device 'tpu'; expected one of: cpu, cuda, auto"]),
+]
+
+
+@pytest.mark.parametrize(("model", "fmt", "device", "features", "fragments"), BAD_INPUTS)
+def test_bad_input_is_one_line_naming_what_was_expected(demo_url, model, fmt, device, features, fragments):
+    with pytest.raises(PredictError) as err:
+        call_predict(demo_url, model, fmt, device, features)
+    message = err.value.message
+    for fragment in fragments:
+        assert fragment in message
+    assert "\n" not in message and "Traceback" not in message
+    # ... and the app keeps serving.
+    ok = call_predict(demo_url, "adder_mynet", "onnx", "cpu", "10 11")
+    assert abs(ok["outputs"]["sum"][0] - 21) < 1.5
+
+
+def test_cuda_where_there_is_none_is_refused_with_the_reason(demo_url):
+    from pipeline.devices import cuda_device_count
+
+    if cuda_device_count() > 0:
+        pytest.skip("this machine has a CUDA GPU")
+    for fmt in ("onnx", "eager"):
+        with pytest.raises(PredictError, match=r"device cuda is unavailable: no CUDA GPU is visible"):
+            call_predict(demo_url, "adder_mynet", fmt, "cuda", "10 11")
+    assert call_predict(demo_url, "adder_mynet", "onnx", "auto", "10 11")["device"] == "CPUExecutionProvider"
+
+
+def test_predictors_are_loaded_once_and_cached(demo_url):
+    # ("auto" is a cache key of its own, which no other test here uses)
+    first = call_predict(demo_url, "sigmoid_net", "pt2", "auto", "1 1")
+    again = call_predict(demo_url, "sigmoid_net", "pt2", "auto", [1, 1])
+    assert first["load_ms"] > 0 and again["load_ms"] == 0
+    assert first["outputs"] == again["outputs"] and again["device"] == first["device"]
+
+
+def test_gradio_client_calls_predict(demo_url):
+    from gradio_client import Client
+
+    client = Client(demo_url, verbose=False)
+    result = client.predict("adder_mynet", "onnx", "cpu", "10, 11", api_name="/predict")
+    assert result["device"] == "CPUExecutionProvider" and abs(result["outputs"]["sum"][0] - 21) < 1.5
+    assert list(client.view_api(print_info=False, return_format="dict")["named_endpoints"]) == ["/predict"]
+
+
+def test_page_and_health(demo_url):
+    import httpx
+
+    page = httpx.get(demo_url + "/")
+    assert page.status_code == 200 and "<html" in page.text.lower()
+    health = httpx.get(demo_url + "/healthz").json()
+    assert health["ok"] and "adder_mynet" in health["models"] and health["error"] is None
+
+
+# ---- the plain function, in this process ------------------------------------------------------------
+
+
+def test_tampered_artifact_is_refused_by_name(artifacts_copy):
+    import gradio as gr
+
+    from demo.app import DemoService
+    from pipeline.manifest import Manifest
+
+    path = Manifest.load(artifacts_copy).model("adder_mynet").artifact("onnx").path
+    with open(artifacts_copy / path, "ab") as fh:
+        fh.write(b"tampered")
+    svc = DemoService(artifacts_copy)
+    with pytest.raises(gr.Error) as err:
+        svc.predict("adder_mynet", "onnx", "cpu", "10 11")
+    assert path in err.value.message and "sha256" in err.value.message
+    assert svc.predict("adder_mynet", "torchscript", "cpu", "10 11")["format"] == "torchscript"
+
+
+def test_no_manifest_page_says_how_to_create_the_artifacts(tmp_path):
+    import gradio as gr
+    from fastapi.testclient import TestClient
+
+    from demo.app import create_app
+
+    app = create_app(tmp_path)
+    assert app.state.manifest is None and app.state.predictors is None
+    with TestClient(app) as client:
+        config = client.get("/config").text
+        assert "make train export" in config and "No artifacts to serve yet" in config
+    with pytest.raises(gr.Error, match="make train export"):
+        app.state.service.predict("adder_mynet", "onnx", "cpu", "1 2")
+
+
+def test_create_app_shares_one_predictor_cache(artifacts):
+    from demo.app import create_app
+    from pipeline.runtime import PredictorCache
+
+    app = create_app(artifacts)
+    assert isinstance(app.state.predictors, PredictorCache)
+    assert app.state.manifest is app.state.predictors.manifest
+    assert app.state.service.predictors is app.state.predictors
+    assert "adder_mynet" in app.state.manifest.models
+
+
+def test_start_up_and_onnx_predictions_do_not_import_torch(demo_url):
+    assert FRESH["onnx"]["device"] == "CPUExecutionProvider"
+    assert FRESH["health"]["ok"] and FRESH["health"]["torch_imported"] is False
+
+
+def test_main_parses_flags_and_env(monkeypatch):
+    from demo.app import parse_args
+
+    monkeypatch.setenv("GRADIO_SERVER_PORT", "7999")
+    args = parse_args([])
+    assert (args.host, args.port, str(args.artifacts)) == ("127.0.0.1", 7999, "artifacts")
+    assert parse_args(["--port", "8001", "--host", "0.0.0.0"]).port == 8001
