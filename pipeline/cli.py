@@ -139,11 +139,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from pipeline.fileio import atomic_write_json
     from pipeline.manifest import PARITY, Manifest
     from pipeline.parity import verify
+    from pipeline.runtime import is_remote
 
     manifest = Manifest.load(args.artifacts)
     names = list(manifest.models) if args.models == "all" else [
         manifest.model(n.strip()).name for n in args.models.split(",") if n.strip()]
-    report = verify(manifest, names, _gpu_checks(args.device), args.atol, args.rtol)
+    for url in args.remote:
+        if not is_remote(url):
+            raise UsageError(f"--remote {url}: expected a server URL such as http://127.0.0.1:8000")
+    report = verify(manifest, names, _gpu_checks(args.device), args.atol, args.rtol, args.remote)
     atomic_write_json(args.artifacts / PARITY, report.as_dict())
     _print_report(report, args.artifacts)
     for row in report.failures():
@@ -196,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("verify", help="re-run the parity check on the artifacts the manifest lists")
     _add_common(p)
+    p.add_argument("--remote", action="append", default=[], metavar="URL",
+                   help="also check the ONNX and TorchScript models an Open Inference Protocol server "
+                        "(Triton, the demo) serves at URL (repeatable)")
     _add_tolerances(p)
     p.set_defaults(func=cmd_verify)
     return parser

@@ -7,13 +7,14 @@ The artifacts are loaded through pipeline.runtime, the same loader the demo serv
 from __future__ import annotations
 
 import traceback
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
 from pipeline.manifest import Manifest
-from pipeline.runtime import Predictor, RuntimeUnavailable, load_predictor
+from pipeline.runtime import Predictor, RuntimeUnavailable, is_remote, load_predictor
 
 DEFAULT_ATOL = 1e-5
 DEFAULT_RTOL = 1e-4
@@ -75,8 +76,12 @@ class ParityReport:
         return "\n".join(lines)
 
 
-def candidate_runtimes(cuda: bool) -> list[tuple[str, str, str]]:
-    """(format, runtime, device) to check; the GPU ones only where CUDA is available."""
+def candidate_runtimes(cuda: bool, remote: Sequence[str] = ()) -> list[tuple[str, str, str]]:
+    """(format, runtime, device) to check; the GPU ones only where CUDA is available.
+
+    Each URL in `remote` adds the ONNX and TorchScript models of that Open Inference Protocol server
+    (Triton with the `export --triton` repository, or the demo process) as runtimes.
+    """
     combos = [
         ("torchscript", "torch", "cpu"),
         ("pt2", "torch", "cpu"),
@@ -85,6 +90,7 @@ def candidate_runtimes(cuda: bool) -> list[tuple[str, str, str]]:
     ]
     if cuda:
         combos += [("eager", "torch", "cuda"), ("torchscript", "torch", "cuda"), ("onnx", "onnxruntime", "cuda")]
+    combos += [(fmt, url, "cpu") for url in remote for fmt in ("onnx", "torchscript")]
     return combos
 
 
@@ -125,7 +131,9 @@ def check_model(
     for fmt, runtime, device in combos:
         try:
             predictor: Predictor = load_predictor(manifest, model, fmt, runtime, device)
-        except RuntimeUnavailable:
+        except RuntimeUnavailable as exc:
+            if is_remote(runtime):  # a server asked for by URL that cannot serve it: a failure
+                rows.append(ParityRow(model, fmt, runtime, device, "*", None, None, False, _one_line(exc)))
             continue  # not at hand on this machine: not a failure
         except Exception as exc:  # noqa: BLE001
             rows.append(ParityRow(model, fmt, runtime, device, "*", None, None, False, _one_line(exc)))
@@ -149,9 +157,9 @@ def check_model(
 
 
 def verify(manifest: Manifest, models: list[str], cuda: bool, atol: float = DEFAULT_ATOL,
-           rtol: float = DEFAULT_RTOL) -> ParityReport:
+           rtol: float = DEFAULT_RTOL, remote: Sequence[str] = ()) -> ParityReport:
     """Run every parity check for `models` and return the full report (it does not stop at the first)."""
-    combos = candidate_runtimes(cuda)
+    combos = candidate_runtimes(cuda, remote)
     rows: list[ParityRow] = []
     for model in models:
         rows += check_model(manifest, model, combos, atol, rtol)

@@ -87,6 +87,8 @@ def load_predictor(
     if fmt not in ARTIFACT_OF:
         raise InputError(f"unknown format {fmt!r}; expected one of: {', '.join(PREDICT_FORMATS)}")
     runtime = runtime or RUNTIMES_OF[fmt][0]
+    if is_remote(runtime):
+        return load_remote_predictor(entry, fmt, runtime)
     if runtime not in RUNTIMES_OF[fmt]:
         raise InputError(f"format {fmt} runs on {', '.join(RUNTIMES_OF[fmt])}; got runtime {runtime!r}")
     if device not in DEVICES and not device.startswith("cuda:"):
@@ -239,6 +241,82 @@ _LOADERS = {
     "onnx-reference": _load_onnx_reference,
     "torch": _load_torch,
 }
+
+
+# ---- a remote server: Triton, the demo's Open Inference Protocol routes, any KServe v2 server ------
+
+REMOTE_SCHEMES = ("http://", "https://")
+
+
+def is_remote(runtime: Any) -> bool:
+    """Whether `runtime` names a remote server by URL rather than a local runtime."""
+    return isinstance(runtime, str) and runtime.startswith(REMOTE_SCHEMES)
+
+
+def load_remote_predictor(entry: ModelEntry, fmt: str, url: str) -> Predictor:
+    """A predictor that runs `entry`'s `fmt` model on the Open Inference Protocol server at `url`.
+
+    The server is asked for the Triton model `<model>_<fmt>` (pipeline/triton.py names them), with
+    its tensor names, through tritonclient's HTTP client and binary tensors; the model's metadata is
+    checked against the manifest before the predictor is returned. The server keeps its own copy of
+    the artifact and picks its own device: no local file is read and `device` does not apply.
+    """
+    from pipeline.triton import TRITON_FORMATS, tensor_names, triton_model_name
+
+    if fmt not in TRITON_FORMATS:
+        raise InputError(f"a remote server serves the formats {', '.join(TRITON_FORMATS)}; got {fmt!r}")
+    try:
+        import tritonclient.http as httpclient
+        from tritonclient.utils import InferenceServerException
+    except ImportError:
+        hint = "pip install 'tritonclient[http]'"
+        raise RuntimeUnavailable(f"the remote runtime needs tritonclient: {hint}") from None
+    start = time.perf_counter()
+    address = url.split("://", 1)[1].rstrip("/")
+    name = triton_model_name(entry.name, fmt)
+    in_names, out_names = tensor_names(entry, fmt)
+    in_name = in_names[0]
+    width = len(entry.features)
+    local = threading.local()  # tritonclient's clients are not thread-safe: one per thread
+
+    def client() -> Any:
+        if getattr(local, "client", None) is None:
+            local.client = httpclient.InferenceServerClient(
+                address, ssl=url.startswith("https://"), connection_timeout=10.0, network_timeout=60.0
+            )
+        return local.client
+
+    try:
+        meta = client().get_model_metadata(name)
+    except InferenceServerException as exc:
+        raise RuntimeUnavailable(f"{url} does not serve {name}: {exc.message()}") from None
+    except Exception as exc:  # noqa: BLE001 - refused connections, DNS, TLS: one line
+        raise RuntimeUnavailable(f"cannot reach {url}: {type(exc).__name__}: {exc}") from None
+    got_in = [(t.get("name"), t.get("datatype"), list(t.get("shape", []))) for t in meta.get("inputs", [])]
+    got_out = {t.get("name"): t.get("datatype") for t in meta.get("outputs", [])}
+    if got_in != [(in_name, "FP32", [-1, width])] or any(got_out.get(n) != "FP32" for n in out_names):
+        raise RuntimeUnavailable(
+            f"{url} serves {name} with inputs {got_in} and outputs {sorted(got_out)}; the manifest "
+            f"expects {in_name} FP32 [-1, {width}] -> {', '.join(out_names)} (is it serving these artifacts?)"
+        )
+
+    def run_batch(x: np.ndarray) -> Sequence[np.ndarray]:
+        tensor = httpclient.InferInput(in_name, list(x.shape), "FP32")
+        tensor.set_data_from_numpy(np.ascontiguousarray(x, dtype=np.float32), binary_data=True)
+        wanted = [httpclient.InferRequestedOutput(n, binary_data=True) for n in out_names]
+        result = client().infer(name, [tensor], outputs=wanted)
+        return [result.as_numpy(n) for n in out_names]
+
+    return Predictor(
+        model=entry.name,
+        format=fmt,
+        runtime=url,
+        device=f"remote {url} ({name})",
+        features=entry.features,
+        output_names=entry.output_names,
+        run_batch=run_batch,
+        load_seconds=time.perf_counter() - start,
+    )
 
 
 
