@@ -111,9 +111,7 @@ def data_type(spec: dict[str, Any], where: str) -> tuple[str, str]:
     dtype = spec.get("dtype", "float32")
     if dtype not in DATA_TYPES:
         name = spec.get("name")
-        raise ManifestError(
-            f"{where}: tensor {name!r} has dtype {dtype!r}, which is not mapped to a Triton type"
-        )
+        raise ManifestError(f"{where}: tensor {name!r} has dtype {dtype!r}, which is not mapped to a Triton type")
     return DATA_TYPES[dtype]
 
 

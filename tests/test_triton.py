@@ -74,9 +74,7 @@ def test_every_config_parses_into_triton_model_config(repo, manifest):
             for tensors, specs in ((config.input, entry.inputs), (config.output, entry.outputs)):
                 for tensor, manifest_spec in zip(tensors, specs, strict=True):
                     assert data_type_name(tensor.data_type) == "TYPE_FP32"
-                    assert (
-                        list(tensor.dims) == manifest_spec["shape"][1:]
-                    )  # batch is implied by max_batch_size
+                    assert list(tensor.dims) == manifest_spec["shape"][1:]  # batch is implied by max_batch_size
 
 
 def test_onnx_configs_match_the_onnx_graph(repo, manifest):
@@ -98,9 +96,7 @@ def test_onnx_configs_match_the_onnx_graph(repo, manifest):
                 assert not dims[0].HasField("dim_value"), f"{value.name}: the batch axis must be dynamic"
                 assert [d.dim_value for d in dims[1:]] == list(tensor.dims)
         # and the file runs with the names and a batch shape the config gives Triton
-        session = ort.InferenceSession(
-            str(model_dir / "1" / "model.onnx"), providers=["CPUExecutionProvider"]
-        )
+        session = ort.InferenceSession(str(model_dir / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
         x = np.zeros((3, *config.input[0].dims), dtype=np.float32)
         outs = session.run([t.name for t in config.output], {config.input[0].name: x})
         assert [o.shape for o in outs] == [(3, *t.dims) for t in config.output]
