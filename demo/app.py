@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import functools
 import html
+import json
 import logging
 import os
 import socket
@@ -475,6 +476,59 @@ def _build_page(svc: DemoService) -> None:
 
 # ---- the app and the server -----------------------------------------------------------------------
 
+# A predict request carries at most MAX_TEXT_CHARS (200,000) characters of input: 1 MiB of JSON is
+# plenty. /v2 (the Open Inference Protocol, pipeline/oip.py) keeps its own, larger limit for batches.
+MAX_REQUEST_BYTES = 1024 * 1024
+# The page has no file inputs: Gradio's upload route would only store (and serve back) strangers' files.
+REFUSED_ROUTES = ("/gradio_api/upload", "/upload")
+
+
+class RequestLimits:
+    """ASGI middleware: 413 for a request body over `max_bytes`, declared or streamed, before any
+    route reads or parses it; 404 for Gradio's upload route."""
+
+    def __init__(self, app: Any, max_bytes: int = MAX_REQUEST_BYTES) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path == "/v2" or path.startswith("/v2/"):
+            return await self.app(scope, receive, send)
+        if path.rstrip("/") in REFUSED_ROUTES:
+            return await _plain_response(send, 404, "not found")
+        too_large = f"request body over the limit of {self.max_bytes:,} bytes"
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            return await _plain_response(send, 413, too_large)
+        seen, started = 0, False
+
+        async def limited_receive() -> dict:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:  # a chunked body with no Content-Length
+                raise fastapi.HTTPException(413, too_large)  # FastAPI answers it as it is
+            return message
+
+        async def watched_send(message: dict) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, watched_send)
+        except fastapi.HTTPException as exc:
+            if exc.status_code != 413 or started:
+                raise
+            await _plain_response(send, 413, too_large)
+
+
+async def _plain_response(send: Any, status: int, message: str) -> None:
+    body = json.dumps({"detail": message}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
 
 def create_app(artifacts: Path, threads: int | None = None) -> fastapi.FastAPI:
     """The FastAPI app: Gradio at "/", `app.state.predictors` (the one PredictorCache, None without a
@@ -483,6 +537,7 @@ def create_app(artifacts: Path, threads: int | None = None) -> fastapi.FastAPI:
     if svc.error:
         log.warning("%s", svc.error)
     app = fastapi.FastAPI(title="seed-pipeline demo", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(RequestLimits)  # oversized bodies and uploads are refused before any route sees them
     app.state.service = svc
     app.state.manifest = svc.manifest
     app.state.predictors = svc.predictors
@@ -551,7 +606,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted connections only for sockets that say so
+    # (without it every keep-alive response waits ~40 ms for a delayed ACK)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((args.host, args.port))
@@ -574,7 +631,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"demo: serving {args.artifacts} on {url}", flush=True)
 
     server = Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))
-    server.run(sockets=[sock])
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled; it has shut down cleanly by now
+        pass
+    print("demo: stopped", flush=True)
     return 0
 
 
