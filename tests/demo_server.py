@@ -92,7 +92,7 @@ def running_demo(
         yield base_url
     finally:
         if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(signal.SIGTERM)  # uvicorn shuts down at once; SIGINT waits on open streams
             try:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
