@@ -156,6 +156,17 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if report.passed else 1
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from pipeline.bench import BenchError, run_bench
+
+    try:
+        run_bench(args.artifacts, args.models, args.device, args.quick, not args.skip_http, args.output)
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _add_tolerances(p: argparse.ArgumentParser) -> None:
     from pipeline.parity import DEFAULT_ATOL, DEFAULT_RTOL
 
@@ -205,6 +216,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "(Triton, the demo) serves at URL (repeatable)")
     _add_tolerances(p)
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("bench", help="time prediction, HTTP, training and export; write ARTIFACTS/bench.json")
+    _add_common(p)
+    p.add_argument("--quick", action="store_true", help="short measurements (under two minutes)")
+    p.add_argument("--skip-http", action="store_true", help="leave out the demo's HTTP and cold start")
+    p.add_argument("--output", type=Path, default=None, help="the JSON's path (default ARTIFACTS/bench.json)")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 
