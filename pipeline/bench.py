@@ -481,10 +481,18 @@ def bench_tuning(manifest: Manifest, model: str, plan: Plan, log: Callable[[str]
 
     guards = {"with torch.inference_mode()": torch.inference_mode}
     if hasattr(torch._C, "_InferenceMode"):
-        guards["with torch._C._InferenceMode (the predictor's)"] = torch._C._InferenceMode
+        guards["with torch._C._InferenceMode"] = torch._C._InferenceMode
     for label, guard in guards.items():
         cands1.append(Candidate(f"torchscript call, numpy in/out, {label}", runner(guard, x1)))
         candsb.append(Candidate(f"torchscript call, numpy in/out, {label}", runner(guard, xb)))
+    no_grad_module = torch.jit.load(ts_path).eval()  # what the predictor does: no parameter needs a gradient
+    for param in no_grad_module.parameters():
+        param.requires_grad_(False)
+    label = "torchscript call, numpy in/out, parameters without grad, no guard (the predictor's)"
+    for cands, xin in ((cands1, x1), (candsb, xb)):
+        cands.append(
+            Candidate(label, lambda v=xin: [o.numpy() for o in _as_tuple(no_grad_module(torch.from_numpy(v)))])
+        )
     per_call = {
         "single": side_by_side(cands1, plan),
         f"batch_{BATCH_SIZES[-1]}": side_by_side(
@@ -923,6 +931,10 @@ def bench_demo(
                             f"p99 {row['p99_ms']:.2f} ms, {row['requests_per_s']:.0f} req/s"
                         )
     return {"routes": routes, "rows": rows, "errors": "none: any failed request fails the run"}, cold
+
+
+def _as_tuple(out: Any) -> tuple[Any, ...]:
+    return tuple(out) if isinstance(out, (tuple, list)) else (out,)
 
 
 def _one_line(exc: BaseException) -> str:

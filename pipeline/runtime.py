@@ -228,14 +228,16 @@ def _torch_runner(module: Any, device: str) -> Callable[[np.ndarray], Sequence[n
     import torch
 
     on_cpu = device == "cpu"
-    # The C++ guard torch.inference_mode() wraps: the same mode without the Python context manager
-    # around it (a few us a call, BENCHMARKS.md); the public one where a torch lacks it.
-    inference_mode = getattr(torch._C, "_InferenceMode", torch.inference_mode)
+    # This predictor's module needs no gradients: with none of its parameters requiring one (and inputs
+    # from NumPy never do), autograd records nothing, so no per-call guard is needed. Entering
+    # torch.inference_mode() on every call costs more than it saves on these small modules (a few us a
+    # call; BENCHMARKS.md, tuning).
+    for param in module.parameters():
+        param.requires_grad_(False)
 
     def run_batch(x: np.ndarray) -> Sequence[np.ndarray]:
-        with inference_mode(True):
-            t = torch.from_numpy(x)
-            out = module(t if on_cpu else t.to(device))
+        t = torch.from_numpy(x)
+        out = module(t if on_cpu else t.to(device))
         outs = out if isinstance(out, (tuple, list)) else (out,)
         return [o.numpy() if on_cpu else o.cpu().numpy() for o in outs]
 
