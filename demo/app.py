@@ -481,6 +481,7 @@ def _build_page(svc: DemoService) -> None:
 MAX_REQUEST_BYTES = 1024 * 1024
 # The page has no file inputs: Gradio's upload route would only store (and serve back) strangers' files.
 REFUSED_ROUTES = ("/gradio_api/upload", "/upload")
+MAX_SESSIONS = 256  # Gradio sessions kept in memory, the least recently used dropped first (see create_app)
 
 
 class RequestLimits:
@@ -559,6 +560,9 @@ def create_app(artifacts: Path, threads: int | None = None) -> fastapi.FastAPI:
     app.include_router(oip_router(lambda: svc.manifest, lambda: svc.predictors))
 
     blocks = build_blocks(svc)
+    # Gradio keeps state for each session, and an API call that names none (curl, httpx) gets a new
+    # one: about 130 KB for this page, 10,000 of them by default. Bounded, memory stays flat under load.
+    blocks.state_session_capacity = MAX_SESSIONS
     reason = cuda_unavailable_reason()
     return gr.mount_gradio_app(
         app,

@@ -239,6 +239,10 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, CatalogError, DeviceError, ManifestError, Busy) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a full disk, a read-only or vanished directory: one line naming the file
+        where = exc.filename2 if exc.filename2 is not None else exc.filename
+        print(f"error: {exc.strerror or exc}" + (f": {where}" if where is not None else ""), file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

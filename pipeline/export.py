@@ -197,7 +197,8 @@ def export_model(spec: ModelSpec, artifacts: Path, revision: str, opset: int) ->
         module.load_state_dict(torch.load(state_path, map_location="cpu", weights_only=True))
     except Exception as exc:
         detail = " ".join(str(exc).split())
-        detail = detail[detail.find("WeightsUnpickler error:"):] if "WeightsUnpickler error:" in detail else detail
+        if "WeightsUnpickler error:" in detail:  # torch refused a pickle: keep what it names
+            detail = detail[detail.index("WeightsUnpickler error:"):]
         why = f"{state_path} is not a loadable state_dict ({type(exc).__name__}: {detail[:200]})"
         raise ExportError(f"{spec.name}: {why}; train it again") from exc
     module.eval()

@@ -37,7 +37,7 @@ def parse_features(text: Any, model: str, features: Sequence[str]) -> list[float
         if stripped.startswith("["):
             try:
                 items = json.loads(stripped)
-            except (json.JSONDecodeError, RecursionError):
+            except (ValueError, RecursionError):  # ValueError: also an integer of more than 4300 digits
                 raise InputError(f"{want} as a JSON list; got text that is not valid JSON") from None
             if not isinstance(items, list):
                 raise InputError(f"{want} as a JSON list; got another JSON value")

@@ -93,7 +93,7 @@ class Manifest:
             )
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad UTF-8, bad JSON, huge integers
             raise ManifestError(f"{path} is not valid JSON ({exc}); re-run `make export`") from None
         return cls.from_dict(root, raw, str(path))
 
@@ -159,7 +159,7 @@ def _model_entry(root: Path, name: str, entry: Any, where: str) -> ModelEntry:
     for item in need("artifacts", list):
         try:
             art = Artifact(str(item["format"]), item["path"], str(item["sha256"]), int(item["bytes"]))
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):
             raise ManifestError(f"{where}: model {name!r} has a malformed artifact entry") from None
         if art.format not in FORMATS:
             raise ManifestError(f"{where}: model {name!r} lists unknown format {art.format!r}")

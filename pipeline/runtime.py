@@ -19,7 +19,7 @@ import numpy as np
 
 from pipeline.devices import DeviceError, cuda_device_count
 from pipeline.inputs import InputError, expected
-from pipeline.manifest import Manifest, ModelEntry
+from pipeline.manifest import ArtifactError, Manifest, ModelEntry
 
 # Formats a person picks; "eager" is the state_dict in the catalog module.
 PREDICT_FORMATS = ("torchscript", "onnx", "pt2", "eager")
@@ -52,7 +52,11 @@ class Predictor:
 
     def prepare(self, x: Any) -> tuple[np.ndarray, bool]:
         """x as a C-contiguous float32 (batch, features) array, and whether it was one example."""
-        arr = np.ascontiguousarray(x, dtype=np.float32)
+        try:
+            arr = np.ascontiguousarray(x, dtype=np.float32)
+        except (ValueError, TypeError):  # ragged rows, text, objects
+            want = expected(self.model, self.features)
+            raise InputError(f"{want}; got something that is not rows of numbers") from None
         single = arr.ndim == 1
         if single:
             arr = arr[None, :]
@@ -84,19 +88,31 @@ def load_predictor(
     The file's sha256 is checked against the manifest before anything is loaded.
     """
     entry = manifest.model(model)
-    if fmt not in ARTIFACT_OF:
+    if not isinstance(fmt, str) or fmt not in ARTIFACT_OF:
         raise InputError(f"unknown format {fmt!r}; expected one of: {', '.join(PREDICT_FORMATS)}")
     runtime = runtime or RUNTIMES_OF[fmt][0]
     if is_remote(runtime):
         return load_remote_predictor(entry, fmt, runtime)
     if runtime not in RUNTIMES_OF[fmt]:
         raise InputError(f"format {fmt} runs on {', '.join(RUNTIMES_OF[fmt])}; got runtime {runtime!r}")
-    if device not in DEVICES and not device.startswith("cuda:"):
+    if not isinstance(device, str) or (device not in DEVICES and not device.startswith("cuda:")):
         raise InputError(f"unknown device {device!r}; expected one of: {', '.join(DEVICES)}")
-    path = manifest.verified_path(entry.artifact(ARTIFACT_OF[fmt]))
+    artifact = entry.artifact(ARTIFACT_OF[fmt])
+    path = manifest.verified_path(artifact)
     start = time.perf_counter()
     loader = _LOADERS[runtime]
-    run_batch, actual = loader(entry, fmt, str(path), device, threads)
+    try:
+        run_batch, actual = loader(entry, fmt, str(path), device, threads)
+    except RuntimeUnavailable:
+        raise
+    except Exception as exc:  # a damaged or hostile file: one line naming it, whatever the parser raised
+        detail = " ".join(str(exc).split())
+        if "WeightsUnpickler error:" in detail:  # torch refused a pickle: keep the part naming what it refused
+            detail = detail[detail.index("WeightsUnpickler error:"):]
+        detail = detail[:300]
+        raise ArtifactError(
+            f"{artifact.path} could not be loaded as {fmt} by {runtime}: {type(exc).__name__}: {detail}"
+        ) from exc
     return Predictor(
         model=entry.name,
         format=fmt,

@@ -1,0 +1,385 @@
+"""Issue 6 against the running demo (parts 1, 2, 3, 5 and 6 over HTTP on loopback).
+
+One demo process serves the whole module, started as a person would (no --host) and with Gradio's own
+exposure switches set in its environment (GRADIO_SHARE, GRADIO_SERVER_NAME=0.0.0.0), which it must
+ignore. Its artifacts are a copy in which `linear_3x` is damaged three ways (a truncated ONNX file, a
+random .pt2 with its sha256 re-recorded, a state_dict carrying a pickle payload with its sha256
+re-recorded); the seven other models serve the load test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psutil
+import pytest
+import torch
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from pipeline.inputs import MAX_TEXT_CHARS
+from pipeline.manifest import MANIFEST, Manifest
+from pipeline.runtime import PREDICT_FORMATS, load_predictor
+
+from .demo_server import APP, ROOT, PredictError, call_predict, free_port
+
+pytestmark = pytest.mark.robustness
+
+DAMAGED = "linear_3x"
+UNEXPECTED = "failed unexpectedly"  # the demo's message for an exception that is not the caller's fault
+SECRET_MARKERS = [b"root:x:0:0", b"class RequestLimits", b"def load_predictor"]
+ATOL, RTOL = 1e-5, 1e-4  # the parity tolerances
+
+
+class Demo:
+    def __init__(self, url: str, proc: subprocess.Popen, lines: list[str], artifacts: Path, marker: Path,
+                 damaged: dict[str, str]) -> None:
+        self.url, self.proc, self.lines, self.artifacts = url, proc, lines, artifacts
+        self.marker, self.damaged = marker, damaged  # the payload's marker file; format -> damaged file
+
+    @property
+    def process(self) -> psutil.Process:
+        return psutil.Process(self.proc.pid)
+
+
+def _rerecord(root: Path, rel: str) -> None:
+    raw = json.loads((root / MANIFEST).read_text())
+    data = (root / rel).read_bytes()
+    for art in raw["models"][DAMAGED]["artifacts"]:
+        if art["path"] == rel:
+            art["sha256"], art["bytes"] = hashlib.sha256(data).hexdigest(), len(data)
+    (root / MANIFEST).write_text(json.dumps(raw))
+
+
+class _Payload:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (exec, (f"open({str(self.marker)!r}, 'w').write('payload ran')",))
+
+
+def _damage(root: Path, marker: Path) -> dict[str, str]:
+    """Damage DAMAGED's onnx, pt2 and state_dict; returns format -> the manifest path of each."""
+    paths = {a["format"]: a["path"] for a in json.loads((root / MANIFEST).read_text())["models"][DAMAGED]["artifacts"]}
+    onnx = root / paths["onnx"]
+    onnx.write_bytes(onnx.read_bytes()[: onnx.stat().st_size // 2])  # sha256 left stale
+    (root / paths["pt2"]).write_bytes(random.Random(6).randbytes(4096))
+    _rerecord(root, paths["pt2"])
+    torch.save({"linear.weight": _Payload(marker), "linear.bias": torch.zeros(1)}, root / paths["state_dict"])
+    _rerecord(root, paths["state_dict"])
+    return {"onnx": paths["onnx"], "pt2": paths["pt2"], "eager": paths["state_dict"]}
+
+
+@pytest.fixture(scope="module")
+def demo(artifacts, tmp_path_factory):
+    root = tmp_path_factory.mktemp("robust-demo") / "artifacts"
+    shutil.copytree(artifacts, root)
+    marker = root.parent / "payload-ran"
+    damaged = _damage(root, marker)
+    port = free_port()
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1",
+           "GRADIO_SHARE": "True", "GRADIO_SERVER_NAME": "0.0.0.0"}  # must change nothing
+    proc = subprocess.Popen([sys.executable, str(APP), "--artifacts", str(root), "--port", str(port)], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
+    deadline = time.monotonic() + 120
+    while not any(line.startswith("demo: serving") for line in lines):
+        assert proc.poll() is None, "".join(lines)
+        assert time.monotonic() < deadline, "".join(lines)
+        time.sleep(0.1)
+    try:
+        yield Demo(f"http://127.0.0.1:{port}", proc, lines, root, marker, damaged)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _raw_get(url: str, path: str) -> tuple[int, bytes]:
+    """GET `path` exactly as written (no client-side normalisation of ../ or %2e)."""
+    parts = urllib.parse.urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=15) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nConnection: close\r\n\r\n".encode("latin-1"))
+        data = b""
+        while chunk := sock.recv(1 << 16):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+def _assert_refused_cleanly(exc: PredictError) -> None:
+    message = str(exc)
+    assert UNEXPECTED not in message, message  # an InputError-style refusal, not a crash
+    assert len(message.splitlines()) == 1 and len(message) <= 500, message
+
+
+# ---- part 6: exposure ----------------------------------------------------------------------------
+
+
+def test_listens_on_loopback_only_prints_where_and_shares_nothing(demo):
+    served = [line.strip() for line in demo.lines if line.startswith("demo: serving")]
+    assert served == [f"demo: serving {demo.artifacts} on {demo.url}/"]
+    call_predict(demo.url, "adder_mynet", "onnx", "cpu", "1 2")  # some traffic first
+    connections = demo.process.net_connections(kind="inet")
+    listening = [c for c in connections if c.status == psutil.CONN_LISTEN]
+    assert listening and {c.laddr.ip for c in listening} == {"127.0.0.1"}, listening
+    remote = {c.raddr.ip for c in connections if c.raddr}
+    assert remote <= {"127.0.0.1"}, f"connections to other hosts: {remote}"
+    output = "".join(demo.lines)
+    assert "gradio.live" not in output and "share" not in output.lower(), output
+    # and no other address of this machine reaches the port
+    addresses = {a.address for addrs in psutil.net_if_addrs().values() for a in addrs if a.family == socket.AF_INET}
+    port = int(demo.url.rsplit(":", 1)[1])
+    for address in addresses - {"127.0.0.1"}:
+        with pytest.raises(OSError):
+            socket.create_connection((address, port), timeout=2).close()
+
+
+def test_host_default_is_loopback_and_only_host_changes_it(monkeypatch):
+    sys.path.insert(0, str(ROOT))
+    from demo import app
+
+    monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")
+    assert app.parse_args([]).host == "127.0.0.1"
+    assert app.parse_args(["--host", "0.0.0.0"]).host == "0.0.0.0"
+    assert "share=True" not in APP.read_text() and ".launch(" not in APP.read_text()
+
+
+# ---- part 1 over HTTP ----------------------------------------------------------------------------
+
+texts = st.one_of(
+    st.text(max_size=60),
+    st.lists(st.sampled_from(["1", "-2.5", "1e3", "nan", "inf", "-Infinity", "1e39", ",", ";", " ", "\n", "[", "]",
+                              "0x1", "١", "1_0", "\u00a0", "3e38"]), max_size=8).map("".join),
+    st.lists(st.floats(allow_nan=True, allow_infinity=True), max_size=3).map(json.dumps),
+)
+features_values = st.one_of(
+    texts,
+    st.lists(st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers(-(10**30), 10**30),
+                       st.text(max_size=5), st.none(), st.booleans()), max_size=3),
+    st.none(), st.integers(), st.floats(), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(features=features_values, fmt=st.sampled_from(["onnx", "torchscript"]))
+@example(features="3e38 3e38", fmt="onnx")  # finite input, output overflows float32
+@example(features="[" + "9" * 5000 + "]", fmt="onnx")
+@example(features="[" * 50_000, fmt="onnx")
+@example(features=[1e300, 1], fmt="onnx")
+def test_http_predict_answers_or_refuses_in_one_line(demo, features, fmt):
+    try:
+        result = call_predict(demo.url, "adder_mynet", fmt, "cpu", features, timeout=30)
+    except PredictError as exc:
+        _assert_refused_cleanly(exc)
+        return
+    assert set(result["outputs"]) == {"sum", "hidden"}
+    assert all(np.isfinite(result["outputs"]["sum"]))
+
+
+@pytest.mark.parametrize("features", ["[NaN, 1]", "[Infinity, 1]", "[-Infinity, 1]", "[1e400, 1]", '"1 2"]}{'])
+def test_http_predict_refuses_non_json_numbers(demo, features):
+    """Tokens a strict JSON encoder never writes, sent raw: a 4xx or a clean refusal, never a crash."""
+    url = demo.url + "/gradio_api/call/predict"
+    body = '{"data": ["adder_mynet", "onnx", "cpu", ' + features + "]}"
+    answer = httpx.post(url, content=body.encode(), headers={"content-type": "application/json"}, timeout=30)
+    if answer.status_code != 200:
+        assert 400 <= answer.status_code < 500, (answer.status_code, answer.text[:300])
+        return
+    event_id = answer.json()["event_id"]
+    stream = httpx.get(f"{url}/{event_id}", timeout=30).text
+    assert "event: error" in stream and UNEXPECTED not in stream, stream[:500]
+
+
+def test_oversized_requests_are_refused_before_parsing(demo):
+    url = demo.url + "/gradio_api/call/predict"
+    big = "1," * (5 * 1024 * 1024)  # 10 MB of text
+    start = time.perf_counter()
+    answer = httpx.post(url, json={"data": ["adder_mynet", "onnx", "cpu", big]}, timeout=60)
+    assert answer.status_code == 413, answer.text[:300]  # the route would have queued it (200)
+    assert "limit" in answer.json()["detail"]
+
+    def chunks():  # no Content-Length: the limit is counted while the body streams in
+        yield b'{"data": ["adder_mynet", "onnx", "cpu", "'
+        for _ in range(10):
+            yield b"1," * (512 * 1024)
+        yield b'"]}'
+
+    answer = httpx.post(url, content=chunks(), headers={"content-type": "application/json"}, timeout=60)
+    assert answer.status_code == 413, answer.text[:300]
+    assert time.perf_counter() - start < 30
+    # Under the byte limit but over the parser's: refused with the parser's one line.
+    with pytest.raises(PredictError, match=f"{MAX_TEXT_CHARS:,} accepted") as info:
+        call_predict(demo.url, "adder_mynet", "onnx", "cpu", "1," * (MAX_TEXT_CHARS // 2 + 10))
+    _assert_refused_cleanly(info.value)
+    assert call_predict(demo.url, "adder_mynet", "onnx", "cpu", "1 2")["outputs"]["sum"]  # still serving
+
+
+# ---- part 2 over HTTP ----------------------------------------------------------------------------
+
+HOSTILE = ["../../etc/passwd", "/etc/passwd", "..%2F..%2Fetc%2Fpasswd", "%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+           "manifest.json", "adder_mynet/state_dict.pt", "file:///etc/passwd", "adder_mynet\x00", "..\\..\\boot.ini"]
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_hostile_names_over_http_are_refused(demo, name):
+    for model, fmt, device, expect in [(name, "onnx", "cpu", "unknown model"),
+                                       ("adder_mynet", name, "cpu", "unknown format"),
+                                       ("adder_mynet", "onnx", name, "unknown device")]:
+        with pytest.raises(PredictError, match=expect) as info:
+            call_predict(demo.url, model, fmt, device, "1 2")
+        _assert_refused_cleanly(info.value)
+    quoted = urllib.parse.quote(name, safe="")
+    for path in (f"/v2/models/{quoted}", f"/v2/models/{quoted}/ready", f"/v2/models/{name}/config"):
+        status, body = _raw_get(demo.url, path.replace("\x00", "%00"))
+        assert status in (400, 404), (path, status, body[:200])
+        assert not any(m in body for m in SECRET_MARKERS)
+
+
+def test_gradio_file_routes_serve_nothing_outside_the_app(demo):
+    listed = Manifest.load(demo.artifacts)
+    state_dict = listed.root / listed.model("adder_mynet").artifact("state_dict").path
+    secrets_ = {
+        "/etc/passwd": b"root:x:0:0",
+        str(demo.artifacts / MANIFEST): b'"sha256"',
+        str(state_dict): state_dict.read_bytes()[:64],
+        str(APP): b"class RequestLimits",
+        str(ROOT / "pipeline" / "runtime.py"): b"def load_predictor",
+    }
+    paths = []
+    for target in secrets_:
+        rel_up = "../" * 12 + target.lstrip("/")
+        paths += [
+            f"/gradio_api/file={target}", f"/file={target}", f"/gradio_api/file={rel_up}",
+            f"/gradio_api/file={urllib.parse.quote(target, safe='')}", f"/static/{rel_up}", f"/assets/{rel_up}",
+            f"/static/{urllib.parse.quote(rel_up, safe='')}", f"/assets/{rel_up.replace('/', '%2f')}",
+            f"/gradio_api/file={target.replace('/', '%2f')}", f"/{rel_up}", f"/gradio_api/{rel_up}",
+            f"/gradio_api/proxy=file://{target}", f"/gradio_api/file=%2e%2e/{rel_up}",
+        ]
+    paths += ["/gradio_api/proxy=http://127.0.0.1:1/", "/gradio_api/file=" + str(Path(demo.artifacts).parent)]
+    for path in paths:
+        status, body = _raw_get(demo.url, path)
+        leaked = [name for name, marker in secrets_.items() if marker in body]
+        assert not leaked, f"GET {path} -> {status} served {leaked}"
+        assert status in (400, 403, 404, 405, 422), (path, status, body[:200])
+
+
+def test_uploads_are_refused_so_nothing_foreign_is_stored_or_served(demo):
+    for route in ("/gradio_api/upload", "/gradio_api/upload/", "/upload"):
+        answer = httpx.post(demo.url + route, files={"files": ("x.html", b"<script>alert(1)</script>")}, timeout=15)
+        assert answer.status_code == 404, (route, answer.status_code, answer.text[:200])
+
+
+# ---- part 3 in the running app -------------------------------------------------------------------
+
+
+def test_damaged_artifacts_give_one_line_naming_the_file_and_the_rest_keeps_serving(demo, manifest):
+    for fmt, rel in demo.damaged.items():
+        for _ in range(2):  # and again: a failed load is not cached
+            with pytest.raises(PredictError) as info:
+                call_predict(demo.url, DAMAGED, fmt, "cpu", "2")
+            _assert_refused_cleanly(info.value)
+            assert rel in str(info.value), str(info.value)
+    assert not demo.marker.exists(), "the pickle payload ran inside the demo"
+    good = call_predict(demo.url, DAMAGED, "torchscript", "cpu", "2")["outputs"]["y"]
+    assert good == pytest.approx(load_predictor(manifest, DAMAGED, "eager")([2.0])["y"].tolist(), rel=RTOL)
+    for fmt in PREDICT_FORMATS:
+        out = call_predict(demo.url, "adder_mynet", fmt, "cpu", "10 11")["outputs"]["sum"]
+        assert out == pytest.approx([float(load_predictor(manifest, "adder_mynet", "eager")([10, 11])["sum"][0])],
+                                    rel=RTOL, abs=ATOL)
+
+
+# ---- part 5: load ----------------------------------------------------------------------------------
+
+CALLS, CLIENTS, MEMORY_SLACK = 2000, 16, 50 * 1024 * 1024
+
+
+def _call_in_session(client: httpx.Client, base_url: str, session: str, model: str, fmt: str, features) -> dict:
+    """call_predict as gradio_client does it: every call of one client names the client's session."""
+    url = base_url + "/gradio_api/call/predict"
+    answer = client.post(url, json={"data": [model, fmt, "cpu", features], "session_hash": session})
+    answer.raise_for_status()
+    event = None
+    with client.stream("GET", f"{url}/{answer.json()['event_id']}") as stream:
+        for line in stream.iter_lines():
+            if line.startswith("event:"):
+                event = line.split(":", 1)[1].strip()
+            elif line.startswith("data:") and event in ("complete", "error"):
+                data = json.loads(line.split(":", 1)[1])
+                if event == "error":
+                    raise PredictError(str(data))
+                return data[0]
+    raise PredictError("the event stream ended without a result")
+
+
+def test_load_2000_predicts_from_16_clients(demo, manifest):
+    """Half the clients call as curl does (no session: Gradio makes one per call, the memory risk), half
+    as gradio_client does (one session each); every answer is checked against the eager model."""
+    models = [m for m in manifest.models if m != DAMAGED]
+    rng = np.random.default_rng(6)
+    cases = []  # (model, fmt, features as sent, expected outputs)
+    for model in models:
+        entry = manifest.model(model)
+        eager = load_predictor(manifest, model, "eager")
+        for i in range(3):
+            random_row = rng.uniform(-5, 5, len(entry.features)).astype(np.float32)
+            values = [float(v) for v in (np.float32(entry.examples[0]) if i == 0 else random_row)]
+            sent = json.dumps(values) if i == 2 else ", ".join(f"{v:.9g}" for v in values)
+            want = {k: np.asarray(v, dtype=np.float64).reshape(-1) for k, v in eager(values).items()}
+            for fmt in PREDICT_FORMATS:
+                cases.append((model, fmt, sent, want))
+
+    def run(args: tuple[int, list]) -> list[str]:
+        index, jobs = args
+        session = f"robustness-load-{index}" if index % 2 else None
+        errors = []
+        with httpx.Client(timeout=60) as client:
+            for model, fmt, sent, want in jobs:
+                try:
+                    if session:
+                        got = _call_in_session(client, demo.url, session, model, fmt, sent)["outputs"]
+                    else:
+                        got = call_predict(demo.url, model, fmt, "cpu", sent, client=client)["outputs"]
+                    for name, value in want.items():
+                        np.testing.assert_allclose(got[name], value, rtol=RTOL, atol=ATOL)
+                except Exception as exc:  # noqa: BLE001 - every failure is counted and shown
+                    errors.append(f"{model} {fmt}: {type(exc).__name__}: {str(exc)[:200]}")
+        return errors
+
+    def spread(n: int) -> list[tuple[int, list]]:
+        jobs = [cases[i % len(cases)] for i in range(n)]
+        random.Random(n).shuffle(jobs)
+        return [(k, jobs[k::CLIENTS]) for k in range(CLIENTS)]
+
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        warm = [e for errs in pool.map(run, spread(len(cases) * 2)) for e in errs]  # every case, twice
+        assert not warm, warm[:5]
+        rss_warm = demo.process.memory_info().rss
+        start = time.perf_counter()
+        errors = [e for errs in pool.map(run, spread(CALLS)) for e in errs]
+        seconds = time.perf_counter() - start
+    rss_after = demo.process.memory_info().rss
+    print(f"\n{CALLS} predicts from {CLIENTS} clients over {len(cases)} (model, format, input) cases in "
+          f"{seconds:.1f} s ({CALLS / seconds:.0f}/s); RSS {rss_warm / 2**20:.1f} -> {rss_after / 2**20:.1f} MiB")
+    assert not errors, f"{len(errors)} errors: {errors[:5]}"
+    assert rss_after - rss_warm < MEMORY_SLACK, (rss_warm, rss_after)
+    assert demo.proc.poll() is None
