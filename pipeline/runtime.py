@@ -260,6 +260,30 @@ def _torch_runner(module: Any, device: str) -> Callable[[np.ndarray], Sequence[n
     return run_batch
 
 
+_PT2_LOCK = threading.Lock()
+
+
+def _load_pt2_weights_only(path: str) -> Any:
+    """torch.export.load with every torch.load inside it forced to weights_only=True.
+
+    torch.export.load unpickles sample inputs and 'use_pickle' payloads with weights_only=False, so a
+    hostile .pt2 would run code. TORCH_FORCE_WEIGHTS_ONLY_LOAD, read by torch.load on each call,
+    overrides that; the lock keeps two loads from restoring the variable under each other.
+    """
+    import torch
+
+    with _PT2_LOCK:
+        before = os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD")
+        os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+        try:
+            return torch.export.load(path)
+        finally:
+            if before is None:
+                os.environ.pop("TORCH_FORCE_WEIGHTS_ONLY_LOAD", None)
+            else:
+                os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = before
+
+
 def _load_torch(entry: ModelEntry, fmt: str, path: str, device: str, threads: int | None):
     import torch
 
@@ -271,7 +295,7 @@ def _load_torch(entry: ModelEntry, fmt: str, path: str, device: str, threads: in
             warnings.filterwarnings("ignore", message=r".*torch\.jit\..*deprecated", category=FutureWarning)
             module = torch.jit.load(path, map_location=dev).eval()
     elif fmt == "pt2":
-        program = torch.export.load(path)
+        program = _load_pt2_weights_only(path)
         if dev != "cpu":
             from torch.export.passes import move_to_device_pass
 

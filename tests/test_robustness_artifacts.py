@@ -253,20 +253,14 @@ def test_pt2_pickle_payload_is_refused_by_its_sha256(artifacts_copy, tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: torch.export.load retries sample inputs (and 'use_pickle' weights) with "
-    "torch.load(weights_only=False), so a .pt2 whose manifest entry the attacker also rewrote runs its "
-    "pickle; the manifest's sha256 is the only guard for .pt2 (see README, Security and limits)",
-)
 def test_pt2_pickle_payload_with_rerecorded_sha_never_runs(artifacts_copy, tmp_path):
     marker = tmp_path / "marker"
     rel = _hostile_pt2(artifacts_copy, marker)
     rerecord(artifacts_copy, rel)
-    try:
+    # The sha256 vouches for the file now, so only the loader's forced weights_only stands in the way.
+    with pytest.raises(ArtifactError) as info:
         load_predictor(Manifest.load(artifacts_copy), VICTIM, "pt2")
-    except ArtifactError:
-        pass
+    assert_one_line_naming(info.value, rel)
     assert not marker.exists(), "the pickle payload in the .pt2 ran"
 
 
