@@ -21,6 +21,7 @@ import logging
 import os
 import socket
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,7 +39,7 @@ import numpy as np  # noqa: E402
 
 from pipeline.devices import cuda_device_count  # noqa: E402
 from pipeline.inputs import InputError, parse_features  # noqa: E402
-from pipeline.manifest import ArtifactError, Manifest, ManifestError, ModelEntry  # noqa: E402
+from pipeline.manifest import MANIFEST, ArtifactError, Manifest, ManifestError, ModelEntry  # noqa: E402
 from pipeline.runtime import ARTIFACT_OF, DEVICES, PREDICT_FORMATS, PredictorCache, RuntimeUnavailable  # noqa: E402
 
 log = logging.getLogger("demo")
@@ -76,16 +77,53 @@ class DemoService:
 
     def __init__(self, artifacts: Path | str, threads: int | None = None) -> None:
         self.artifacts = Path(artifacts)
-        self.manifest: Manifest | None = None
-        self.predictors: PredictorCache | None = None
+        self.threads = threads
+        self._manifest: Manifest | None = None
+        self._predictors: PredictorCache | None = None
+        self._signature: tuple[int, int, int] | None = None  # the manifest file the cache was built from
+        self._reload_lock = threading.Lock()
         self.error: str | None = None
-        try:
-            self.manifest = Manifest.load(self.artifacts)
-        except ManifestError as exc:
-            self.error = str(exc)
-        else:
-            self.predictors = PredictorCache(self.manifest, threads=threads)
         self._served: set[tuple[str, str, str]] = set()  # (model, format, device) already answered
+        self.refresh()
+
+    @property
+    def manifest(self) -> Manifest | None:
+        self.refresh()
+        return self._manifest
+
+    @property
+    def predictors(self) -> PredictorCache | None:
+        self.refresh()
+        return self._predictors
+
+    def refresh(self) -> None:
+        """Follow `make export`: reload the manifest (and start a new cache) when its file changed.
+
+        One stat per call. Export removes the revision folders the new manifest no longer lists, so
+        serving on from the old manifest would fail on files that are gone.
+        """
+        path = self.artifacts / MANIFEST
+        try:
+            st = path.stat()
+            signature = (st.st_mtime_ns, st.st_size, st.st_ino)
+        except OSError:
+            signature = None
+        if signature == self._signature and (self._manifest is not None or self.error is not None):
+            return
+        with self._reload_lock:
+            if signature == self._signature and (self._manifest is not None or self.error is not None):
+                return
+            try:
+                manifest = Manifest.load(self.artifacts)
+            except ManifestError as exc:
+                self._manifest, self._predictors, self.error = None, None, str(exc)
+            else:
+                self._manifest, self.error = manifest, None
+                self._predictors = PredictorCache(manifest, threads=self.threads)
+                self._served = set()
+            if self._signature is not None:
+                log.warning("manifest changed on disk: reloaded %s", path)
+            self._signature = signature
 
     def entry(self, model: Any) -> ModelEntry:
         if self.manifest is None:

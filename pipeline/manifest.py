@@ -89,7 +89,7 @@ class Manifest:
         if not path.is_file():
             raise ManifestError(
                 f"no manifest at {path}: create the artifacts with `make train export` "
-                f"(or `python -m pipeline train && python -m pipeline export --artifacts {root}`)"
+                f"(or `python -m pipeline train --artifacts {root} && python -m pipeline export --artifacts {root}`)"
             )
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))

@@ -165,6 +165,23 @@ def test_tampered_artifact_is_refused_by_name(artifacts_copy):
     assert svc.predict("adder_mynet", "torchscript", "cpu", "10 11")["format"] == "torchscript"
 
 
+def test_service_follows_a_re_export_while_it_runs(artifacts_copy):
+    from demo.app import DemoService
+    from pipeline.export import run_export
+    from pipeline.train import train_model
+
+    svc = DemoService(artifacts_copy)
+    before = svc.predict("linear_3x", "onnx", "cpu", "2")["outputs"]["y"][0]
+    old_path = svc.manifest.model("linear_3x").artifact("onnx").path
+    # Retrain and re-export: the manifest moves to a new revision and the old folder is removed.
+    train_model(CATALOG["linear_3x"], artifacts_copy, "cpu", 0, progress=False)
+    report, errors = run_export([CATALOG["linear_3x"]], artifacts_copy, log=lambda _: None)
+    assert not errors and not (artifacts_copy / old_path).exists()
+    after = svc.predict("linear_3x", "onnx", "cpu", "2")
+    assert svc.manifest.model("linear_3x").artifact("onnx").path != old_path
+    assert after["outputs"]["y"][0] == pytest.approx(before, abs=1e-3)  # same recipe, same seed: y(2) = 6
+
+
 def test_no_manifest_page_says_how_to_create_the_artifacts(tmp_path):
     import gradio as gr
     from fastapi.testclient import TestClient
