@@ -724,11 +724,16 @@ class Target:
     features: list[float]
 
 
-def gradio_predict(client: Any, base: str, target: Target) -> dict[str, Any]:
-    """The demo's Gradio `predict` route as a client without gradio_client calls it: POST
-    /gradio_api/call/predict, then its event stream until `complete` (or `error`, raised)."""
+def gradio_predict(client: Any, base: str, target: Target, session: bool = False) -> dict[str, Any]:
+    """The demo's Gradio `predict` route as curl calls it (README): POST /gradio_api/call/predict,
+    then its event stream until `complete` (or `error`, raised). With `session`, the body carries one
+    session_hash per client connection, as gradio_client sends (Gradio then keeps the session's state
+    instead of building it for every call)."""
     url = base + "/gradio_api/call/predict"
-    answer = client.post(url, json={"data": [target.model, target.format, target.device, target.features]})
+    body: dict[str, Any] = {"data": [target.model, target.format, target.device, target.features]}
+    if session:
+        body["session_hash"] = f"bench-{id(client):x}"
+    answer = client.post(url, json=body)
     if answer.status_code != 200:
         raise BenchError(f"POST {url} answered {answer.status_code}: {answer.text[:300]}")
     event_id = answer.json()["event_id"]
@@ -775,10 +780,15 @@ def oip_infer(client: Any, base: str, target: Target) -> dict[str, Any]:
     return data
 
 
+def gradio_predict_session(client: Any, base: str, target: Target) -> dict[str, Any]:
+    return gradio_predict(client, base, target, session=True)
+
+
 ROUTES: dict[str, Callable[[Any, str, Target], dict[str, Any]]] = {
-    "gradio /call/predict": gradio_predict,  # the documented route (README, tests/demo_server.py)
-    "gradio /run/predict": gradio_run,  # measured where the demo answers it
-    "OIP /v2 infer": oip_infer,  # measured where the demo has the Open Inference Protocol routes
+    "gradio /call/predict": gradio_predict,  # the documented route (README's curl, tests/demo_server.py)
+    "gradio /call/predict + session_hash": gradio_predict_session,  # what gradio_client sends
+    "gradio /run/predict": gradio_run,  # README's one-request curl, where the demo answers it
+    "OIP /v2 infer": oip_infer,  # where the demo has the Open Inference Protocol routes
 }
 PRIMARY_ROUTE = "gradio /call/predict"
 
@@ -1260,11 +1270,12 @@ def run_bench(
     http: bool = True,
     output: Path | None = None,
     log: Callable[[str], None] = print,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Run every section and write the JSON; returns the result."""
     with warnings.catch_warnings():  # TorchScript is deprecated in favour of .pt2; it is measured on purpose
         warnings.filterwarnings("ignore", message=r".*torch\.jit\..*deprecated", category=FutureWarning)
-        return _run_bench(artifacts, models, device, quick, http, output, log)
+        return _run_bench(artifacts, models, device, quick, http, output, log, threads)
 
 
 def _run_bench(
@@ -1275,6 +1286,7 @@ def _run_bench(
     http: bool = True,
     output: Path | None = None,
     log: Callable[[str], None] = print,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     import torch
 
@@ -1293,15 +1305,16 @@ def _run_bench(
     devices = bench_devices(device)
     train_device, _ = resolve_torch_device("cpu" if device == "auto" and "cuda" not in devices else device)
     skipped: list[str] = []
-    cache = PredictorCache(manifest)
+    cache = PredictorCache(manifest, threads=threads)  # threads: torch.set_num_threads and onnxruntime's
     result: dict[str, Any] = {
         "command": " ".join(["python -m pipeline bench", *sys.argv[2:]]) if sys.argv[1:2] == ["bench"] else "",
         "quick": quick,
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": machine(),
         "versions": versions(),
-        "torch_threads": torch.get_num_threads(),
-        "ort_threads": int(os.environ.get("PIPELINE_ORT_THREADS", "1")),
+        "threads_option": threads or "default",
+        "torch_threads_at_start": torch.get_num_threads(),
+        "ort_threads": threads or int(os.environ.get("PIPELINE_ORT_THREADS", "1")),
     }
     log(f"bench ({'quick' if quick else 'full'}): models {', '.join(names)}; devices {', '.join(devices)}")
     sections: dict[str, float] = {}
@@ -1316,6 +1329,7 @@ def _run_bench(
     with section("latency", "1. single-example latency"):
         result["latency"] = bench_latency(manifest, names, devices, plan, cache, skipped, log)
         result["latency_summary"] = latency_summary(result["latency"])
+        result["torch_threads"] = torch.get_num_threads()  # in effect once the predictors are loaded
     with section("throughput", "2. batch throughput"):
         result["throughput"] = bench_throughput(manifest, names, devices, plan, cache, skipped, log)
     with section("tuning", "tuning: settings side by side"):

@@ -160,7 +160,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from pipeline.bench import BenchError, run_bench
 
     try:
-        run_bench(args.artifacts, args.models, args.device, args.quick, not args.skip_http, args.output)
+        run_bench(args.artifacts, args.models, args.device, args.quick, not args.skip_http, args.output,
+                  threads=args.threads)
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -222,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="short measurements (under two minutes)")
     p.add_argument("--skip-http", action="store_true", help="leave out the demo's HTTP and cold start")
     p.add_argument("--output", type=Path, default=None, help="the JSON's path (default ARTIFACTS/bench.json)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="intra-op threads for the predictors (torch and onnxruntime); default: theirs")
     p.set_defaults(func=cmd_bench)
     return parser
 
