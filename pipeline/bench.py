@@ -9,8 +9,10 @@ Sections of DIR/bench.json (every figure a positive number; what could not run i
 - throughput: examples per second at batch sizes 1, 64 and 4096 for every runtime (and the floor).
 - tuning: the settings that are ours to choose (onnxruntime session options, torch threads), each
   measured side by side on the same model.
-- http: the demo's Gradio `predict` route (and the Open Inference Protocol route where the demo has
-  one) over loopback with 1 and 8 concurrent clients; any failed request fails the run.
+- http: the demo's `predict` over loopback with 1 and 8 concurrent clients: Gradio's documented
+  /call route, the same with a session_hash per client (as gradio_client sends), Gradio's one-request
+  /run route and the Open Inference Protocol route, each where the demo answers it; any failed
+  request fails the run.
 - cold_start: seconds from `python demo/app.py` to the first successful predict response.
 - training: seconds per optimisation step in our trainer against a bare loop in the seed's style,
   and the wall time of `python -m pipeline train` and `export` into a scratch directory.
@@ -19,6 +21,7 @@ Sections of DIR/bench.json (every figure a positive number; what could not run i
 - targets: each goal of issue 5, the figure it is judged on and whether it is met.
 
 No stage here branches on a model's name: the models named below are the ones the issue asks about.
+BENCHMARKS.md records a run, what limits each figure and what each tuning setting did.
 """
 
 from __future__ import annotations
