@@ -632,7 +632,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         help=f"port (GRADIO_SERVER_PORT, else {DEFAULT_PORT}; 0 picks a free one)",
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="intra-op threads per runtime (1: single examples gain nothing from more, and never stall "
+        "on a busy core; see BENCHMARKS.md)",
+    )
     args = parser.parse_args(argv)
+    if args.threads < 1:
+        parser.error(f"--threads {args.threads}: expected a positive number")
     if args.port is None:
         try:
             args.port = _port(env_port) if env_port else DEFAULT_PORT
@@ -664,7 +673,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     shown = f"[{args.host}]" if family == socket.AF_INET6 else args.host
     url = f"http://{shown}:{port}/"
 
-    app = create_app(args.artifacts)
+    app = create_app(args.artifacts, threads=args.threads)
 
     class Server(uvicorn.Server):
         async def startup(self, sockets=None) -> None:

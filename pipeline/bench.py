@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.errors import UserError
 from pipeline.fileio import atomic_write_json
 from pipeline.manifest import Manifest
 
@@ -65,7 +66,7 @@ GOALS = {
 }
 
 
-class BenchError(RuntimeError):
+class BenchError(UserError, RuntimeError):
     """A benchmark that could not produce its figures (an HTTP error, a demo that never answered)."""
 
 

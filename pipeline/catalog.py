@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from pipeline import models
+from pipeline.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -98,9 +99,7 @@ class ModelSpec:
         """The named recipe variant, or the default one."""
         variant = variant or self.default_recipe
         if variant not in self.recipes:
-            raise CatalogError(
-                f"{self.name} has no recipe {variant!r}; expected one of: {', '.join(self.recipes)}"
-            )
+            raise CatalogError(f"{self.name} has no recipe {variant!r}; expected one of: {', '.join(self.recipes)}")
         return self.recipes[variant]
 
     def example_batch(self, rows: Sequence[Sequence[float]] | None = None) -> torch.Tensor:
@@ -108,7 +107,7 @@ class ModelSpec:
         return torch.tensor(rows if rows is not None else self.examples, dtype=torch.float32)
 
 
-class CatalogError(ValueError):
+class CatalogError(UserError, ValueError):
     """An unknown model or recipe name."""
 
 
@@ -277,9 +276,7 @@ CATALOG: dict[str, ModelSpec] = {
             build=models.TwoLayerRaw,
             data=_random_regression(100, 1000, 10),
             recipes={
-                "manual": Recipe(
-                    "sse", "sgd", 1e-6, 20, gradients="manual", note="hand-written backprop, no autograd"
-                ),
+                "manual": Recipe("sse", "sgd", 1e-6, 20, gradients="manual", note="hand-written backprop, no autograd"),
                 "autograd": Recipe("sse", "sgd", 1e-6, 20, note="the same descent with autograd gradients"),
             },
             inputs=(TensorSpec("x", _names("x", 1000)),),
@@ -336,9 +333,7 @@ CATALOG: dict[str, ModelSpec] = {
             seed="004 §10.9-10.13",
             build=models.MyNeuralNet,
             data=_fixed([[1, 2], [3, 4], [5, 6], [7, 8]], [[3], [7], [11], [15]]),
-            recipes={
-                "sgd": Recipe("mse", "sgd", 0.001, 50, batch_size=2, shuffle=True, note="Dataset + DataLoader")
-            },
+            recipes={"sgd": Recipe("mse", "sgd", 0.001, 50, batch_size=2, shuffle=True, note="Dataset + DataLoader")},
             inputs=(TensorSpec("x", ("x1", "x2")),),
             outputs=(TensorSpec("sum", ("sum",)), TensorSpec("hidden", _names("h", 8))),
             examples=((10.0, 11.0), (8.0, 9.0), (1.5, 2.5)),

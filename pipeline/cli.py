@@ -7,10 +7,12 @@ import sys
 import time
 from pathlib import Path
 
+from pipeline.errors import UserError
+
 DEFAULT_ARTIFACTS = Path("artifacts")
 
 
-class UsageError(Exception):
+class UsageError(UserError):
     """Bad command-line input: printed as one line, exit code 2."""
 
 
@@ -142,8 +144,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from pipeline.runtime import is_remote
 
     manifest = Manifest.load(args.artifacts)
-    names = list(manifest.models) if args.models == "all" else [
-        manifest.model(n.strip()).name for n in args.models.split(",") if n.strip()]
+    names = (
+        list(manifest.models)
+        if args.models == "all"
+        else [manifest.model(n.strip()).name for n in args.models.split(",") if n.strip()]
+    )
     for url in args.remote:
         if not is_remote(url):
             raise UsageError(f"--remote {url}: expected a server URL such as http://127.0.0.1:8000")
@@ -151,8 +156,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
     atomic_write_json(args.artifacts / PARITY, report.as_dict())
     _print_report(report, args.artifacts)
     for row in report.failures():
-        print(f"error: parity failed for {row.model} {row.format} on {row.runtime} ({row.device}), "
-              f"output {row.output}: " + (row.error or f"max abs diff {row.max_abs:.3g}"), file=sys.stderr)
+        print(
+            f"error: parity failed for {row.model} {row.format} on {row.runtime} ({row.device}), "
+            f"output {row.output}: " + (row.error or f"max abs diff {row.max_abs:.3g}"),
+            file=sys.stderr,
+        )
     return 0 if report.passed else 1
 
 
@@ -160,8 +168,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from pipeline.bench import BenchError, run_bench
 
     try:
-        run_bench(args.artifacts, args.models, args.device, args.quick, not args.skip_http, args.output,
-                  threads=args.threads)
+        run_bench(
+            args.artifacts, args.models, args.device, args.quick, not args.skip_http, args.output, threads=args.threads
+        )
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -204,17 +213,28 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export trained models to TorchScript, ONNX and .pt2, verify, index")
     _add_common(p)
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (18 or newer)")
-    p.add_argument("--triton", nargs="?", const="", default=None, metavar="DIR",
-                   help="instead of exporting, write a Triton model repository of the manifest's artifacts "
-                        "to DIR (default ARTIFACTS/triton)")
+    p.add_argument(
+        "--triton",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="DIR",
+        help="instead of exporting, write a Triton model repository of the manifest's artifacts "
+        "to DIR (default ARTIFACTS/triton)",
+    )
     _add_tolerances(p)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("verify", help="re-run the parity check on the artifacts the manifest lists")
     _add_common(p)
-    p.add_argument("--remote", action="append", default=[], metavar="URL",
-                   help="also check the ONNX and TorchScript models an Open Inference Protocol server "
-                        "(Triton, the demo) serves at URL (repeatable)")
+    p.add_argument(
+        "--remote",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="also check the ONNX and TorchScript models an Open Inference Protocol server "
+        "(Triton, the demo) serves at URL (repeatable)",
+    )
     _add_tolerances(p)
     p.set_defaults(func=cmd_verify)
 
@@ -223,23 +243,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="short measurements (under two minutes)")
     p.add_argument("--skip-http", action="store_true", help="leave out the demo's HTTP and cold start")
     p.add_argument("--output", type=Path, default=None, help="the JSON's path (default ARTIFACTS/bench.json)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="intra-op threads for the predictors (torch and onnxruntime); default: theirs")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="intra-op threads for the predictors (torch and onnxruntime); default: theirs",
+    )
     p.set_defaults(func=cmd_bench)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; expected failures print one line and return a non-zero code."""
-    from pipeline.catalog import CatalogError
-    from pipeline.devices import DeviceError
-    from pipeline.fileio import Busy
-    from pipeline.manifest import ManifestError
-
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (UsageError, CatalogError, DeviceError, ManifestError, Busy) as exc:
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # a full disk, a read-only or vanished directory: one line naming the file

@@ -6,10 +6,12 @@ import ctypes
 import functools
 import re
 
+from pipeline.errors import UserError
+
 DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
 
 
-class DeviceError(RuntimeError):
+class DeviceError(UserError, RuntimeError):
     """A device was asked for that this machine cannot give."""
 
 

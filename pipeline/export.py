@@ -28,6 +28,7 @@ from torch import nn
 
 from pipeline import parity, train
 from pipeline.catalog import ModelSpec
+from pipeline.errors import UserError
 from pipeline.fileio import atomic_write, atomic_write_bytes, atomic_write_json, remove_stale_temps, sha256_file
 from pipeline.manifest import MANIFEST, PARITY, SCHEMA, Manifest, ManifestError
 from pipeline.summary import layer_table
@@ -37,11 +38,15 @@ PRODUCER = "seed-pipeline"
 REVISION_PREFIX = "export-"
 EXAMPLE_BATCH = 3  # the exporters trace with batch 3, so batch 1 and 7 in parity prove the dynamic axis
 
-FILE_NAMES = {"state_dict": train.STATE_DICT, "torchscript": "model.torchscript.pt", "onnx": "model.onnx",
-              "pt2": "model.pt2"}
+FILE_NAMES = {
+    "state_dict": train.STATE_DICT,
+    "torchscript": "model.torchscript.pt",
+    "onnx": "model.onnx",
+    "pt2": "model.pt2",
+}
 
 
-class ExportError(RuntimeError):
+class ExportError(UserError, RuntimeError):
     """A model that cannot be exported; the message names the model and what to do."""
 
 
@@ -169,13 +174,18 @@ def _metadata(spec: ModelSpec, state_sha: str) -> dict[str, Any]:
 
 
 def _tensor_entries(specs) -> list[dict[str, Any]]:
-    return [{"name": t.name, "shape": ["batch", t.width], "dtype": "float32", "features": list(t.features)}
-            for t in specs]
+    return [
+        {"name": t.name, "shape": ["batch", t.width], "dtype": "float32", "features": list(t.features)} for t in specs
+    ]
 
 
 def _artifact(fmt: str, path: Path, artifacts: Path) -> dict[str, Any]:
-    return {"format": fmt, "path": path.relative_to(artifacts).as_posix(), "sha256": sha256_file(path),
-            "bytes": path.stat().st_size}
+    return {
+        "format": fmt,
+        "path": path.relative_to(artifacts).as_posix(),
+        "sha256": sha256_file(path),
+        "bytes": path.stat().st_size,
+    }
 
 
 def export_model(spec: ModelSpec, artifacts: Path, revision: str, opset: int) -> dict[str, Any]:
@@ -198,7 +208,7 @@ def export_model(spec: ModelSpec, artifacts: Path, revision: str, opset: int) ->
     except Exception as exc:
         detail = " ".join(str(exc).split())
         if "WeightsUnpickler error:" in detail:  # torch refused a pickle: keep what it names
-            detail = detail[detail.index("WeightsUnpickler error:"):]
+            detail = detail[detail.index("WeightsUnpickler error:") :]
         why = f"{state_path} is not a loadable state_dict ({type(exc).__name__}: {detail[:200]})"
         raise ExportError(f"{spec.name}: {why}; train it again") from exc
     module.eval()
@@ -244,8 +254,14 @@ def versions() -> dict[str, str]:
     import onnx
     import onnxruntime
 
-    out = {"python": platform.python_version(), "torch": torch.__version__, "onnx": onnx.__version__,
-           "onnxruntime": onnxruntime.__version__, "numpy": numpy.__version__, PRODUCER: producer_version()}
+    out = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "numpy": numpy.__version__,
+        PRODUCER: producer_version(),
+    }
     try:
         out["onnxscript"] = importlib_metadata.version("onnxscript")
     except importlib_metadata.PackageNotFoundError:
@@ -270,8 +286,13 @@ def collect_garbage(artifacts: Path, manifest: dict[str, Any]) -> None:
 
 
 def run_export(
-    specs: list[ModelSpec], artifacts: Path, opset: int = DEFAULT_OPSET, cuda: bool = False,
-    atol: float = parity.DEFAULT_ATOL, rtol: float = parity.DEFAULT_RTOL, log: Callable[[str], None] = print,
+    specs: list[ModelSpec],
+    artifacts: Path,
+    opset: int = DEFAULT_OPSET,
+    cuda: bool = False,
+    atol: float = parity.DEFAULT_ATOL,
+    rtol: float = parity.DEFAULT_RTOL,
+    log: Callable[[str], None] = print,
 ) -> tuple[parity.ParityReport, list[str]]:
     """Export, verify and publish `specs`; returns the parity report and the per-model errors.
 
@@ -298,8 +319,12 @@ def run_export(
     models = dict(previous)
     for name, entry in entries.items():
         rows = report.for_model(name)
-        entry["parity"] = {"passed": all(r["passed"] for r in rows) and bool(rows), "atol": atol, "rtol": rtol,
-                           "rows": rows}
+        entry["parity"] = {
+            "passed": all(r["passed"] for r in rows) and bool(rows),
+            "atol": atol,
+            "rtol": rtol,
+            "rows": rows,
+        }
         if entry["parity"]["passed"]:
             models[name] = entry
         else:

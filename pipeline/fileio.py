@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import UserError
+
 TMP_PREFIX = ".tmp-"
 
 
@@ -83,7 +85,7 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-class Busy(RuntimeError):
+class Busy(UserError, RuntimeError):
     """Another train or export holds the artifacts directory."""
 
 

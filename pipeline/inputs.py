@@ -8,11 +8,13 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from pipeline.errors import UserError
+
 MAX_TEXT_CHARS = 200_000  # far above 1000 features written out in full; refused before parsing
 _SPLIT = re.compile(r"[\s,;]+")
 
 
-class InputError(ValueError):
+class InputError(UserError, ValueError):
     """Input that is not what a model expects; the message is one line naming what was expected."""
 
 
@@ -30,7 +32,9 @@ def parse_features(text: Any, model: str, features: Sequence[str]) -> list[float
         items: list[Any] = list(text)
     elif isinstance(text, str):
         if len(text) > MAX_TEXT_CHARS:
-            raise InputError(f"{want}; got {len(text):,} characters of input, more than the {MAX_TEXT_CHARS:,} accepted")
+            raise InputError(
+                f"{want}; got {len(text):,} characters of input, more than the {MAX_TEXT_CHARS:,} accepted"
+            )
         stripped = text.strip()
         if not stripped:
             raise InputError(f"{want}; got empty input")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import UserError
 from pipeline.fileio import sha256_file
 
 MANIFEST = "manifest.json"
@@ -20,11 +21,11 @@ SCHEMA = 1
 FORMATS = ("state_dict", "torchscript", "onnx", "pt2")
 
 
-class ManifestError(ValueError):
+class ManifestError(UserError, ValueError):
     """A missing, malformed or unsafe manifest, or a name it does not list."""
 
 
-class ArtifactError(RuntimeError):
+class ArtifactError(UserError, RuntimeError):
     """An artifact file that is missing or does not match its sha256."""
 
 
@@ -67,9 +68,7 @@ class ModelEntry:
     def artifact(self, fmt: str) -> Artifact:
         """The artifact of format `fmt`, or a ManifestError listing the formats this model has."""
         if fmt not in self.artifacts:
-            raise ManifestError(
-                f"{self.name} has no {fmt!r} artifact; expected one of: {', '.join(self.artifacts)}"
-            )
+            raise ManifestError(f"{self.name} has no {fmt!r} artifact; expected one of: {', '.join(self.artifacts)}")
         return self.artifacts[fmt]
 
 
@@ -149,8 +148,10 @@ def _model_entry(root: Path, name: str, entry: Any, where: str) -> ModelEntry:
 
     inputs, outputs = need("inputs", list), need("outputs", list)
     for spec in inputs + outputs:
-        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not isinstance(
-            spec.get("features"), list
+        if (
+            not isinstance(spec, dict)
+            or not isinstance(spec.get("name"), str)
+            or not isinstance(spec.get("features"), list)
         ):
             raise ManifestError(f"{where}: model {name!r} has a malformed input or output spec")
     if len(inputs) != 1:

@@ -61,18 +61,26 @@ class ParityReport:
         """The report as a fixed-width text table."""
         head = ("model", "format", "runtime", "device", "output", "max abs", "max rel", "result")
         rows = [
-            (r.model, r.format, r.runtime, r.device, r.output,
-             "-" if r.max_abs is None else f"{r.max_abs:.2e}",
-             "-" if r.max_rel is None else f"{r.max_rel:.2e}",
-             "ok" if r.passed else f"FAIL{': ' + r.error if r.error else ''}")
+            (
+                r.model,
+                r.format,
+                r.runtime,
+                r.device,
+                r.output,
+                "-" if r.max_abs is None else f"{r.max_abs:.2e}",
+                "-" if r.max_rel is None else f"{r.max_rel:.2e}",
+                "ok" if r.passed else f"FAIL{': ' + r.error if r.error else ''}",
+            )
             for r in self.rows
         ]
         widths = [max(len(x[i]) for x in [head, *rows]) for i in range(len(head) - 1)]
         lines = []
         for row in [head, *rows]:
             lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[-1])
-        lines.append(f"{len(self.rows) - len(self.failures())}/{len(self.rows)} comparisons within "
-                     f"atol {self.atol:g}, rtol {self.rtol:g}")
+        lines.append(
+            f"{len(self.rows) - len(self.failures())}/{len(self.rows)} comparisons within "
+            f"atol {self.atol:g}, rtol {self.rtol:g}"
+        )
         return "\n".join(lines)
 
 
@@ -117,7 +125,11 @@ def compare(ref: np.ndarray, got: np.ndarray, atol: float, rtol: float) -> tuple
 
 
 def check_model(
-    manifest: Manifest, model: str, combos: list[tuple[str, str, str]], atol: float, rtol: float,
+    manifest: Manifest,
+    model: str,
+    combos: list[tuple[str, str, str]],
+    atol: float,
+    rtol: float,
 ) -> list[ParityRow]:
     """Compare each (format, runtime, device) of `model` with the eager model on the CPU."""
     entry = manifest.model(model)
@@ -151,13 +163,30 @@ def check_model(
         except Exception as exc:  # noqa: BLE001
             error = _one_line(exc)
         for name in entry.output_names:
-            rows.append(ParityRow(model, fmt, runtime, predictor.device, name, worst[name][0], worst[name][1],
-                                  ok[name] and error is None, error))
+            rows.append(
+                ParityRow(
+                    model,
+                    fmt,
+                    runtime,
+                    predictor.device,
+                    name,
+                    worst[name][0],
+                    worst[name][1],
+                    ok[name] and error is None,
+                    error,
+                )
+            )
     return rows
 
 
-def verify(manifest: Manifest, models: list[str], cuda: bool, atol: float = DEFAULT_ATOL,
-           rtol: float = DEFAULT_RTOL, remote: Sequence[str] = ()) -> ParityReport:
+def verify(
+    manifest: Manifest,
+    models: list[str],
+    cuda: bool,
+    atol: float = DEFAULT_ATOL,
+    rtol: float = DEFAULT_RTOL,
+    remote: Sequence[str] = (),
+) -> ParityReport:
     """Run every parity check for `models` and return the full report (it does not stop at the first)."""
     combos = candidate_runtimes(cuda, remote)
     rows: list[ParityRow] = []

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.devices import DeviceError, cuda_device_count
+from pipeline.errors import UserError
 from pipeline.inputs import InputError, expected
 from pipeline.manifest import ArtifactError, Manifest, ModelEntry
 
@@ -33,7 +34,7 @@ RUNTIMES_OF = {
 DEVICES = ("cpu", "cuda", "auto")
 
 
-class RuntimeUnavailable(RuntimeError):
+class RuntimeUnavailable(UserError, RuntimeError):
     """The runtime or device asked for cannot run here; the message says why."""
 
 
@@ -108,7 +109,7 @@ def load_predictor(
     except Exception as exc:  # a damaged or hostile file: one line naming it, whatever the parser raised
         detail = " ".join(str(exc).split())
         if "WeightsUnpickler error:" in detail:  # torch refused a pickle: keep the part naming what it refused
-            detail = detail[detail.index("WeightsUnpickler error:"):]
+            detail = detail[detail.index("WeightsUnpickler error:") :]
         detail = detail[:300]
         raise ArtifactError(
             f"{artifact.path} could not be loaded as {fmt} by {runtime}: {type(exc).__name__}: {detail}"
@@ -391,7 +392,6 @@ def load_remote_predictor(entry: ModelEntry, fmt: str, url: str) -> Predictor:
         run_batch=run_batch,
         load_seconds=time.perf_counter() - start,
     )
-
 
 
 class PredictorCache:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from pipeline.catalog import ModelSpec
 
@@ -23,11 +22,13 @@ def layer_table(spec: ModelSpec, batch: int = 1) -> str:
     hooks = []
     for name, module in model.named_modules():
         if name and not list(module.children()):
-            hooks.append(module.register_forward_hook(
-                lambda mod, _inp, out, name=name: rows.append(
-                    (name, type(mod).__name__, _shape(out), sum(p.numel() for p in mod.parameters()))
+            hooks.append(
+                module.register_forward_hook(
+                    lambda mod, _inp, out, name=name: rows.append(
+                        (name, type(mod).__name__, _shape(out), sum(p.numel() for p in mod.parameters()))
+                    )
                 )
-            ))
+            )
     x = torch.zeros(batch, spec.inputs[0].width)
     with torch.no_grad():
         out = model(x)
@@ -41,10 +42,18 @@ def layer_table(spec: ModelSpec, batch: int = 1) -> str:
     widths = [max(len(str(r[i])) for r in rows + [("Layer", "Type", "Output shape", "Params")]) for i in range(4)]
     header = ("Layer", "Type", "Output shape", "Params")
     line = "-" * (sum(widths) + 6)
-    fmt = "{:<%d}  {:<%d}  {:<%d}  {:>%d}" % tuple(widths)
-    out_lines = [f"{spec.name}: input {spec.inputs[0].name} [{batch}, {spec.inputs[0].width}]", line,
-                 fmt.format(*header), line]
+    fmt = f"{{:<{widths[0]}}}  {{:<{widths[1]}}}  {{:<{widths[2]}}}  {{:>{widths[3]}}}"
+    out_lines = [
+        f"{spec.name}: input {spec.inputs[0].name} [{batch}, {spec.inputs[0].width}]",
+        line,
+        fmt.format(*header),
+        line,
+    ]
     out_lines += [fmt.format(n, t, s, f"{p:,}") for n, t, s, p in rows]
-    out_lines += [line, f"Total params: {total:,}", f"Trainable params: {trainable:,}",
-                  f"Outputs: {', '.join(f'{o.name} [{batch}, {o.width}]' for o in spec.outputs)}"]
+    out_lines += [
+        line,
+        f"Total params: {total:,}",
+        f"Trainable params: {trainable:,}",
+        f"Outputs: {', '.join(f'{o.name} [{batch}, {o.width}]' for o in spec.outputs)}",
+    ]
     return "\n".join(out_lines)

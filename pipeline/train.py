@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from pipeline import plots
 from pipeline.catalog import ModelSpec, Recipe
+from pipeline.errors import UserError
 from pipeline.fileio import atomic_write, atomic_write_json, sha256_file
 
 STATE_DICT = "state_dict.pt"
@@ -38,7 +39,7 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
 }
 
 
-class TrainingError(RuntimeError):
+class TrainingError(UserError, RuntimeError):
     """A recipe that cannot run as written."""
 
 
@@ -106,8 +107,13 @@ def fit(
     losses: list[torch.Tensor] = []  # kept on the device: no host sync per step
     tracked: list[float] = []
     bar = tqdm(
-        total=recipe.epochs, desc=f"{spec.name:<15}", unit="epoch", disable=not progress,
-        file=sys.stderr, leave=True, dynamic_ncols=True,
+        total=recipe.epochs,
+        desc=f"{spec.name:<15}",
+        unit="epoch",
+        disable=not progress,
+        file=sys.stderr,
+        leave=True,
+        dynamic_ncols=True,
     )
     start = time.perf_counter()
     model.train()
@@ -163,7 +169,11 @@ def run_study(spec: ModelSpec, recipe: Recipe, device: str, seed: int, out_dir: 
 
 
 def train_model(
-    spec: ModelSpec, artifacts: Path, device: str = "cpu", seed: int = 0, variant: str | None = None,
+    spec: ModelSpec,
+    artifacts: Path,
+    device: str = "cpu",
+    seed: int = 0,
+    variant: str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train one model and write its state_dict, history, loss plot and study under artifacts/<name>/."""
@@ -188,14 +198,14 @@ def train_model(
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     extra = run_study(spec, recipe, device, seed, out_dir)
-    plots.save_loss_curve(
-        out_dir / LOSS_PLOT, result.losses, f"{spec.name} ({variant}, {device})", "step"
-    )
+    plots.save_loss_curve(out_dir / LOSS_PLOT, result.losses, f"{spec.name} ({variant}, {device})", "step")
     state = cpu_state_dict(result.model)
     atomic_write(out_dir / STATE_DICT, lambda tmp: torch.save(state, tmp))
     # Ties the history to these exact weights: export refuses a state_dict whose history is stale.
     history["state_dict_sha256"] = sha256_file(out_dir / STATE_DICT)
     # history.json goes last: its presence says the model's training outputs are complete.
     atomic_write_json(out_dir / HISTORY, history)
-    return {**history, "files": [str(p) for p in [out_dir / STATE_DICT, out_dir / HISTORY,
-                                                  out_dir / LOSS_PLOT, *extra]]}
+    return {
+        **history,
+        "files": [str(p) for p in [out_dir / STATE_DICT, out_dir / HISTORY, out_dir / LOSS_PLOT, *extra]],
+    }

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import UserError
 from pipeline.fileio import atomic_write, atomic_write_bytes, sha256_file
 from pipeline.manifest import Manifest, ManifestError, ModelEntry
 
@@ -69,7 +70,7 @@ DATA_TYPES = {  # manifest dtype -> (ModelConfig data type, Open Inference Proto
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 
-class TritonError(RuntimeError):
+class TritonError(UserError, RuntimeError):
     """A repository that cannot be written; the message says why and what to do."""
 
 

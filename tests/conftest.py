@@ -21,7 +21,11 @@ def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 600, env: dict | None
     """`python -m pipeline ARGS` in a subprocess, output captured as text."""
     return subprocess.run(
         [sys.executable, "-m", "pipeline", *args],
-        cwd=cwd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
     )
 
 

@@ -45,8 +45,12 @@ def test_parity_report_covers_every_model_artifact_runtime_and_output(artifacts)
     assert report["passed"] and report["atol"] == 1e-5 and report["rtol"] == 1e-4
     seen = {(r["model"], r["format"], r["runtime"], r["output"]) for r in report["rows"]}
     for name, spec in CATALOG.items():
-        for fmt, runtime in [("torchscript", "torch"), ("pt2", "torch"), ("onnx", "onnxruntime"),
-                             ("onnx", "onnx-reference")]:
+        for fmt, runtime in [
+            ("torchscript", "torch"),
+            ("pt2", "torch"),
+            ("onnx", "onnxruntime"),
+            ("onnx", "onnx-reference"),
+        ]:
             for out in spec.outputs:
                 assert (name, fmt, runtime, out.name) in seen
     assert all(r["max_abs"] <= 1e-5 + 1e-4 * 1e6 for r in report["rows"])
@@ -99,17 +103,32 @@ def test_onnx_runs_with_numpy_and_onnxruntime_alone(manifest):
         print("ok", len(paths))
         """
     )
-    result = subprocess.run([sys.executable, "-c", script], input=json.dumps([paths, eager]),
-                            capture_output=True, text=True, timeout=300, cwd="/")
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        input=json.dumps([paths, eager]),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd="/",
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"ok {len(CATALOG)}"
 
 
 def test_torchscript_and_pt2_load_with_torch_alone(manifest):
-    eager = {name: {k: v.tolist() for k, v in load_predictor(manifest, name, "eager")
-                    .predict(np.asarray(manifest.model(name).examples)).items()} for name in CATALOG}
-    paths = {name: [str(manifest.path_of(manifest.model(name).artifact(f).path)) for f in ("torchscript", "pt2")]
-             for name in CATALOG}
+    eager = {
+        name: {
+            k: v.tolist()
+            for k, v in load_predictor(manifest, name, "eager")
+            .predict(np.asarray(manifest.model(name).examples))
+            .items()
+        }
+        for name in CATALOG
+    }
+    paths = {
+        name: [str(manifest.path_of(manifest.model(name).artifact(f).path)) for f in ("torchscript", "pt2")]
+        for name in CATALOG
+    }
     script = textwrap.dedent(
         """
         import json, sys, warnings
@@ -137,8 +156,14 @@ def test_torchscript_and_pt2_load_with_torch_alone(manifest):
     )
     for name in CATALOG:
         eager[name]["__x__"] = manifest.model(name).examples
-    result = subprocess.run([sys.executable, "-c", script], input=json.dumps([paths, eager]),
-                            capture_output=True, text=True, timeout=300, cwd="/")
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        input=json.dumps([paths, eager]),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd="/",
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"ok {len(CATALOG)}"
 
@@ -213,8 +238,9 @@ def test_failed_export_leaves_previous_artifacts_and_manifest_intact(artifacts_c
         real(ctx, path)
 
     monkeypatch.setitem(export.EXPORTERS, "onnx", failing)
-    report, errors = export.run_export([CATALOG["linear_3x"], CATALOG["adder_mynet"]], artifacts_copy,
-                                       log=lambda _: None)
+    report, errors = export.run_export(
+        [CATALOG["linear_3x"], CATALOG["adder_mynet"]], artifacts_copy, log=lambda _: None
+    )
     assert errors == ["adder_mynet: onnx export failed: RuntimeError: injected exporter failure"]
     new = Manifest.load(artifacts_copy)
     assert (artifacts_copy / "manifest.json").read_bytes() != before

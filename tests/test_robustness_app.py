@@ -46,8 +46,9 @@ ATOL, RTOL = 1e-5, 1e-4  # the parity tolerances
 
 
 class Demo:
-    def __init__(self, url: str, proc: subprocess.Popen, lines: list[str], artifacts: Path, marker: Path,
-                 damaged: dict[str, str]) -> None:
+    def __init__(
+        self, url: str, proc: subprocess.Popen, lines: list[str], artifacts: Path, marker: Path, damaged: dict[str, str]
+    ) -> None:
         self.url, self.proc, self.lines, self.artifacts = url, proc, lines, artifacts
         self.marker, self.damaged = marker, damaged  # the payload's marker file; format -> damaged file
 
@@ -92,10 +93,21 @@ def demo(artifacts, tmp_path_factory):
     marker = root.parent / "payload-ran"
     damaged = _damage(root, marker)
     port = free_port()
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1",
-           "GRADIO_SHARE": "True", "GRADIO_SERVER_NAME": "0.0.0.0"}  # must change nothing
-    proc = subprocess.Popen([sys.executable, str(APP), "--artifacts", str(root), "--port", str(port)], cwd=ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = {
+        **os.environ,
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "PYTHONUNBUFFERED": "1",
+        "GRADIO_SHARE": "True",
+        "GRADIO_SERVER_NAME": "0.0.0.0",
+    }  # must change nothing
+    proc = subprocess.Popen(
+        [sys.executable, str(APP), "--artifacts", str(root), "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
     deadline = time.monotonic() + 120
@@ -168,15 +180,49 @@ def test_host_default_is_loopback_and_only_host_changes_it(monkeypatch):
 
 texts = st.one_of(
     st.text(max_size=60),
-    st.lists(st.sampled_from(["1", "-2.5", "1e3", "nan", "inf", "-Infinity", "1e39", ",", ";", " ", "\n", "[", "]",
-                              "0x1", "١", "1_0", "\u00a0", "3e38"]), max_size=8).map("".join),
+    st.lists(
+        st.sampled_from(
+            [
+                "1",
+                "-2.5",
+                "1e3",
+                "nan",
+                "inf",
+                "-Infinity",
+                "1e39",
+                ",",
+                ";",
+                " ",
+                "\n",
+                "[",
+                "]",
+                "0x1",
+                "١",
+                "1_0",
+                "\u00a0",
+                "3e38",
+            ]
+        ),
+        max_size=8,
+    ).map("".join),
     st.lists(st.floats(allow_nan=True, allow_infinity=True), max_size=3).map(json.dumps),
 )
 features_values = st.one_of(
     texts,
-    st.lists(st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers(-(10**30), 10**30),
-                       st.text(max_size=5), st.none(), st.booleans()), max_size=3),
-    st.none(), st.integers(), st.floats(), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    st.lists(
+        st.one_of(
+            st.floats(allow_nan=False, allow_infinity=False),
+            st.integers(-(10**30), 10**30),
+            st.text(max_size=5),
+            st.none(),
+            st.booleans(),
+        ),
+        max_size=3,
+    ),
+    st.none(),
+    st.integers(),
+    st.floats(),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
 )
 
 
@@ -236,15 +282,26 @@ def test_oversized_requests_are_refused_before_parsing(demo):
 
 # ---- part 2 over HTTP ----------------------------------------------------------------------------
 
-HOSTILE = ["../../etc/passwd", "/etc/passwd", "..%2F..%2Fetc%2Fpasswd", "%2e%2e%2f%2e%2e%2fetc%2fpasswd",
-           "manifest.json", "adder_mynet/state_dict.pt", "file:///etc/passwd", "adder_mynet\x00", "..\\..\\boot.ini"]
+HOSTILE = [
+    "../../etc/passwd",
+    "/etc/passwd",
+    "..%2F..%2Fetc%2Fpasswd",
+    "%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+    "manifest.json",
+    "adder_mynet/state_dict.pt",
+    "file:///etc/passwd",
+    "adder_mynet\x00",
+    "..\\..\\boot.ini",
+]
 
 
 @pytest.mark.parametrize("name", HOSTILE)
 def test_hostile_names_over_http_are_refused(demo, name):
-    for model, fmt, device, expect in [(name, "onnx", "cpu", "unknown model"),
-                                       ("adder_mynet", name, "cpu", "unknown format"),
-                                       ("adder_mynet", "onnx", name, "unknown device")]:
+    for model, fmt, device, expect in [
+        (name, "onnx", "cpu", "unknown model"),
+        ("adder_mynet", name, "cpu", "unknown format"),
+        ("adder_mynet", "onnx", name, "unknown device"),
+    ]:
         with pytest.raises(PredictError, match=expect) as info:
             call_predict(demo.url, model, fmt, device, "1 2")
         _assert_refused_cleanly(info.value)
@@ -269,11 +326,19 @@ def test_gradio_file_routes_serve_nothing_outside_the_app(demo):
     for target in secrets_:
         rel_up = "../" * 12 + target.lstrip("/")
         paths += [
-            f"/gradio_api/file={target}", f"/file={target}", f"/gradio_api/file={rel_up}",
-            f"/gradio_api/file={urllib.parse.quote(target, safe='')}", f"/static/{rel_up}", f"/assets/{rel_up}",
-            f"/static/{urllib.parse.quote(rel_up, safe='')}", f"/assets/{rel_up.replace('/', '%2f')}",
-            f"/gradio_api/file={target.replace('/', '%2f')}", f"/{rel_up}", f"/gradio_api/{rel_up}",
-            f"/gradio_api/proxy=file://{target}", f"/gradio_api/file=%2e%2e/{rel_up}",
+            f"/gradio_api/file={target}",
+            f"/file={target}",
+            f"/gradio_api/file={rel_up}",
+            f"/gradio_api/file={urllib.parse.quote(target, safe='')}",
+            f"/static/{rel_up}",
+            f"/assets/{rel_up}",
+            f"/static/{urllib.parse.quote(rel_up, safe='')}",
+            f"/assets/{rel_up.replace('/', '%2f')}",
+            f"/gradio_api/file={target.replace('/', '%2f')}",
+            f"/{rel_up}",
+            f"/gradio_api/{rel_up}",
+            f"/gradio_api/proxy=file://{target}",
+            f"/gradio_api/file=%2e%2e/{rel_up}",
         ]
     paths += ["/gradio_api/proxy=http://127.0.0.1:1/", "/gradio_api/file=" + str(Path(demo.artifacts).parent)]
     for path in paths:
@@ -304,8 +369,9 @@ def test_damaged_artifacts_give_one_line_naming_the_file_and_the_rest_keeps_serv
     assert good == pytest.approx(load_predictor(manifest, DAMAGED, "eager")([2.0])["y"].tolist(), rel=RTOL)
     for fmt in PREDICT_FORMATS:
         out = call_predict(demo.url, "adder_mynet", fmt, "cpu", "10 11")["outputs"]["sum"]
-        assert out == pytest.approx([float(load_predictor(manifest, "adder_mynet", "eager")([10, 11])["sum"][0])],
-                                    rel=RTOL, abs=ATOL)
+        assert out == pytest.approx(
+            [float(load_predictor(manifest, "adder_mynet", "eager")([10, 11])["sum"][0])], rel=RTOL, abs=ATOL
+        )
 
 
 # ---- part 5: load ----------------------------------------------------------------------------------
@@ -378,8 +444,10 @@ def test_load_2000_predicts_from_16_clients(demo, manifest):
         errors = [e for errs in pool.map(run, spread(CALLS)) for e in errs]
         seconds = time.perf_counter() - start
     rss_after = demo.process.memory_info().rss
-    print(f"\n{CALLS} predicts from {CLIENTS} clients over {len(cases)} (model, format, input) cases in "
-          f"{seconds:.1f} s ({CALLS / seconds:.0f}/s); RSS {rss_warm / 2**20:.1f} -> {rss_after / 2**20:.1f} MiB")
+    print(
+        f"\n{CALLS} predicts from {CLIENTS} clients over {len(cases)} (model, format, input) cases in "
+        f"{seconds:.1f} s ({CALLS / seconds:.0f}/s); RSS {rss_warm / 2**20:.1f} -> {rss_after / 2**20:.1f} MiB"
+    )
     assert not errors, f"{len(errors)} errors: {errors[:5]}"
     assert rss_after - rss_warm < MEMORY_SLACK, (rss_warm, rss_after)
     assert demo.proc.poll() is None

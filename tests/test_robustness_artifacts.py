@@ -34,10 +34,26 @@ VICTIM = "linear_3x"  # the model whose files get damaged
 BYSTANDER = "adder_mynet"  # must keep working beside it
 DAMAGES = ("truncated", "empty", "random")
 HOSTILE_NAMES = [
-    "../../etc/passwd", "/etc/passwd", "..%2F..%2Fetc%2Fpasswd", "%2e%2e%2f%2e%2e%2fetc%2fpasswd",
-    "..\\..\\etc\\passwd", "file:///etc/passwd", "linear_3x/../../../etc/passwd", "manifest.json",
-    "linear_3x/state_dict.pt", "linear_3x\x00", " linear_3x", "LINEAR_3X", "", ".", "..", "~root",
-    "state_dict", "onnx/../onnx", "C:\\Windows\\win.ini", "\\\\server\\share",
+    "../../etc/passwd",
+    "/etc/passwd",
+    "..%2F..%2Fetc%2Fpasswd",
+    "%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+    "..\\..\\etc\\passwd",
+    "file:///etc/passwd",
+    "linear_3x/../../../etc/passwd",
+    "manifest.json",
+    "linear_3x/state_dict.pt",
+    "linear_3x\x00",
+    " linear_3x",
+    "LINEAR_3X",
+    "",
+    ".",
+    "..",
+    "~root",
+    "state_dict",
+    "onnx/../onnx",
+    "C:\\Windows\\win.ini",
+    "\\\\server\\share",
 ]
 
 
@@ -273,9 +289,11 @@ def _onnx_with_external_data(path: Path, location: str) -> None:
     for key, value in {"location": location, "offset": "0", "length": "4"}.items():
         weight.external_data.add(key=key, value=value)
     graph = helper.make_graph(
-        [helper.make_node("Add", ["x", "w"], ["y"])], "g",
+        [helper.make_node("Add", ["x", "w"], ["y"])],
+        "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 1])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 1])], [weight],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 1])],
+        [weight],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 9
@@ -369,7 +387,12 @@ def test_manifest_missing_keys_gives_one_line_naming_it(artifacts_copy, case):
 
 
 OUTSIDE_PATHS = [
-    "../../../../../../etc/passwd", "/etc/passwd", "linear_3x/../../outside.onnx", "..", "", "a\x00b",
+    "../../../../../../etc/passwd",
+    "/etc/passwd",
+    "linear_3x/../../outside.onnx",
+    "..",
+    "",
+    "a\x00b",
 ]
 
 
@@ -403,8 +426,9 @@ def test_manifest_path_through_a_symlink_out_of_the_directory_is_refused(artifac
             Manifest.load(artifacts_copy)
 
 
-@pytest.mark.parametrize("bad", ["..%2F..%2Fetc%2Fpasswd", "%2e%2e/%2e%2e/etc/passwd", "file:///etc/passwd",
-                                 "..\\..\\etc\\passwd"])
+@pytest.mark.parametrize(
+    "bad", ["..%2F..%2Fetc%2Fpasswd", "%2e%2e/%2e%2e/etc/passwd", "file:///etc/passwd", "..\\..\\etc\\passwd"]
+)
 def test_encoded_manifest_paths_are_never_decoded(artifacts_copy, bad):
     """Such a path is a strange name inside the directory, which does not exist: never /etc/passwd."""
     raw = read_raw(artifacts_copy)
@@ -484,10 +508,17 @@ def test_names_of_existing_files_are_not_models(manifest, path_calls):
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(model=st.one_of(st.text(max_size=40), st.sampled_from(HOSTILE_NAMES), st.none(), st.integers(),
-                       st.lists(st.text(max_size=3), max_size=2)),
-       fmt=st.one_of(st.sampled_from(PREDICT_FORMATS), st.text(max_size=20), st.none()),
-       device=st.one_of(st.sampled_from(["cpu", "cuda", "cuda:7", "auto"]), st.text(max_size=20), st.none()))
+@given(
+    model=st.one_of(
+        st.text(max_size=40),
+        st.sampled_from(HOSTILE_NAMES),
+        st.none(),
+        st.integers(),
+        st.lists(st.text(max_size=3), max_size=2),
+    ),
+    fmt=st.one_of(st.sampled_from(PREDICT_FORMATS), st.text(max_size=20), st.none()),
+    device=st.one_of(st.sampled_from(["cpu", "cuda", "cuda:7", "auto"]), st.text(max_size=20), st.none()),
+)
 def test_fuzzed_names_only_load_what_the_manifest_lists(manifest, model, fmt, device):
     try:
         load_predictor(manifest, model, fmt, device=device)

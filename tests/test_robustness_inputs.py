@@ -30,12 +30,37 @@ MESSAGE_LIMIT = 400  # an error message is one short line, whatever the input's 
 
 # What people write for numbers, and for numbers that are not finite.
 NAN_INF = [
-    "nan", "NaN", "NAN", "-nan", "+nan", "nan(0x1)", "inf", "-inf", "+inf", "Inf", "INF", "infinity",
-    "-Infinity", "+INFINITY", "infinite", "1e309", "-1e309", "1e999999", "3.5e38", "-3.5e38", "∞", "-∞",
-    "NaN%", "null", "None", "undefined", "0x7f800000", "1.#INF", "1.#QNAN",
+    "nan",
+    "NaN",
+    "NAN",
+    "-nan",
+    "+nan",
+    "nan(0x1)",
+    "inf",
+    "-inf",
+    "+inf",
+    "Inf",
+    "INF",
+    "infinity",
+    "-Infinity",
+    "+INFINITY",
+    "infinite",
+    "1e309",
+    "-1e309",
+    "1e999999",
+    "3.5e38",
+    "-3.5e38",
+    "∞",
+    "-∞",
+    "NaN%",
+    "null",
+    "None",
+    "undefined",
+    "0x7f800000",
+    "1.#INF",
+    "1.#QNAN",
 ]
-SEPARATORS = [",", ";", " ", "\t", "\n", "\r\n", ",,", " ; ", ",;,",
-              "\u3000", "\u00a0", "\u2028", "，", "|", "/"]
+SEPARATORS = [",", ";", " ", "\t", "\n", "\r\n", ",,", " ; ", ",;,", "\u3000", "\u00a0", "\u2028", "，", "|", "/"]
 
 numbers = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
@@ -115,16 +140,21 @@ def test_parser_text_predicts_or_refuses_in_one_line(text, features):
 
 
 @settings(max_examples=200, deadline=None)
-@given(items=st.lists(json_values | st.integers(min_value=-(10**400), max_value=10**400), max_size=5),
-       features=feature_sets)
+@given(
+    items=st.lists(json_values | st.integers(min_value=-(10**400), max_value=10**400), max_size=5),
+    features=feature_sets,
+)
 @example(items=[10**400], features=FEATURE_SETS[1])
 @example(items=[True, 1], features=FEATURE_SETS[2])
 def test_parser_lists_from_api_clients_predict_or_refuse(items, features):
     parse_or_refuse(items, features)
 
 
-@given(value=st.one_of(st.none(), st.integers(), st.floats(), st.binary(max_size=10),
-                       st.dictionaries(st.text(), st.integers())))
+@given(
+    value=st.one_of(
+        st.none(), st.integers(), st.floats(), st.binary(max_size=10), st.dictionaries(st.text(), st.integers())
+    )
+)
 @settings(max_examples=50, deadline=None)
 def test_parser_other_types_are_refused(value):
     assert parse_or_refuse(value, FEATURE_SETS[2]) is None
@@ -132,9 +162,11 @@ def test_parser_other_types_are_refused(value):
 
 @settings(max_examples=200, deadline=None)
 # The parser accepts |x| <= 3.0e38 (a little below float32's 3.4e38, on purpose).
-@given(values=st.lists(st.floats(width=32, allow_nan=False).filter(lambda v: abs(v) <= 3.0e38),
-                       min_size=2, max_size=2),
-       sep=st.sampled_from(SEPARATORS[:8]), style=st.sampled_from(["repr", "e", "g"]))
+@given(
+    values=st.lists(st.floats(width=32, allow_nan=False).filter(lambda v: abs(v) <= 3.0e38), min_size=2, max_size=2),
+    sep=st.sampled_from(SEPARATORS[:8]),
+    style=st.sampled_from(["repr", "e", "g"]),
+)
 def test_parser_reads_every_finite_float32_back(values, sep, style):
     spell = {"repr": repr, "e": lambda v: f"{v:.9e}", "g": lambda v: f"{v:.9g}"}[style]
     got = parse_or_refuse(sep.join(spell(v) for v in values), FEATURE_SETS[2])
@@ -177,8 +209,11 @@ def cache(manifest):
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(text=any_text, model=st.sampled_from(["adder_mynet", "linear_3x", "poly3_sin"]),
-       fmt=st.sampled_from(PREDICT_FORMATS))
+@given(
+    text=any_text,
+    model=st.sampled_from(["adder_mynet", "linear_3x", "poly3_sin"]),
+    fmt=st.sampled_from(PREDICT_FORMATS),
+)
 @example(text="3e38 3e38", model="adder_mynet", fmt="onnx")  # finite input, output overflows float32
 @example(text="1e38", model="poly3_sin", fmt="pt2")
 def test_predict_path_predicts_or_refuses(cache, manifest, text, model, fmt):
@@ -195,8 +230,17 @@ def test_predict_path_predicts_or_refuses(cache, manifest, text, model, fmt):
         assert out[spec["name"]].dtype == np.float32
 
 
-BAD_ROWS = [[], [1.0], [1.0, 2.0, 3.0], [[1.0, 2.0, 3.0]], [[[1.0, 2.0]]], np.zeros((2, 2, 2)),
-            [[1.0, 2.0], [3.0]], ["a", "b"], [{}, 1.0]]
+BAD_ROWS = [
+    [],
+    [1.0],
+    [1.0, 2.0, 3.0],
+    [[1.0, 2.0, 3.0]],
+    [[[1.0, 2.0]]],
+    np.zeros((2, 2, 2)),
+    [[1.0, 2.0], [3.0]],
+    ["a", "b"],
+    [{}, 1.0],
+]
 
 
 @pytest.mark.parametrize("fmt", PREDICT_FORMATS)

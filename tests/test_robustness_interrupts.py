@@ -59,7 +59,9 @@ def assert_manifest_invariant(root: Path) -> Manifest:
 def start(*args: str, root: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "pipeline", *args, "--device", "cpu", "--artifacts", str(root)],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
 
 
@@ -130,8 +132,8 @@ def test_train_killed_at_random_points_leaves_whole_files_and_reruns(artifacts_c
     model_dir = root / MODEL
     manifest_before = (root / MANIFEST).read_bytes()
     plan = [
-        ("from start", lambda: (lambda: True), rng.uniform(0.5, 2.0)),
-        ("from start", lambda: (lambda: True), rng.uniform(2.0, 5.0)),
+        ("from start", lambda: lambda: True, rng.uniform(0.5, 2.0)),
+        ("from start", lambda: lambda: True, rng.uniform(2.0, 5.0)),
         ("state_dict written, history not yet", lambda: changed(model_dir / "state_dict.pt"), 0.0),
     ]
     killed = []
@@ -163,11 +165,13 @@ def small_tmpfs(tmp_path):
     mount_point.mkdir()
     if not hasattr(os, "geteuid") or os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root; the full-disk test did not run")
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(mount_point)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(mount_point)], capture_output=True, text=True
+    )
     if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({(result.stderr or result.stdout).strip()}); "
-                    "the full-disk test did not run")
+        pytest.skip(
+            f"cannot mount a tmpfs here ({(result.stderr or result.stdout).strip()}); the full-disk test did not run"
+        )
     try:
         yield mount_point
     finally:

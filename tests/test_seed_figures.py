@@ -28,8 +28,14 @@ def predict(model, rows):
 
 def test_catalog_holds_the_eight_seed_models_under_their_names():
     assert list(CATALOG) == [
-        "two_layer_net", "two_layer_raw", "poly3_sin", "legendre3_sin",
-        "adder_simplenn", "adder_mynet", "sigmoid_net", "linear_3x",
+        "two_layer_net",
+        "two_layer_raw",
+        "poly3_sin",
+        "legendre3_sin",
+        "adder_simplenn",
+        "adder_mynet",
+        "sigmoid_net",
+        "linear_3x",
     ]
     for spec in CATALOG.values():
         assert spec.seed and spec.description and spec.examples
@@ -145,8 +151,12 @@ def test_adder_mynet_predictions_through_a_dataloader(seed):
 
 def test_sigmoid_net_worked_forward_pass():
     net = catalog.get("sigmoid_net").build()
-    w = {"hidden.weight": [[0.8, 0.2], [0.4, 0.9], [0.3, 0.5]], "hidden.bias": [0, 0, 0],
-         "output.weight": [[0.3, 0.5, 0.9]], "output.bias": [0]}
+    w = {
+        "hidden.weight": [[0.8, 0.2], [0.4, 0.9], [0.3, 0.5]],
+        "hidden.bias": [0, 0, 0],
+        "output.weight": [[0.3, 0.5, 0.9]],
+        "output.bias": [0],
+    }
     net.load_state_dict({k: torch.tensor(v, dtype=torch.float32) for k, v in w.items()})
     x = torch.tensor([[1.0, 1.0]])
     with torch.no_grad():
@@ -167,10 +177,12 @@ def _seed_finite_difference_curve(epochs: int = 100) -> list[float]:
         hidden = 1 / (1 + np.exp(-(np.dot(inputs, weights[0]) + weights[1])))
         return np.mean(np.square(np.dot(hidden, weights[2]) + weights[3] - outputs))
 
-    w = [np.array(SIGMOID_NET_INIT["hidden.weight"], dtype=np.float32).T,
-         np.array(SIGMOID_NET_INIT["hidden.bias"], dtype=np.float32),
-         np.array(SIGMOID_NET_INIT["output.weight"], dtype=np.float32).T,
-         np.array(SIGMOID_NET_INIT["output.bias"], dtype=np.float32)]
+    w = [
+        np.array(SIGMOID_NET_INIT["hidden.weight"], dtype=np.float32).T,
+        np.array(SIGMOID_NET_INIT["hidden.bias"], dtype=np.float32),
+        np.array(SIGMOID_NET_INIT["output.weight"], dtype=np.float32).T,
+        np.array(SIGMOID_NET_INIT["output.bias"], dtype=np.float32),
+    ]
     losses = []
     for _ in range(epochs):
         original = feed_forward(x, y, w)

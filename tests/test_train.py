@@ -64,8 +64,18 @@ def test_same_seed_gives_identical_history_on_cpu(tmp_path):
 
 
 def test_cli_trains_selected_models_with_a_recipe_variant(tmp_path):
-    result = run_cli("train", "--models", "poly3_sin,linear_3x", "--recipe", "poly3_sin=rmsprop",
-                     "--device", "cpu", "--artifacts", str(tmp_path), "--quiet")
+    result = run_cli(
+        "train",
+        "--models",
+        "poly3_sin,linear_3x",
+        "--recipe",
+        "poly3_sin=rmsprop",
+        "--device",
+        "cpu",
+        "--artifacts",
+        str(tmp_path),
+        "--quiet",
+    )
     assert result.returncode == 0, result.stderr
     assert "poly3_sin: rmsprop, 2000 steps on cpu" in result.stdout and "y = " in result.stdout
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["linear_3x", "poly3_sin"]
@@ -95,7 +105,10 @@ def test_auto_device_falls_back_to_cpu_and_says_so(tmp_path):
     "args, expected",
     [
         (["--models", "no_such_model"], "expected one of: two_layer_net, two_layer_raw, poly3_sin"),
-        (["--models", "poly3_sin", "--recipe", "adamw"], "poly3_sin has no recipe 'adamw'; expected one of: sgd, rmsprop"),
+        (
+            ["--models", "poly3_sin", "--recipe", "adamw"],
+            "poly3_sin has no recipe 'adamw'; expected one of: sgd, rmsprop",
+        ),
         (["--models", "linear_3x", "--device", "tpu"], "expected one of auto, cpu, cuda, cuda:N or mps"),
     ],
 )
