@@ -27,6 +27,7 @@ BENCHMARKS.md records a run, what limits each figure and what each tuning settin
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import json
 import os
@@ -1266,6 +1267,17 @@ def tables(result: dict[str, Any], markdown: bool = False) -> str:
     return "\n\n".join(parts)
 
 
+def _quiet_torchscript(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with warnings.catch_warnings():  # TorchScript is deprecated in favour of .pt2; it is measured on purpose
+            warnings.filterwarnings("ignore", message=r".*torch\.jit\..*deprecated", category=FutureWarning)
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@_quiet_torchscript
 def run_bench(
     artifacts: Path,
     models: str = "all",
@@ -1277,21 +1289,6 @@ def run_bench(
     threads: int | None = None,
 ) -> dict[str, Any]:
     """Run every section and write the JSON; returns the result."""
-    with warnings.catch_warnings():  # TorchScript is deprecated in favour of .pt2; it is measured on purpose
-        warnings.filterwarnings("ignore", message=r".*torch\.jit\..*deprecated", category=FutureWarning)
-        return _run_bench(artifacts, models, device, quick, http, output, log, threads)
-
-
-def _run_bench(
-    artifacts: Path,
-    models: str = "all",
-    device: str = "auto",
-    quick: bool = False,
-    http: bool = True,
-    output: Path | None = None,
-    log: Callable[[str], None] = print,
-    threads: int | None = None,
-) -> dict[str, Any]:
     import torch
 
     from pipeline.devices import resolve_torch_device
