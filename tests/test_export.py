@@ -24,6 +24,29 @@ def onnx_path(manifest: Manifest, name: str):
     return manifest.path_of(manifest.model(name).artifact("onnx").path)
 
 
+def eager_outputs(manifest: Manifest) -> dict[str, dict[str, list]]:
+    """Each model's eager outputs on its catalog examples, as JSON-ready lists."""
+    out = {}
+    for name in CATALOG:
+        examples = np.asarray(manifest.model(name).examples)
+        out[name] = {k: v.tolist() for k, v in load_predictor(manifest, name, "eager").predict(examples).items()}
+    return out
+
+
+def run_isolated(script: str, payload: object) -> None:
+    """Run `script` in a fresh interpreter outside the repository, `payload` as JSON on stdin."""
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        input=json.dumps(payload),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd="/",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"ok {len(CATALOG)}"
+
+
 def test_every_model_has_all_four_formats_with_matching_sha256(manifest, artifacts):
     assert list(manifest.models) == list(CATALOG)
     for entry in manifest.models.values():
@@ -78,11 +101,7 @@ def test_onnx_file_is_self_contained_checked_and_self_described(manifest, name):
 
 def test_onnx_runs_with_numpy_and_onnxruntime_alone(manifest):
     """Another program, with no torch and none of our code, gets the eager outputs."""
-    eager = {}
-    for name in CATALOG:
-        predictor = load_predictor(manifest, name, "eager")
-        entry = manifest.model(name)
-        eager[name] = {k: v.tolist() for k, v in predictor.predict(np.asarray(entry.examples)).items()}
+    eager = eager_outputs(manifest)
     paths = {name: str(onnx_path(manifest, name)) for name in CATALOG}
     script = textwrap.dedent(
         """
@@ -103,28 +122,11 @@ def test_onnx_runs_with_numpy_and_onnxruntime_alone(manifest):
         print("ok", len(paths))
         """
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        input=json.dumps([paths, eager]),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd="/",
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == f"ok {len(CATALOG)}"
+    run_isolated(script, [paths, eager])
 
 
 def test_torchscript_and_pt2_load_with_torch_alone(manifest):
-    eager = {
-        name: {
-            k: v.tolist()
-            for k, v in load_predictor(manifest, name, "eager")
-            .predict(np.asarray(manifest.model(name).examples))
-            .items()
-        }
-        for name in CATALOG
-    }
+    eager = eager_outputs(manifest)
     paths = {
         name: [str(manifest.path_of(manifest.model(name).artifact(f).path)) for f in ("torchscript", "pt2")]
         for name in CATALOG
@@ -156,16 +158,7 @@ def test_torchscript_and_pt2_load_with_torch_alone(manifest):
     )
     for name in CATALOG:
         eager[name]["__x__"] = manifest.model(name).examples
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        input=json.dumps([paths, eager]),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd="/",
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == f"ok {len(CATALOG)}"
+    run_isolated(script, [paths, eager])
 
 
 def test_verify_passes_on_good_artifacts(artifacts_copy):
