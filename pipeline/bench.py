@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
-import json
 import os
 import platform
 import socket
@@ -730,29 +729,25 @@ class Target:
 
 
 def gradio_predict(client: Any, base: str, target: Target, session: bool = False) -> dict[str, Any]:
-    """The demo's Gradio `predict` route as curl calls it (README): POST /gradio_api/call/predict,
-    then its event stream until `complete` (or `error`, raised). With `session`, the body carries one
-    session_hash per client connection, as gradio_client sends (Gradio then keeps the session's state
-    instead of building it for every call)."""
-    url = base + "/gradio_api/call/predict"
-    body: dict[str, Any] = {"data": [target.model, target.format, target.device, target.features]}
-    if session:
-        body["session_hash"] = f"bench-{id(client):x}"
-    answer = client.post(url, json=body)
-    if answer.status_code != 200:
-        raise BenchError(f"POST {url} answered {answer.status_code}: {answer.text[:300]}")
-    event_id = answer.json()["event_id"]
-    event = None
-    with client.stream("GET", f"{url}/{event_id}") as stream:
-        for line in stream.iter_lines():
-            if line.startswith("event:"):
-                event = line.split(":", 1)[1].strip()
-            elif line.startswith("data:") and event in ("complete", "error"):
-                data = json.loads(line.split(":", 1)[1])
-                if event == "error" or not isinstance(data, list) or "outputs" not in data[0]:
-                    raise BenchError(f"predict({target.model}, {target.format}) answered {event}: {data}")
-                return data[0]
-    raise BenchError(f"the event stream of predict({target.model}, {target.format}) ended without a result")
+    """The demo's Gradio `predict` route as curl calls it (README), or with one session_hash per client
+    connection as gradio_client sends it. Any error fails the run."""
+    from pipeline.client import PredictError, call_predict
+
+    try:
+        result = call_predict(
+            client,
+            base,
+            target.model,
+            target.format,
+            target.device,
+            target.features,
+            session=f"bench-{id(client):x}" if session else None,
+        )
+    except PredictError as exc:
+        raise BenchError(f"predict({target.model}, {target.format}) failed: {exc}") from None
+    if "outputs" not in result:
+        raise BenchError(f"predict({target.model}, {target.format}) answered without outputs: {result}")
+    return result
 
 
 def gradio_run(client: Any, base: str, target: Target) -> dict[str, Any]:

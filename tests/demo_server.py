@@ -13,7 +13,6 @@ benchmark and robustness tests).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import socket
@@ -27,17 +26,11 @@ from typing import Any
 
 import httpx
 
+from pipeline.client import PredictError  # noqa: F401 - re-exported for the tests
+from pipeline.client import call_predict as _call_predict
+
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "demo" / "app.py"
-
-
-class PredictError(RuntimeError):
-    """The predict endpoint answered with an error; str() is the message the app sent (the gr.Error)."""
-
-    def __init__(self, message: str, payload: Any = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.payload = payload
 
 
 class DemoFailed(RuntimeError):
@@ -111,28 +104,10 @@ def call_predict(
     *,
     timeout: float = 60.0,
     client: httpx.Client | None = None,
+    session: str | None = None,
 ) -> dict:
     """The demo's `predict` over HTTP (call, then its event stream): the result object, or PredictError."""
-    own = client is None
-    client = client or httpx.Client(timeout=timeout)
-    try:
-        url = base_url.rstrip("/") + "/gradio_api/call/predict"
-        answer = client.post(url, json={"data": [model, fmt, device, features]}, timeout=timeout)
-        if answer.status_code != 200:
-            raise PredictError(f"POST {url} answered {answer.status_code}: {answer.text[:500]}")
-        event_id = answer.json()["event_id"]
-        event = None
-        with client.stream("GET", f"{url}/{event_id}", timeout=timeout) as stream:
-            for line in stream.iter_lines():
-                if line.startswith("event:"):
-                    event = line.split(":", 1)[1].strip()
-                elif line.startswith("data:") and event in ("complete", "error"):
-                    data = json.loads(line.split(":", 1)[1])
-                    if event == "complete":
-                        return data[0]
-                    message = data.get("error") if isinstance(data, dict) else data
-                    raise PredictError(str(message), data)
-        raise PredictError(f"the event stream of {event_id} ended without a result")
-    finally:
-        if own:
-            client.close()
+    if client is not None:
+        return _call_predict(client, base_url, model, fmt, device, features, session=session, timeout=timeout)
+    with httpx.Client(timeout=timeout) as own:
+        return _call_predict(own, base_url, model, fmt, device, features, session=session)

@@ -379,24 +379,6 @@ def test_damaged_artifacts_give_one_line_naming_the_file_and_the_rest_keeps_serv
 CALLS, CLIENTS, MEMORY_SLACK = 2000, 16, 50 * 1024 * 1024
 
 
-def _call_in_session(client: httpx.Client, base_url: str, session: str, model: str, fmt: str, features) -> dict:
-    """call_predict as gradio_client does it: every call of one client names the client's session."""
-    url = base_url + "/gradio_api/call/predict"
-    answer = client.post(url, json={"data": [model, fmt, "cpu", features], "session_hash": session})
-    answer.raise_for_status()
-    event = None
-    with client.stream("GET", f"{url}/{answer.json()['event_id']}") as stream:
-        for line in stream.iter_lines():
-            if line.startswith("event:"):
-                event = line.split(":", 1)[1].strip()
-            elif line.startswith("data:") and event in ("complete", "error"):
-                data = json.loads(line.split(":", 1)[1])
-                if event == "error":
-                    raise PredictError(str(data))
-                return data[0]
-    raise PredictError("the event stream ended without a result")
-
-
 def test_load_2000_predicts_from_16_clients(demo, manifest):
     """Half the clients call as curl does (no session: Gradio makes one per call, the memory risk), half
     as gradio_client does (one session each); every answer is checked against the eager model."""
@@ -422,7 +404,7 @@ def test_load_2000_predicts_from_16_clients(demo, manifest):
             for model, fmt, sent, want in jobs:
                 try:
                     if session:
-                        got = _call_in_session(client, demo.url, session, model, fmt, sent)["outputs"]
+                        got = call_predict(demo.url, model, fmt, "cpu", sent, client=client, session=session)["outputs"]
                     else:
                         got = call_predict(demo.url, model, fmt, "cpu", sent, client=client)["outputs"]
                     for name, value in want.items():
