@@ -76,7 +76,9 @@ def test_parity_report_covers_every_model_artifact_runtime_and_output(artifacts)
         ]:
             for out in spec.outputs:
                 assert (name, fmt, runtime, out.name) in seen
-    assert all(r["max_abs"] <= 1e-5 + 1e-4 * 1e6 for r in report["rows"])
+    assert all(r["passed"] and r["error"] is None and r["max_abs"] is not None for r in report["rows"])
+    # Outside two_layer_raw (outputs ~1e4 from unscaled weights) every difference is float32 round-off.
+    assert max(r["max_abs"] for r in report["rows"] if r["model"] != "two_layer_raw") < 1e-5
 
 
 @pytest.mark.parametrize("name", list(CATALOG))
