@@ -1,0 +1,177 @@
+"""Formats and runtimes, declared once, the way the catalog declares models.
+
+Every stage reads these entries and none names a format itself:
+- export writes each exported format's file with its exporter and lists it in the manifest;
+- the manifest accepts the artifact kinds declared here;
+- the runtime loader finds a format's loader for the runtime asked for;
+- parity checks every (format, runtime, device) declared here against the reference;
+- the Triton repository writer and the Open Inference Protocol routes serve the formats that
+  declare a Triton platform, with its tensor naming;
+- the demo and the benchmarks list the formats and their labels.
+
+A new format is one entry in FORMATS, one exporter and, if no existing loader fits, one loader.
+Nothing here imports torch or onnxruntime: exporters and loaders are named "module:function" and
+imported on first use, so the ONNX serving path never imports torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+STATE_DICT = "state_dict"  # the artifact kind of trained weights: what `train` writes and eager loads
+CPU, CUDA = "cpu", "cuda"
+DEFAULT_ATOL = 1e-5  # absolute part of the parity rule |got - ref| <= atol + rtol * |ref|
+DEFAULT_RTOL = 1e-4  # relative part: float32 kernels that sum in another order differ by ~1e-7 relative
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """An engine that runs artifacts in this process (a URL is a remote runtime, see pipeline.runtime)."""
+
+    name: str  # what a person passes as `runtime`
+    label: str  # how the demo and reports name it
+    devices: tuple[str, ...]  # where it can run: CPU and, with a GPU and the right build, CUDA
+
+
+TORCH = Runtime("torch", "torch", (CPU, CUDA))
+ONNXRUNTIME = Runtime("onnxruntime", "onnxruntime", (CPU, CUDA))
+ONNX_REFERENCE = Runtime("onnx-reference", "ONNX reference evaluator", (CPU,))
+RUNTIMES: dict[str, Runtime] = {r.name: r for r in (TORCH, ONNXRUNTIME, ONNX_REFERENCE)}
+
+
+@dataclass(frozen=True)
+class Loader:
+    """One runtime that can load a format, and the function that does it ("module:function")."""
+
+    runtime: Runtime
+    function: str  # called as function(entry, path, device, threads) -> (run_batch, device that ran)
+
+    def resolve(self) -> Callable[..., Any]:
+        return resolve(self.function)
+
+
+@dataclass(frozen=True)
+class TritonPlatform:
+    """How Triton Inference Server serves a format."""
+
+    platform: str  # config.pbtxt `platform`
+    filename: str  # Triton's default model file name for that platform
+    positional: bool  # tensors are named <name>__<index> (TorchScript files carry no tensor names)
+    parameters: tuple[tuple[str, str], ...] = ()  # config.pbtxt `parameters` (key, string_value)
+
+
+@dataclass(frozen=True)
+class Format:
+    """One way a trained model is shipped: its file, who writes it, who can load it, how close it must be."""
+
+    name: str  # what a person passes as `format` / `--format`, and the manifest's artifact kind
+    label: str  # how the demo and reports name it
+    loaders: tuple[Loader, ...]  # the first is the default runtime
+    filename: str | None = None  # the file its exporter writes in a revision folder
+    exporter: str | None = None  # "module:function", called as function(ctx, path); None: written by train
+    artifact: str | None = None  # the manifest artifact it loads from, when not its own (eager: the state_dict)
+    triton: TritonPlatform | None = None  # None: not served by Triton or the OIP routes under its own name
+    atol: float = DEFAULT_ATOL
+    rtol: float = DEFAULT_RTOL
+    needs_catalog: bool = False  # loading it builds the catalog module (runs Python code of the catalog)
+
+    @property
+    def artifact_kind(self) -> str:
+        """The manifest artifact this format is loaded from."""
+        return self.artifact or self.name
+
+    @property
+    def runtimes(self) -> tuple[str, ...]:
+        return tuple(load.runtime.name for load in self.loaders)
+
+    @property
+    def default_runtime(self) -> str:
+        return self.loaders[0].runtime.name
+
+    def loader(self, runtime: str) -> Loader | None:
+        """The loader for `runtime`, or None when this format does not run there."""
+        return next((load for load in self.loaders if load.runtime.name == runtime), None)
+
+
+FORMATS: dict[str, Format] = {
+    f.name: f
+    for f in (
+        Format(
+            "torchscript",
+            "TorchScript",
+            (Loader(TORCH, "pipeline.runtime:load_torchscript"),),
+            filename="model.torchscript.pt",
+            exporter="pipeline.export:export_torchscript",
+            triton=TritonPlatform("pytorch_libtorch", "model.pt", True, (("INFERENCE_MODE", "true"),)),
+        ),
+        Format(
+            "onnx",
+            "ONNX",
+            (
+                Loader(ONNXRUNTIME, "pipeline.runtime:load_onnxruntime"),
+                Loader(ONNX_REFERENCE, "pipeline.runtime:load_onnx_reference"),
+            ),
+            filename="model.onnx",
+            exporter="pipeline.export:export_onnx",
+            triton=TritonPlatform("onnxruntime_onnx", "model.onnx", False),
+        ),
+        Format(
+            "pt2",
+            "torch.export .pt2",
+            (Loader(TORCH, "pipeline.runtime:load_pt2"),),
+            filename="model.pt2",
+            exporter="pipeline.export:export_pt2",
+        ),
+        Format(
+            "eager",
+            "eager state_dict",
+            (Loader(TORCH, "pipeline.runtime:load_eager"),),
+            artifact=STATE_DICT,
+            needs_catalog=True,
+        ),
+    )
+}
+
+REFERENCE = ("eager", TORCH.name, CPU)  # (format, runtime, device) every other row is compared with
+DEFAULT_FORMAT = "onnx"  # what the demo and the OIP routes serve when nobody asks for a format
+EXPORTED = tuple(f.name for f in FORMATS.values() if f.exporter)  # written by `export`, in this order
+ARTIFACT_KINDS = (STATE_DICT, *EXPORTED)  # what a manifest may list
+TRITON_FORMATS = tuple(f.name for f in FORMATS.values() if f.triton)  # served by Triton and the OIP routes
+
+
+class UnknownFormat(ValueError):
+    """A format name that is not declared here."""
+
+
+def get(name: Any) -> Format:
+    """The format called `name`, or UnknownFormat listing the ones there are."""
+    if not isinstance(name, str) or name not in FORMATS:
+        raise UnknownFormat(f"unknown format {name!r}; expected one of: {', '.join(FORMATS)}")
+    return FORMATS[name]
+
+
+def label(fmt: str, runtime: str | None = None) -> str:
+    """"ONNX · onnxruntime": the format's label and the runtime (its default when not given)."""
+    spec = get(fmt)
+    rt = RUNTIMES.get(runtime or spec.default_runtime)
+    return f"{spec.label} · {rt.label if rt else runtime}"
+
+
+def local_targets(devices: tuple[str, ...] = (CPU,)) -> list[tuple[str, str, str]]:
+    """Every (format, runtime, device) declared that runs on one of `devices`, reference excepted."""
+    out = []
+    for device in devices:
+        for fmt in FORMATS.values():
+            for load in fmt.loaders:
+                if device in load.runtime.devices and (fmt.name, load.runtime.name, device) != REFERENCE:
+                    out.append((fmt.name, load.runtime.name, device))
+    return out
+
+
+def resolve(dotted: str) -> Callable[..., Any]:
+    """The function named by "module:function"."""
+    module, _, attr = dotted.partition(":")
+    return getattr(importlib.import_module(module), attr)
