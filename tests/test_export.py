@@ -212,8 +212,8 @@ def test_verify_refuses_a_file_that_no_longer_matches_its_sha256(artifacts_copy)
 
 def test_exporting_an_untrained_model_says_to_train_first(tmp_path):
     result = run_cli("export", "--models", "linear_3x", "--artifacts", str(tmp_path), "--device", "cpu")
-    assert result.returncode == 1
-    assert "linear_3x has not been trained" in result.stderr
+    assert result.returncode == 2  # nothing to export is the person's to fix: train first
+    assert "linear_3x has not been trained" in result.stderr and len(result.stderr.splitlines()) == 1
     assert "python -m pipeline train --models linear_3x" in result.stderr
     assert "Traceback" not in result.stderr
 
