@@ -284,8 +284,7 @@ def run_export(
         try:
             entries[spec.name] = export_model(spec, artifacts, revision, opset)
         except ExportError as exc:
-            errors.append(str(exc))
-            log(f"error: {exc}")
+            errors.append(str(exc))  # the caller prints each on stderr, once
             continue
         log(f"{spec.name}: exported {', '.join(formats.EXPORTED)} in {time.perf_counter() - start:.1f} s")
     staged = Manifest.from_dict(artifacts, {"models": entries})
