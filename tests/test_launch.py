@@ -28,6 +28,6 @@ def test_demo_answers_inside_the_block_and_is_stopped_after_it(artifacts):
 
 
 def test_a_demo_that_exits_is_one_error_quoting_its_output(tmp_path):
-    with pytest.raises(launch.DemoFailed, match=r"exited with code \d+ before answering:\n(.|\n)*manifest"):
-        with launch.demo(tmp_path, timeout=60):
+    with pytest.raises(launch.DemoFailed, match=r"exited with code 2 before answering:\n(.|\n)*--no-such-option"):
+        with launch.demo(tmp_path, timeout=60, args=("--no-such-option",)):
             pass
