@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import platform
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -30,7 +31,7 @@ from typing import Any
 from pipeline import catalog, formats
 from pipeline.bench.http import HTTP_CLIENTS, HTTP_FORMATS, HTTP_MODELS, bench_demo
 from pipeline.bench.latency import bench_devices, bench_latency, bench_throughput, latency_summary
-from pipeline.bench.report import FLOOR_MODEL, artifact_rows, figures, machine, tables, targets, versions
+from pipeline.bench.report import FLOOR_MODEL, artifact_rows, figures, tables, targets
 from pipeline.bench.timing import BATCH_SIZES, FULL, QUICK, BenchError, Plan
 from pipeline.bench.training import bench_device_timing, bench_training, bench_walls
 from pipeline.bench.tuning import bench_tuning
@@ -61,6 +62,42 @@ def training_device(requested: str) -> str:
     if requested == "auto":
         return resolve_torch_device(formats.CUDA)[0] if cuda_status(formats.TORCH.name)[0] else formats.CPU
     return resolve_torch_device(requested)[0]
+
+
+def machine() -> dict[str, Any]:
+    """The CPU, memory, system and load the run had."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    memory = None
+    with contextlib.suppress(ImportError):
+        import psutil
+
+        memory = round(psutil.virtual_memory().total / 2**30, 1)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": cpu,
+        "memory_gib": memory,
+        "system": platform.platform(),
+        "load_average_1m_at_start": load,
+    }
+
+
+def versions() -> dict[str, str]:
+    """What made the artifacts (export's list), and what serves the demo."""
+    from importlib import metadata
+
+    from pipeline.export import versions as export_versions
+
+    out = export_versions()
+    for dist in ("onnxruntime-gpu", "gradio", "httpx"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[dist] = metadata.version(dist)
+    return out
 
 
 def run_bench(

@@ -1,4 +1,4 @@
-"""The report: the machine, the targets, each file's size and deviation, and the run as tables.
+"""The report: the targets, each file's size and deviation, and the run as tables.
 
 Each table is declared as data (a title, where its rows are in bench.json, and its columns) and
 printed with pipeline.tables.text_table, as text for the terminal or Markdown for BENCHMARKS.md.
@@ -6,12 +6,8 @@ printed with pipeline.tables.text_table, as text for the terminal or Markdown fo
 
 from __future__ import annotations
 
-import contextlib
-import os
-import platform
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,42 +25,6 @@ GOALS = {
     "trainer_over_bare": 1.1,
     "cold_start_s": 8.0,
 }
-
-
-def machine() -> dict[str, Any]:
-    """The CPU, memory, system and load the run had."""
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    memory = None
-    with contextlib.suppress(ImportError):
-        import psutil
-
-        memory = round(psutil.virtual_memory().total / 2**30, 1)
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    return {
-        "cpus": os.cpu_count(),
-        "cpu": cpu,
-        "memory_gib": memory,
-        "system": platform.platform(),
-        "load_average_1m_at_start": load,
-    }
-
-
-def versions() -> dict[str, str]:
-    """What made the artifacts (export's list), and what serves the demo."""
-    from importlib import metadata
-
-    from pipeline.export import versions as export_versions
-
-    out = export_versions()
-    for dist in ("onnxruntime-gpu", "gradio", "httpx"):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            out[dist] = metadata.version(dist)
-    return out
 
 
 def artifact_rows(manifest: Manifest, models: Sequence[str]) -> list[dict[str, Any]]:
