@@ -169,7 +169,19 @@ class ParityReport:
         """The report as a fixed-width text table, the pass rule under it."""
         from pipeline.tables import text_table
 
-        head = ("model", "format", "runtime", "device", "output", "max abs", "max rel", "atol", "rtol", "result")
+        head = (
+            "model",
+            "format",
+            "runtime",
+            "device",
+            "output",
+            "max abs",
+            "max rel",
+            "atol",
+            "rtol",
+            "scale",
+            "result",
+        )
         rows = [
             (
                 r.model,
@@ -181,6 +193,7 @@ class ParityReport:
                 "-" if r.max_rel is None else f"{r.max_rel:.2e}",
                 f"{r.atol:g}",
                 f"{r.rtol:g}",
+                f"{r.scale:g}",
                 "ok" if r.passed else f"FAIL{': ' + r.error if r.error else ''}",
             )
             for r in self.rows
