@@ -108,8 +108,10 @@ def test_two_layer_net_int8_is_under_035x_runs_in_plain_onnxruntime_within_its_t
     onnx_bytes = manifest.model("two_layer_net").artifact("onnx").bytes
     int8_bytes = manifest.model("two_layer_net").artifact(INT8).bytes
     assert int8_bytes <= 0.35 * onnx_bytes, (int8_bytes, onnx_bytes)
-    ops = {n.op_type for n in onnx.load(str(_path(manifest, "two_layer_net", INT8))).graph.node}
-    assert "MatMulInteger" in ops and "Gemm" not in ops  # both layers' weights are int8
+    model = onnx.load(str(_path(manifest, "two_layer_net", INT8)))
+    assert "MatMulInteger" in {n.op_type for n in model.graph.node}
+    assert "Gemm" not in {n.op_type for n in model.graph.node}  # both layers' weights are int8
+    assert {p.key: p.value for p in model.metadata_props}["model"] == "two_layer_net"  # self-described still
 
     x = np.random.default_rng(3).standard_normal((16, 1000)).astype(np.float32)
     eager = load_predictor(manifest, "two_layer_net", "eager").predict(x)["y"]
