@@ -37,6 +37,7 @@ import fastapi  # noqa: E402
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 
+from pipeline import formats  # noqa: E402
 from pipeline.devices import cuda_device_count  # noqa: E402
 from pipeline.inputs import InputError, parse_features  # noqa: E402
 from pipeline.manifest import MANIFEST, ArtifactError, Manifest, ManifestError, ModelEntry  # noqa: E402
@@ -49,12 +50,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
 SMALL_INPUT = 16  # up to this many features: one number field each; wider inputs: one text area
 PLOT_MAX = 64  # outputs with 2..PLOT_MAX values are also drawn as a bar chart
-FORMAT_LABELS = {
-    "torchscript": "TorchScript · torch",
-    "onnx": "ONNX · onnxruntime",
-    "pt2": "torch.export .pt2 · torch",
-    "eager": "eager state_dict · torch",
-}
+FORMAT_LABELS = {f: formats.label(f) for f in formats.FORMATS}  # "ONNX · onnxruntime", ...
 FAILURES = (InputError, ManifestError, ArtifactError, RuntimeUnavailable)
 
 
