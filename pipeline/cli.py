@@ -83,12 +83,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _gpu_checks(requested: str) -> bool:
-    """Whether to add the CUDA parity checks: asked for, or 'auto' on a machine that has CUDA."""
-    from pipeline.devices import resolve_torch_device
+def _parity_device(requested: str) -> str:
+    """The device parity adds to the CPU rows: auto (CUDA where each runtime can), cuda[:N] (required), or cpu."""
+    from pipeline.devices import cuda_index
 
-    device, _ = resolve_torch_device(requested)
-    return device.startswith("cuda")
+    requested = (requested or "auto").strip().lower()
+    if requested == "mps":
+        raise UsageError("--device mps: exported artifacts are checked and served on cpu or cuda; use mps to train")
+    if requested.startswith("cuda:"):
+        cuda_index(requested)  # a GPU index the machine lacks: one line, exit 2
+    return requested
 
 
 def _print_report(report, artifacts: Path) -> None:
@@ -104,10 +108,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     from pipeline.fileio import exclusive
 
     specs = select(args.models)
-    cuda = _gpu_checks(args.device)
+    device = _parity_device(args.device)
     start = time.perf_counter()
     with exclusive(args.artifacts):
-        report, errors = run_export(specs, args.artifacts, args.opset, cuda, args.atol, args.rtol)
+        report, errors = run_export(specs, args.artifacts, args.opset, device, args.atol, args.rtol)
     _print_report(report, args.artifacts)
     print(f"export took {time.perf_counter() - start:.1f} s; manifest: {args.artifacts / 'manifest.json'}")
     for error in errors:
@@ -152,7 +156,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     for url in args.remote:
         if not is_remote(url):
             raise UsageError(f"--remote {url}: expected a server URL such as http://127.0.0.1:8000")
-    report = verify(manifest, names, _gpu_checks(args.device), args.atol, args.rtol, args.remote)
+    report = verify(manifest, names, _parity_device(args.device), args.atol, args.rtol, args.remote)
     atomic_write_json(args.artifacts / PARITY, report.as_dict())
     _print_report(report, args.artifacts)
     for row in report.failures():
@@ -180,8 +184,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def _add_tolerances(p: argparse.ArgumentParser) -> None:
     from pipeline.parity import DEFAULT_ATOL, DEFAULT_RTOL
 
-    p.add_argument("--atol", type=float, default=DEFAULT_ATOL, help="absolute tolerance (float32)")
-    p.add_argument("--rtol", type=float, default=DEFAULT_RTOL, help="relative tolerance (float32)")
+    p.add_argument(
+        "--atol",
+        type=float,
+        default=None,
+        help=f"absolute tolerance for every format (default: each format's own, {DEFAULT_ATOL:g} for float32)",
+    )
+    p.add_argument(
+        "--rtol",
+        type=float,
+        default=None,
+        help=f"relative tolerance for every format (default: each format's own, {DEFAULT_RTOL:g} for float32)",
+    )
 
 
 def _add_common(p: argparse.ArgumentParser, device: bool = True) -> None:
