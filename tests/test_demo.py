@@ -136,7 +136,29 @@ def test_gradio_client_calls_predict(demo_url):
     client = Client(demo_url, verbose=False)
     result = client.predict("adder_mynet", "onnx", "cpu", "10, 11", api_name="/predict")
     assert result["device"] == "CPUExecutionProvider" and abs(result["outputs"]["sum"][0] - 21) < 1.5
-    assert list(client.view_api(print_info=False, return_format="dict")["named_endpoints"]) == ["/predict"]
+    assert result["expected"]["value"] == 21.0 and result["expected"]["truth"] == "x1 + x2"
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert sorted(endpoints) == ["/compare", "/predict"]
+    rows = client.predict("adder_mynet", "cpu", "10, 11", api_name="/compare")
+    assert [(r["format"], r["runtime"]) for r in rows] == [
+        (f.name, load.runtime.name) for f in FORMATS.values() for load in f.loaders
+    ]
+
+
+def test_compare_api_returns_every_row_as_json(demo_url, manifest):
+    import httpx
+
+    url = demo_url + "/gradio_api/call/compare"
+    event = httpx.post(url, json={"data": ["adder_mynet", "cpu", "10 11"]}).json()["event_id"]
+    stream = httpx.get(f"{url}/{event}", timeout=120).text
+    assert "event: complete" in stream, stream
+    rows = json.loads(stream.split("data:", 1)[1].strip())[0]
+    assert len(rows) == sum(len(f.loaders) for f in FORMATS.values())
+    for row in rows:
+        assert row["within_rule"] is True and row["max_abs_diff"] is not None and row["latency_ms"] > 0
+        assert abs(row["outputs"]["sum"][0] - 21) < 1.5
+    bad = httpx.post(url, json={"data": ["adder_mynet", "cpu", "10"]}).json()["event_id"]
+    assert "adder_mynet expects 2 numbers (x1, x2); got 1" in httpx.get(f"{url}/{bad}", timeout=60).text
 
 
 def test_page_and_health(demo_url):
@@ -161,6 +183,8 @@ def test_no_manifest_page_says_how_to_create_the_artifacts(tmp_path):
     with TestClient(app) as client:
         config = client.get("/config").text
         assert "make train export" in config and "No artifacts to serve yet" in config
+        assert f"--artifacts {tmp_path}" in config and f"ARTIFACTS={tmp_path}" in config  # not the default folder
+        assert "&amp;" not in config
         health = client.get("/healthz").json()
         assert not health["ok"] and "make train export" in health["error"]
         answer = client.post("/v2/models/adder_mynet/infer", json={})
