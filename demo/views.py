@@ -30,6 +30,7 @@ CSS = """
 #prediction th { white-space: nowrap; word-break: keep-all; text-align: left; padding: 2px 8px; }
 #prediction td { padding: 2px 8px; vertical-align: top; }
 #prediction td.values { overflow-wrap: anywhere; min-width: 12em; }
+#prediction td code { overflow-wrap: anywhere; }
 #prediction tr.outside td { background: rgba(220, 38, 38, .16); }
 #prediction tr.outside td.verdict, #prediction .error-reason { color: #b91c1c; font-weight: 600; }
 #prediction .error { border: 2px solid #dc2626; border-radius: 6px; padding: .6em .8em; }
