@@ -226,6 +226,9 @@ def export_model(spec: ModelSpec, artifacts: Path, revision: str, opset: int) ->
         "final_loss": history["loss"][-1] if history.get("loss") else None,
         "report": history.get("report", {}),
         "summary": layer_table(spec),
+        "truth": spec.truth,  # an expression of the input names; the demo evaluates it with NumPy
+        "activation": spec.activation,
+        "seed_figures": spec.seed_figures,
         "revision": revision,
     }
 
