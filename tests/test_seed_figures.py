@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from pipeline import catalog
-from pipeline.catalog import CATALOG, SIGMOID_NET_INIT
+from pipeline.catalog import CATALOG
+from pipeline.seeds import SIGMOID_NET_INIT
 from pipeline.train import fit
 
 
