@@ -1,7 +1,8 @@
 """A catalog file: a model with two named inputs of different ranks and dtypes, on data it generates.
 
-`words` are 12 int64 word ids from a vocabulary of 50 (through nn.EmbeddingBag, the mean of their
-vectors); `signals` are 4 float32 numbers. The label is one of three moods: the count of "happy"
+`words` are 12 int64 word ids from a vocabulary of 50 (the mean of their embeddings: what
+nn.EmbeddingBag(mode="mean") computes on a 2-D input, written as nn.Embedding + mean because the ONNX
+exporter turns EmbeddingBag into a Loop over sequences that the float16 converter cannot type); `signals` are 4 float32 numbers. The label is one of three moods: the count of "happy"
 words (ids 0-9) minus "sad" ones (ids 10-19), plus twice the first signal, below -1, between, above 1.
 
     python -m pipeline train --catalog examples/two_inputs.py --models mood_bag
@@ -19,15 +20,15 @@ MOODS = ("sad", "neutral", "happy")
 
 
 class MoodBag(nn.Module):
-    """EmbeddingBag(mean) of the words, joined with the signals, through a two-layer classifier."""
+    """The mean embedding of the words, joined with the signals, through a two-layer classifier."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.bag = nn.EmbeddingBag(VOCABULARY, 16, mode="mean")
+        self.embedding = nn.Embedding(VOCABULARY, 16)
         self.head = nn.Sequential(nn.Linear(16 + SIGNALS, 32), nn.ReLU(), nn.Linear(32, len(MOODS)))
 
     def forward(self, words: torch.Tensor, signals: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.cat([self.bag(words), signals], dim=1))
+        return self.head(torch.cat([self.embedding(words).mean(dim=1), signals], dim=1))
 
 
 def _generate(n: int, gen: torch.Generator) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
