@@ -372,9 +372,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = command("import", "write pretrained weights as if `train` had produced them (no training)")
-    p.add_argument("--model", required=True, help="a catalog name, as `list` prints")
+    p.add_argument("--model", required=True, help="a catalog name, as `list` prints (default: none, required)")
     p.add_argument(
-        "--state-dict", type=Path, required=True, help="a state_dict saved with torch.save (read weights only)"
+        "--state-dict",
+        type=Path,
+        required=True,
+        help="a state_dict saved with torch.save, read weights only (default: none, required)",
     )
     p.add_argument("--artifacts", type=Path, default=DEFAULT_ARTIFACTS, help="artifacts directory")
     _add_catalog(p)
