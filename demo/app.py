@@ -342,8 +342,9 @@ def _build_page(svc: Service, entries: list[ModelEntry]) -> None:
         concurrency_id="predict",
     )
     run.click(**predict_args)
-    for component in fields:  # Enter in an input runs Predict
-        component.submit(**predict_args)
+    for component in fields:  # Enter in an input runs Predict (an image editor has no Enter)
+        if hasattr(component, "submit"):
+            component.submit(**predict_args)
     for ex in examples:  # a click on an example row fills it, then runs it
         ex.load_input_event.then(**predict_args)
     compare.click(
