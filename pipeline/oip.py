@@ -43,8 +43,7 @@ from starlette.concurrency import run_in_threadpool
 
 from pipeline.inputs import InputError
 from pipeline.manifest import ArtifactError, Manifest, ManifestError, ModelEntry
-from pipeline.runtime import PREDICT_FORMATS, PredictorCache, RuntimeUnavailable
-from pipeline.triton import (
+from pipeline.naming import (
     MAX_BATCH_SIZE,
     TRITON_FORMATS,
     VERSION,
@@ -54,6 +53,7 @@ from pipeline.triton import (
     tensor_names,
     triton_model_name,
 )
+from pipeline.runtime import PREDICT_FORMATS, PredictorCache, RuntimeUnavailable
 
 SERVER_NAME = "seed-pipeline"
 # 1024 examples of the widest model (1000 features) are 4 MiB as binary tensors, about 12 MiB as JSON.

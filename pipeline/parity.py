@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.manifest import Manifest
-from pipeline.runtime import Predictor, RuntimeUnavailable, is_remote, load_predictor
+from pipeline.runtime import NotServed, Predictor, RuntimeUnavailable, is_remote, load_predictor
 
 DEFAULT_ATOL = 1e-5
 DEFAULT_RTOL = 1e-4
@@ -140,9 +140,15 @@ def check_model(
         expected = [reference.run_batch(b) for b in batches]
     except Exception as exc:  # noqa: BLE001 - reported as a failed row, never swallowed
         return [ParityRow(model, "eager", "torch", "cpu", "*", None, None, False, _one_line(exc))]
+    not_served: dict[str, list[ParityRow]] = {}
     for fmt, runtime, device in combos:
         try:
             predictor: Predictor = load_predictor(manifest, model, fmt, runtime, device)
+        except NotServed as exc:  # a server without that format's backend: a failure only if it serves none
+            not_served.setdefault(runtime, []).append(
+                ParityRow(model, fmt, runtime, device, "*", None, None, False, _one_line(exc))
+            )
+            continue
         except RuntimeUnavailable as exc:
             if is_remote(runtime):  # a server asked for by URL that cannot serve it: a failure
                 rows.append(ParityRow(model, fmt, runtime, device, "*", None, None, False, _one_line(exc)))
@@ -176,6 +182,9 @@ def check_model(
                     error,
                 )
             )
+    for url, missing in not_served.items():
+        if not any(r.runtime == url for r in rows):
+            rows += missing
     return rows
 
 

@@ -1,8 +1,9 @@
 """The Triton model repository `export --triton` writes (pipeline/triton.py), checked without Triton.
 
 Every config.pbtxt must parse into Triton's own ModelConfig protobuf, and its tensor names, types
-and dims must match what the copied model file really has: the ONNX graph for onnxruntime_onnx,
-the TorchScript forward signature (by the PyTorch backend's naming convention) for pytorch_libtorch.
+and dims must match what the copied model file really has: the ONNX graph for onnxruntime_onnx and
+the Python-backend flavour (which runs the same file), the TorchScript forward signature (by the
+PyTorch backend's naming convention) for pytorch_libtorch. tests/test_triton_server.py serves it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import pytest
 
 from pipeline.cli import main as cli
 from pipeline.fileio import sha256_file
-from pipeline.triton import MARKER, MAX_BATCH_SIZE, TRITON_FORMATS, build_repository, triton_model_name
+from pipeline.naming import FLAVOURS, MAX_BATCH_SIZE, PYTHON_FLAVOUR, TRITON_FORMATS, triton_model_name
+from pipeline.triton import MARKER, PYTHON_MODEL_SOURCE, build_repository
 
 model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2")
 text_format = pytest.importorskip("google.protobuf.text_format")
@@ -27,8 +29,16 @@ ONNX_TYPES = {1: "TYPE_FP32", 10: "TYPE_FP16", 11: "TYPE_FP64", 7: "TYPE_INT64",
 def repo(manifest, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("triton") / "repo"
     written = build_repository(manifest, out)
-    assert written == [triton_model_name(m, f) for m in manifest.models for f in TRITON_FORMATS]
+    assert written == [name for m in manifest.models for name in flavour_names(m)]
     return out
+
+
+def flavour_names(model: str) -> list[str]:
+    return [triton_model_name(model, f.format, f.backend) for f in FLAVOURS]
+
+
+def python_name(model: str) -> str:
+    return triton_model_name(model, PYTHON_FLAVOUR.format, PYTHON_FLAVOUR.backend)
 
 
 def parse_config(path: Path):
@@ -47,7 +57,8 @@ def named_index(name: str) -> int | None:
 
 def test_layout_copies_exactly_the_manifest_artifacts(repo, manifest):
     dirs = sorted(p.name for p in repo.iterdir() if p.is_dir())
-    assert dirs == sorted(triton_model_name(m, f) for m in manifest.models for f in TRITON_FORMATS)
+    assert dirs == sorted(name for m in manifest.models for name in flavour_names(m))
+    assert len(dirs) == 3 * len(manifest.models)
     assert (repo / "README.md").read_text(encoding="utf-8").startswith(MARKER)
     for model, entry in manifest.models.items():
         for fmt, spec in TRITON_FORMATS.items():
@@ -57,6 +68,12 @@ def test_layout_copies_exactly_the_manifest_artifacts(repo, manifest):
             assert [f.name for f in files] == [spec.filename]
             assert not files[0].is_symlink() and files[0].is_file()
             assert sha256_file(files[0]) == entry.artifact(fmt).sha256
+        # the Python-backend flavour: model.py beside a copy of the same ONNX file
+        version_dir = repo / python_name(model) / "1"
+        onnx_file = TRITON_FORMATS[PYTHON_FLAVOUR.format].filename
+        assert sorted(p.name for p in version_dir.iterdir()) == sorted([onnx_file, "model.py"])
+        assert (version_dir / "model.py").read_bytes() == PYTHON_MODEL_SOURCE.read_bytes()
+        assert sha256_file(version_dir / onnx_file) == entry.artifact(PYTHON_FLAVOUR.format).sha256
     assert not list(repo.parent.glob(".tmp-triton-*")), "the staging directory was left behind"
 
 
@@ -68,21 +85,31 @@ def test_every_config_parses_into_triton_model_config(repo, manifest):
             assert config.name == name  # Triton requires the directory's name
             assert config.platform == spec.platform
             assert config.default_model_filename == spec.filename
-            assert config.max_batch_size == MAX_BATCH_SIZE
-            assert config.HasField("dynamic_batching")
-            assert len(config.input) == len(entry.inputs) and len(config.output) == len(entry.outputs)
-            for tensors, specs in ((config.input, entry.inputs), (config.output, entry.outputs)):
-                for tensor, manifest_spec in zip(tensors, specs, strict=True):
-                    assert data_type_name(tensor.data_type) == "TYPE_FP32"
-                    assert list(tensor.dims) == manifest_spec["shape"][1:]  # batch is implied by max_batch_size
+            assert_batched_like_the_manifest(config, entry)
+        config = parse_config(repo / python_name(model) / "config.pbtxt")
+        assert (config.name, config.backend, config.platform) == (python_name(model), "python", "")
+        assert config.parameters["MODEL_FILE"].string_value == TRITON_FORMATS[PYTHON_FLAVOUR.format].filename
+        assert [(g.count, model_config_pb2.ModelInstanceGroup.Kind.Name(g.kind)) for g in config.instance_group] == [
+            (1, "KIND_CPU")
+        ]
+        assert_batched_like_the_manifest(config, entry)
+
+
+def assert_batched_like_the_manifest(config, entry):
+    assert config.max_batch_size == MAX_BATCH_SIZE
+    assert config.HasField("dynamic_batching")
+    assert len(config.input) == len(entry.inputs) and len(config.output) == len(entry.outputs)
+    for tensors, specs in ((config.input, entry.inputs), (config.output, entry.outputs)):
+        for tensor, manifest_spec in zip(tensors, specs, strict=True):
+            assert data_type_name(tensor.data_type) == "TYPE_FP32"
+            assert list(tensor.dims) == manifest_spec["shape"][1:]  # batch is implied by max_batch_size
 
 
 def test_onnx_configs_match_the_onnx_graph(repo, manifest):
     import onnx
     import onnxruntime as ort
 
-    for model in manifest.models:
-        model_dir = repo / triton_model_name(model, "onnx")
+    for model_dir in [repo / n for m in manifest.models for n in (triton_model_name(m, "onnx"), python_name(m))]:
         config = parse_config(model_dir / "config.pbtxt")
         graph = onnx.load(str(model_dir / "1" / "model.onnx")).graph
         initializers = {i.name for i in graph.initializer}
@@ -147,7 +174,8 @@ def test_cli_builds_replaces_and_refuses(artifacts_copy, tmp_path, capsys):
     (repo / "stale_onnx").mkdir()
     # a second run replaces the whole repository (the stray model is gone) and honours --models
     assert cli(["export", "--triton", str(repo), "--models", "linear_3x", "--artifacts", art]) == 0
-    assert sorted(p.name for p in repo.iterdir() if p.is_dir()) == ["linear_3x_onnx", "linear_3x_torchscript"]
+    dirs = sorted(p.name for p in repo.iterdir() if p.is_dir())
+    assert dirs == ["linear_3x_onnx", "linear_3x_onnx_python", "linear_3x_torchscript"]
     # a directory it did not write is never replaced
     foreign = tmp_path / "mine"
     foreign.mkdir()
