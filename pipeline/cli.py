@@ -250,6 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="intra-op threads for the predictors (torch and onnxruntime); default: theirs",
     )
     p.set_defaults(func=cmd_bench)
+
+    from pipeline.triton_server import register_cli  # `triton-serve`: the real Triton server, its own module
+
+    register_cli(sub, DEFAULT_ARTIFACTS)
     return parser
 
 

@@ -57,6 +57,10 @@ class Flavour:
         """What follows '<model>_' in the Triton model name."""
         return self.format if self.backend is None else f"{self.format}_{self.backend}"
 
+    def model_name(self, model: str) -> str:
+        """The Triton model name of `model` in this flavour: '<model>_onnx', '<model>_onnx_python'."""
+        return f"{model}_{self.suffix}"
+
 
 def _python_format() -> str:
     """The format the Python-backend flavour serves: the one onnxruntime loads (model.py runs onnxruntime)."""
@@ -69,12 +73,12 @@ FLAVOURS = (*(Flavour(f) for f in TRITON_FORMATS), PYTHON_FLAVOUR)  # what the r
 
 def triton_model_name(model: str, fmt: str, backend: str | None = None) -> str:
     """The Triton model name of `model`'s `fmt` artifact: '<model>_onnx', or '<model>_onnx_python' on `backend`."""
-    return f"{model}_{Flavour(fmt, backend).suffix}"
+    return Flavour(fmt, backend).model_name(model)
 
 
 def served_names(model: str, fmt: str) -> list[str]:
     """The Triton model names that may serve `model`'s `fmt` artifact, the format's own backend first."""
-    return [triton_model_name(model, f.format, f.backend) for f in FLAVOURS if f.format == fmt]
+    return [f.model_name(model) for f in FLAVOURS if f.format == fmt]
 
 
 def tensor_names(entry: ModelEntry, fmt: str) -> tuple[list[str], list[str]]:

@@ -34,11 +34,11 @@ def repo(manifest, tmp_path_factory) -> Path:
 
 
 def flavour_names(model: str) -> list[str]:
-    return [triton_model_name(model, f.format, f.backend) for f in FLAVOURS]
+    return [f.model_name(model) for f in FLAVOURS]
 
 
 def python_name(model: str) -> str:
-    return triton_model_name(model, PYTHON_FLAVOUR.format, PYTHON_FLAVOUR.backend)
+    return PYTHON_FLAVOUR.model_name(model)
 
 
 def parse_config(path: Path):
