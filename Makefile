@@ -59,7 +59,7 @@ bench: setup
 	$(PY) -m pipeline bench --artifacts $(ARTIFACTS) $(if $(QUICK),--quick)
 
 triton: setup
-	$(PY) -m pipeline export --triton $(ARTIFACTS)/triton --artifacts $(ARTIFACTS)
+	$(PY) -m pipeline triton $(ARTIFACTS)/triton --artifacts $(ARTIFACTS)
 
 triton-serve: setup
 	@test -f $(ARTIFACTS)/manifest.json || $(MAKE) train export

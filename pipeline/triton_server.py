@@ -351,14 +351,19 @@ def measure_oip(url: str, model: str, clients: int = 1, seconds: float = 3.0) ->
 # ---- `python -m pipeline triton-serve` ------------------------------------------------------------------
 
 
-def register_cli(sub: Any, artifacts_default: Path) -> None:
-    """Add the `triton-serve` command to the CLI's subparsers."""
-    p = sub.add_parser("triton-serve", help="serve the models on the real Triton server (Python backend), loopback")
+def register_cli(command: Any, artifacts_default: Path) -> None:
+    """Add `triton-serve` through the CLI's `command(name, summary) -> ArgumentParser`."""
+    p = command("triton-serve", "serve the models on the real Triton server (Python backend) on 127.0.0.1")
     p.add_argument("--models", default="all", help="'all' or comma-separated catalog names")
     p.add_argument("--artifacts", type=Path, default=artifacts_default, help="artifacts directory")
-    p.add_argument("--repository", type=Path, default=None, help="model repository (default ARTIFACTS/triton)")
-    p.add_argument("--port", type=int, default=8000, help="HTTP port on 127.0.0.1 (default 8000)")
-    p.add_argument("--triton-env", type=Path, default=None, help="the environment `make triton-env` made")
+    p.add_argument("--repository", type=Path, default=None, help="model repository (default: ARTIFACTS/triton)")
+    p.add_argument("--port", type=int, default=8000, help="HTTP port on 127.0.0.1")
+    p.add_argument(
+        "--triton-env",
+        type=Path,
+        default=None,
+        help="the environment `make triton-env` made (default: $PIPELINE_TRITON_ENV, else .venv-triton)",
+    )
     p.set_defaults(func=cmd_triton_serve)
 
 
