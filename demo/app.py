@@ -1,29 +1,23 @@
 """The Gradio demo: one example through any exported artifact, in torch or onnxruntime.
 
-    python demo/app.py [--artifacts DIR] [--host 127.0.0.1] [--port N]
+    python demo/app.py [--artifacts DIR] [--host 127.0.0.1] [--port N] [--threads N]
 
-A thin face over `predict(model, fmt, device, features) -> dict`, a plain function that can be
-called and tested without the UI. Artifacts are found through the manifest and loaded by the one
-loader (pipeline/runtime.py), lazily and once per (model, format, device), sha256-checked first.
-Nothing here imports torch: an ONNX prediction never does, the torch runtimes import it on first use.
-
-`create_app(artifacts)` builds the FastAPI app (Gradio mounted at "/", the shared PredictorCache at
-`app.state.predictors`, the manifest at `app.state.manifest`); `main()` serves it with uvicorn.
+A thin face over `predict(model, fmt, device, features) -> dict`, which is
+`pipeline.service.Service.predict`: a plain function that can be called and tested without the UI.
+`build_demo(service)` builds the page, and `demo` (the page for ./artifacts, built on first use) is
+there as in Gradio's own demos; `create_app(artifacts)` puts the page, the Open Inference Protocol
+routes and the request limits into one FastAPI app (demo/server.py) and `main()` serves it.
+Nothing here imports torch: the torch runtimes import it on first use.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
-import html
-import json
 import logging
 import os
-import socket
 import sys
-import threading
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +31,12 @@ import fastapi  # noqa: E402
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 
-from pipeline.devices import cuda_device_count  # noqa: E402
-from pipeline.inputs import InputError, parse_features  # noqa: E402
-from pipeline.manifest import MANIFEST, ArtifactError, Manifest, ManifestError, ModelEntry  # noqa: E402
-from pipeline.runtime import ARTIFACT_OF, DEVICES, PREDICT_FORMATS, PredictorCache, RuntimeUnavailable  # noqa: E402
+from demo import server, views  # noqa: E402
+from pipeline import formats  # noqa: E402
+from pipeline.errors import UserError  # noqa: E402
+from pipeline.manifest import ManifestError, ModelEntry  # noqa: E402
+from pipeline.runtime import DEVICES  # noqa: E402
+from pipeline.service import Service, cuda_unavailable_reason, formats_of  # noqa: E402
 
 log = logging.getLogger("demo")
 
@@ -49,173 +45,65 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
 SMALL_INPUT = 16  # up to this many features: one number field each; wider inputs: one text area
 PLOT_MAX = 64  # outputs with 2..PLOT_MAX values are also drawn as a bar chart
-FORMAT_LABELS = {
-    "torchscript": "TorchScript · torch",
-    "onnx": "ONNX · onnxruntime",
-    "pt2": "torch.export .pt2 · torch",
-    "eager": "eager state_dict · torch",
-}
-FAILURES = (InputError, ManifestError, ArtifactError, RuntimeUnavailable)
 
 
 # ---- the plain function ---------------------------------------------------------------------------
 
 
-def cuda_unavailable_reason() -> str | None:
-    """Why CUDA cannot be picked here, or None where a CUDA GPU is visible (asked of libcuda, no torch)."""
-    if cuda_device_count() > 0:
-        return None
-    return "no CUDA GPU is visible on this machine"
-
-
-class DemoService:
-    """The manifest, the predictor cache and `predict` for one artifacts directory.
-
-    A missing or unusable manifest is kept as `error` (one line saying how to create the
-    artifacts) instead of raised, so the app can still start and show it.
-    """
-
-    def __init__(self, artifacts: Path | str, threads: int | None = None) -> None:
-        self.artifacts = Path(artifacts)
-        self.threads = threads
-        self._manifest: Manifest | None = None
-        self._predictors: PredictorCache | None = None
-        self._signature: tuple[int, int, int] | None = None  # the manifest file the cache was built from
-        self._reload_lock = threading.Lock()
-        self.error: str | None = None
-        self._served: set[tuple[str, str, str]] = set()  # (model, format, device) already answered
-        self.refresh()
-
-    @property
-    def manifest(self) -> Manifest | None:
-        self.refresh()
-        return self._manifest
-
-    @property
-    def predictors(self) -> PredictorCache | None:
-        self.refresh()
-        return self._predictors
-
-    def refresh(self) -> None:
-        """Follow `make export`: reload the manifest (and start a new cache) when its file changed.
-
-        One stat per call. Export removes the revision folders the new manifest no longer lists, so
-        serving on from the old manifest would fail on files that are gone.
-        """
-        path = self.artifacts / MANIFEST
-        try:
-            st = path.stat()
-            signature = (st.st_mtime_ns, st.st_size, st.st_ino)
-        except OSError:
-            signature = None
-        if signature == self._signature and (self._manifest is not None or self.error is not None):
-            return
-        with self._reload_lock:
-            if signature == self._signature and (self._manifest is not None or self.error is not None):
-                return
-            try:
-                manifest = Manifest.load(self.artifacts)
-            except ManifestError as exc:
-                self._manifest, self._predictors, self.error = None, None, str(exc)
-            else:
-                self._manifest, self.error = manifest, None
-                self._predictors = PredictorCache(manifest, threads=self.threads)
-                self._served = set()
-            if self._signature is not None:
-                log.warning("manifest changed on disk: reloaded %s", path)
-            self._signature = signature
-
-    def entry(self, model: Any) -> ModelEntry:
-        if self.manifest is None:
-            raise ManifestError(self.error or f"no manifest in {self.artifacts}")
-        return self.manifest.model(model.strip() if isinstance(model, str) else model)
-
-    def predict(self, model: str, fmt: str, device: str, features: str | list) -> dict:
-        """One example through `model`'s `fmt` artifact on `device` (cpu, cuda or auto).
-
-        `features`: numbers separated by commas or spaces, or a JSON list (or a Python list).
-        Returns {"outputs": {name: [floats]}, "format", "runtime", "device" (what really ran),
-        "latency_ms", ...}. Bad input raises gr.Error with one line naming what was expected.
-        """
-        try:
-            return self._predict(model, fmt, device, features)
-        except FAILURES as exc:
-            raise gr.Error(str(exc), print_exception=False) from None
-        except gr.Error:
-            raise
-        except Exception as exc:  # a bug, not the caller's input: logged in full, one line out
-            log.exception("predict(%r, %r, %r) failed", model, fmt, device)
-            raise gr.Error(
-                f"the prediction failed unexpectedly ({type(exc).__name__}); the server log has the details",
-                print_exception=False,
-            ) from None
-
-    def _predict(self, model: Any, fmt: Any, device: Any, features: Any) -> dict:
-        entry = self.entry(model)
-        fmt = fmt.strip().lower() if isinstance(fmt, str) else fmt
-        if fmt not in PREDICT_FORMATS:
-            raise InputError(f"unknown format {fmt!r}; expected one of: {', '.join(PREDICT_FORMATS)}")
-        entry.artifact(ARTIFACT_OF[fmt])  # a ManifestError naming the formats this model has
-        device = (device.strip().lower() or "cpu") if isinstance(device, str) else device
-        if not isinstance(device, str) or (device not in DEVICES and not device.startswith("cuda:")):
-            raise InputError(f"unknown device {device!r}; expected one of: {', '.join(DEVICES)}")
-        reason = cuda_unavailable_reason()
-        if device.startswith("cuda") and reason:  # refused before loading anything (or importing torch)
-            raise RuntimeUnavailable(f"device {device} is unavailable: {reason}; use cpu or auto")
-        values = parse_features(features, entry.name, entry.features)
-        assert self.predictors is not None
-        key = (entry.name, fmt, device)
-        first = key not in self._served
-        predictor = self.predictors.get(entry.name, fmt, device)  # loaded (sha256 first) once, then cached
-        self._served.add(key)
-        start = time.perf_counter()
-        result = predictor.predict(values)
-        latency_ms = (time.perf_counter() - start) * 1000.0
-        outputs = {}
-        for name, value in result.items():
-            flat = np.asarray(value, dtype=np.float64).reshape(-1)
-            if not np.isfinite(flat).all():
-                raise InputError(
-                    f"{entry.name}'s output {name} is not finite for this input (float32 overflow); "
-                    "expected inputs of a smaller magnitude"
-                )
-            outputs[name] = flat.tolist()
-        return {
-            "model": entry.name,
-            "format": predictor.format,
-            "runtime": predictor.runtime,
-            "device": predictor.device,
-            "requested_device": device,
-            "outputs": outputs,
-            "latency_ms": round(latency_ms, 4),
-            "load_ms": round(predictor.load_seconds * 1000.0, 3) if first else 0.0,
-        }
-
-
 @functools.lru_cache(maxsize=8)
-def service(artifacts: Path | str = DEFAULT_ARTIFACTS) -> DemoService:
-    """The DemoService for a directory, created once per process."""
-    return DemoService(Path(artifacts).resolve())
+def service(artifacts: Path | str = DEFAULT_ARTIFACTS) -> Service:
+    """The Service for a directory, created once per process."""
+    return Service(Path(artifacts).resolve())
 
 
 def predict(model: str, fmt: str, device: str, features: str | list, artifacts: Path | str = DEFAULT_ARTIFACTS) -> dict:
-    """`DemoService.predict` on the artifacts in `artifacts` (default ./artifacts), without any UI."""
+    """`Service.predict` on the artifacts in `artifacts` (default ./artifacts), without any UI."""
     return service(artifacts).predict(model, fmt, device, features)
+
+
+def attempt(what: str, call: Callable[[], Any]) -> tuple[Any, str | None]:
+    """(call(), None), or (None, why in one line): a UserError's own message; anything else is a bug, logged in
+    full and named by its type only."""
+    try:
+        return call(), None
+    except (UserError, formats.UnknownFormat) as exc:
+        return None, str(exc)
+    except Exception as exc:  # noqa: BLE001 - a bug, not the caller's input
+        log.exception("%s failed", what)
+        return None, f"the {what} failed unexpectedly ({type(exc).__name__}); the server log has the details"
+
+
+def api_predict(svc: Service) -> Callable[[str, str, str, str | list], dict]:
+    """`svc.predict` as the page's public `predict` API: a failure becomes a gr.Error with one line."""
+
+    def predict(model: str, fmt: str, device: str, features: str | list) -> dict:
+        answer, why = attempt("prediction", lambda: svc.predict(model, fmt, device, features))
+        if why:
+            raise gr.Error(why, print_exception=False)
+        return answer
+
+    predict.__doc__ = Service.predict.__doc__
+    return predict
+
+
+def api_compare(svc: Service) -> Callable[[str, str, str | list], list[dict]]:
+    """`svc.compare` as the page's public `compare` API: a failure becomes a gr.Error with one line."""
+
+    def compare(model: str, device: str, features: str | list) -> list[dict]:
+        rows, why = attempt("comparison", lambda: svc.compare(model, device, features))
+        if why:
+            raise gr.Error(why, print_exception=False)
+        return rows
+
+    compare.__doc__ = Service.compare.__doc__
+    return compare
 
 
 # ---- the face -------------------------------------------------------------------------------------
 
 
-def _fmt_number(v: float) -> str:
-    return f"{v:.6g}"
-
-
 def _features_text(values: Sequence[float]) -> str:
     return ", ".join(format(float(v), ".9g") for v in values)  # .9g: float32 round-trips exactly
-
-
-def _formats_of(entry: ModelEntry) -> list[str]:
-    return [f for f in PREDICT_FORMATS if ARTIFACT_OF[f] in entry.artifacts]
 
 
 def _model_label(entry: ModelEntry) -> str:
@@ -231,73 +119,18 @@ def _model_info(entry: ModelEntry) -> str:
     )
 
 
-def _summary_md(entry: ModelEntry) -> str:
-    raw = entry.raw
-    lines = []
-    recipe = raw.get("recipe") or {}
-    if recipe:
-        lines.append(
-            f"Trained with `{raw.get('variant', '')}`: {recipe.get('loss')} loss, {recipe.get('optimizer')} "
-            f"lr {recipe.get('lr')}, {recipe.get('epochs')} epochs on {raw.get('trained_on', '?')}; "
-            f"final loss {raw.get('final_loss', float('nan')):.4g}. Revision `{raw.get('revision', '?')}`."
-        )
-    summary = raw.get("summary")
-    lines.append(f"```\n{summary}\n```" if summary else "_no architecture summary in the manifest_")
-    return "\n\n".join(lines)
-
-
-def _loss_image(service_: DemoService, entry: ModelEntry) -> Any:
-    """The training loss curve export drew (loss.png), as a PIL image; None when there is none."""
-    plot = entry.raw.get("plot")
-    if not plot or service_.manifest is None:
+def _image(svc: Service, rel: str | None) -> Any:
+    """A PNG the manifest lists (loss.png, lr_study.png), as a PIL image; None when there is none."""
+    manifest = svc.manifest
+    if not rel or manifest is None:
         return None
     try:
         from PIL import Image
 
-        with Image.open(service_.manifest.path_of(plot)) as img:
+        with Image.open(manifest.path_of(rel)) as img:
             return img.convert("RGB")
     except (OSError, ManifestError):
         return None
-
-
-PARITY_COLUMNS = ["format", "runtime", "device", "output", "max_abs", "max_rel", "passed", "error"]
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.3g}"
-    return "" if value is None else str(value)
-
-
-def _parity(entry: ModelEntry) -> tuple[str, list[list[Any]]]:
-    parity = entry.raw.get("parity") or {}
-    rows = parity.get("rows") or []
-    table = [[_cell(r.get(c)) for c in PARITY_COLUMNS] for r in rows if isinstance(r, dict)]
-    if not parity:
-        return "Parity: _not recorded in the manifest_", table
-    verdict = "passed" if parity.get("passed") else "**FAILED**"
-    return (
-        f"Parity against the eager model: {verdict} — {sum(r[6] == 'yes' for r in table)}/{len(table)} rows "
-        f"within atol {parity.get('atol')}, rtol {parity.get('rtol')}",
-        table,
-    )
-
-
-def _result_md(entry: ModelEntry, result: dict) -> str:
-    outs = result["outputs"]
-    first = next(iter(outs))
-    head = ", ".join(f"{first}[{i}] = {_fmt_number(v)}" for i, v in enumerate(outs[first][:4]))
-    if len(outs[first]) == 1:
-        head = f"{first} = {_fmt_number(outs[first][0])}"
-    rows = "\n".join(f"| {name} | {', '.join(_fmt_number(v) for v in values)} |" for name, values in outs.items())
-    loaded = f" (loaded and sha256-checked in {result['load_ms']:.1f} ms on this call)" if result["load_ms"] else ""
-    return (
-        f"### {head}\n\n| output | values |\n|---|---|\n{rows}\n\n"
-        f"**runtime** {result['runtime']} · **ran on** `{result['device']}` "
-        f"(asked for {result['requested_device']}) · **latency** {result['latency_ms']:.3f} ms{loaded}"
-    )
 
 
 def _chart(entry: ModelEntry, result: dict) -> Any:
@@ -320,16 +153,6 @@ def _chart(entry: ModelEntry, result: dict) -> Any:
     )
 
 
-def _escape(message: str) -> str:
-    """gr.Error messages are rendered as HTML in the page: show what was typed, never run it."""
-    return html.escape(message, quote=False)
-
-
-CSS = """
-#device-picker label.unavailable { opacity: 0.45; cursor: not-allowed; }
-#prediction h3 { margin-top: 0; }
-"""
-
 DISABLE_CUDA_JS = """
 () => {
   const reason = %s;
@@ -347,45 +170,45 @@ DISABLE_CUDA_JS = """
 """
 
 
-def build_blocks(svc: DemoService) -> gr.Blocks:
-    """The page. Every event but the public `predict` API is private to the page."""
+def build_demo(svc: Service) -> gr.Blocks:
+    """The page over `svc`. Every event but the public `predict` and `compare` APIs is private to the page."""
     with gr.Blocks(title="seed-pipeline demo") as blocks:
         gr.Markdown(
             "# seed-pipeline: one example through any exported artifact\n"
             "Pick a model, an artifact (which picks the runtime) and a device, enter one example, "
-            "and see the prediction, what really ran it and how long it took."
+            "and see the prediction, what it should be, what really ran it and how long it took; "
+            "or compare every artifact and runtime on the same example."
         )
-        # The API: a typed, plain function; its inputs and outputs are JSON, no components.
-        gr.api(svc.predict, api_name="predict", api_description=DemoService.predict.__doc__)
-        if svc.manifest is None or not svc.manifest.models:
-            gr.Markdown(
-                f"## No artifacts to serve yet\n\n{_escape(svc.error or 'the manifest lists no models')}\n\n"
-                f"Create them with `make train export ARTIFACTS={svc.artifacts}` (or `make demo`, which "
-                "trains and exports first), then start `python demo/app.py` again.",
-                elem_id="no-manifest",
-            )
+        # The APIs: typed, plain functions; their inputs and outputs are JSON, no components.
+        gr.api(api_predict(svc), api_name="predict", api_description=Service.predict.__doc__)
+        gr.api(api_compare(svc), api_name="compare", api_description=Service.compare.__doc__)
+        manifest = svc.manifest
+        if manifest is None or not manifest.models:
+            gr.HTML(views.no_manifest(svc.artifacts, svc.error, DEFAULT_ARTIFACTS), elem_id="no-manifest")
             return blocks
-        _build_page(svc)
+        _build_page(svc, list(manifest.models.values()))
     return blocks
 
 
-def _input_form(entry: ModelEntry) -> tuple[list[Any], str]:
-    """The input fields for one model: a number field per feature, or one text area for wide inputs."""
+def _input_form(entry: ModelEntry) -> tuple[list[Any], str, Any]:
+    """The input fields for one model (a number field per feature, or one text area for wide inputs),
+    and its catalog examples (None when it has none)."""
     example = entry.examples[0] if entry.examples else [0.0] * len(entry.features)
+    examples = None
     if len(entry.features) <= SMALL_INPUT:
         with gr.Row():
             numbers = [
-                gr.Number(label=feat, value=float(example[i]), elem_id=f"{entry.name}-{feat}")
+                gr.Number(label=feat, value=float(example[i]), elem_id=f"{entry.name}-{feat}", min_width=80)
                 for i, feat in enumerate(entry.features)
             ]
         if entry.examples:
-            gr.Examples(
+            examples = gr.Examples(
                 examples=[list(map(float, ex)) for ex in entry.examples],
                 inputs=numbers,
-                label=f"{entry.name}: catalog examples",
+                label=f"{entry.name}: catalog examples (a click fills and runs one)",
                 api_visibility="private",
             )
-        return numbers, "numbers"
+        return numbers, "numbers", examples
     width = len(entry.features)
     text = gr.Textbox(
         value=_features_text(example),
@@ -406,23 +229,36 @@ def _input_form(entry: ModelEntry) -> tuple[list[Any], str]:
     )
     catalog.click(lambda: _features_text(example), outputs=text, api_visibility="private", queue=False)
     if entry.examples:
-        gr.Examples(
+        examples = gr.Examples(
             examples=[[_features_text(ex)] for ex in entry.examples],
             inputs=[text],
-            label=f"{entry.name}: catalog examples",
+            label=f"{entry.name}: catalog examples (a click fills and runs one)",
             example_labels=[f"catalog example {i + 1}" for i in range(len(entry.examples))],
             api_visibility="private",
         )
-    return [text], "text"
+    return [text], "text", examples
 
 
-def _build_page(svc: DemoService) -> None:
-    assert svc.manifest is not None
-    entries = list(svc.manifest.models.values())
+def _model_panel(svc: Service, entry: ModelEntry) -> tuple:
+    """The model panel's values for `entry`: figures text, loss curve, seed figure, activation plot, parity."""
+    figure, figure_label = views.seed_figure(entry)
+    frame = views.activation_frame(entry.raw.get("activation"))
+    text, rows = views.parity(entry)
+    return (
+        views.figures_md(entry),
+        _image(svc, entry.raw.get("plot")),
+        gr.update(value=_image(svc, figure), label=figure_label, visible=figure is not None),
+        gr.update(value=frame, visible=frame is not None),
+        text,
+        gr.update(value=rows),
+    )
+
+
+def _build_page(svc: Service, entries: list[ModelEntry]) -> None:
     first = entries[0]
     reason = cuda_unavailable_reason()
-    with gr.Row():
-        with gr.Column(scale=2):
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2, min_width=300):
             model = gr.Dropdown(
                 choices=[(_model_label(e), e.name) for e in entries],
                 value=first.name,
@@ -430,10 +266,10 @@ def _build_page(svc: DemoService) -> None:
                 elem_id="model-picker",
             )
             model_info = gr.Markdown(_model_info(first), elem_id="model-info")
-            formats = _formats_of(first)
+            served = formats_of(first)
             fmt = gr.Radio(
-                choices=[(FORMAT_LABELS[f], f) for f in formats],
-                value="onnx" if "onnx" in formats else formats[0],
+                choices=[(formats.label(f), f) for f in served],
+                value=formats.DEFAULT_FORMAT if formats.DEFAULT_FORMAT in served else served[0],
                 label="Artifact · runtime",
                 elem_id="format-picker",
             )
@@ -444,174 +280,156 @@ def _build_page(svc: DemoService) -> None:
                 info=(f"cuda is unavailable: {reason}; auto runs on the CPU" if reason else "auto: CUDA if it loads"),
                 elem_id="device-picker",
             )
-            groups, fields, slots = [], [], {}
+            groups, fields, slots, examples = [], [], {}, []
             for entry in entries:
                 with gr.Group(visible=entry is first, elem_id=f"input-{entry.name}") as group:
-                    inputs, kind = _input_form(entry)
+                    inputs, kind, ex = _input_form(entry)
                 slots[entry.name] = (len(fields), len(fields) + len(inputs), kind)
                 fields.extend(inputs)
                 groups.append(group)
-            run = gr.Button("Predict", variant="primary", elem_id="predict-button")
-        with gr.Column(scale=3):
-            result_md = gr.Markdown("_Press Predict._", elem_id="prediction")
+                if ex is not None:
+                    examples.append(ex)
+            with gr.Row():
+                run = gr.Button("Predict", variant="primary", elem_id="predict-button", min_width=120)
+                compare = gr.Button("Compare all formats", elem_id="compare-button", min_width=120)
+        with gr.Column(scale=3, min_width=300):
+            result_html = gr.HTML(views.placeholder(first), elem_id="prediction", padding=True)
             chart = gr.BarPlot(x="value name", y="value", color="output", visible=False, elem_id="prediction-chart")
             with gr.Accordion("API response (JSON)", open=False):
                 raw = gr.JSON(elem_id="prediction-json")
+    shown = gr.State(None)  # the answer in the result area, to mark stale when its inputs change
+    panel = _model_panel(svc, first)
     with gr.Accordion("Model", open=True):
+        figures = gr.Markdown(panel[0], elem_id="model-summary")
         with gr.Row():
-            summary = gr.Markdown(_summary_md(first), elem_id="model-summary")
-            loss = gr.Image(_loss_image(svc, first), label="Training loss", interactive=False, elem_id="loss-curve")
-        parity_text, parity_rows = _parity(first)
-        parity_md = gr.Markdown(parity_text)
+            loss = gr.Image(panel[1], label="Training loss", interactive=False, elem_id="loss-curve", min_width=280)
+            figure, figure_label = views.seed_figure(first)
+            seed_figure = gr.Image(
+                _image(svc, figure),
+                label=figure_label,
+                visible=figure is not None,
+                interactive=False,
+                elem_id="seed-figure",
+                min_width=280,
+            )
+            frame = views.activation_frame(first.raw.get("activation"))
+            activation = gr.LinePlot(
+                x="x",
+                y="value",
+                color="function",
+                value=frame,
+                visible=frame is not None,
+                label="Activation (seed 004 §11.3.2 draws sigmoid, ReLU and tanh)",
+                elem_id="activation-plot",
+                min_width=280,
+            )
+        parity_md = gr.Markdown(panel[4], elem_id="parity-rule")
         parity = gr.Dataframe(
-            value=parity_rows, headers=PARITY_COLUMNS, interactive=False, label="Parity", elem_id="parity"
+            value=views.parity(first)[1],
+            headers=views.PARITY_COLUMNS,
+            interactive=False,
+            label="Parity",
+            elem_id="parity",
         )
+    panel_outputs = [figures, loss, seed_figure, activation, parity_md, parity]
+    results = [result_html, chart, raw, shown]
 
     def on_model(name: str):
         entry = svc.entry(name)
-        fmts = _formats_of(entry)
-        text, rows = _parity(entry)
+        fmts = formats_of(entry)
         return (
             *[gr.update(visible=e.name == entry.name) for e in entries],
-            gr.update(choices=[(FORMAT_LABELS[f], f) for f in fmts]),
+            gr.update(choices=[(formats.label(f), f) for f in fmts]),
             _model_info(entry),
-            _summary_md(entry),
-            _loss_image(svc, entry),
-            text,
-            gr.update(value=rows),
-            "_Press Predict._",
+            *_model_panel(svc, entry),
+            views.placeholder(entry),
             gr.update(visible=False, value=None),
+            None,
             None,
         )
 
     model.change(
         on_model,
         inputs=model,
-        outputs=[*groups, fmt, model_info, summary, loss, parity_md, parity, result_md, chart, raw],
+        outputs=[*groups, fmt, model_info, *panel_outputs, *results],
         api_visibility="private",
         queue=False,
     )
 
-    def on_predict(name: str, fmt_: str, device_: str, *values: Any):
+    def on_input(name: str, previous: str | None):
+        """Any change of input, format or device: the answer on screen no longer belongs to it."""
+        try:
+            entry = svc.entry(name)
+        except UserError:
+            entry = None
+        return views.stale(previous, entry), gr.update(visible=False), None, previous
+
+    for component in (fmt, device, *fields):
+        component.input(on_input, inputs=[model, shown], outputs=results, api_visibility="private", queue=False)
+
+    def features_of(name: str, values: Sequence[Any]) -> str | list:
         start, stop, kind = slots.get(name, (0, 0, "numbers"))
         given = values[start:stop]
-        features = given[0] if kind == "text" else list(given)
-        try:
-            result = svc.predict(name, fmt_, device_, features)
-        except gr.Error as exc:
-            raise gr.Error(_escape(exc.message), print_exception=False) from None
-        entry = svc.entry(name)
-        return _result_md(entry, result), _chart(entry, result), result
+        return given[0] if kind == "text" else list(given)
 
-    run.click(
-        on_predict,
+    hidden = gr.update(visible=False, value=None)
+
+    def on_predict(name: str, fmt_: str, device_: str, *values: Any):
+        features = features_of(name, values)
+        answer, why = attempt("prediction", lambda: svc.predict(name, fmt_, device_, features))
+        if why:  # the reason stays in the result area, in full, until the next action
+            return views.error(why), hidden, {"error": why}, None
+        entry = svc.entry(name)
+        page = views.result(entry, answer, features if isinstance(features, list) else None)
+        return page, _chart(entry, answer), answer, page
+
+    def on_compare(name: str, device_: str, *values: Any):
+        features = features_of(name, values)
+        rows, why = attempt("comparison", lambda: svc.compare(name, device_, features))
+        if why:
+            return views.error(why, "Compare"), hidden, {"error": why}, None
+        given = features if isinstance(features, list) else None
+        page = views.comparison(svc.entry(name), rows, device_, given)
+        return page, hidden, rows, page
+
+    predict_args = dict(
+        fn=on_predict,
         inputs=[model, fmt, device, *fields],
-        outputs=[result_md, chart, raw],
+        outputs=results,
+        api_visibility="private",
+        concurrency_id="predict",
+    )
+    run.click(**predict_args)
+    for component in fields:  # Enter in an input runs Predict
+        component.submit(**predict_args)
+    for ex in examples:  # a click on an example row fills it, then runs it
+        ex.load_input_event.then(**predict_args)
+    compare.click(
+        on_compare,
+        inputs=[model, device, *fields],
+        outputs=results,
         api_visibility="private",
         concurrency_id="predict",
     )
 
 
-# ---- the app and the server -----------------------------------------------------------------------
-
-# A predict request carries at most MAX_TEXT_CHARS (200,000) characters of input: 1 MiB of JSON is
-# plenty. /v2 (the Open Inference Protocol, pipeline/oip.py) keeps its own, larger limit for batches.
-MAX_REQUEST_BYTES = 1024 * 1024
-# The page has no file inputs: Gradio's upload route would only store (and serve back) strangers' files.
-REFUSED_ROUTES = ("/gradio_api/upload", "/upload")
-MAX_SESSIONS = 256  # Gradio sessions kept in memory, the least recently used dropped first (see create_app)
-
-
-class RequestLimits:
-    """ASGI middleware: 413 for a request body over `max_bytes`, declared or streamed, before any
-    route reads or parses it; 404 for Gradio's upload route."""
-
-    def __init__(self, app: Any, max_bytes: int = MAX_REQUEST_BYTES) -> None:
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        path = scope.get("path", "")
-        if scope["type"] != "http" or path == "/v2" or path.startswith("/v2/"):
-            return await self.app(scope, receive, send)
-        if path.rstrip("/") in REFUSED_ROUTES:
-            return await _plain_response(send, 404, "not found")
-        too_large = f"request body over the limit of {self.max_bytes:,} bytes"
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            return await _plain_response(send, 413, too_large)
-        seen, started = 0, False
-
-        async def limited_receive() -> dict:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.max_bytes:  # a chunked body with no Content-Length
-                raise fastapi.HTTPException(413, too_large)  # FastAPI answers it as it is
-            return message
-
-        async def watched_send(message: dict) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, watched_send)
-        except fastapi.HTTPException as exc:
-            if exc.status_code != 413 or started:
-                raise
-            await _plain_response(send, 413, too_large)
-
-
-async def _plain_response(send: Any, status: int, message: str) -> None:
-    body = json.dumps({"detail": message}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-def create_app(artifacts: Path, threads: int | None = None) -> fastapi.FastAPI:
-    """The FastAPI app: Gradio at "/", `app.state.predictors` (the one PredictorCache, None without a
-    manifest), `app.state.manifest` (None without one) and `app.state.service`."""
-    svc = DemoService(artifacts, threads=threads)
+def create_app(artifacts: Path | str, threads: int | None = None) -> fastapi.FastAPI:
+    """The FastAPI app serving `artifacts`: the page at "/", the Open Inference Protocol at /v2 and
+    /healthz, all asking one Service (`app.state.service`)."""
+    svc = Service(artifacts, threads=threads)
     if svc.error:
         log.warning("%s", svc.error)
-    app = fastapi.FastAPI(title="seed-pipeline demo", docs_url=None, redoc_url=None, openapi_url=None)
-    app.add_middleware(RequestLimits)  # oversized bodies and uploads are refused before any route sees them
-    app.state.service = svc
-    app.state.manifest = svc.manifest
-    app.state.predictors = svc.predictors
-    app.state.artifacts = svc.artifacts
-
-    @app.get("/healthz", include_in_schema=False)
-    def healthz() -> dict:
-        """Liveness, the models served, and whether any torch runtime has been loaded yet."""
-        return {
-            "ok": svc.manifest is not None,
-            "models": list(svc.manifest.models) if svc.manifest else [],
-            "error": svc.error,
-            "torch_imported": "torch" in sys.modules,
-        }
-
-    # extra routes (Open Inference Protocol) are included here
-    from pipeline.oip import oip_router  # /v2/...: KServe v2 / Triton's HTTP API over the same predictors
-
-    app.include_router(oip_router(lambda: svc.manifest, lambda: svc.predictors))
-
-    blocks = build_blocks(svc)
-    # Gradio keeps state for each session, and an API call that names none (curl, httpx) gets a new
-    # one: about 130 KB for this page, 10,000 of them by default. Bounded, memory stays flat under load.
-    blocks.state_session_capacity = MAX_SESSIONS
     reason = cuda_unavailable_reason()
-    return gr.mount_gradio_app(
-        app,
-        blocks,
-        path="/",
-        footer_links=["api", "gradio"],
-        run_history=False,
-        show_error=False,  # only gr.Error messages reach the page; anything else stays in the log
-        css=CSS,
-        js=DISABLE_CUDA_JS % repr(f"cuda is unavailable: {reason}") if reason else None,
-    )
+    js = DISABLE_CUDA_JS % repr(f"cuda is unavailable: {reason}") if reason else None
+    return server.create_app(svc, build_demo(svc), css=views.CSS, js=js)
+
+
+def __getattr__(name: str) -> Any:
+    """`demo`: the page for ./artifacts, built on first use, as Gradio's own demos name theirs (main() serves
+    it behind the request limits; Gradio's own launcher would serve it without them)."""
+    if name == "demo":
+        return build_demo(service(DEFAULT_ARTIFACTS))
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _port(value: str) -> int:
@@ -622,6 +440,7 @@ def _port(value: str) -> int:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line: --artifacts, --host, --port (else GRADIO_SERVER_PORT, else 7860), --threads."""
     env_port = os.environ.get("GRADIO_SERVER_PORT")
     parser = argparse.ArgumentParser(prog="demo/app.py", description=__doc__.splitlines()[0])
     parser.add_argument("--artifacts", type=Path, default=DEFAULT_ARTIFACTS, help="artifacts directory (./artifacts)")
@@ -651,41 +470,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Serve the demo with uvicorn until interrupted; prints the URL once it answers."""
-    import uvicorn
-
+    """Serve the demo until interrupted; prints the URL once it answers."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
-    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted connections only for sockets that say so
-    # (without it every keep-alive response waits ~40 ms for a delayed ACK)
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((args.host, args.port))
+        sock = server.listen(args.host, args.port)
     except OSError as exc:
-        print(
-            f"demo: cannot listen on {args.host}:{args.port}: {exc.strerror}; pick another --port",
-            file=sys.stderr,
-        )
+        print(f"demo: cannot listen on {args.host}:{args.port}: {exc.strerror}; pick another --port", file=sys.stderr)
         return 2
-    port = sock.getsockname()[1]
-    shown = f"[{args.host}]" if family == socket.AF_INET6 else args.host
-    url = f"http://{shown}:{port}/"
-
+    url = server.url_of(args.host, sock)
     app = create_app(args.artifacts, threads=args.threads)
-
-    class Server(uvicorn.Server):
-        async def startup(self, sockets=None) -> None:
-            await super().startup(sockets)
-            if self.started:
-                print(f"demo: serving {args.artifacts} on {url}", flush=True)
-
-    server = Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))
-    try:
-        server.run(sockets=[sock])
-    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled; it has shut down cleanly by now
-        pass
+    server.serve(app, sock, on_start=lambda: print(f"demo: serving {args.artifacts} on {url}", flush=True))
     print("demo: stopped", flush=True)
     return 0
 

@@ -91,6 +91,12 @@ class ModelSpec:
     # The benchmarks' floor: given the state_dict as NumPy arrays, a hand-written NumPy forward pass
     # (batch, features) float32 -> the outputs in catalog order, with the weights prepared once.
     numpy_forward: NumpyPrepare | None = None
+    # The task's true function, when it has one: an expression of the input feature names for the first
+    # output (+ - * / **, numbers, pi, sin cos exp tanh). Export writes it into the manifest and the demo
+    # evaluates it with NumPy to show the right answer beside the model's; None: no true function.
+    truth: str | None = None
+    activation: str | None = None  # the nonlinearity the net uses ("relu", "sigmoid"), drawn by the demo
+    seed_figures: str = ""  # what the seed reports for a trained model (final loss, predictions), one line
 
     @property
     def default_recipe(self) -> str:
@@ -269,6 +275,8 @@ CATALOG: dict[str, ModelSpec] = {
             outputs=(TensorSpec("y", _names("y", 10)),),
             examples=(tuple(0.01 * ((7 * i) % 201 - 100) for i in range(1000)),),
             numpy_forward=_np_mlp("linear1", "linear2", "relu"),
+            activation="relu",
+            seed_figures="loss 6e2–7e2 at step 0, 2–4 at step 99, 6e-7 – 1.5e-5 at step 499",
         ),
         ModelSpec(
             name="two_layer_raw",
@@ -294,6 +302,8 @@ CATALOG: dict[str, ModelSpec] = {
             outputs=(TensorSpec("y", _names("y", 10)),),
             examples=(tuple(0.01 * ((7 * i) % 201 - 100) for i in range(1000)),),
             numpy_forward=_np_raw,
+            activation="relu",
+            seed_figures="loss 4e7–5.5e7 at epoch 0, rising to 1e8–9e8, then 6e5–1.1e6 at epoch 19",
         ),
         ModelSpec(
             name="poly3_sin",
@@ -312,6 +322,8 @@ CATALOG: dict[str, ModelSpec] = {
             examples=((0.0,), (1.0,), (math.pi / 2,), (-2.0,)),
             report=_formula,
             numpy_forward=_np_poly3,
+            truth="sin(x)",
+            seed_figures="y = −0.0037 + 0.8345x + 0.0006x² − 0.0902x³ (nn); least-squares optimum loss 8.817",
         ),
         ModelSpec(
             name="legendre3_sin",
@@ -330,6 +342,8 @@ CATALOG: dict[str, ModelSpec] = {
             export_form=models.Legendre3Inference,
             report=_formula,
             numpy_forward=_np_legendre3,
+            truth="sin(x)",
+            seed_figures="loss 461.9 at step 0, 8.94 at 1999; a ≈ 0, b ≈ −2.2085, c ≈ 0, d ≈ 0.2555",
         ),
         ModelSpec(
             name="adder_simplenn",
@@ -352,6 +366,10 @@ CATALOG: dict[str, ModelSpec] = {
             examples=((10.0, 11.0), (1.5, 2.5), (1.0, 2.0)),
             report=_predictions([[1, 2], [3, 4], [1.5, 2.5], [10, 11]]),
             numpy_forward=_np_mlp("fc1", "fc2", "relu"),
+            truth="x1 + x2",
+            activation="relu",
+            seed_figures="final loss 0.08–0.25; (1.5, 2.5) → 4.2–4.4, "
+            "(10, 11) → 17.6–19.5 (2 points extrapolate poorly)",
         ),
         ModelSpec(
             name="adder_mynet",
@@ -365,6 +383,9 @@ CATALOG: dict[str, ModelSpec] = {
             examples=((10.0, 11.0), (8.0, 9.0), (1.5, 2.5)),
             report=_predictions([[8, 9], [10, 11], [1.5, 2.5]]),
             numpy_forward=_np_mlp("input_to_hidden_layer", "hidden_to_output_layer", "relu", True),
+            truth="x1 + x2",
+            activation="relu",
+            seed_figures="(8, 9) → 16.5–17.0, (10, 11) → 20.2–21.0, (1.5, 2.5) → 4.0–4.6",
         ),
         ModelSpec(
             name="sigmoid_net",
@@ -382,6 +403,8 @@ CATALOG: dict[str, ModelSpec] = {
             examples=((1.0, 1.0), (0.0, 0.0), (2.0, -1.0)),
             report=_predictions([[1, 1]]),
             numpy_forward=_np_mlp("hidden", "output", "sigmoid"),
+            activation="sigmoid",
+            seed_figures="loss 0.3346 at epoch 0, 0.0102 at 50, 0.00033 at 99",
         ),
         ModelSpec(
             name="linear_3x",
@@ -402,6 +425,8 @@ CATALOG: dict[str, ModelSpec] = {
                 track_label="weight w",
             ),
             numpy_forward=_np_linear1,
+            truth="3 * x",
+            seed_figures="lr 0.1 converges to w ≈ 3, b ≈ 0; the study: lr 0.01 w 2.27 after 10 epochs, lr 1 diverges",
         ),
     ]
 }

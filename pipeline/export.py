@@ -17,7 +17,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,8 @@ from pipeline.errors import UserError, one_line
 from pipeline.fileio import atomic_write, atomic_write_bytes, atomic_write_json, remove_stale_temps, sha256_file
 from pipeline.loaders import quiet_torchscript
 from pipeline.manifest import MANIFEST, PARITY, SCHEMA, Manifest, ManifestError
+from pipeline.quantize import NotApplicable
+from pipeline.quantize import summary as quantize_summary
 from pipeline.summary import layer_table
 from pipeline.weights import load_state_dict
 
@@ -53,6 +55,7 @@ class ExportContext:
     example: torch.Tensor
     metadata: dict[str, Any]
     opset: int
+    written: dict[str, Path] = field(default_factory=dict)  # format -> its file, as written this revision
 
 
 def producer_version() -> str:
@@ -192,13 +195,18 @@ def export_model(spec: ModelSpec, artifacts: Path, revision: str, opset: int) ->
         opset=opset,
     )
     files = [_artifact(formats.STATE_DICT, state_path, artifacts)]
+    not_applicable: dict[str, str] = {}  # derived formats that would gain nothing for this model, and why
     for name in formats.EXPORTED:
         fmt = formats.get(name)
         path = rev_dir / fmt.filename
         try:
             formats.resolve(fmt.exporter)(ctx, path)
+        except NotApplicable as exc:
+            not_applicable[name] = str(exc)
+            continue
         except Exception as exc:
             raise ExportError(f"{spec.name}: {name} export failed: {type(exc).__name__}: {exc}") from exc
+        ctx.written[name] = path
         files.append(_artifact(name, path, artifacts))
     rel = lambda name: copied[name].relative_to(artifacts).as_posix() if name in copied else None  # noqa: E731
     return {
@@ -208,6 +216,7 @@ def export_model(spec: ModelSpec, artifacts: Path, revision: str, opset: int) ->
         "outputs": _tensor_entries(spec.outputs),
         "examples": [list(e) for e in spec.examples],
         "artifacts": files,
+        "not_applicable": not_applicable,
         "history": rel(train.HISTORY),
         "plot": rel(train.LOSS_PLOT),
         "extra": [rel(n) for n in sorted(copied) if n not in {train.STATE_DICT, train.HISTORY, train.LOSS_PLOT}],
@@ -217,6 +226,9 @@ def export_model(spec: ModelSpec, artifacts: Path, revision: str, opset: int) ->
         "final_loss": history["loss"][-1] if history.get("loss") else None,
         "report": history.get("report", {}),
         "summary": layer_table(spec),
+        "truth": spec.truth,  # an expression of the input names; the demo evaluates it with NumPy
+        "activation": spec.activation,
+        "seed_figures": spec.seed_figures,
         "revision": revision,
     }
 
@@ -286,7 +298,10 @@ def run_export(
         except ExportError as exc:
             errors.append(str(exc))  # the caller prints each on stderr, once
             continue
-        log(f"{spec.name}: exported {', '.join(formats.EXPORTED)} in {time.perf_counter() - start:.1f} s")
+        done = [a["format"] for a in entries[spec.name]["artifacts"] if a["format"] in formats.EXPORTED]
+        log(f"{spec.name}: exported {', '.join(done)} in {time.perf_counter() - start:.1f} s")
+        for name, why in entries[spec.name]["not_applicable"].items():
+            log(f"{spec.name}: {name} not applicable: {why}")
     staged = Manifest.from_dict(artifacts, {"models": entries})
     report = parity.verify(staged, list(entries), device, atol, rtol)
     previous = _previous_models(artifacts)
@@ -306,11 +321,17 @@ def run_export(
         "versions": versions(),
         "platform": {"machine": platform.machine(), "system": platform.system(), "python": sys.version.split()[0]},
         "tolerance": {
-            f.name: {"atol": f.atol if atol is None else atol, "rtol": f.rtol if rtol is None else rtol}
+            f.name: {
+                "atol": f.atol if atol is None else atol,
+                "rtol": f.rtol if rtol is None else rtol,
+                "scale": f.scale,
+            }
             for f in formats.FORMATS.values()
         },
         "models": {name: models[name] for name in order},
     }
+    if entries and formats.DERIVED:
+        log(quantize_summary(entries))
     atomic_write_json(artifacts / PARITY, {**report.as_dict(), "created": manifest["created"]})
     atomic_write_json(artifacts / MANIFEST, manifest)  # the commit point
     collect_garbage(artifacts, manifest)

@@ -52,6 +52,7 @@ class ModelEntry:
     examples: list[list[float]]
     artifacts: dict[str, Artifact]
     raw: dict[str, Any] = field(repr=False, compare=False)
+    not_applicable: dict[str, str] = field(default_factory=dict)  # derived format -> why export wrote no file
 
     @property
     def input(self) -> dict[str, Any]:
@@ -68,6 +69,8 @@ class ModelEntry:
 
     def artifact(self, fmt: str) -> Artifact:
         """The artifact of format `fmt`, or a ManifestError listing the formats this model has."""
+        if fmt in self.not_applicable:
+            raise ManifestError(f"{self.name} has no {fmt!r} artifact: not applicable ({self.not_applicable[fmt]})")
         if fmt not in self.artifacts:
             raise ManifestError(f"{self.name} has no {fmt!r} artifact; expected one of: {', '.join(self.artifacts)}")
         return self.artifacts[fmt]
@@ -167,6 +170,11 @@ def _model_entry(root: Path, name: str, entry: Any, where: str) -> ModelEntry:
             raise ManifestError(f"{where}: model {name!r} lists unknown format {art.format!r}")
         _inside(root, art.path, where)
         artifacts[art.format] = art
+    not_applicable = entry.get("not_applicable") or {}
+    if not isinstance(not_applicable, dict) or not all(
+        fmt in FORMATS and fmt not in artifacts and isinstance(why, str) for fmt, why in not_applicable.items()
+    ):
+        raise ManifestError(f"{where}: model {name!r} has a malformed 'not_applicable' (format -> reason)")
     for key in ("history", "plot"):
         if entry.get(key) is not None:
             _inside(root, entry[key], where)
@@ -179,4 +187,5 @@ def _model_entry(root: Path, name: str, entry: Any, where: str) -> ModelEntry:
         examples=need("examples", list),
         artifacts=artifacts,
         raw=entry,
+        not_applicable=dict(not_applicable),
     )

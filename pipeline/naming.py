@@ -10,7 +10,8 @@ Model names, one Triton model per manifest model and flavour:
                               e.g. adder_mynet_onnx (onnxruntime_onnx), adder_mynet_torchscript (pytorch_libtorch)
     <model>_<format>_python   the same file run by Triton's Python backend: model.py runs it with onnxruntime,
                               for a server that has the Python backend but not the format's own one
-                              (the Triton in the nvidia-pytriton wheel), e.g. adder_mynet_onnx_python
+                              (the Triton in the nvidia-pytriton wheel), e.g. adder_mynet_onnx_python;
+                              every format onnxruntime loads has one
 
 Tensor names: the manifest's (x -> sum, hidden), except for formats whose files carry no tensor
 names (TorchScript): Triton's PyTorch backend maps config names to positions by `<name>__<index>`,
@@ -62,18 +63,30 @@ class Flavour:
         return f"{model}_{self.suffix}"
 
 
-def _python_format() -> str:
-    """The format the Python-backend flavour serves: the one onnxruntime loads (model.py runs onnxruntime)."""
-    return next(f.name for f in formats.FORMATS.values() if f.triton and f.loader(formats.ONNXRUNTIME.name) is not None)
-
-
-PYTHON_FLAVOUR = Flavour(_python_format(), PYTHON_BACKEND)
-FLAVOURS = (*(Flavour(f) for f in TRITON_FORMATS), PYTHON_FLAVOUR)  # what the repository writer emits per model
+# The Python-backend flavour runs model.py, which runs the file with onnxruntime: every Triton format
+# that onnxruntime loads has one, the default format's first.
+PYTHON_FLAVOURS = tuple(
+    Flavour(name, PYTHON_BACKEND)
+    for name in sorted(TRITON_FORMATS, key=lambda name: name != formats.DEFAULT_FORMAT)
+    if formats.get(name).loader(formats.ONNXRUNTIME.name) is not None
+)
+PYTHON_FLAVOUR = PYTHON_FLAVOURS[0]  # the default format's: what a client that names no format gets
+FLAVOURS = (*(Flavour(f) for f in TRITON_FORMATS), *PYTHON_FLAVOURS)  # what the repository writer emits
 
 
 def triton_model_name(model: str, fmt: str, backend: str | None = None) -> str:
     """The Triton model name of `model`'s `fmt` artifact: '<model>_onnx', or '<model>_onnx_python' on `backend`."""
     return Flavour(fmt, backend).model_name(model)
+
+
+def flavours_of(entry: ModelEntry, flavours: tuple[Flavour, ...] = FLAVOURS) -> list[Flavour]:
+    """The `flavours` that serve a file `entry` has. A derived format export made no file for (int8 of a
+    model without MatMul) is left out; a missing primary file is the writer's ManifestError."""
+    return [
+        f
+        for f in flavours
+        if f.format in entry.artifacts or not (f.format in entry.not_applicable or formats.get(f.format).source)
+    ]
 
 
 def served_names(model: str, fmt: str) -> list[str]:

@@ -26,7 +26,8 @@ DEFAULT_RTOL = formats.DEFAULT_RTOL
 RANDOM_BATCHES = (1, 2, 7)  # 7: an odd size no exporter traced with, which proves the dynamic batch axis
 RULE = (
     "a row passes when the artifact declares the output, its shape equals eager's, every value is finite, "
-    "and every |got - eager| <= atol + rtol * |eager| (max rel is shown, not tested)"
+    "and every |got - eager| <= atol + rtol * |eager| + scale * max|eager| over that output of the batch "
+    "(scale is 0 for float32 formats; max rel is shown, not tested)"
 )
 
 # Why a row failed, from the first check that did not hold.
@@ -55,8 +56,12 @@ class Comparison:
         return self.failure is None
 
 
-def compare(ref: np.ndarray | None, got: np.ndarray | None, atol: float, rtol: float) -> Comparison:
-    """Compare one output with the reference's: presence, shape, finiteness, then |got - ref| <= atol + rtol*|ref|."""
+def compare(ref: np.ndarray | None, got: np.ndarray | None, atol: float, rtol: float, scale: float = 0.0) -> Comparison:
+    """Compare one output with the reference's: presence, shape, finiteness, then the bound.
+
+    The bound is |got - ref| <= atol + rtol*|ref| + scale*max|ref|: `scale` is a derived format's
+    declared error relative to the size of the output (int8 rounding scales with the largest value).
+    """
     if got is None:
         return Comparison(None, None, MISSING, "missing output: the artifact does not declare it")
     if ref is None:
@@ -72,12 +77,17 @@ def compare(ref: np.ndarray | None, got: np.ndarray | None, atol: float, rtol: f
     diff = np.abs(got64 - ref64)
     rel = diff / np.maximum(np.abs(ref64), np.finfo(np.float32).tiny)
     max_abs, max_rel = float(diff.max(initial=0.0)), float(rel.max(initial=0.0))
-    bound = atol + rtol * np.abs(ref64)
+    peak = float(np.abs(ref64).max(initial=0.0))
+    bound = atol + rtol * np.abs(ref64) + scale * peak
     over = diff - bound
     if diff.size and over.max() > 0:
         i = np.unravel_index(int(np.argmax(over)), diff.shape)
-        reason = f"|Δ| {diff[i]:.2g} > atol + rtol·|ref| = {bound[i]:.2g} (atol {atol:g}, rtol {rtol:g})"
-        return Comparison(max_abs, max_rel, TOLERANCE, reason)
+        if scale:
+            rule = f"atol + rtol·|ref| + scale·max|ref| = {bound[i]:.2g} (atol {atol:g}, rtol {rtol:g}, "
+            rule += f"scale {scale:g}, max|ref| {peak:.2g})"
+        else:
+            rule = f"atol + rtol·|ref| = {bound[i]:.2g} (atol {atol:g}, rtol {rtol:g})"
+        return Comparison(max_abs, max_rel, TOLERANCE, f"|Δ| {diff[i]:.2g} > {rule}")
     return Comparison(max_abs, max_rel)
 
 
@@ -91,14 +101,19 @@ def merge(a: Comparison | None, b: Comparison) -> Comparison:
 
 
 def compare_outputs(
-    want: Sequence[dict[str, np.ndarray]], got: Sequence[dict[str, np.ndarray]], atol: float, rtol: float
+    want: Sequence[dict[str, np.ndarray]],
+    got: Sequence[dict[str, np.ndarray]],
+    atol: float,
+    rtol: float,
+    scale: float = 0.0,
 ) -> dict[str, Comparison]:
     """Per output name (the reference's, then any extra the artifact declares): the merged comparison."""
     results: dict[str, Comparison | None] = {}
     for ref_outs, got_outs in zip(want, got, strict=True):
         names = [*ref_outs, *(n for n in got_outs if n not in ref_outs)]
         for name in names:
-            results[name] = merge(results.get(name), compare(ref_outs.get(name), got_outs.get(name), atol, rtol))
+            result = compare(ref_outs.get(name), got_outs.get(name), atol, rtol, scale)
+            results[name] = merge(results.get(name), result)
     return {name: c for name, c in results.items() if c is not None}
 
 
@@ -118,6 +133,7 @@ class ParityRow:
     failure: str | None = None  # the kind of failure (MISSING, EXTRA, SHAPE, NON_FINITE, TOLERANCE, ...)
     atol: float = DEFAULT_ATOL
     rtol: float = DEFAULT_RTOL
+    scale: float = 0.0  # the format's term relative to the output's largest |value| (see compare)
 
 
 @dataclass
@@ -153,7 +169,19 @@ class ParityReport:
         """The report as a fixed-width text table, the pass rule under it."""
         from pipeline.tables import text_table
 
-        head = ("model", "format", "runtime", "device", "output", "max abs", "max rel", "atol", "rtol", "result")
+        head = (
+            "model",
+            "format",
+            "runtime",
+            "device",
+            "output",
+            "max abs",
+            "max rel",
+            "atol",
+            "rtol",
+            "scale",
+            "result",
+        )
         rows = [
             (
                 r.model,
@@ -165,6 +193,7 @@ class ParityReport:
                 "-" if r.max_rel is None else f"{r.max_rel:.2e}",
                 f"{r.atol:g}",
                 f"{r.rtol:g}",
+                f"{r.scale:g}",
                 "ok" if r.passed else f"FAIL{': ' + r.error if r.error else ''}",
             )
             for r in self.rows
@@ -240,7 +269,13 @@ def check_model(
     atol: float | None = None,
     rtol: float | None = None,
 ) -> list[ParityRow]:
-    """Compare each target of `model` with the reference (eager on the CPU); every target gets its rows."""
+    """Compare each target of `model` with the reference (eager on the CPU); every target gets its rows.
+
+    A derived format that export found not applicable to `model` (no file, the reason in the manifest)
+    has no rows.
+    """
+    skip = manifest.model(model).not_applicable
+    chosen = [t for t in chosen if t.format not in skip]
     batches = parity_inputs(manifest, model)
     try:
         expected = _reference_outputs(manifest, model, batches)
@@ -251,13 +286,13 @@ def check_model(
     not_served: dict[str, list[ParityRow]] = {}
     for target in chosen:
         spec = formats.get(target.format)
-        tol = (spec.atol if atol is None else atol, spec.rtol if rtol is None else rtol)
+        tol = (spec.atol if atol is None else atol, spec.rtol if rtol is None else rtol, spec.scale)
         try:
             rows += _check_target(manifest, model, target, batches, expected, tol)
         except NotServed as exc:  # a server without that format's backend: a failure only if it serves none
             row = ParityRow(model, target.format, target.runtime, target.device, "*", None, None, False, one_line(exc))
+            row.failure, (row.atol, row.rtol, row.scale) = UNAVAILABLE, tol
             not_served.setdefault(target.runtime, []).append(row)
-            row.failure, row.atol, row.rtol = UNAVAILABLE, *tol
     for url, missing in not_served.items():
         if not any(r.runtime == url for r in rows):
             rows += missing
@@ -270,7 +305,7 @@ def _check_target(
     target: Target,
     batches: list[np.ndarray],
     expected: list[dict[str, np.ndarray]],
-    tol: tuple[float, float],
+    tol: tuple[float, float, float],
 ) -> list[ParityRow]:
     def failed(why: str, kind: str, device: str = target.device, output: str = "*") -> ParityRow:
         return ParityRow(model, target.format, target.runtime, device, output, None, None, False, why, kind, *tol)
@@ -292,7 +327,7 @@ def _check_target(
     rows = []
     for name, c in compare_outputs(expected, got, *tol).items():
         row = ParityRow(model, target.format, target.runtime, predictor.device, name, c.max_abs, c.max_rel, c.passed)
-        row.error, row.failure, row.atol, row.rtol = c.reason, c.failure, *tol
+        row.error, row.failure, row.atol, row.rtol, row.scale = c.reason, c.failure, *tol
         rows.append(row)
     return rows
 
@@ -307,7 +342,8 @@ def verify(
 ) -> ParityReport:
     """Run every parity check for `models` and return the full report (it does not stop at the first).
 
-    `atol`/`rtol` override every format's declared tolerance; None keeps each format's own.
+    `atol`/`rtol` override every format's declared atol and rtol; None keeps each format's own. A
+    format's `scale` term is always its declared one.
     """
     chosen, skipped = targets(device, remote)
     rows: list[ParityRow] = []

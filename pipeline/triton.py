@@ -1,7 +1,7 @@
 """A Triton Inference Server model repository built from the manifest.
 
 `python -m pipeline export --triton [DIR]` (or `make triton`) writes, for every model the manifest
-lists, three Triton models, named by pipeline/naming.py:
+lists, one Triton model per flavour (pipeline/naming.py names them) of each file it has:
 
     DIR/
       README.md                             what was built, from which manifest, which flavour to use when
@@ -12,6 +12,7 @@ lists, three Triton models, named by pipeline/naming.py:
       <model>_onnx_python/config.pbtxt      backend python, the ONNX tensor names
       <model>_onnx_python/1/model.py        runs model.onnx with onnxruntime (pipeline/triton_python_model.py)
       <model>_onnx_python/1/model.onnx
+      <model>_onnx-int8/..., <model>_onnx-int8_python/...   the same for each format derived from the ONNX file
 
 The model files are copies (never links, so the directory can be mounted into a container on its
 own) of the artifacts the manifest lists, checked against their sha256. The repository is built in
@@ -31,10 +32,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from pipeline import formats
 from pipeline.errors import UserError
 from pipeline.fileio import atomic_write, atomic_write_bytes, sha256_file
 from pipeline.manifest import Manifest, ModelEntry
-from pipeline.naming import FLAVOURS, MAX_BATCH_SIZE, TRITON_FORMATS, VERSION, Flavour, model_config
+from pipeline.naming import FLAVOURS, MAX_BATCH_SIZE, TRITON_FORMATS, VERSION, Flavour, flavours_of, model_config
 
 MARKER = "<!-- seed-pipeline triton repository: written by `python -m pipeline export --triton` -->"
 README = "README.md"
@@ -101,22 +103,28 @@ def _readme(manifest: Manifest, rows: list[tuple[str, str, str, str, str]]) -> s
         "",
         "## Which flavour to serve",
         "",
-        "Each model comes in three flavours. Load the ones your server has the backends for",
-        "(`tritonserver --model-repository=<this directory> --model-control-mode=explicit --load-model=NAME`):",
+        "Each model comes in a flavour per file and Triton backend. Load the ones your server has the",
+        "backends for (`tritonserver --model-repository=<this directory> --model-control-mode=explicit",
+        "--load-model=NAME`). NVIDIA's Triton container has the onnxruntime and PyTorch backends: serve the",
+        "native flavours there. The `_python` flavours run the same files with `model.py` and onnxruntime",
+        "on Triton's Python backend, batched the same way, with the same tensor names: for a server that",
+        "has only that backend, such as the one in the `nvidia-pytriton` wheel that `make triton-serve`",
+        "runs; its Python environment needs numpy and onnxruntime.",
         "",
-        "- `<model>_onnx`: the ONNX file on Triton's onnxruntime backend. The first choice on NVIDIA's",
-        "  Triton container, which has that backend.",
-        "- `<model>_torchscript`: the TorchScript file on Triton's PyTorch backend (also in the container).",
-        "- `<model>_onnx_python`: the same ONNX file run by `model.py` with onnxruntime on Triton's Python",
-        "  backend, batched the same way. For a server that has only the Python backend, such as the one in",
-        "  the `nvidia-pytriton` wheel that `make triton-serve` runs; its environment needs onnxruntime and",
-        "  numpy. Clients see the same tensor names as `<model>_onnx`.",
+        *(f"- `<model>_{f.suffix}`: {_flavour_text(f)}" for f in FLAVOURS),
         "",
         "| Triton model | platform | inputs | outputs | source artifact (sha256) |",
         "|---|---|---|---|---|",
     ]
     lines += ["| " + " | ".join((f"`{row[0]}`", *row[1:])) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def _flavour_text(flavour: Flavour) -> str:
+    fmt = formats.get(flavour.format)
+    if flavour.backend is None:
+        return f"the {fmt.label} file, platform `{TRITON_FORMATS[fmt.name].platform}`"
+    return f"the {fmt.label} file, {flavour.backend} backend (model.py)"
 
 
 def _describe(tensors: list[dict[str, Any]]) -> str:
@@ -186,7 +194,7 @@ def build_repository(
         stage.mkdir()
         for model in names:
             entry = manifest.model(model)
-            rows += [_write_model(manifest, entry, flavour, stage, max_batch_size) for flavour in flavours]
+            rows += [_write_model(manifest, entry, f, stage, max_batch_size) for f in flavours_of(entry, flavours)]
         atomic_write_bytes(stage / README, _readme(manifest, rows).encode())
         _swap_in(stage, out)
     finally:

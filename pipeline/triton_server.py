@@ -367,28 +367,25 @@ def register_cli(command: Any, artifacts_default: Path) -> None:
     p.set_defaults(func=cmd_triton_serve)
 
 
-def _repository_for(artifacts: Path, repository: Path, models: list[str]) -> Path:
-    """The repository, rebuilt when it is missing a model or older than the manifest."""
+def _repository_for(artifacts: Path, repository: Path, names: list[str]) -> None:
+    """Build the repository when it is missing one of `names` or is older than the manifest."""
     from pipeline.fileio import exclusive
     from pipeline.manifest import Manifest
-    from pipeline.naming import PYTHON_FLAVOUR
     from pipeline.triton import README, build_repository
 
     manifest_file = Manifest.load(artifacts).root / "manifest.json"
     readme = repository / README
     fresh = readme.is_file() and readme.stat().st_mtime >= manifest_file.stat().st_mtime
-    wanted = [PYTHON_FLAVOUR.model_name(m) for m in models]
-    if not fresh or not all((repository / name / "config.pbtxt").is_file() for name in wanted):
+    if not fresh or not all((repository / name / "config.pbtxt").is_file() for name in names):
         with exclusive(artifacts):
             build_repository(Manifest.load(artifacts), repository)
         print(f"built the Triton model repository {repository}/")
-    return repository
 
 
 def cmd_triton_serve(args: argparse.Namespace) -> int:
-    """Serve the Python-backend flavour of every model until Ctrl-C or SIGTERM."""
+    """Serve the Python-backend flavours of every model until Ctrl-C or SIGTERM."""
     from pipeline.manifest import Manifest
-    from pipeline.naming import PYTHON_FLAVOUR
+    from pipeline.naming import PYTHON_FLAVOURS, flavours_of
     from pipeline.triton import TritonError
 
     env = find_env(args.triton_env)  # first: a missing environment is the likeliest failure
@@ -398,12 +395,12 @@ def cmd_triton_serve(args: argparse.Namespace) -> int:
         if args.models == "all"
         else [manifest.model(m.strip()).name for m in args.models.split(",") if m.strip()]
     )
+    names = [f.model_name(m) for m in models for f in flavours_of(manifest.model(m), PYTHON_FLAVOURS)]
     repository = args.repository or args.artifacts / "triton"
     try:
-        _repository_for(args.artifacts, repository, models)
+        _repository_for(args.artifacts, repository, names)
     except TritonError as exc:
         raise TritonServerError(str(exc)) from None
-    names = [PYTHON_FLAVOUR.model_name(m) for m in models]
     log = args.artifacts / "triton-server.log"
 
     def on_sigterm(signum: int, frame: Any) -> None:

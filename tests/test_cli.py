@@ -199,7 +199,7 @@ def test_triton_command_builds_the_repository_and_export_triton_is_the_same(expo
             str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file() and p.name != "README.md"
         }
 
-    dirs = sorted(p.name for p in new.iterdir() if p.is_dir())
-    assert dirs == ["linear_3x_onnx", "linear_3x_onnx_python", "linear_3x_torchscript"]
+    dirs = {p.name for p in new.iterdir() if p.is_dir()}
+    assert {"linear_3x_onnx", "linear_3x_onnx_python", "linear_3x_torchscript"} <= dirs  # and the derived ones
     assert files(new) == files(old)
     assert main(["triton", "--artifacts", str(exported)]) == 0 and (exported / "triton" / "README.md").is_file()

@@ -1,16 +1,20 @@
-"""The Gradio demo (issue 4): its `predict` endpoint over HTTP against the eager model, the errors a
-person can act on, and the plain `predict` function behind it. One app launch for the module, CPU only."""
+"""The Gradio demo (demo/app.py, demo/server.py): its `predict` endpoint over HTTP against the eager
+model, the errors a person can act on, and the app that puts the page and the Open Inference Protocol
+routes over one Service. One app launch for the module, CPU only."""
 
 from __future__ import annotations
 
+import html
 import json
+import re
 import sys
 
 import numpy as np
 import pytest
 
 from pipeline.catalog import CATALOG
-from pipeline.runtime import PREDICT_FORMATS, load_predictor
+from pipeline.formats import FORMATS
+from pipeline.runtime import load_predictor
 
 from .demo_server import ROOT, PredictError, call_predict, running_demo
 
@@ -56,7 +60,7 @@ def _examples(manifest, model):
     return [(", ".join(repr(v) for v in catalog), catalog), (json.dumps(random), random)]
 
 
-@pytest.mark.parametrize("fmt", PREDICT_FORMATS)
+@pytest.mark.parametrize("fmt", list(FORMATS))
 @pytest.mark.parametrize("model", list(CATALOG))
 def test_predict_over_http_matches_eager(demo_url, manifest, eager, model, fmt):
     for sent, values in _examples(manifest, model):
@@ -134,7 +138,29 @@ def test_gradio_client_calls_predict(demo_url):
     client = Client(demo_url, verbose=False)
     result = client.predict("adder_mynet", "onnx", "cpu", "10, 11", api_name="/predict")
     assert result["device"] == "CPUExecutionProvider" and abs(result["outputs"]["sum"][0] - 21) < 1.5
-    assert list(client.view_api(print_info=False, return_format="dict")["named_endpoints"]) == ["/predict"]
+    assert result["expected"]["value"] == 21.0 and result["expected"]["truth"] == "x1 + x2"
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert sorted(endpoints) == ["/compare", "/predict"]
+    rows = client.predict("adder_mynet", "cpu", "10, 11", api_name="/compare")
+    assert [(r["format"], r["runtime"]) for r in rows] == [
+        (f.name, load.runtime.name) for f in FORMATS.values() for load in f.loaders
+    ]
+
+
+def test_compare_api_returns_every_row_as_json(demo_url, manifest):
+    import httpx
+
+    url = demo_url + "/gradio_api/call/compare"
+    event = httpx.post(url, json={"data": ["adder_mynet", "cpu", "10 11"]}).json()["event_id"]
+    stream = httpx.get(f"{url}/{event}", timeout=120).text
+    assert "event: complete" in stream, stream
+    rows = json.loads(stream.split("data:", 1)[1].strip())[0]
+    assert len(rows) == sum(len(f.loaders) for f in FORMATS.values())
+    for row in rows:
+        assert row["within_rule"] is True and row["max_abs_diff"] is not None and row["latency_ms"] > 0
+        assert abs(row["outputs"]["sum"][0] - 21) < 1.5
+    bad = httpx.post(url, json={"data": ["adder_mynet", "cpu", "10"]}).json()["event_id"]
+    assert "adder_mynet expects 2 numbers (x1, x2); got 1" in httpx.get(f"{url}/{bad}", timeout=60).text
 
 
 def test_page_and_health(demo_url):
@@ -149,63 +175,60 @@ def test_page_and_health(demo_url):
 # ---- the plain function, in this process ------------------------------------------------------------
 
 
-def test_tampered_artifact_is_refused_by_name(artifacts_copy):
-    import gradio as gr
-
-    from demo.app import DemoService
-    from pipeline.manifest import Manifest
-
-    path = Manifest.load(artifacts_copy).model("adder_mynet").artifact("onnx").path
-    with open(artifacts_copy / path, "ab") as fh:
-        fh.write(b"tampered")
-    svc = DemoService(artifacts_copy)
-    with pytest.raises(gr.Error) as err:
-        svc.predict("adder_mynet", "onnx", "cpu", "10 11")
-    assert path in err.value.message and "sha256" in err.value.message
-    assert svc.predict("adder_mynet", "torchscript", "cpu", "10 11")["format"] == "torchscript"
-
-
-def test_service_follows_a_re_export_while_it_runs(artifacts_copy):
-    from demo.app import DemoService
-    from pipeline.export import run_export
-    from pipeline.train import train_model
-
-    svc = DemoService(artifacts_copy)
-    before = svc.predict("linear_3x", "onnx", "cpu", "2")["outputs"]["y"][0]
-    old_path = svc.manifest.model("linear_3x").artifact("onnx").path
-    # Retrain and re-export: the manifest moves to a new revision and the old folder is removed.
-    train_model(CATALOG["linear_3x"], artifacts_copy, "cpu", 0, progress=False)
-    report, errors = run_export([CATALOG["linear_3x"]], artifacts_copy, log=lambda _: None)
-    assert not errors and not (artifacts_copy / old_path).exists()
-    after = svc.predict("linear_3x", "onnx", "cpu", "2")
-    assert svc.manifest.model("linear_3x").artifact("onnx").path != old_path
-    assert after["outputs"]["y"][0] == pytest.approx(before, abs=1e-3)  # same recipe, same seed: y(2) = 6
-
-
 def test_no_manifest_page_says_how_to_create_the_artifacts(tmp_path):
-    import gradio as gr
     from fastapi.testclient import TestClient
 
     from demo.app import create_app
 
     app = create_app(tmp_path)
-    assert app.state.manifest is None and app.state.predictors is None
+    assert app.state.service.manifest is None
     with TestClient(app) as client:
         config = client.get("/config").text
         assert "make train export" in config and "No artifacts to serve yet" in config
-    with pytest.raises(gr.Error, match="make train export"):
-        app.state.service.predict("adder_mynet", "onnx", "cpu", "1 2")
+        value = next(
+            c["props"]["value"]
+            for c in client.get("/config").json()["components"]
+            if c["props"].get("elem_id") == "no-manifest"
+        )
+        shown = html.unescape(re.sub(r"<[^>]+>", "", value))  # the text a browser shows
+        assert f"--artifacts {tmp_path}" in shown and f"ARTIFACTS={tmp_path}" in shown  # not the default folder
+        assert "&&" in shown and "&amp;" not in shown
+        health = client.get("/healthz").json()
+        assert not health["ok"] and "make train export" in health["error"]
+        answer = client.post("/v2/models/adder_mynet/infer", json={})
+        assert answer.status_code == 503 and "make train export" in answer.json()["error"]
 
 
-def test_create_app_shares_one_predictor_cache(artifacts):
+def _x(data, shape, name="x"):
+    return {"inputs": [{"name": name, "shape": list(shape), "datatype": "FP32", "data": data}]}
+
+
+def test_the_page_and_the_protocol_share_one_service_and_follow_a_re_export(artifacts_copy):
+    """One predictor cache for the page's predict and /v2, and no route keeps serving from the manifest
+    the app started with once export has replaced it (its files are gone by then)."""
+    from fastapi.testclient import TestClient
+
     from demo.app import create_app
-    from pipeline.runtime import PredictorCache
+    from pipeline.export import run_export
+    from pipeline.train import train_model
 
-    app = create_app(artifacts)
-    assert isinstance(app.state.predictors, PredictorCache)
-    assert app.state.manifest is app.state.predictors.manifest
-    assert app.state.service.predictors is app.state.predictors
-    assert "adder_mynet" in app.state.manifest.models
+    app = create_app(artifacts_copy)
+    svc = app.state.service
+    with TestClient(app) as client:
+        answer = client.post("/v2/models/linear_3x/infer", json=_x([2.0], (1, 1)))
+        assert answer.status_code == 200, answer.text
+        assert ("linear_3x", "onnx", None, "cpu") in svc.current().predictors._predictors  # loaded there, once
+        assert svc.predict("linear_3x", "onnx", "cpu", "2")["load_ms"] > 0  # the page's first use of it
+        old_path = svc.manifest.model("linear_3x").artifact("onnx").path
+        train_model(CATALOG["linear_3x"], artifacts_copy, "cpu", 0, progress=False)
+        report, errors = run_export([CATALOG["linear_3x"]], artifacts_copy, log=lambda _: None)
+        assert not errors and not (artifacts_copy / old_path).exists()
+        for path in ("/v2/models/linear_3x/ready", "/v2/models/linear_3x_torchscript/ready"):
+            assert client.get(path).status_code == 200, client.get(path).text
+        answer = client.post("/v2/models/linear_3x_torchscript/infer", json=_x([2.0], (1, 1), "x__0"))
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["outputs"][0]["data"][0] == pytest.approx(6.0, abs=0.1)
+        assert client.get("/healthz").json()["models"] == list(svc.manifest.models)
 
 
 def test_start_up_and_onnx_predictions_do_not_import_torch(demo_url):

@@ -18,11 +18,14 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from demo.server import RequestLimits
 from pipeline.inputs import InputError
 from pipeline.naming import TRITON_FORMATS, model_config, tensor_names, triton_model_name
-from pipeline.oip import oip_names, oip_router
+from pipeline.oip import oip_router
+from pipeline.oip_protocol import oip_names
 from pipeline.parity import DEFAULT_ATOL, DEFAULT_RTOL, compare, parity_inputs, verify
 from pipeline.runtime import PredictorCache, RuntimeUnavailable, load_predictor
+from pipeline.service import Service
 
 from .demo_server import ROOT, free_port, running_demo
 
@@ -298,10 +301,11 @@ def test_verify_remote_from_the_command_line(demo, artifacts_copy, capsys):
 
 
 @pytest.fixture(scope="module")
-def small(manifest):
-    """The router alone, with a 4 KiB body limit and batches of at most 8."""
+def small(artifacts):
+    """The router behind the server's request limits, with a 4 KiB body limit and batches of at most 8."""
     app = FastAPI()
-    app.include_router(oip_router(manifest, PredictorCache(manifest), max_body_bytes=4096, max_batch_size=8))
+    app.add_middleware(RequestLimits, limits=(("/v2/", 4096, "error"),))
+    app.include_router(oip_router(Service(artifacts), max_body_bytes=4096, max_batch_size=8))
     with TestClient(app) as test_client:
         yield test_client
 
@@ -310,6 +314,8 @@ def test_bodies_over_the_limit_are_refused_before_parsing(small):
     big = json.dumps(_x([1.0] * 2000, shape=(1000, 2))).encode()
     answer = small.post("/v2/models/adder_mynet/infer", content=big)
     assert answer.status_code == 413 and "limit of 4,096 bytes" in answer.json()["error"]
+    streamed = small.post("/v2/models/adder_mynet/infer", content=iter([big[:3000], big[3000:6000], big[6000:]]))
+    assert streamed.status_code == 413 and "limit of 4,096 bytes" in streamed.json()["error"]  # no Content-Length
     bomb = gzip.compress(b" " * 1_000_000)  # about 1 KB on the wire, 1 MB inflated: stopped at the limit
     assert len(bomb) < 4096
     answer = small.post("/v2/models/adder_mynet/infer", content=bomb, headers={"Content-Encoding": "gzip"})
@@ -325,20 +331,10 @@ def test_compressed_requests_are_accepted(small):
     assert [o["name"] for o in answer.json()["outputs"]] == ["sum", "hidden"]
 
 
-def test_without_a_manifest_the_routes_say_so():
+def test_without_a_manifest_the_routes_say_so(tmp_path):
     app = FastAPI()
-    app.include_router(oip_router(lambda: None, lambda: None))
+    app.include_router(oip_router(Service(tmp_path)))
     with TestClient(app) as test_client:
         assert test_client.get("/v2/health/live").status_code == 200
         for answer in (test_client.get("/v2/health/ready"), test_client.post("/v2/models/x/infer", json={})):
             assert answer.status_code == 503 and "make train export" in answer.json()["error"]
-
-
-def test_the_demo_serves_the_protocol_from_its_own_predictor_cache(artifacts):
-    from demo.app import create_app
-
-    app = create_app(artifacts)
-    with TestClient(app) as test_client:
-        answer = test_client.post("/v2/models/linear_3x/infer", json=_x([2.0], shape=(1, 1)))
-        assert answer.status_code == 200, answer.text
-        assert ("linear_3x", "onnx", None, "cpu") in app.state.predictors._predictors  # loaded there, once

@@ -1,4 +1,5 @@
-"""Issue 6 against the running demo (parts 1, 2, 3, 5 and 6 over HTTP on loopback).
+"""Hostile and careless clients against the running demo, over HTTP on loopback: malformed input,
+hostile names and paths, damaged artifacts, load, and what the server exposes.
 
 One demo process serves the whole module, started as a person would (no --host) and with Gradio's own
 exposure switches set in its environment (GRADIO_SHARE, GRADIO_SERVER_NAME=0.0.0.0), which it must
@@ -31,9 +32,10 @@ import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from pipeline.formats import FORMATS
 from pipeline.inputs import MAX_TEXT_CHARS
 from pipeline.manifest import MANIFEST, Manifest
-from pipeline.runtime import PREDICT_FORMATS, load_predictor
+from pipeline.runtime import load_predictor
 
 from .demo_server import APP, ROOT, PredictError, call_predict, free_port
 
@@ -41,7 +43,7 @@ pytestmark = pytest.mark.robustness
 
 DAMAGED = "linear_3x"
 UNEXPECTED = "failed unexpectedly"  # the demo's message for an exception that is not the caller's fault
-SECRET_MARKERS = [b"root:x:0:0", b"class RequestLimits", b"def load_predictor"]
+SECRET_MARKERS = [b"root:x:0:0", b"class RequestLimits", b"def build_demo", b"def load_predictor"]
 ATOL, RTOL = 1e-5, 1e-4  # the parity tolerances
 
 
@@ -144,7 +146,7 @@ def _assert_refused_cleanly(exc: PredictError) -> None:
     assert len(message.splitlines()) == 1 and len(message) <= 500, message
 
 
-# ---- part 6: exposure ----------------------------------------------------------------------------
+# ---- exposure -------------------------------------------------------------------------------------
 
 
 def test_listens_on_loopback_only_prints_where_and_shares_nothing(demo):
@@ -173,10 +175,11 @@ def test_host_default_is_loopback_and_only_host_changes_it(monkeypatch):
     monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")
     assert app.parse_args([]).host == "127.0.0.1"
     assert app.parse_args(["--host", "0.0.0.0"]).host == "0.0.0.0"
-    assert "share=True" not in APP.read_text() and ".launch(" not in APP.read_text()
+    for source in (APP, APP.parent / "server.py"):
+        assert "share=True" not in source.read_text() and ".launch(" not in source.read_text()
 
 
-# ---- part 1 over HTTP ----------------------------------------------------------------------------
+# ---- input over HTTP ------------------------------------------------------------------------------
 
 texts = st.one_of(
     st.text(max_size=60),
@@ -280,7 +283,7 @@ def test_oversized_requests_are_refused_before_parsing(demo):
     assert call_predict(demo.url, "adder_mynet", "onnx", "cpu", "1 2")["outputs"]["sum"]  # still serving
 
 
-# ---- part 2 over HTTP ----------------------------------------------------------------------------
+# ---- names and paths ------------------------------------------------------------------------------
 
 HOSTILE = [
     "../../etc/passwd",
@@ -319,7 +322,8 @@ def test_gradio_file_routes_serve_nothing_outside_the_app(demo):
         "/etc/passwd": b"root:x:0:0",
         str(demo.artifacts / MANIFEST): b'"sha256"',
         str(state_dict): state_dict.read_bytes()[:64],
-        str(APP): b"class RequestLimits",
+        str(APP): b"def build_demo",
+        str(APP.parent / "server.py"): b"class RequestLimits",
         str(ROOT / "pipeline" / "runtime.py"): b"def load_predictor",
     }
     paths = []
@@ -354,7 +358,7 @@ def test_uploads_are_refused_so_nothing_foreign_is_stored_or_served(demo):
         assert answer.status_code == 404, (route, answer.status_code, answer.text[:200])
 
 
-# ---- part 3 in the running app -------------------------------------------------------------------
+# ---- damaged artifacts --------------------------------------------------------------------------
 
 
 def test_damaged_artifacts_give_one_line_naming_the_file_and_the_rest_keeps_serving(demo, manifest):
@@ -367,14 +371,14 @@ def test_damaged_artifacts_give_one_line_naming_the_file_and_the_rest_keeps_serv
     assert not demo.marker.exists(), "the pickle payload ran inside the demo"
     good = call_predict(demo.url, DAMAGED, "torchscript", "cpu", "2")["outputs"]["y"]
     assert good == pytest.approx(load_predictor(manifest, DAMAGED, "eager")([2.0])["y"].tolist(), rel=RTOL)
-    for fmt in PREDICT_FORMATS:
+    for fmt in FORMATS:
         out = call_predict(demo.url, "adder_mynet", fmt, "cpu", "10 11")["outputs"]["sum"]
         assert out == pytest.approx(
             [float(load_predictor(manifest, "adder_mynet", "eager")([10, 11])["sum"][0])], rel=RTOL, abs=ATOL
         )
 
 
-# ---- part 5: load ----------------------------------------------------------------------------------
+# ---- load ------------------------------------------------------------------------------------------
 
 CALLS, CLIENTS, MEMORY_SLACK = 2000, 16, 50 * 1024 * 1024
 
@@ -393,7 +397,7 @@ def test_load_2000_predicts_from_16_clients(demo, manifest):
             values = [float(v) for v in (np.float32(entry.examples[0]) if i == 0 else random_row)]
             sent = json.dumps(values) if i == 2 else ", ".join(f"{v:.9g}" for v in values)
             want = {k: np.asarray(v, dtype=np.float64).reshape(-1) for k, v in eager(values).items()}
-            for fmt in PREDICT_FORMATS:
+            for fmt in FORMATS:
                 cases.append((model, fmt, sent, want))
 
     def run(args: tuple[int, list]) -> list[str]:

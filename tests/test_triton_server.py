@@ -22,9 +22,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.formats import TRITON_FORMATS
 from pipeline.manifest import Manifest
-from pipeline.naming import MAX_BATCH_SIZE, PYTHON_FLAVOUR, served_names, tensor_names, triton_model_name
+from pipeline.naming import (
+    FLAVOURS,
+    MAX_BATCH_SIZE,
+    PYTHON_FLAVOUR,
+    PYTHON_FLAVOURS,
+    flavours_of,
+    served_names,
+    tensor_names,
+)
+from pipeline.naming import TRITON_FORMATS as PLATFORMS
 from pipeline.parity import DEFAULT_ATOL, DEFAULT_RTOL, compare, parity_inputs, verify
 from pipeline.runtime import NotServed, load_predictor
 from pipeline.triton import build_repository
@@ -44,6 +52,11 @@ BACKEND_MISSING = (
 
 def python_name(model: str) -> str:
     return PYTHON_FLAVOUR.model_name(model)
+
+
+def python_names(manifest, models=None) -> list[str]:
+    """The Python-backend flavours of every file of `models` (default: all): what the server loads."""
+    return [f.model_name(m) for m in models or manifest.models for f in flavours_of(manifest.model(m), PYTHON_FLAVOURS)]
 
 
 def triton_env_path() -> Path:
@@ -68,7 +81,7 @@ def triton_repo(manifest, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def triton(triton_env, triton_repo, manifest):
     """A real Triton server serving the Python-backend flavour of every model, started once."""
-    server = start_server(triton_repo, [python_name(m) for m in manifest.models], triton_env)
+    server = start_server(triton_repo, python_names(manifest), triton_env)
     try:
         yield server
     finally:
@@ -231,10 +244,11 @@ def test_verify_remote_from_the_command_line_passes_on_triton(triton, artifacts_
     out = capsys.readouterr().out
     report = json.loads((artifacts_copy / "parity.json").read_text())
     remote = [r for r in report["rows"] if r["runtime"] == triton.url]
-    models = Manifest.load(artifacts_copy).models
+    manifest = Manifest.load(artifacts_copy)
+    models = manifest.models
     assert {r["model"] for r in remote} == set(models) and all(r["passed"] for r in remote)
-    # through the Python-backend flavour: this server has no TorchScript backend, so no TorchScript rows
-    assert {r["device"] for r in remote} == {f"remote {triton.url} ({python_name(m)})" for m in models}
+    # through the Python-backend flavours: this server has no TorchScript backend, so no TorchScript rows
+    assert {r["device"] for r in remote} == {f"remote {triton.url} ({n})" for n in python_names(manifest)}
     assert f"({python_name('adder_mynet')})" in out
 
 
@@ -242,23 +256,23 @@ def test_verify_remote_from_the_command_line_passes_on_triton(triton, artifacts_
 def test_the_native_flavours_fail_to_load_for_want_of_their_backends(triton, manifest):
     """The wheel's server has only the Python backend; the day it has the others this test says so."""
     backends = {"onnxruntime_onnx": "onnxruntime", "pytorch_libtorch": "pytorch"}  # Triton's backend per platform
-    from pipeline.naming import TRITON_FORMATS as PLATFORMS
-
+    natives = tuple(f for f in FLAVOURS if f.backend is None)
+    expected = {
+        f.model_name(m): BACKEND_MISSING.format(backend=backends[PLATFORMS[f.format].platform])
+        for m, entry in manifest.models.items()
+        for f in flavours_of(entry, natives)
+    }
+    assert {"adder_mynet_onnx", "adder_mynet_torchscript"} <= set(expected)
     with httpclient.InferenceServerClient(triton.url.split("://", 1)[1]) as client:
-        for model in manifest.models:
-            for fmt in TRITON_FORMATS:
-                name = triton_model_name(model, fmt)
-                with pytest.raises(InferenceServerException) as info:
-                    client.load_model(name)
-                reason = BACKEND_MISSING.format(backend=backends[PLATFORMS[fmt].platform])
-                assert reason in info.value.message(), info.value.message()
-        index = {(m["name"]): m for m in client.get_model_repository_index()}
-        for model in manifest.models:
-            for fmt in TRITON_FORMATS:
-                entry = index[triton_model_name(model, fmt)]
-                assert entry["state"] == "UNAVAILABLE"
-                assert entry["reason"] == BACKEND_MISSING.format(backend=backends[PLATFORMS[fmt].platform])
-            assert index[python_name(model)]["state"] == "READY"
+        for name, reason in expected.items():
+            with pytest.raises(InferenceServerException) as info:
+                client.load_model(name)
+            assert reason in info.value.message(), info.value.message()
+        index = {m["name"]: m for m in client.get_model_repository_index()}
+    assert {name: (index[name]["state"], index[name]["reason"]) for name in expected} == {
+        name: ("UNAVAILABLE", reason) for name, reason in expected.items()
+    }
+    assert all(index[name]["state"] == "READY" for name in python_names(manifest))
     # the remote runtime says which names it asked for
     with pytest.raises(NotServed, match="adder_mynet_torchscript"):
         load_predictor(manifest, "adder_mynet", "torchscript", runtime=triton.url)
@@ -348,9 +362,10 @@ def test_triton_serve_command_serves_until_sigterm(triton_env, artifacts_copy):
             lines.append(line)
             if "stops it" in line:
                 break
-        assert f"at http://127.0.0.1:{port} serving 1 models" in "".join(lines), "".join(lines)
+        served = python_names(Manifest.load(artifacts_copy), ["adder_mynet"])
+        assert f"at http://127.0.0.1:{port} serving {len(served)} models" in "".join(lines), "".join(lines)
         with httpclient.InferenceServerClient(f"127.0.0.1:{port}") as c:
-            assert c.is_model_ready(python_name("adder_mynet"))
+            assert all(c.is_model_ready(name) for name in served) and python_name("adder_mynet") in served
         assert (artifacts_copy / "triton" / python_name("adder_mynet") / "1" / "model.py").is_file()
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)

@@ -1,0 +1,333 @@
+"""The Open Inference Protocol (KServe v2) on the wire: bytes and JSON to arrays and back.
+
+Pure functions over a manifest, with no web framework, so every rule is testable on its own;
+pipeline/oip.py puts them behind HTTP routes. A request is taken apart in the order it arrives:
+
+    decode_body      Content-Encoding gzip or deflate, inflated up to a limit
+    split_body       the JSON header and Triton's binary tensor data (Inference-Header-Content-Length)
+    parse_request    the JSON header as an object
+    requested_format the artifact a bare model name is asked to serve (parameters.format)
+    input_batch      the one input as a float32 (batch, features) array: shape, datatype, values
+    requested_outputs which outputs to send back, each as JSON or binary
+    encode_reply     the outputs as the protocol's JSON, with binary tensors appended
+
+Every refusal is an OIPError carrying the HTTP status and one line naming what was expected.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pipeline import formats
+from pipeline.manifest import Manifest, ModelEntry
+from pipeline.naming import VERSION, data_type, tensor_dims, tensor_names, triton_model_name
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+DATATYPE = "FP32"  # every tensor the manifest lists is float32
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+MAX_NESTING = 8  # levels of nested lists a tensor's "data" may use
+_NUMBER = (int, float)  # bool is not a number here
+
+
+class OIPError(Exception):
+    """A request the protocol answers with {"error": message} and an HTTP status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a model name in a URL serves: a manifest model, an artifact format and tensor names."""
+
+    name: str  # as the client wrote it
+    entry: ModelEntry
+    format: str
+    fixed: bool  # the name pins the format (<model>_<format>, as Triton names its models)
+    inputs: list[str]
+    outputs: list[str]
+
+
+def oip_names(manifest: Manifest) -> list[str]:
+    """Every model name the routes answer to: each manifest model, then its Triton-style names."""
+    return [n for m in manifest.models for n in (m, *(triton_model_name(m, f) for f in formats.TRITON_FORMATS))]
+
+
+def resolve_target(manifest: Manifest, name: str, version: str | None, default_format: str) -> Target:
+    """The model `name` (and `version`) of a URL: a manifest model on `default_format`, or Triton's
+    <model>_<format> for each format Triton serves; 404 naming the models there are."""
+    if name in manifest.models:
+        entry, fmt, fixed = manifest.models[name], default_format, False
+    else:
+        base, _, suffix = name.rpartition("_")
+        if suffix not in formats.TRITON_FORMATS or base not in manifest.models:
+            raise OIPError(
+                404,
+                f"unknown model {name!r}; expected one of: {', '.join(manifest.models)} "
+                f"(each also as <model>_{' and <model>_'.join(formats.TRITON_FORMATS)})",
+            )
+        entry, fmt, fixed = manifest.models[base], suffix, True
+    if version not in (None, "", VERSION):
+        raise OIPError(404, f"model {name!r} has no version {version!r}; it has version {VERSION}")
+    triton = formats.get(fmt).triton
+    if triton is not None and triton.positional:
+        ins, outs = tensor_names(entry, fmt)
+    else:
+        ins, outs = [t["name"] for t in entry.inputs], [t["name"] for t in entry.outputs]
+    return Target(name, entry, fmt, fixed, ins, outs)
+
+
+def model_metadata(target: Target) -> dict[str, Any]:
+    """The protocol's model metadata: name, versions, platform, and FP32 tensors of shape [-1, N]."""
+    entry = target.entry
+
+    def tensors(specs: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
+        return [
+            {"name": n, "datatype": data_type(s, target.name)[1], "shape": [-1, *tensor_dims(s, target.name)]}
+            for s, n in zip(specs, names, strict=True)
+        ]
+
+    triton = formats.get(target.format).triton
+    return {
+        "name": target.name,
+        "versions": [VERSION],
+        "platform": triton.platform if triton else "",
+        "inputs": tensors(entry.inputs, target.inputs),
+        "outputs": tensors(entry.outputs, target.outputs),
+    }
+
+
+# ---- a request -----------------------------------------------------------------------------------
+
+
+def decode_body(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """The body after Content-Encoding gzip or deflate (as tritonclient sends them), at most `limit` bytes."""
+    encoding = (encoding or "identity").strip().lower()
+    if encoding == "identity":
+        return body
+    if encoding not in ("gzip", "deflate"):
+        raise OIPError(400, f"unsupported Content-Encoding {encoding!r}; expected gzip, deflate or none")
+    inflater = zlib.decompressobj(wbits=32 + zlib.MAX_WBITS)  # either header, detected
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise OIPError(400, f"the body is not valid {encoding} data ({exc})") from None
+    if len(out) > limit:
+        raise OIPError(413, f"the decompressed request body is over the limit of {limit:,} bytes")
+    if not inflater.eof:
+        raise OIPError(400, f"the {encoding} body is truncated")
+    return out
+
+
+def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
+    """(JSON header, binary tensor data) per Triton's binary tensor data extension."""
+    if header_length is None:
+        return body, b""
+    if not header_length.strip().isdigit() or not 0 < int(header_length) <= len(body):
+        raise OIPError(
+            400,
+            f"{HEADER_LENGTH} is {header_length!r}; expected the JSON header's size, 1 to {len(body)} bytes",
+        )
+    n = int(header_length)
+    return body[:n], body[n:]
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def parse_request(header: bytes) -> dict[str, Any]:
+    """The JSON inference request: an object, with 'parameters' an object if present."""
+    if not header.strip():
+        raise OIPError(400, "the request body is empty; expected a JSON inference request")
+    try:
+        req = json.loads(header, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise OIPError(400, f"the request is not valid JSON ({str(exc)[:120]})") from None
+    if not isinstance(req, dict):
+        raise OIPError(400, "the inference request must be a JSON object with an 'inputs' list")
+    if not isinstance(req.get("parameters", {}), dict):
+        raise OIPError(400, "'parameters' must be a JSON object")
+    return req
+
+
+def requested_format(req: dict[str, Any], target: Target) -> str:
+    """The format to run: the target's, or on a bare model name any format asked for in parameters.format."""
+    fmt = req.get("parameters", {}).get("format")
+    if fmt is None or fmt == target.format:
+        return target.format
+    if target.fixed:
+        raise OIPError(
+            400,
+            f"model {target.name!r} serves the {target.format} artifact only; "
+            f"ask {target.entry.name!r} for parameters.format {fmt!r}",
+        )
+    if fmt not in formats.FORMATS:
+        raise OIPError(400, f"parameters.format {fmt!r} is not one of: {', '.join(formats.FORMATS)}")
+    return fmt  # the bare name keeps the manifest's tensor names whatever the format
+
+
+def _flat_numbers(data: Any, where: str, depth: int = 0) -> list[Any]:
+    """`data` (a flat or nested JSON array) as one flat list of numbers, or OIPError."""
+    if not isinstance(data, list):
+        raise OIPError(400, f"{where}: 'data' must be a JSON array of numbers")
+    if all(type(v) in _NUMBER for v in data):  # the common case: flat, row-major
+        return data
+    if depth >= MAX_NESTING:
+        raise OIPError(400, f"{where}: 'data' is nested too deeply")
+    flat: list[Any] = []
+    for v in data:
+        if isinstance(v, list):
+            flat.extend(_flat_numbers(v, where, depth + 1))
+        elif type(v) in _NUMBER:
+            flat.append(v)
+        else:
+            shown = json.dumps(v)[:20]
+            raise OIPError(400, f"{where}: 'data' holds {shown}, which is not a number (datatype {DATATYPE})")
+    return flat
+
+
+def _shape(tensor: dict[str, Any], where: str, width: int, max_batch: int, model: str) -> list[int]:
+    shape = tensor.get("shape")
+    if (
+        not isinstance(shape, list)
+        or len(shape) != 2
+        or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
+    ):
+        raise OIPError(400, f"{where} has shape {shape!r}; expected [batch, {width}]")
+    if shape[1] != width or not 1 <= shape[0] <= max_batch:
+        raise OIPError(
+            400,
+            f"{where} has shape {shape}; expected [batch, {width}] with batch from 1 "
+            f"to {max_batch} ({model} takes {width} features per example)",
+        )
+    return shape
+
+
+def _from_json(tensor: dict[str, Any], where: str, shape: list[int]) -> np.ndarray:
+    if "data" not in tensor:
+        raise OIPError(400, f"{where} has no 'data'")
+    count = shape[0] * shape[1]
+    flat = _flat_numbers(tensor["data"], where)
+    if len(flat) != count:
+        raise OIPError(400, f"{where} has {len(flat)} values in 'data'; shape {shape} needs {count}")
+    try:
+        wide = np.array(flat, dtype=np.float64)
+    except OverflowError:
+        raise OIPError(400, f"{where}: a value is beyond {DATATYPE}'s range (about 3.4e38)") from None
+    if np.any(np.abs(wide) > FLOAT32_MAX):
+        raise OIPError(400, f"{where}: a value is beyond {DATATYPE}'s range (about 3.4e38)")
+    return wide.astype(np.float32).reshape(shape)
+
+
+def input_batch(req: dict[str, Any], target: Target, binary: bytes, max_batch: int) -> np.ndarray:
+    """The request's one input as a C-contiguous float32 (batch, features) array."""
+    inputs = req.get("inputs")
+    want = target.inputs[0]
+    width = len(target.entry.features)
+    if not isinstance(inputs, list) or not inputs:
+        raise OIPError(400, f"the request has no 'inputs' list; {target.name} takes input {want!r}")
+    if len(inputs) != 1 or not isinstance(inputs[0], dict):
+        raise OIPError(400, f"{target.name} takes exactly one input, {want!r}; got {len(inputs)}")
+    tensor = inputs[0]
+    if tensor.get("name") != want:
+        got = tensor.get("name")
+        raise OIPError(400, f"unexpected input {got!r} for model {target.name!r}; expected {want!r}")
+    where = f"input {want!r} of {target.name}"
+    if tensor.get("datatype") != DATATYPE:
+        raise OIPError(400, f"{where} has datatype {tensor.get('datatype')!r}; expected {DATATYPE!r}")
+    shape = _shape(tensor, where, width, max_batch, target.entry.name)
+    count = shape[0] * shape[1]
+    params = tensor.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise OIPError(400, f"{where}: 'parameters' must be a JSON object")
+    if "binary_data_size" in params:
+        size = params["binary_data_size"]
+        if size != count * 4 or size != len(binary):
+            raise OIPError(
+                400,
+                f"{where}: binary_data_size is {size!r} with {len(binary)} bytes of binary "
+                f"data; expected {count * 4} bytes ({count} {DATATYPE} values)",
+            )
+        arr = np.frombuffer(binary, dtype="<f4").reshape(shape).astype(np.float32)
+    elif binary:
+        raise OIPError(
+            400,
+            f"{len(binary)} bytes of binary data follow the JSON header, but no input "
+            "declares parameters.binary_data_size",
+        )
+    else:
+        arr = _from_json(tensor, where, shape)
+    if not np.all(np.isfinite(arr)):
+        raise OIPError(400, f"{where} holds NaN or infinity; expected finite numbers")
+    return np.ascontiguousarray(arr)
+
+
+def requested_outputs(req: dict[str, Any], target: Target) -> list[tuple[int, str, bool]]:
+    """(position, name, binary) of each output to return, in the order asked for."""
+    params = req.get("parameters", {})
+    default_binary = params.get("binary_data_output", False)
+    if not isinstance(default_binary, bool):
+        raise OIPError(400, "parameters.binary_data_output must be true or false")
+    asked = req.get("outputs")
+    if asked is None:
+        return [(i, n, default_binary) for i, n in enumerate(target.outputs)]
+    if not isinstance(asked, list) or not all(isinstance(o, dict) for o in asked):
+        raise OIPError(400, "'outputs' must be a list of objects with a 'name'")
+    chosen: list[tuple[int, str, bool]] = []
+    for out in asked:
+        name = out.get("name")
+        if name not in target.outputs:
+            raise OIPError(
+                400,
+                f"unknown output {name!r} for model {target.name!r}; expected one of: {', '.join(target.outputs)}",
+            )
+        if any(name == c[1] for c in chosen):
+            raise OIPError(400, f"output {name!r} is requested twice")
+        oparams = out.get("parameters") or {}
+        if not isinstance(oparams, dict):
+            raise OIPError(400, f"output {name!r}: 'parameters' must be a JSON object")
+        if oparams.get("classification"):
+            raise OIPError(400, f"output {name!r}: the classification extension is not supported")
+        binary = oparams.get("binary_data", default_binary)
+        if not isinstance(binary, bool):
+            raise OIPError(400, f"output {name!r}: parameters.binary_data must be true or false")
+        chosen.append((target.outputs.index(name), name, binary))
+    return chosen
+
+
+# ---- a reply -------------------------------------------------------------------------------------
+
+
+def encode_reply(
+    req: dict[str, Any], target: Target, outputs: list[np.ndarray], wanted: list[tuple[int, str, bool]]
+) -> tuple[bytes, int | None]:
+    """(body, JSON header length) of the inference response: the header length is None when no output is
+    binary (the body is then JSON alone), else the size of the JSON header before the binary tensors."""
+    reply: dict[str, Any] = {"model_name": target.name, "model_version": VERSION}
+    if isinstance(req.get("id"), str):
+        reply["id"] = req["id"]
+    tensors, blobs = [], []
+    for index, name, binary in wanted:
+        out = np.ascontiguousarray(outputs[index], dtype="<f4")
+        tensor: dict[str, Any] = {"name": name, "datatype": DATATYPE, "shape": list(out.shape)}
+        if binary:
+            blob = out.tobytes()
+            tensor["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            tensor["data"] = [v if math.isfinite(v) else None for v in out.ravel().tolist()]
+        tensors.append(tensor)
+    reply["outputs"] = tensors
+    header = json.dumps(reply, separators=(",", ":")).encode()
+    if not blobs:
+        return header, None
+    return b"".join([header, *blobs]), len(header)
