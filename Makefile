@@ -1,24 +1,35 @@
 # Every target runs inside .venv, which `make setup` creates on first use (and refreshes when
 # pyproject.toml changes). Variables: DEVICE (auto|cpu|cuda|cuda:N|mps), MODELS (all or a,b,...),
-# ARTIFACTS (directory), QUICK=1 for a short benchmark, PORT for the demo.
+# ARTIFACTS (directory), QUICK=1 for a short benchmark, PORT for the demo and triton-serve.
+# The real Triton server has its own environment, .venv-triton, which `make setup` (or `make triton-env`) makes.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+TRITON_VENV := .venv-triton
+TRITON_STAMP := $(TRITON_VENV)/.installed
 DEVICE ?= auto
 MODELS ?= all
 ARTIFACTS ?= artifacts
 PYTEST_ARGS ?=
 
-.PHONY: setup train export verify demo test lint format bench triton clean
+.PHONY: setup triton-env train export verify demo test lint format bench triton triton-serve clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(TRITON_STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+triton-env: $(TRITON_STAMP)
+
+$(TRITON_STAMP): requirements-triton.txt
+	test -x $(TRITON_VENV)/bin/python || $(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(TRITON_VENV)/bin/python -m pip install --quiet -r requirements-triton.txt
+	touch $(TRITON_STAMP)
 
 train: setup
 	$(PY) -m pipeline train --models $(MODELS) --device $(DEVICE) --artifacts $(ARTIFACTS)
@@ -49,6 +60,10 @@ bench: setup
 
 triton: setup
 	$(PY) -m pipeline triton $(ARTIFACTS)/triton --artifacts $(ARTIFACTS)
+
+triton-serve: setup
+	@test -f $(ARTIFACTS)/manifest.json || $(MAKE) train export
+	$(PY) -m pipeline triton-serve --artifacts $(ARTIFACTS) --triton-env $(TRITON_VENV) $(if $(PORT),--port $(PORT))
 
 clean:
 	rm -rf $(ARTIFACTS)/*/ $(ARTIFACTS)/*.json
