@@ -91,6 +91,20 @@ def test_a_writer_that_fails_halfway_leaves_the_old_file_and_no_temp(target, exc
     assert leftovers(target.parent) == []
 
 
+@pytest.mark.parametrize(
+    "exc", [RuntimeError("failed after cleaning up"), OSError(errno.ENOSPC, "No space left on device")], ids=repr
+)
+def test_a_writer_that_removed_its_temp_file_before_failing_gets_its_own_error(target, exc):
+    def write(tmp: Path) -> None:
+        tmp.unlink()  # some writers clean up after themselves: nothing is left to remove
+        raise exc
+
+    with pytest.raises(type(exc)) as info:
+        atomic_write(target, write)
+    assert info.value is exc or info.value.__cause__ is exc  # not a FileNotFoundError from the clean-up
+    assert target.read_bytes() == OLD and leftovers(target.parent) == []
+
+
 def test_a_full_disk_names_the_file_being_written(target):
     full = OSError(errno.ENOSPC, "No space left on device")  # what write() raises: it names no file
     with pytest.raises(OSError) as info:
@@ -229,6 +243,21 @@ def test_sha256_of_a_file_larger_than_one_read(tmp_path):
     assert sha256_file(path) == hashlib.sha256(data).hexdigest()
     (tmp_path / "empty").write_bytes(b"")
     assert sha256_file(tmp_path / "empty") == hashlib.sha256(b"").hexdigest()
+
+
+def test_hashing_a_large_artifact_reads_it_in_bounded_memory(tmp_path):
+    import tracemalloc
+
+    path = tmp_path / "two_layer_net.onnx"
+    path.write_bytes(b"\1" * (8 << 20))
+    tracemalloc.start()
+    try:
+        digest = sha256_file(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert digest == hashlib.sha256(b"\1" * (8 << 20)).hexdigest()
+    assert peak < 3 * (1 << 20), peak  # a 1 MiB block at a time (two alive at most), never all 8 MiB
 
 
 def test_stale_temps_are_removed_at_every_depth_and_nothing_else(tmp_path):

@@ -123,7 +123,8 @@ def test_one_feature_and_a_thousand():
         ('"1" 2', f"{WANT2}; x1 (position 1) is '\"1\"', not a number"),
         ("0x10 1", f"{WANT2}; x1 (position 1) is '0x10', not a number"),
         ("x" * 30 + " 1", f"{WANT2}; x1 (position 1) is '{'x' * 20}...', not a number"),
-        ("x" * 20 + " 1", f"{WANT2}; x1 (position 1) is '{'x' * 20}', not a number"),
+        ("x" * 20 + " 1", f"{WANT2}; x1 (position 1) is '{'x' * 20}', not a number"),  # shown whole up to 20
+        ("x" * 21 + " 1", f"{WANT2}; x1 (position 1) is '{'x' * 20}...', not a number"),
         ([10**400, 1], f"{WANT2}; x1 (position 1) is '{'1' + '0' * 19}...', not a number"),
         ([True, 1], f"{WANT2}; x1 (position 1) is not a number"),
         ([1, False], f"{WANT2}; x2 (position 2) is not a number"),

@@ -79,6 +79,20 @@ def test_inflating_stops_at_the_limit():
     assert protocol._decode(gzip.compress(b"a" * 1000), "gzip", 1000) == b"a" * 1000  # exactly at the limit
 
 
+def test_a_compressed_bomb_is_stopped_without_inflating_it():
+    import tracemalloc
+
+    bomb = gzip.compress(b"\0" * 20_000_000)  # about 20 KB on the wire, 20 MB inflated
+    tracemalloc.start()
+    try:
+        with pytest.raises(OIPError) as info:
+            protocol._decode(bomb, "gzip", 1000)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert info.value.status == 413 and peak < 1_000_000, peak
+
+
 def test_bad_encodings_are_refused():
     assert (
         fails(400, protocol._decode, b"abc", "br", 10)
@@ -185,7 +199,8 @@ def test_json_data_flat_or_nested_becomes_a_float32_batch():
         assert arr.dtype == np.float32 and arr.flags["C_CONTIGUOUS"] and arr.tolist() == [[10, 11.5], [-1, 2]]
     arr = protocol._input(tensor([1, 2], name="x__0"), TRITON, b"", 8)
     assert arr.tolist() == [[1, 2]]
-    assert protocol._input(tensor([3e38, -3.4e38]), BARE, b"", 8).tolist() == [[np.float32(3e38), np.float32(-3.4e38)]]
+    top = float(np.finfo(np.float32).max)  # the largest float32 is accepted, both signs
+    assert protocol._input(tensor([top, -top]), BARE, b"", 8).tolist() == [[top, -top]]
 
 
 def test_binary_data_is_read_as_little_endian_float32():
@@ -333,6 +348,7 @@ OUTS = [np.array([[21.0], [3.0]], dtype=np.float32), np.array([[1.0, np.inf, -0.
 def test_a_json_reply_names_the_model_each_output_its_shape_and_values():
     reply = protocol._reply({"id": "r1"}, BARE, OUTS, [(1, "hidden", False), (0, "sum", False)])
     assert reply.media_type == "application/json" and HEADER_LENGTH.lower() not in reply.headers
+    assert b" " not in reply.body  # compact JSON: the header of every binary reply is as small as it can be
     assert json.loads(reply.body) == {
         "model_name": "adder",
         "model_version": "1",
