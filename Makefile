@@ -56,7 +56,7 @@ bench: setup
 	$(PY) -m pipeline bench --artifacts $(ARTIFACTS) $(if $(QUICK),--quick)
 
 triton: setup
-	$(PY) -m pipeline export --triton $(ARTIFACTS)/triton --artifacts $(ARTIFACTS)
+	$(PY) -m pipeline triton $(ARTIFACTS)/triton --artifacts $(ARTIFACTS)
 
 # Mutation testing: each mutant of the core against its fast unit tests; a fresh run every time, its
 # copy of the project and its log in mutants/ (ignored by git). Not part of `make test`: see its timing.

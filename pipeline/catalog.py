@@ -44,6 +44,7 @@ class Recipe:
     shuffle: bool = False  # reshuffle mini-batches every epoch (DataLoader(shuffle=True))
     gradients: str = "autograd"  # "autograd", or "manual": the module's own manual_gradients()
     note: str = ""  # what the seed says about this recipe, shown by `list` and kept in history
+    seed_loss: str = ""  # the final loss the seeds document or measured (SEED_MODELS.md); "" where they give none
     init: Callable[[nn.Module], None] | None = None  # redraws the fresh module's weights; None keeps them
 
     def as_dict(self) -> dict[str, Any]:
@@ -263,7 +264,7 @@ CATALOG: dict[str, ModelSpec] = {
             seed="000 (nn module version)",
             build=models.TwoLayerNet,
             data=_random_regression(64, 1000, 10),
-            recipes={"sgd": Recipe("sse", "sgd", 1e-4, 500, note=SSE_NOTE)},
+            recipes={"sgd": Recipe("sse", "sgd", 1e-4, 500, note=SSE_NOTE, seed_loss="6e-7 to 1.5e-5")},
             inputs=(TensorSpec("x", _names("x", 1000)),),
             outputs=(TensorSpec("y", _names("y", 10)),),
             examples=(tuple(0.01 * ((7 * i) % 201 - 100) for i in range(1000)),),
@@ -276,8 +277,18 @@ CATALOG: dict[str, ModelSpec] = {
             build=models.TwoLayerRaw,
             data=_random_regression(100, 1000, 10),
             recipes={
-                "manual": Recipe("sse", "sgd", 1e-6, 20, gradients="manual", note="hand-written backprop, no autograd"),
-                "autograd": Recipe("sse", "sgd", 1e-6, 20, note="the same descent with autograd gradients"),
+                "manual": Recipe(
+                    "sse",
+                    "sgd",
+                    1e-6,
+                    20,
+                    gradients="manual",
+                    note="hand-written backprop, no autograd",
+                    seed_loss="6e5 to 1.1e6",
+                ),
+                "autograd": Recipe(
+                    "sse", "sgd", 1e-6, 20, note="the same descent with autograd gradients", seed_loss="6e5 to 1.1e6"
+                ),
             },
             inputs=(TensorSpec("x", _names("x", 1000)),),
             outputs=(TensorSpec("y", _names("y", 10)),),
@@ -291,8 +302,10 @@ CATALOG: dict[str, ModelSpec] = {
             build=models.Poly3,
             data=_sine,
             recipes={
-                "sgd": Recipe("sse", "sgd", 1e-6, 2000, note=SSE_NOTE, init=_normal_init),
-                "rmsprop": Recipe("sse", "rmsprop", 1e-3, 2000, note="seed 002 §6, nn.Linear's own init"),
+                "sgd": Recipe("sse", "sgd", 1e-6, 2000, note=SSE_NOTE, init=_normal_init, seed_loss="8.9 to 15"),
+                "rmsprop": Recipe(
+                    "sse", "rmsprop", 1e-3, 2000, note="seed 002 §6, nn.Linear's own init", seed_loss="8.92 to 8.94"
+                ),
             },
             inputs=(TensorSpec("x", ("x",)),),
             outputs=(TensorSpec("y", ("y",)),),
@@ -306,7 +319,11 @@ CATALOG: dict[str, ModelSpec] = {
             seed="002 §4",
             build=models.Legendre3,
             data=_sine,
-            recipes={"sgd": Recipe("sse", "sgd", 5e-6, 2000, note="custom Function with hand-written backward")},
+            recipes={
+                "sgd": Recipe(
+                    "sse", "sgd", 5e-6, 2000, note="custom Function with hand-written backward", seed_loss="8.94"
+                )
+            },
             inputs=(TensorSpec("x", ("x",)),),
             outputs=(TensorSpec("y", ("y",)),),
             examples=((0.0,), (1.0,), (math.pi / 2,), (-2.0,)),
@@ -320,7 +337,16 @@ CATALOG: dict[str, ModelSpec] = {
             seed="003",
             build=models.SimpleNN,
             data=_fixed([[1, 2], [3, 4]], [[3], [7]]),
-            recipes={"adam": Recipe("mse", "adam", 0.01, 100, note="targets of shape (2, 1), not the seed's (1, 2)")},
+            recipes={
+                "adam": Recipe(
+                    "mse",
+                    "adam",
+                    0.01,
+                    100,
+                    note="targets of shape (2, 1), not the seed's (1, 2)",
+                    seed_loss="0.08 to 0.25",
+                )
+            },
             inputs=(TensorSpec("x", ("x1", "x2")),),
             outputs=(TensorSpec("sum", ("sum",)),),
             examples=((10.0, 11.0), (1.5, 2.5), (1.0, 2.0)),
@@ -346,7 +372,11 @@ CATALOG: dict[str, ModelSpec] = {
             seed="004 §11.3-11.5",
             build=_sigmoid_net,
             data=_fixed([[1, 1]], [[0]]),
-            recipes={"sgd": Recipe("mse", "sgd", 0.01, 100, note="autograd in place of finite differences")},
+            recipes={
+                "sgd": Recipe(
+                    "mse", "sgd", 0.01, 100, note="autograd in place of finite differences", seed_loss="0.00033"
+                )
+            },
             inputs=(TensorSpec("x", ("x1", "x2")),),
             outputs=(TensorSpec("y", ("y",)),),
             examples=((1.0, 1.0), (0.0, 0.0), (2.0, -1.0)),

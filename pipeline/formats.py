@@ -102,7 +102,7 @@ FORMATS: dict[str, Format] = {
         Format(
             "torchscript",
             "TorchScript",
-            (Loader(TORCH, "pipeline.runtime:load_torchscript"),),
+            (Loader(TORCH, "pipeline.loaders:load_torchscript"),),
             filename="model.torchscript.pt",
             exporter="pipeline.export:export_torchscript",
             triton=TritonPlatform("pytorch_libtorch", "model.pt", True, (("INFERENCE_MODE", "true"),)),
@@ -111,8 +111,8 @@ FORMATS: dict[str, Format] = {
             "onnx",
             "ONNX",
             (
-                Loader(ONNXRUNTIME, "pipeline.runtime:load_onnxruntime"),
-                Loader(ONNX_REFERENCE, "pipeline.runtime:load_onnx_reference"),
+                Loader(ONNXRUNTIME, "pipeline.loaders:load_onnxruntime"),
+                Loader(ONNX_REFERENCE, "pipeline.loaders:load_onnx_reference"),
             ),
             filename="model.onnx",
             exporter="pipeline.export:export_onnx",
@@ -121,14 +121,14 @@ FORMATS: dict[str, Format] = {
         Format(
             "pt2",
             "torch.export .pt2",
-            (Loader(TORCH, "pipeline.runtime:load_pt2"),),
+            (Loader(TORCH, "pipeline.loaders:load_pt2"),),
             filename="model.pt2",
             exporter="pipeline.export:export_pt2",
         ),
         Format(
             "eager",
             "eager state_dict",
-            (Loader(TORCH, "pipeline.runtime:load_eager"),),
+            (Loader(TORCH, "pipeline.loaders:load_eager"),),
             artifact=STATE_DICT,
             needs_catalog=True,
         ),
@@ -154,7 +154,7 @@ def get(name: Any) -> Format:
 
 
 def label(fmt: str, runtime: str | None = None) -> str:
-    """"ONNX · onnxruntime": the format's label and the runtime (its default when not given)."""
+    """ "ONNX · onnxruntime": the format's label and the runtime (its default when not given)."""
     spec = get(fmt)
     rt = RUNTIMES.get(runtime or spec.default_runtime)
     return f"{spec.label} · {rt.label if rt else runtime}"

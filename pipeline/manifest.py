@@ -14,11 +14,12 @@ from typing import Any
 
 from pipeline.errors import UserError
 from pipeline.fileio import sha256_file
+from pipeline.formats import ARTIFACT_KINDS
 
 MANIFEST = "manifest.json"
 PARITY = "parity.json"
 SCHEMA = 1
-FORMATS = ("state_dict", "torchscript", "onnx", "pt2")
+FORMATS = ARTIFACT_KINDS  # the artifact kinds a manifest may list, declared in pipeline/formats.py
 
 
 class ManifestError(UserError, ValueError):
