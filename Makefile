@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 # The pure core that `make mutate` mutates, as mutmut mutant-name globs ([tool.mutmut] in pyproject.toml
 # names the files and the fast tests run against them), and the kill rate it must reach.
 MUTATE ?= 'pipeline.inputs.*' 'pipeline.fileio.*' 'pipeline.manifest.*' \
-	'pipeline.parity.x_compare*' 'pipeline.parity.xǁParityReportǁ*' \
+	'pipeline.parity.x_compare*' 'pipeline.parity.x_merge*' \
 	'pipeline.oip.x__read_body*' 'pipeline.oip.x__decode*' 'pipeline.oip.x__split*' 'pipeline.oip.x__parse_json*' \
 	'pipeline.oip.x__reject_constant*' 'pipeline.oip.x__format*' 'pipeline.oip.x__flat_numbers*' \
 	'pipeline.oip.x__input*' 'pipeline.oip.x__outputs*' 'pipeline.oip.x__reply*'
