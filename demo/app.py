@@ -35,7 +35,7 @@ from pipeline import formats  # noqa: E402
 from pipeline.errors import UserError  # noqa: E402
 from pipeline.manifest import ManifestError, ModelEntry  # noqa: E402
 from pipeline.runtime import DEVICES  # noqa: E402
-from pipeline.service import Service, cuda_unavailable_reason, formats_of  # noqa: E402
+from pipeline.service import Service, cuda_unavailable_reason  # noqa: E402
 from pipeline.tensors import width  # noqa: E402
 
 log = logging.getLogger("demo")
@@ -209,7 +209,7 @@ def _build_page(svc: Service, entries: list[ModelEntry]) -> None:
                 elem_id="model-picker",
             )
             model_info = gr.Markdown(_model_info(first), elem_id="model-info")
-            served = formats_of(first)
+            served = first.served_formats()
             fmt = gr.Radio(
                 choices=[(formats.label(f), f) for f in served],
                 value=formats.DEFAULT_FORMAT if formats.DEFAULT_FORMAT in served else served[0],
@@ -279,7 +279,7 @@ def _build_page(svc: Service, entries: list[ModelEntry]) -> None:
 
     def on_model(name: str):
         entry = svc.entry(name)
-        fmts = formats_of(entry)
+        fmts = entry.served_formats()
         return (
             *[gr.update(visible=e.name == entry.name) for e in entries],
             gr.update(choices=[(formats.label(f), f) for f in fmts]),

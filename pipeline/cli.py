@@ -430,6 +430,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="intra-op threads for the predictors, torch and onnxruntime (default: each runtime's own)",
     )
     p.set_defaults(func=cmd_bench)
+
+    from pipeline.triton_server import register_cli  # `triton-serve`: the real Triton server, its own module
+
+    register_cli(command, DEFAULT_ARTIFACTS)
     return parser
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from pipeline.errors import UserError
 from pipeline.fileio import sha256_file
 from pipeline.formats import ARTIFACT_KINDS
+from pipeline.formats import FORMATS as FORMAT_SPECS
 from pipeline.tensors import NUMPY_DTYPES as DTYPES
 
 MANIFEST = "manifest.json"
@@ -78,6 +79,10 @@ class ModelEntry:
     @property
     def output_names(self) -> list[str]:
         return [o["name"] for o in self.outputs]
+
+    def served_formats(self) -> list[str]:
+        """The formats this model can be served in (its artifact is listed), in the order formats.py declares them."""
+        return [name for name, spec in FORMAT_SPECS.items() if spec.artifact_kind in self.artifacts]
 
     def artifact(self, fmt: str) -> Artifact:
         """The artifact of format `fmt`, or a ManifestError listing the formats this model has."""

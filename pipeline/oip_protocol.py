@@ -26,7 +26,7 @@ import numpy as np
 
 from pipeline import formats
 from pipeline.manifest import Manifest, ModelEntry
-from pipeline.triton import VERSION, data_type, tensor_dims, tensor_names, triton_model_name
+from pipeline.naming import VERSION, data_type, tensor_dims, tensor_names, triton_model_name
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 DATATYPE = "FP32"  # the datatype of every seed model's tensors; others declare theirs (pipeline/triton.py)

@@ -19,7 +19,7 @@ from pipeline import formats
 from pipeline.devices import DeviceError, cuda_index, cuda_status
 from pipeline.errors import one_line
 from pipeline.manifest import Manifest
-from pipeline.runtime import RuntimeUnavailable, load_predictor
+from pipeline.runtime import NotServed, RuntimeUnavailable, load_predictor
 from pipeline.tensors import Batch, examples_batch, random_batch
 
 DEFAULT_ATOL = formats.DEFAULT_ATOL
@@ -283,10 +283,19 @@ def check_model(
         fmt, runtime, device = formats.REFERENCE
         return [ParityRow(model, fmt, runtime, device, "*", None, None, False, one_line(exc), ERROR)]
     rows: list[ParityRow] = []
+    not_served: dict[str, list[ParityRow]] = {}
     for target in chosen:
         spec = formats.get(target.format)
         tol = (spec.atol if atol is None else atol, spec.rtol if rtol is None else rtol, spec.scale)
-        rows += _check_target(manifest, model, target, batches, expected, tol)
+        try:
+            rows += _check_target(manifest, model, target, batches, expected, tol)
+        except NotServed as exc:  # a server without that format's backend: a failure only if it serves none
+            row = ParityRow(model, target.format, target.runtime, target.device, "*", None, None, False, one_line(exc))
+            row.failure, (row.atol, row.rtol, row.scale) = UNAVAILABLE, tol
+            not_served.setdefault(target.runtime, []).append(row)
+    for url, missing in not_served.items():
+        if not any(r.runtime == url for r in rows):
+            rows += missing
     return rows
 
 
@@ -305,6 +314,8 @@ def _check_target(
         return [failed(target.unavailable, UNAVAILABLE)]
     try:
         predictor = load_predictor(manifest, model, target.format, target.runtime, target.device)
+    except NotServed:
+        raise  # check_model decides, from what else the server serves
     except RuntimeUnavailable as exc:  # asked for (targets() skips what auto cannot run): a failure
         return [failed(one_line(exc), UNAVAILABLE)]
     except Exception as exc:  # noqa: BLE001

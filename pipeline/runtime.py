@@ -41,6 +41,10 @@ def positional_names(names: Sequence[str], count: int) -> list[str]:
     return [names[i] if i < len(names) else f"output {i}" for i in range(count)]
 
 
+class NotServed(RuntimeUnavailable):
+    """A remote server that answers but serves the artifact under none of its Triton names."""
+
+
 @dataclass
 class Predictor:
     """Runs one artifact. Call it with one example or a batch: for a model with one 1-D input, a flat list
@@ -221,12 +225,13 @@ def is_remote(runtime: Any) -> bool:
 def load_remote_predictor(entry: ModelEntry, fmt: str, url: str) -> Predictor:
     """A predictor that runs `entry`'s `fmt` model on the Open Inference Protocol server at `url`.
 
-    The server is asked for the Triton model `<model>_<fmt>` (pipeline/triton.py names them), with
-    its tensor names, through tritonclient's HTTP client and binary tensors; the model's metadata is
-    checked against the manifest before the predictor is returned. The server keeps its own copy of
+    The server is asked for the Triton model `<model>_<fmt>`, else another flavour serving the same
+    file (pipeline/naming.py names them), with its tensor names, through tritonclient's HTTP client
+    and binary tensors; the model's metadata is checked against the manifest before the predictor is
+    returned. The server keeps its own copy of
     the artifact and picks its own device: no local file is read and `device` does not apply.
     """
-    from pipeline.triton import TRITON_FORMATS, tensor_names, triton_model_name
+    from pipeline.naming import TRITON_FORMATS, served_names, tensor_names
 
     if fmt not in TRITON_FORMATS:
         raise InputError(f"a remote server serves the formats {', '.join(TRITON_FORMATS)}; got {fmt!r}")
@@ -238,7 +243,6 @@ def load_remote_predictor(entry: ModelEntry, fmt: str, url: str) -> Predictor:
         raise RuntimeUnavailable(f"the remote runtime needs tritonclient: {hint}") from None
     start = time.perf_counter()
     address = url.split("://", 1)[1].rstrip("/")
-    name = triton_model_name(entry.name, fmt)
     in_names, out_names = tensor_names(entry, fmt)
     local = threading.local()  # tritonclient's clients are not thread-safe: one per thread
 
@@ -249,12 +253,17 @@ def load_remote_predictor(entry: ModelEntry, fmt: str, url: str) -> Predictor:
             )
         return local.client
 
-    try:
-        meta = client().get_model_metadata(name)
-    except InferenceServerException as exc:
-        raise RuntimeUnavailable(f"{url} does not serve {name}: {exc.message()}") from None
-    except Exception as exc:  # noqa: BLE001 - refused connections, DNS, TLS: one line
-        raise RuntimeUnavailable(f"cannot reach {url}: {type(exc).__name__}: {exc}") from None
+    names, refusals, meta = served_names(entry.name, fmt), [], None
+    for name in names:  # the format's own backend first, then a flavour that runs the same file
+        try:
+            meta = client().get_model_metadata(name)
+            break
+        except InferenceServerException as exc:
+            refusals.append(exc.message())
+        except Exception as exc:  # noqa: BLE001 - refused connections, DNS, TLS: one line
+            raise RuntimeUnavailable(f"cannot reach {url}: {type(exc).__name__}: {exc}") from None
+    if meta is None:
+        raise NotServed(f"{url} does not serve {' or '.join(names)}: {refusals[0]}")
     got_in = [(t.get("name"), t.get("datatype"), list(t.get("shape", []))) for t in meta.get("inputs", [])]
     got_out = {t.get("name"): t.get("datatype") for t in meta.get("outputs", [])}
     want_in = [(n, OIP_DATATYPES[dtype(t)], [-1, *shape(t)]) for n, t in zip(in_names, entry.inputs, strict=True)]

@@ -57,11 +57,6 @@ def cuda_unavailable_reason() -> str | None:
     return "no CUDA GPU is visible on this machine"
 
 
-def formats_of(entry: ModelEntry) -> list[str]:
-    """The formats `entry` can be served in, in the order formats.FORMATS declares them."""
-    return [name for name, spec in formats.FORMATS.items() if spec.artifact_kind in entry.artifacts]
-
-
 def check_finite(model: str, names: Sequence[str], outputs: Sequence[np.ndarray]) -> None:
     """OutputOverflow naming the first output that holds an infinity or NaN (float32 overflow)."""
     for name, value in zip(names, outputs, strict=True):

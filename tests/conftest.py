@@ -17,6 +17,20 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 
+# The session fixtures train and export every model: tests that use them are not unit tests.
+SESSION_FIXTURES = {"trained", "artifacts", "artifacts_copy", "manifest"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under mutation testing (mutmut sets MUTANT_UNDER_TEST), run only the tests that train nothing."""
+    if "MUTANT_UNDER_TEST" not in os.environ:
+        return
+    slow = [item for item in items if SESSION_FIXTURES & set(getattr(item, "fixturenames", ()))]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if item not in slow]
+
+
 def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     """`python -m pipeline ARGS` in a subprocess, output captured as text."""
     return subprocess.run(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import pytest
 
@@ -33,16 +34,18 @@ def quick_run(tmp_path_factory, artifacts):
 
     root = tmp_path_factory.mktemp("bench") / "artifacts"
     shutil.copytree(artifacts, root)  # bench writes bench.json into the directory
+    start = time.perf_counter()
     proc = run_cli("bench", "--artifacts", str(root), "--quick", "--device", "cpu", timeout=900)
+    wall = time.perf_counter() - start
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return json.loads((root / "bench.json").read_text()), proc.stdout, root
+    return json.loads((root / "bench.json").read_text()), proc.stdout, root, wall
 
 
 @pytest.mark.slow
 def test_quick_bench_has_every_section_with_positive_figures(quick_run):
     from pipeline.bench import BATCH_SIZES, HTTP_CLIENTS, HTTP_FORMATS, figures
 
-    result, stdout, _ = quick_run
+    result, stdout, _, wall = quick_run
     for section in SECTIONS:
         assert result.get(section), f"section {section} is missing or empty"
     numbers = list(figures({k: result[k] for k in SECTIONS}))
@@ -60,10 +63,12 @@ def test_quick_bench_has_every_section_with_positive_figures(quick_run):
     assert {r["clients"] for r in http} == set(HTTP_CLIENTS)
     assert {r["format"] for r in http} == set(HTTP_FORMATS) >= {"onnx", "torchscript"}
     assert all(r["requests"] > 0 for r in http)
-    assert result["cold_start"]["seconds"] > 0
+    # The demo printed its URL before it answered its first prediction, all within the bench's run.
+    cold = result["cold_start"]
+    assert 0 < cold["listening_s"] < cold["seconds"] < wall
     train = result["training"]
     assert train["steps"] and all("trainer_over_bare" in r for r in train["steps"])
-    assert train["walls"]["train_s"] > 0 and train["walls"]["export_s"] > 0
+    assert 0 < train["walls"]["train_s"] < wall and 0 < train["walls"]["export_s"] < wall
     backends = {r["backend"].split(" (")[0] for r in result["device_timing"]}
     assert {"torch cpu", "numpy"} <= backends
     assert all(isinstance(t["met"], bool) for t in result["targets"])
@@ -72,7 +77,7 @@ def test_quick_bench_has_every_section_with_positive_figures(quick_run):
 
 @pytest.mark.slow
 def test_latency_and_throughput_cover_every_declared_format_and_runtime(quick_run):
-    result, _, _ = quick_run
+    result, _, _, _ = quick_run
     declared = {(f.name, load.runtime.name) for f in formats.FORMATS.values() for load in f.loaders}
     assert declared >= {("onnx", "onnxruntime"), ("onnx", "onnx-reference"), ("torchscript", "torch")}
     models = {r["model"] for r in result["latency"]}
@@ -84,7 +89,7 @@ def test_latency_and_throughput_cover_every_declared_format_and_runtime(quick_ru
 
 @pytest.mark.slow
 def test_artifacts_table_gives_each_exported_file_its_size_and_parity_deviation(quick_run):
-    result, stdout, root = quick_run
+    result, stdout, root, _ = quick_run
     manifest = json.loads((root / "manifest.json").read_text())
     models = {r["model"] for r in result["latency"]}
     rows = {(r["model"], r["format"]): r for r in result["artifacts"]}

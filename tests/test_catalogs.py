@@ -37,7 +37,9 @@ BAD = {
 
 
 def snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()
+    }
 
 
 @pytest.mark.parametrize("case", list(BAD))
@@ -70,4 +72,3 @@ def test_every_command_takes_catalog(tmp_path):
     assert summary.returncode == 0 and "Linear" in summary.stdout
     for command in ("train", "import", "export", "verify", "triton", "bench"):
         assert "--catalog PATH" in run_cli(command, "--help").stdout, command
-

@@ -20,12 +20,12 @@ from fastapi.testclient import TestClient
 
 from demo.server import RequestLimits
 from pipeline.inputs import InputError
+from pipeline.naming import TRITON_FORMATS, model_config, tensor_names, triton_model_name
 from pipeline.oip import oip_router
 from pipeline.oip_protocol import oip_names
 from pipeline.parity import DEFAULT_ATOL, DEFAULT_RTOL, compare, parity_inputs, verify
 from pipeline.runtime import PredictorCache, RuntimeUnavailable, load_predictor
 from pipeline.service import Service
-from pipeline.triton import TRITON_FORMATS, model_config, tensor_names, triton_model_name
 
 from .demo_server import ROOT, free_port, running_demo
 
@@ -280,7 +280,7 @@ def test_the_remote_runtime_is_a_predictor_like_the_others(demo, manifest, eager
 def test_the_remote_runtime_says_what_is_wrong(manifest):
     with pytest.raises(RuntimeUnavailable, match="cannot reach"):
         load_predictor(manifest, "linear_3x", "onnx", runtime=f"http://127.0.0.1:{free_port()}")
-    with pytest.raises(InputError, match="onnx, torchscript"):
+    with pytest.raises(InputError, match=", ".join(TRITON_FORMATS)):
         load_predictor(manifest, "linear_3x", "pt2", runtime="http://127.0.0.1:1")
     report = verify(manifest, ["linear_3x"], device="cpu", remote=[f"http://127.0.0.1:{free_port()}"])
     assert not report.passed  # a server asked for by URL is never skipped as "not at hand"

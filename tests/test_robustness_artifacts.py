@@ -189,14 +189,6 @@ def hostile_state_dict(path: Path, marker: Path) -> None:
     torch.save({"linear.weight": Payload(marker), "linear.bias": torch.zeros(1)}, path)
 
 
-def test_pickle_payload_is_live_on_a_plain_torch_load(tmp_path):
-    """The control: the payload really runs when loaded the unsafe way, so its absence below means a lot."""
-    marker = tmp_path / "marker"
-    hostile_state_dict(tmp_path / "state_dict.pt", marker)
-    torch.load(tmp_path / "state_dict.pt", weights_only=False)
-    assert marker.read_text() == "payload ran"
-
-
 @pytest.mark.parametrize("sha_rerecorded", [False, True], ids=["sha-stale", "sha-rerecorded"])
 def test_state_dict_pickle_payload_never_runs(artifacts_copy, tmp_path, references, sha_rerecorded):
     marker = tmp_path / "marker"
@@ -212,6 +204,9 @@ def test_state_dict_pickle_payload_never_runs(artifacts_copy, tmp_path, referenc
         assert "UnpicklingError" in str(info.value) and "GLOBAL exec" in str(info.value)
     assert not marker.exists(), "the pickle payload ran"
     assert_serves(cache, BYSTANDER, SERVED, references[BYSTANDER])
+    # The control: the very file refused above runs its payload when loaded the unsafe way.
+    torch.load(artifacts_copy / rel, weights_only=False)
+    assert marker.read_text() == "payload ran"
 
 
 def test_export_never_runs_a_pickle_payload_in_trained_weights(artifacts_copy, tmp_path):

@@ -85,8 +85,9 @@ def bench_latency(
         x = np.ascontiguousarray(manifest.model(model).examples[0], dtype=np.float32)
         x2 = x[None, :]
         floor = numpy_floor(cache, model)
+        served = manifest.model(model).served_formats()  # a derived format may not apply to this model
         for device in devices:
-            for fmt, runtime in targets[device]:
+            for fmt, runtime in (t for t in targets[device] if t[0] in served):
                 label = f"{model} {fmt}/{runtime} on {device}"
                 try:
                     predictor = cache.get(model, fmt, device, runtime)
@@ -134,7 +135,8 @@ def latency_summary(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per model: the fastest runtime through the predictor, and its distance from the NumPy floor."""
     out = []
     for model in dict.fromkeys(r["model"] for r in rows):
-        mine = [r for r in rows if r["model"] == model and "floor_p50_us" in r]
+        # The floor computes in float32: only the formats that are not derived (quantized) race it.
+        mine = [r for r in rows if r["model"] == model and "floor_p50_us" in r and not formats.get(r["format"]).source]
         if not mine:
             continue
         best = min(mine, key=lambda r: r["predictor_p50_us"])
