@@ -60,14 +60,14 @@ def test_verify_passes_every_row_with_the_catalog_and_eager_asks_for_it_without(
 
 def test_the_service_predicts_every_format_and_names_the_digit(built):
     from pipeline import formats
-    from pipeline.service import Service, formats_of
+    from pipeline.service import Service
 
     svc = Service(built)
     digits = load(DIGITS)
     x, y = digits.test_data(None)
     for i in range(3):
         answers = {}
-        for fmt in formats_of(svc.entry("digits_cnn")):
+        for fmt in svc.entry("digits_cnn").served_formats():
             if formats.get(fmt).needs_catalog:
                 continue  # eager: only with the catalog loaded (the demo's --catalog; the OIP test below)
             answers[fmt] = svc.predict("digits_cnn", fmt, "cpu", {"image": x[i].tolist()})
