@@ -40,6 +40,7 @@ SEED_CATALOG = "pipeline.seeds"  # loaded by default, checked by the tests rathe
 CATALOG: dict[str, ModelSpec] = {}
 SOURCES: dict[str, dict[str, str]] = {}  # model name -> {"path", "sha256"} of the catalog it came from
 _LOADED: dict[str, list[str]] = {}  # a catalog's resolved path (or module) -> the names it added
+_GIVEN: list[str] = []  # the --catalog values, as given, for commands that run another command
 
 
 class CatalogFileError(CatalogError):
@@ -157,7 +158,14 @@ def use(paths: Iterable[str | Path] | None) -> list[str]:
     names: list[str] = []
     for where in paths or ():
         names += add(where)
+        if str(where) not in _GIVEN:
+            _GIVEN.append(str(where))
     return names
+
+
+def given() -> list[str]:
+    """The catalog paths given on the command line (by `use`), in order."""
+    return list(_GIVEN)
 
 
 def source(name: str) -> dict[str, str] | None:
