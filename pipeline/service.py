@@ -270,7 +270,8 @@ class Service:
         Returns one dict per row: "format", "runtime", "label", "device" (what really ran it, or the device
         asked for when it did not load), "outputs" {name: [floats]}, "max_abs_diff" (largest |value - eager|),
         "within_rule" (bool, None when not compared), "rule", "reason" (why it is outside the rule or did not
-        run, one line, else None), "latency_ms", "load_ms". An artifact that fails to load is a row with its
+        run, one line, else None), "latency_ms", "load_ms", "bytes" (the artifact file's size).
+        An artifact that fails to load is a row with its
         reason, never an exception; bad input raises a UserError with one line.
         """
         loaded = self.require()
@@ -319,7 +320,9 @@ class Service:
             "outputs": {},
             "max_abs_diff": None,
             "within_rule": None,
-            "rule": f"|value - eager| <= {spec.atol:g} + {spec.rtol:g}·|eager|",
+            "rule": f"|value - eager| <= {spec.atol:g} + {spec.rtol:g}·|eager|"
+            + (f" + {spec.scale:g}·max|eager|" if spec.scale else ""),
+            "bytes": loaded.manifest.model(model).artifact(spec.artifact_kind).bytes,
             "reason": unavailable,
             "latency_ms": None,
             "load_ms": None,
@@ -338,7 +341,9 @@ class Service:
         if reference is None:
             row["reason"] = ref_reason
             return row
-        checks = [compare_values(reference.get(n), got.get(n), spec.atol, spec.rtol) for n in {**reference, **got}]
+        checks = [
+            compare_values(reference.get(n), got.get(n), spec.atol, spec.rtol, spec.scale) for n in {**reference, **got}
+        ]
         diffs = [c.max_abs for c in checks if c.max_abs is not None]
         row["max_abs_diff"] = max(diffs) if diffs else None
         row["within_rule"] = all(c.passed for c in checks)

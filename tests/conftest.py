@@ -31,6 +31,25 @@ def pytest_collection_modifyitems(config, items):
         items[:] = [item for item in items if item not in slow]
 
 
+def assert_matches_eager(fmt: str, got: dict, want: dict, what: str = "") -> None:
+    """`got` (named outputs of format `fmt`) is within that format's declared parity rule of eager's `want`."""
+    import numpy as np
+
+    from pipeline import formats
+    from pipeline.parity import compare_outputs
+
+    spec = formats.get(fmt)
+    as_arrays = lambda outs: {k: np.asarray(v, dtype=np.float64) for k, v in outs.items()}  # noqa: E731
+    results = compare_outputs([as_arrays(want)], [as_arrays(got)], spec.atol, spec.rtol, spec.scale)
+    bad = {name: c.reason for name, c in results.items() if not c.passed}
+    assert not bad, f"{what or fmt}: {bad}"
+
+
+def served(manifest, model: str) -> list[str]:
+    """The formats `model` has artifacts for (a derived format may not apply to it)."""
+    return manifest.model(model).served_formats()
+
+
 def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     """`python -m pipeline ARGS` in a subprocess, output captured as text."""
     return subprocess.run(
