@@ -26,18 +26,14 @@ from typing import Any
 import numpy as np
 
 from pipeline import formats
-from pipeline.devices import cuda_device_count, cuda_status
+from pipeline.devices import cuda_status
 from pipeline.errors import one_line
 from pipeline.inputs import InputError, parse_features
 from pipeline.manifest import MANIFEST, Manifest, ManifestError, ModelEntry
 from pipeline.parity import compare as compare_values
-from pipeline.runtime import DEVICES, Predictor, PredictorCache, RuntimeUnavailable
+from pipeline.runtime import DEVICES, Predictor, PredictorCache, RuntimeUnavailable, check_finite
 
 log = logging.getLogger("pipeline.service")
-
-
-class OutputOverflow(InputError):
-    """Finite inputs whose outputs are not finite in float32: the caller's inputs are too large."""
 
 
 @dataclass
@@ -50,20 +46,15 @@ class Loaded:
 
 
 def cuda_unavailable_reason() -> str | None:
-    """Why CUDA cannot be picked here, or None where a CUDA GPU is visible (asked of libcuda, no torch)."""
-    if cuda_device_count() > 0:
-        return None
-    return "no CUDA GPU is visible on this machine"
-
-
-def check_finite(model: str, names: Sequence[str], outputs: Sequence[np.ndarray]) -> None:
-    """OutputOverflow naming the first output that holds an infinity or NaN (float32 overflow)."""
-    for name, value in zip(names, outputs, strict=True):
-        if not np.isfinite(value).all():
-            raise OutputOverflow(
-                f"{model}'s output {name} is not finite for this input (float32 overflow); "
-                "expected inputs of a smaller magnitude"
-            )
+    """Why CUDA cannot be picked here, or None where a runtime can use a GPU (pipeline.devices.cuda_status)."""
+    reasons = {}
+    for name, runtime in formats.RUNTIMES.items():
+        if formats.CUDA in runtime.devices:
+            ok, why = cuda_status(name)
+            if ok:
+                return None
+            reasons.setdefault(why, []).append(name)
+    return "; ".join(f"{', '.join(names)}: {why}" for why, names in reasons.items())
 
 
 # ---- what the answer should be: the task's true function, declared in the catalog ------------------
