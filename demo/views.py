@@ -164,7 +164,23 @@ def stale(previous: str | None, entry: ModelEntry | None) -> str:
     )
 
 
-COMPARE_HEADERS = ("artifact · runtime", "ran on", "values", "max |Δ| vs eager", "within rule", "latency ms", "load ms")
+# The figures first, the values last: at laptop widths the long value lists scroll, not the verdicts.
+COMPARE_HEADERS = (
+    "artifact · runtime",
+    "ran on",
+    "max |Δ| vs eager",
+    "within rule",
+    "latency ms",
+    "load ms",
+    "file size",
+    "values",
+)
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "–"
+    return f"{n / 1024:,.1f} KiB" if n >= 1024 else f"{n} B"
 
 
 def comparison(entry: ModelEntry, rows: Sequence[dict], device: str, values: Sequence[float] | None = None) -> str:
@@ -183,9 +199,10 @@ def comparison(entry: ModelEntry, rows: Sequence[dict], device: str, values: Seq
         vals = "<br>".join(f"{esc(n)}: {values_text(v, COMPARE_VALUES)}" for n, v in row["outputs"].items())
         body.append(
             f'<tr class="{"outside" if outside else "within"}"><td>{esc(row["label"])}</td>'
-            f'<td><code>{esc(row["device"])}</code></td><td class="values">{vals or "–"}</td>'
+            f"<td><code>{esc(row['device'])}</code></td>"
             f'<td>{_sci(row["max_abs_diff"])}</td><td class="verdict">{verdict}</td>'
-            f"<td>{_ms(row['latency_ms'], 3)}</td><td>{_ms(row['load_ms'], 1)}</td></tr>"
+            f"<td>{_ms(row['latency_ms'], 3)}</td><td>{_ms(row['load_ms'], 1)}</td>"
+            f'<td>{_size(row.get("bytes"))}</td><td class="values">{vals or "–"}</td></tr>'
         )
     head = "".join(f"<th>{esc(h)}</th>" for h in COMPARE_HEADERS)
     bad = sum(r["within_rule"] is not True for r in rows)

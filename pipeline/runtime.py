@@ -45,6 +45,20 @@ class NotServed(RuntimeUnavailable):
     """A remote server that answers but serves the artifact under none of its Triton names."""
 
 
+class OutputOverflow(InputError):
+    """Finite inputs whose outputs are not finite in float32: the caller's inputs are too large."""
+
+
+def check_finite(model: str, names: Sequence[str], outputs: Sequence[np.ndarray]) -> None:
+    """OutputOverflow naming the first output that holds an infinity or NaN (float32 overflow)."""
+    for name, value in zip(names, outputs, strict=True):
+        if not np.isfinite(value).all():
+            raise OutputOverflow(
+                f"{model}'s output {name} is not finite for this input (float32 overflow); "
+                "expected inputs of a smaller magnitude"
+            )
+
+
 @dataclass
 class Predictor:
     """Runs one artifact. Call it with one example or a batch: for a model with one 1-D input, a flat list
@@ -82,6 +96,15 @@ class Predictor:
         if arr.ndim != 2 or arr.shape[1] != len(self.features):
             got = arr.shape[-1] if arr.ndim else 0
             raise InputError(f"{expected(self.model, self.features)}; got {got}")
+        finite = np.isfinite(arr)
+        if not finite.all():  # NaN, infinity, or a number beyond float32 that the cast made infinite
+            row, col = np.argwhere(~finite)[0]
+            name = self.features[col]
+            raise InputError(
+                f"{expected(self.model, self.features)}; {name} (position {col + 1}"
+                + (f", row {row + 1}" if not single else "")
+                + ") is not a finite float32 number"
+            )
         return arr, single
 
     def _prepare_named(self, x: Any) -> tuple[Batch, bool]:
@@ -122,6 +145,7 @@ class Predictor:
                 f"{self.model} {self.format} on {self.runtime} gives outputs {', '.join(outs) or 'none'}; "
                 f"the manifest lists {', '.join(self.output_names)}: re-run `make export`"
             )
+        check_finite(self.model, self.output_names, list(outs.values()))
         return {name: (out[0] if single else out) for name, out in outs.items()}
 
     __call__ = predict

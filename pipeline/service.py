@@ -26,19 +26,15 @@ from typing import Any
 import numpy as np
 
 from pipeline import formats
-from pipeline.devices import cuda_device_count, cuda_status
+from pipeline.devices import cuda_status
 from pipeline.errors import one_line
 from pipeline.inputs import InputError, parse_features, parse_inputs
 from pipeline.manifest import MANIFEST, Manifest, ManifestError, ModelEntry
 from pipeline.parity import compare as compare_values
-from pipeline.runtime import DEVICES, Predictor, PredictorCache, RuntimeUnavailable
+from pipeline.runtime import DEVICES, Predictor, PredictorCache, RuntimeUnavailable, check_finite
 from pipeline.tensors import NUMPY_DTYPES, Batch, dtype, pack, shape
 
 log = logging.getLogger("pipeline.service")
-
-
-class OutputOverflow(InputError):
-    """Finite inputs whose outputs are not finite in float32: the caller's inputs are too large."""
 
 
 @dataclass
@@ -51,20 +47,15 @@ class Loaded:
 
 
 def cuda_unavailable_reason() -> str | None:
-    """Why CUDA cannot be picked here, or None where a CUDA GPU is visible (asked of libcuda, no torch)."""
-    if cuda_device_count() > 0:
-        return None
-    return "no CUDA GPU is visible on this machine"
-
-
-def check_finite(model: str, names: Sequence[str], outputs: Sequence[np.ndarray]) -> None:
-    """OutputOverflow naming the first output that holds an infinity or NaN (float32 overflow)."""
-    for name, value in zip(names, outputs, strict=True):
-        if not np.isfinite(value).all():
-            raise OutputOverflow(
-                f"{model}'s output {name} is not finite for this input (float32 overflow); "
-                "expected inputs of a smaller magnitude"
-            )
+    """Why CUDA cannot be picked here, or None where a runtime can use a GPU (pipeline.devices.cuda_status)."""
+    reasons = {}
+    for name, runtime in formats.RUNTIMES.items():
+        if formats.CUDA in runtime.devices:
+            ok, why = cuda_status(name)
+            if ok:
+                return None
+            reasons.setdefault(why, []).append(name)
+    return "; ".join(f"{', '.join(names)}: {why}" for why, names in reasons.items())
 
 
 # ---- what the answer should be: the task's true function, declared in the catalog ------------------
@@ -299,7 +290,8 @@ class Service:
         Returns one dict per row: "format", "runtime", "label", "device" (what really ran it, or the device
         asked for when it did not load), "outputs" {name: [floats]}, "max_abs_diff" (largest |value - eager|),
         "within_rule" (bool, None when not compared), "rule", "reason" (why it is outside the rule or did not
-        run, one line, else None), "latency_ms", "load_ms". An artifact that fails to load is a row with its
+        run, one line, else None), "latency_ms", "load_ms", "bytes" (the artifact file's size).
+        An artifact that fails to load is a row with its
         reason, never an exception; bad input raises a UserError with one line.
         """
         loaded = self.require()
@@ -348,7 +340,9 @@ class Service:
             "outputs": {},
             "max_abs_diff": None,
             "within_rule": None,
-            "rule": f"|value - eager| <= {spec.atol:g} + {spec.rtol:g}·|eager|",
+            "rule": f"|value - eager| <= {spec.atol:g} + {spec.rtol:g}·|eager|"
+            + (f" + {spec.scale:g}·max|eager|" if spec.scale else ""),
+            "bytes": loaded.manifest.model(model).artifact(spec.artifact_kind).bytes,
             "reason": unavailable,
             "latency_ms": None,
             "load_ms": None,
@@ -367,7 +361,9 @@ class Service:
         if reference is None:
             row["reason"] = ref_reason
             return row
-        checks = [compare_values(reference.get(n), got.get(n), spec.atol, spec.rtol) for n in {**reference, **got}]
+        checks = [
+            compare_values(reference.get(n), got.get(n), spec.atol, spec.rtol, spec.scale) for n in {**reference, **got}
+        ]
         diffs = [c.max_abs for c in checks if c.max_abs is not None]
         row["max_abs_diff"] = max(diffs) if diffs else None
         row["within_rule"] = all(c.passed for c in checks)

@@ -17,13 +17,14 @@ from pipeline.catalog import CATALOG
 from pipeline.formats import FORMATS
 from pipeline.runtime import load_predictor
 
+from .conftest import assert_matches_eager
 from .demo_server import ROOT, PredictError, call_predict, running_demo
 
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 ATOL, RTOL = 1e-5, 1e-4
-EXPECTED_DEVICE = {"onnx": "CPUExecutionProvider", "torchscript": "cpu", "pt2": "cpu", "eager": "cpu"}
+EXPECTED_DEVICE = {"onnxruntime": "CPUExecutionProvider", "torch": "cpu"}  # by runtime: what ran on the CPU
 
 
 FRESH: dict = {}  # what the app reported right after start-up, before any torch format was asked for
@@ -77,21 +78,23 @@ def _examples(manifest, model):
 @pytest.mark.parametrize("fmt", list(FORMATS))
 @pytest.mark.parametrize("model", list(CATALOG))
 def test_predict_over_http_matches_eager(demo_url, manifest, eager, model, fmt):
+    if fmt not in manifest.model(model).served_formats():  # a derived format that does not apply: said so
+        with pytest.raises(PredictError, match=rf"^{model} has no '{fmt}' artifact: not applicable \("):
+            call_predict(demo_url, model, fmt, "cpu", _examples(manifest, model)[0][0])
+        return
     for sent, values in _examples(manifest, model):
         start = time.perf_counter()
         result = call_predict(demo_url, model, fmt, "cpu", sent)
         round_trip_ms = (time.perf_counter() - start) * 1000
         want = eager(model).predict(values)
         assert result["format"] == fmt
-        assert result["device"] == EXPECTED_DEVICE[fmt]
-        assert result["runtime"] == ("onnxruntime" if fmt == "onnx" else "torch")
+        assert result["runtime"] == FORMATS[fmt].default_runtime
+        assert result["device"] == EXPECTED_DEVICE[result["runtime"]]
         # The model call alone, in milliseconds: measured (not 0, nor seconds rounded to 0) and inside
         # the request this client waited for (not microseconds, nor the load time of a first call).
         assert 0 < result["latency_ms"] < round_trip_ms - result["load_ms"]
         assert set(result["outputs"]) == set(want)
-        for name, expected in want.items():
-            got = np.asarray(result["outputs"][name], dtype=np.float32)
-            np.testing.assert_allclose(got, expected, atol=ATOL, rtol=RTOL, err_msg=f"{model}/{fmt}/{name}")
+        assert_matches_eager(fmt, result["outputs"], want, f"{model}/{fmt}")
 
 
 BAD_INPUTS = [
@@ -112,7 +115,7 @@ BAD_INPUTS = [
         "tf",
         "cpu",
         "1 2",
-        ["unknown format 'tf'; expected one of: torchscript, onnx, pt2, eager"],
+        ["unknown format 'tf'; expected one of: " + ", ".join(FORMATS)],
     ),
     ("adder_mynet", "onnx", "tpu", "1 2", ["unknown device 'tpu'; expected one of: cpu, cuda, auto"]),
 ]
@@ -150,7 +153,8 @@ def test_predictors_are_loaded_once_and_cached(demo_url):
     assert first["outputs"] == again["outputs"] and again["device"] == first["device"]
 
 
-def test_gradio_client_calls_predict(demo_url, eager_10_11):
+def test_gradio_client_calls_predict(demo_url, eager_10_11, manifest):
+    client_served = lambda model: manifest.model(model).served_formats()  # noqa: E731
     from gradio_client import Client
 
     client = Client(demo_url, verbose=False)
@@ -161,8 +165,9 @@ def test_gradio_client_calls_predict(demo_url, eager_10_11):
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     assert sorted(endpoints) == ["/compare", "/predict"]
     rows = client.predict("adder_mynet", "cpu", "10, 11", api_name="/compare")
+    served = [FORMATS[f] for f in client_served("adder_mynet")]
     assert [(r["format"], r["runtime"]) for r in rows] == [
-        (f.name, load.runtime.name) for f in FORMATS.values() for load in f.loaders
+        (f.name, ld.runtime.name) for f in served for ld in f.loaders
     ]
 
 
@@ -174,7 +179,7 @@ def test_compare_api_returns_every_row_as_json(demo_url, manifest):
     stream = httpx.get(f"{url}/{event}", timeout=120).text
     assert "event: complete" in stream, stream
     rows = json.loads(stream.split("data:", 1)[1].strip())[0]
-    assert len(rows) == sum(len(f.loaders) for f in FORMATS.values())
+    assert len(rows) == sum(len(FORMATS[f].loaders) for f in manifest.model("adder_mynet").served_formats())
     for row in rows:
         assert row["within_rule"] is True and row["max_abs_diff"] is not None and row["latency_ms"] > 0
     bad = httpx.post(url, json={"data": ["adder_mynet", "cpu", "10"]}).json()["event_id"]

@@ -60,7 +60,7 @@ def test_adder_mynet_sum_in_the_page(demo_url, browser, manifest, tmp_path):
         page.locator("#adder_mynet-x1 input").wait_for(state="visible")
         page.locator("#adder_mynet-x1 input").fill("10")
         page.locator("#adder_mynet-x2 input").fill("11")
-        page.locator("#format-picker").get_by_label(re.compile("ONNX")).check()
+        page.locator("#format-picker").get_by_label("ONNX · onnxruntime", exact=True).check()
         page.locator("#predict-button").click()
         prediction = page.locator("#prediction")
         prediction.get_by_text(re.compile(r"sum = ")).wait_for(timeout=30_000)
@@ -163,20 +163,23 @@ def test_a_failed_predict_replaces_the_answer_and_its_reason_stays(adder):
     assert reason in text and "Predict failed" in text and "sum = " not in text, text
 
 
-def test_compare_all_formats_shows_one_row_per_artifact_and_runtime(adder):
+def test_compare_all_formats_shows_one_row_per_artifact_and_runtime(adder, manifest):
     from pipeline.formats import FORMATS
 
+    served = manifest.model("adder_mynet").served_formats()
     page = adder()
     page.locator("#compare-button").click()
     table = page.locator("#compare-table")
     table.wait_for(timeout=90_000)
     rows = table.locator("tr").all_inner_texts()[1:]
-    labels = [f"{f.label} · {load.runtime.label}" for f in FORMATS.values() for load in f.loaders]
+    labels = [f"{FORMATS[f].label} · {load.runtime.label}" for f in served for load in FORMATS[f].loaders]
     assert len(rows) == len(labels)
     for row, label in zip(rows, labels, strict=True):
         cells = row.split("\t")
-        assert cells[0] == label and "sum: 2" in cells[2] and cells[4] == "yes", row
-        float(cells[3].replace("−", "-")), float(cells[5])  # the difference from eager, the latency
+        # artifact · runtime, ran on, max |Δ|, within rule, latency, load, size, values
+        assert cells[0] == label and cells[3] == "yes" and "sum: 2" in cells[7], row
+        float(cells[2].replace("−", "-")), float(cells[4])  # the difference from eager, the latency
+        assert cells[6].endswith(("KiB", " B")), row
 
 
 def test_clicking_an_example_fills_and_runs_it(adder):

@@ -123,6 +123,7 @@ def test_requested_cuda_that_cannot_run_is_a_failed_row_not_a_skip(monkeypatch, 
         ("onnx", "onnxruntime"),
         ("pt2", "torch"),
         ("eager", "torch"),
+        ("onnx-fp16", "onnxruntime"),  # linear_3x has no int8 file (nothing to quantize): no row for it
     }
     assert all(not r.passed and r.failure == parity.UNAVAILABLE and "(fake)" in r.error for r in gpu_rows)
     assert all(r.passed for r in report.rows if r.device != "cuda")
@@ -132,7 +133,10 @@ def test_auto_skips_cuda_rows_it_cannot_run_and_says_why(monkeypatch, manifest):
     monkeypatch.setattr(parity, "cuda_status", lambda runtime: (False, "no GPU (fake)"))
     report = parity.verify(manifest, ["linear_3x"], "auto")
     assert report.passed and not [r for r in report.rows if r.device.startswith("cuda")]
-    assert report.skipped == ["cuda rows torchscript/torch, onnx/onnxruntime, pt2/torch, eager/torch: no GPU (fake)"]
+    assert report.skipped == [
+        "cuda rows torchscript/torch, onnx/onnxruntime, pt2/torch, onnx-int8/onnxruntime, onnx-fp16/onnxruntime, "
+        "eager/torch: no GPU (fake)"
+    ]
 
 
 def test_verify_on_a_gpu_index_the_machine_lacks_is_one_line_and_exit_2(artifacts):

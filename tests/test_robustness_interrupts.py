@@ -21,9 +21,11 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline import formats
 from pipeline.fileio import TMP_PREFIX, sha256_file
 from pipeline.manifest import MANIFEST, PARITY, Manifest
-from pipeline.runtime import ARTIFACT_OF, PREDICT_FORMATS, load_predictor
+from pipeline.runtime import load_predictor
+from tests.conftest import assert_matches_eager
 
 from .conftest import ROOT, run_cli
 
@@ -56,13 +58,12 @@ def assert_manifest_invariant(root: Path, reference: dict[str, dict[str, np.ndar
         for key in ("history", "plot"):
             if entry.raw.get(key):
                 assert manifest.path_of(entry.raw[key]).is_file(), (name, key)
-        for fmt in PREDICT_FORMATS:
-            key = (name, fmt, entry.artifact(ARTIFACT_OF[fmt]).sha256)
+        for fmt in entry.served_formats():
+            key = (name, fmt, entry.artifact(formats.get(fmt).artifact_kind).sha256)
             if key not in _LOADED:
                 out = load_predictor(manifest, name, fmt)(entry.examples[0])
                 assert list(out) == list(reference[name]), (name, fmt)
-                for output, want in reference[name].items():
-                    np.testing.assert_allclose(out[output], want, rtol=1e-4, atol=1e-5, err_msg=f"{name}/{fmt}")
+                assert_matches_eager(fmt, out, reference[name], f"{name}/{fmt}")
                 _LOADED.add(key)
     return manifest
 
