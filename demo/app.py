@@ -29,21 +29,20 @@ if str(ROOT) not in sys.path:  # `python demo/app.py` from a checkout that is no
 
 import fastapi  # noqa: E402
 import gradio as gr  # noqa: E402
-import numpy as np  # noqa: E402
 
-from demo import server, views  # noqa: E402
+from demo import server, views, widgets  # noqa: E402
 from pipeline import formats  # noqa: E402
 from pipeline.errors import UserError  # noqa: E402
 from pipeline.manifest import ManifestError, ModelEntry  # noqa: E402
 from pipeline.runtime import DEVICES  # noqa: E402
 from pipeline.service import Service, cuda_unavailable_reason  # noqa: E402
+from pipeline.tensors import width  # noqa: E402
 
 log = logging.getLogger("demo")
 
 DEFAULT_ARTIFACTS = Path("artifacts")
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
-SMALL_INPUT = 16  # up to this many features: one number field each; wider inputs: one text area
 PLOT_MAX = 64  # outputs with 2..PLOT_MAX values are also drawn as a bar chart
 
 
@@ -102,21 +101,14 @@ def api_compare(svc: Service) -> Callable[[str, str, str | list], list[dict]]:
 # ---- the face -------------------------------------------------------------------------------------
 
 
-def _features_text(values: Sequence[float]) -> str:
-    return ", ".join(format(float(v), ".9g") for v in values)  # .9g: float32 round-trips exactly
-
-
 def _model_label(entry: ModelEntry) -> str:
     return f"{entry.name} · seed {entry.seed}" if entry.seed else entry.name
 
 
 def _model_info(entry: ModelEntry) -> str:
-    outs = ", ".join(f"{o['name']} ({len(o['features'])})" for o in entry.outputs)
-    n = len(entry.features)
-    return (
-        f"**{entry.name}** — seed {entry.seed or 'unknown'}: {entry.description}  \n"
-        f"input: {n} number{'s' if n != 1 else ''}; outputs: {outs}"
-    )
+    outs = ", ".join(f"{o['name']} ({width(o)})" for o in entry.outputs)
+    ins = ", ".join(f"{t['name']} ({width(t)} {t.get('dtype', 'float32')})" for t in entry.inputs)
+    return f"**{entry.name}** — seed {entry.seed or 'unknown'}: {entry.description}  \ninput: {ins}; outputs: {outs}"
 
 
 def _image(svc: Service, rel: str | None) -> Any:
@@ -139,7 +131,7 @@ def _chart(entry: ModelEntry, result: dict) -> Any:
     rows = []
     plotted = [o for o in entry.outputs if 2 <= len(result["outputs"][o["name"]]) <= PLOT_MAX]
     for spec in plotted:
-        for feat, v in zip(spec["features"], result["outputs"][spec["name"]]):
+        for feat, v in zip(spec["features"] or spec.get("classes") or [], result["outputs"][spec["name"]]):
             label = feat if len(plotted) == 1 else f"{spec['name']}:{feat}"
             rows.append({"value name": label, "value": v, "output": spec["name"]})
     if not rows:
@@ -190,55 +182,6 @@ def build_demo(svc: Service) -> gr.Blocks:
     return blocks
 
 
-def _input_form(entry: ModelEntry) -> tuple[list[Any], str, Any]:
-    """The input fields for one model (a number field per feature, or one text area for wide inputs),
-    and its catalog examples (None when it has none)."""
-    example = entry.examples[0] if entry.examples else [0.0] * len(entry.features)
-    examples = None
-    if len(entry.features) <= SMALL_INPUT:
-        with gr.Row():
-            numbers = [
-                gr.Number(label=feat, value=float(example[i]), elem_id=f"{entry.name}-{feat}", min_width=80)
-                for i, feat in enumerate(entry.features)
-            ]
-        if entry.examples:
-            examples = gr.Examples(
-                examples=[list(map(float, ex)) for ex in entry.examples],
-                inputs=numbers,
-                label=f"{entry.name}: catalog examples (a click fills and runs one)",
-                api_visibility="private",
-            )
-        return numbers, "numbers", examples
-    width = len(entry.features)
-    text = gr.Textbox(
-        value=_features_text(example),
-        lines=6,
-        max_lines=12,
-        label=f"{width} numbers ({entry.features[0]} … {entry.features[-1]}), "
-        "separated by commas or spaces, or a JSON list",
-        elem_id=f"{entry.name}-features",
-    )
-    with gr.Row():
-        rand = gr.Button("Random example", size="sm", elem_id=f"{entry.name}-random")
-        catalog = gr.Button("Catalog example", size="sm", elem_id=f"{entry.name}-catalog")
-    rand.click(
-        lambda: _features_text(np.random.default_rng().standard_normal(width).round(4)),
-        outputs=text,
-        api_visibility="private",
-        queue=False,
-    )
-    catalog.click(lambda: _features_text(example), outputs=text, api_visibility="private", queue=False)
-    if entry.examples:
-        examples = gr.Examples(
-            examples=[[_features_text(ex)] for ex in entry.examples],
-            inputs=[text],
-            label=f"{entry.name}: catalog examples (a click fills and runs one)",
-            example_labels=[f"catalog example {i + 1}" for i in range(len(entry.examples))],
-            api_visibility="private",
-        )
-    return [text], "text", examples
-
-
 def _model_panel(svc: Service, entry: ModelEntry) -> tuple:
     """The model panel's values for `entry`: figures text, loss curve, seed figure, activation plot, parity."""
     figure, figure_label = views.seed_figure(entry)
@@ -283,8 +226,8 @@ def _build_page(svc: Service, entries: list[ModelEntry]) -> None:
             groups, fields, slots, examples = [], [], {}, []
             for entry in entries:
                 with gr.Group(visible=entry is first, elem_id=f"input-{entry.name}") as group:
-                    inputs, kind, ex = _input_form(entry)
-                slots[entry.name] = (len(fields), len(fields) + len(inputs), kind)
+                    inputs, layout, ex = widgets.input_form(entry)
+                slots[entry.name] = (len(fields), len(fields) + len(inputs), layout)
                 fields.extend(inputs)
                 groups.append(group)
                 if ex is not None:
@@ -367,16 +310,15 @@ def _build_page(svc: Service, entries: list[ModelEntry]) -> None:
     for component in (fmt, device, *fields):
         component.input(on_input, inputs=[model, shown], outputs=results, api_visibility="private", queue=False)
 
-    def features_of(name: str, values: Sequence[Any]) -> str | list:
-        start, stop, kind = slots.get(name, (0, 0, "numbers"))
-        given = values[start:stop]
-        return given[0] if kind == "text" else list(given)
+    def features_of(name: str, values: Sequence[Any]) -> Any:
+        start, stop, layout = slots[name]
+        return widgets.given_values(svc.entry(name), layout, values[start:stop])
 
     hidden = gr.update(visible=False, value=None)
 
     def on_predict(name: str, fmt_: str, device_: str, *values: Any):
-        features = features_of(name, values)
-        answer, why = attempt("prediction", lambda: svc.predict(name, fmt_, device_, features))
+        features, why = attempt("input", lambda: features_of(name, values))
+        answer, why = (None, why) if why else attempt("prediction", lambda: svc.predict(name, fmt_, device_, features))
         if why:  # the reason stays in the result area, in full, until the next action
             return views.error(why), hidden, {"error": why}, None
         entry = svc.entry(name)
@@ -384,8 +326,8 @@ def _build_page(svc: Service, entries: list[ModelEntry]) -> None:
         return page, _chart(entry, answer), answer, page
 
     def on_compare(name: str, device_: str, *values: Any):
-        features = features_of(name, values)
-        rows, why = attempt("comparison", lambda: svc.compare(name, device_, features))
+        features, why = attempt("input", lambda: features_of(name, values))
+        rows, why = (None, why) if why else attempt("comparison", lambda: svc.compare(name, device_, features))
         if why:
             return views.error(why, "Compare"), hidden, {"error": why}, None
         given = features if isinstance(features, list) else None
@@ -400,8 +342,9 @@ def _build_page(svc: Service, entries: list[ModelEntry]) -> None:
         concurrency_id="predict",
     )
     run.click(**predict_args)
-    for component in fields:  # Enter in an input runs Predict
-        component.submit(**predict_args)
+    for component in fields:  # Enter in an input runs Predict (an image editor has no Enter)
+        if hasattr(component, "submit"):
+            component.submit(**predict_args)
     for ex in examples:  # a click on an example row fills it, then runs it
         ex.load_input_event.then(**predict_args)
     compare.click(
@@ -446,6 +389,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--artifacts", type=Path, default=DEFAULT_ARTIFACTS, help="artifacts directory (./artifacts)")
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on ({DEFAULT_HOST})")
     parser.add_argument(
+        "--catalog",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a catalog file whose models the eager format needs (ONNX, TorchScript and .pt2 need none); repeatable",
+    )
+    parser.add_argument(
         "--port",
         type=_port,
         default=None,
@@ -479,6 +429,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"demo: cannot listen on {args.host}:{args.port}: {exc.strerror}; pick another --port", file=sys.stderr)
         return 2
     url = server.url_of(args.host, sock)
+    if args.catalog:  # a catalog runs code: loaded only from the command line, never from the manifest
+        from pipeline import catalog
+        from pipeline.errors import UserError as CatalogProblem
+
+        try:
+            catalog.use(args.catalog)
+        except CatalogProblem as exc:
+            print(f"demo: {exc}", file=sys.stderr)
+            return 2
     app = create_app(args.artifacts, threads=args.threads)
     server.serve(app, sock, on_start=lambda: print(f"demo: serving {args.artifacts} on {url}", flush=True))
     print("demo: stopped", flush=True)

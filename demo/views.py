@@ -16,6 +16,7 @@ import numpy as np
 
 from pipeline import formats
 from pipeline.manifest import ModelEntry
+from pipeline.tensors import width
 
 HEADLINE_VALUES = 4  # an output with more values shows this many, then "…(N more)"
 COMPARE_VALUES = 8  # values per output in a comparison row before "…(N more)"
@@ -92,11 +93,25 @@ def inputs_text(entry: ModelEntry, values: Sequence[float] | None) -> str:
     return f"{len(values)} numbers ({esc(entry.features[0])} = {number(values[0])}, …)"
 
 
+TOP_CLASSES = 3  # classes shown beside the predicted one
+
+
+def classes_line(labels: dict[str, dict[str, float]] | None) -> str:
+    """For each output of class scores: the predicted class, large, and the top classes with their probabilities."""
+    lines = []
+    for name, probs in (labels or {}).items():
+        top = sorted(probs.items(), key=lambda kv: -kv[1])[:TOP_CLASSES]
+        shown = " · ".join(f"{esc(c)} {p:.1%}" for c, p in top)
+        lines.append(
+            f'<p class="headline predicted-class">{esc(name)}: <b>{esc(top[0][0])}</b></p><p>top classes: {shown}</p>'
+        )
+    return "".join(lines)
+
+
 def placeholder(entry: ModelEntry) -> str:
     """The result area before the first Predict: what will appear there."""
-    outs = ", ".join(
-        f"{esc(o['name'])} ({len(o['features'])} value{'s' if len(o['features']) != 1 else ''})" for o in entry.outputs
-    )
+    sizes = {o["name"]: width(o) for o in entry.outputs}
+    outs = ", ".join(f"{esc(name)} ({n} value{'s' if n != 1 else ''})" for name, n in sizes.items())
     truth = entry.raw.get("truth")
     what = [
         f"<li>the prediction: {outs}</li>",
@@ -122,7 +137,7 @@ def result(entry: ModelEntry, answer: dict, values: Sequence[float] | None = Non
     label = formats.label(answer["format"], answer["runtime"])
     given = inputs_text(entry, values)
     return (
-        f'<div class="result"><p class="headline">{headline(answer["outputs"])}</p>'
+        f'<div class="result">{classes_line(answer.get("labels"))}<p class="headline">{headline(answer["outputs"])}</p>'
         f"{expected_line(answer.get('expected'))}"
         f'<div class="scroll"><table><tr><th>output</th><th>values</th></tr>{rows}</table></div>'
         f"<p>{f'for {given} · ' if given else ''}<b>{esc(label)}</b> · ran on <code>{esc(answer['device'])}</code> "

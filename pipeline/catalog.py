@@ -1,435 +1,176 @@
-"""The catalog: one spec per seed model, read by every stage (train, export, verify, demo, bench).
+"""The catalog: the seed models plus the catalog files a person names with --catalog, by model name.
 
-A spec says what the module is, what it learns from, how it is trained, what its inputs and
-outputs are called, and where in the seeds it comes from. No stage branches on a model's name:
-anything model-specific lives here.
+A catalog file is a Python file (or an importable module) that defines `CATALOG`, a list of
+`pipeline.spec.ModelSpec`. Loading one runs its code, so a catalog is only ever loaded from a path
+given on the command line, never from a path found in a manifest: the manifest records where each
+model came from (path and sha256) as information only. The spec API is re-exported here.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+import hashlib
+import importlib
+import importlib.util
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from torch import nn
 
-from pipeline import models
-from pipeline.errors import UserError
+from pipeline.errors import one_line
+from pipeline.spec import (  # noqa: F401 - the public spec API, importable from here too
+    DTYPES,
+    CatalogError,
+    Example,
+    Image,
+    ModelSpec,
+    NumpyForward,
+    NumpyPrepare,
+    Recipe,
+    Study,
+    TensorSpec,
+    model,
+    tensor,
+    with_recipe,
+)
 
+SEED_CATALOG = "pipeline.seeds"  # loaded by default, checked by the tests rather than at every start
 
-@dataclass(frozen=True)
-class TensorSpec:
-    """One named input or output: a float32 tensor of shape (batch, len(features))."""
-
-    name: str
-    features: tuple[str, ...]
-
-    @property
-    def width(self) -> int:
-        return len(self.features)
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """How a model is trained: the seed's loss, optimizer and schedule."""
-
-    loss: str  # "sse": sum of squared errors (MSELoss(reduction="sum")); "mse": their mean.
-    optimizer: str  # "sgd" (plain gradient descent when there is no momentum), "adam" or "rmsprop".
-    lr: float
-    epochs: int  # passes over the data; a full-batch recipe makes one step per epoch
-    batch_size: int | None = None  # None: the whole data set in every step
-    shuffle: bool = False  # reshuffle mini-batches every epoch (DataLoader(shuffle=True))
-    gradients: str = "autograd"  # "autograd", or "manual": the module's own manual_gradients()
-    note: str = ""  # what the seed says about this recipe, shown by `list` and kept in history
-    seed_loss: str = ""  # the final loss the seeds document or measured (SEED_MODELS.md); "" where they give none
-    init: Callable[[nn.Module], None] | None = None  # redraws the fresh module's weights; None keeps them
-
-    def as_dict(self) -> dict[str, Any]:
-        """The recipe as JSON-ready values."""
-        out = {k: getattr(self, k) for k in self.__dataclass_fields__}
-        out["init"] = self.init.__name__.strip("_") if self.init else "module default"
-        return out
+CATALOG: dict[str, ModelSpec] = {}
+SOURCES: dict[str, dict[str, str]] = {}  # model name -> {"path", "sha256"} of the catalog it came from
+_LOADED: dict[str, list[str]] = {}  # a catalog's resolved path (or module) -> the names it added
+_GIVEN: list[str] = []  # the --catalog values, as given, for commands that run another command
 
 
-@dataclass(frozen=True)
-class Study:
-    """An extra experiment a seed runs on a model: the same recipe at several learning rates."""
-
-    name: str
-    lrs: tuple[float, ...]
-    epochs: int
-    track: Callable[[nn.Module], float]  # the value plotted per epoch beside the loss
-    track_label: str
+class CatalogFileError(CatalogError):
+    """A catalog file that cannot be used; the message names the file and what was expected."""
 
 
-# A NumPy forward pass (batch, features) float32 -> the outputs, and what builds one from a state_dict.
-NumpyForward = Callable[[np.ndarray], tuple[np.ndarray, ...]]
-NumpyPrepare = Callable[[dict[str, np.ndarray]], NumpyForward]
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """Everything the stages need to know about one seed model."""
-
-    name: str
-    description: str  # one line, shown by `list` and the demo
-    seed: str  # seed file and section, e.g. "004 §10.9-10.13"
-    build: Callable[[], nn.Module]  # a fresh module with the seed's initialisation
-    data: Callable[[torch.Generator], tuple[torch.Tensor, torch.Tensor]]  # (x, y) for training
-    recipes: dict[str, Recipe]  # variant name -> recipe; the first one is the default
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[TensorSpec, ...]
-    examples: tuple[tuple[float, ...], ...]  # single examples for prediction, one row of features each
-    # What the exporters trace, given the trained module (e.g. to avoid a Python autograd.Function).
-    export_form: Callable[[nn.Module], nn.Module] = field(default=lambda m: m)
-    # Figures printed after training and kept in history.json (fitted formula, predictions, ...).
-    report: Callable[[nn.Module], dict[str, Any]] | None = None
-    study: Study | None = None
-    # The benchmarks' floor: given the state_dict as NumPy arrays, a hand-written NumPy forward pass
-    # (batch, features) float32 -> the outputs in catalog order, with the weights prepared once.
-    numpy_forward: NumpyPrepare | None = None
-    # The task's true function, when it has one: an expression of the input feature names for the first
-    # output (+ - * / **, numbers, pi, sin cos exp tanh). Export writes it into the manifest and the demo
-    # evaluates it with NumPy to show the right answer beside the model's; None: no true function.
-    truth: str | None = None
-    activation: str | None = None  # the nonlinearity the net uses ("relu", "sigmoid"), drawn by the demo
-    seed_figures: str = ""  # what the seed reports for a trained model (final loss, predictions), one line
-
-    @property
-    def default_recipe(self) -> str:
-        return next(iter(self.recipes))
-
-    def recipe(self, variant: str | None = None) -> Recipe:
-        """The named recipe variant, or the default one."""
-        variant = variant or self.default_recipe
-        if variant not in self.recipes:
-            raise CatalogError(f"{self.name} has no recipe {variant!r}; expected one of: {', '.join(self.recipes)}")
-        return self.recipes[variant]
-
-    def example_batch(self, rows: Sequence[Sequence[float]] | None = None) -> torch.Tensor:
-        """The catalog examples (or given rows) as a float32 (batch, features) tensor."""
-        return torch.tensor(rows if rows is not None else self.examples, dtype=torch.float32)
+def _import(where: str) -> tuple[Any, Path | None]:
+    """The module at path `where` (or the importable module named `where`) and its file."""
+    path = Path(where)
+    if path.suffix == ".py" or path.exists():
+        if not path.is_file():
+            raise CatalogFileError(f"--catalog {where}: no such file; expected a Python file defining CATALOG")
+        name = "pipeline_catalog_" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
+        loader_spec = importlib.util.spec_from_file_location(name, path)
+        if loader_spec is None or loader_spec.loader is None:
+            raise CatalogFileError(f"--catalog {where}: not importable; expected a Python file ending in .py")
+        module = importlib.util.module_from_spec(loader_spec)
+        sys.modules[name] = module  # dataclasses and pickling look their module up here
+        try:
+            loader_spec.loader.exec_module(module)
+        except BaseException as exc:
+            sys.modules.pop(name, None)
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            raise CatalogFileError(
+                f"--catalog {where}: does not import ({one_line(exc, 200)}); expected a Python file defining CATALOG"
+            ) from None
+        return module, path
+    try:
+        module = importlib.import_module(where)
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise CatalogFileError(
+            f"--catalog {where}: does not import ({one_line(exc, 200)}); expected a .py file or an importable module"
+        ) from None
+    file = getattr(module, "__file__", None)
+    return module, Path(file) if file else None
 
 
-class CatalogError(UserError, ValueError):
-    """An unknown model or recipe name."""
+def _specs_of(module: Any, where: str) -> list[ModelSpec]:
+    if not hasattr(module, "CATALOG"):
+        raise CatalogFileError(f"--catalog {where}: defines no CATALOG; expected CATALOG = [ModelSpec, ...]")
+    specs = module.CATALOG
+    if not isinstance(specs, (list, tuple)):
+        raise CatalogFileError(f"--catalog {where}: CATALOG is a {type(specs).__name__}; expected a list of ModelSpec")
+    for i, spec in enumerate(specs):
+        if not isinstance(spec, ModelSpec):
+            raise CatalogFileError(
+                f"--catalog {where}: CATALOG[{i}] is a {type(spec).__name__}; expected a ModelSpec "
+                "(pipeline.spec.ModelSpec or pipeline.spec.model(...))"
+            )
+    return list(specs)
 
 
-# ---- data: each returns (x, y) float32 tensors of shape (n, features) and (n, outputs) ----------
-
-
-def _random_regression(n: int, d_in: int, d_out: int) -> Callable[[torch.Generator], Any]:
-    def data(gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.randn(n, d_in, generator=gen), torch.randn(n, d_out, generator=gen)
-
-    return data
-
-
-def _sine(_: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    x = torch.linspace(-math.pi, math.pi, 2000).unsqueeze(1)
-    return x, torch.sin(x)
-
-
-def _fixed(x: list[list[float]], y: list[list[float]]) -> Callable[[torch.Generator], Any]:
-    def data(_: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.float32)
-
-    return data
-
-
-def _normal_init(model: nn.Module) -> None:
-    """Every parameter from N(0, 1), as seed 002's numpy and tensor versions draw a, b, c, d."""
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_()
-
-
-# ---- reports ------------------------------------------------------------------------------------
-
-
-def _formula(model: nn.Module) -> dict[str, Any]:
-    return {"coefficients": model.coefficients(), "formula": model.formula()}
-
-
-def _predictions(rows: list[list[float]]) -> Callable[[nn.Module], dict[str, Any]]:
-    def report(model: nn.Module) -> dict[str, Any]:
-        param = next(model.parameters())
+def check_outputs(spec: ModelSpec, where: str) -> None:
+    """Run a fresh module once on the spec's examples; its outputs must be the declared ones, by count and shape."""
+    want = ", ".join(f"{t.name} {list(t.shape)}" for t in spec.outputs)
+    try:
+        batch = spec.example_inputs()
+        module = spec.export_form(spec.build().eval()).eval()
         with torch.no_grad():
-            out = model(torch.tensor(rows, dtype=torch.float32, device=param.device))
-        first = out[0] if isinstance(out, tuple) else out
-        return {"predictions": {str(r): round(float(v), 4) for r, v in zip(rows, first.flatten())}}
-
-    return report
-
-
-def _linear_params(model: nn.Module) -> dict[str, Any]:
-    return {"w": float(model.linear.weight.item()), "b": float(model.linear.bias.item())}
-
-
-# ---- NumPy forward passes: the benchmarks' practical floor, from the same weights ------------------
-
-
-def _np_mlp(first: str, second: str, activation: str, expose_hidden: bool = False) -> NumpyPrepare:
-    """Linear(first) -> relu or sigmoid -> Linear(second); optionally the hidden layer as a second output."""
-
-    def prepare(sd: dict[str, np.ndarray]) -> NumpyForward:
-        w1, b1 = np.ascontiguousarray(sd[f"{first}.weight"].T), sd[f"{first}.bias"]
-        w2, b2 = np.ascontiguousarray(sd[f"{second}.weight"].T), sd[f"{second}.bias"]
-        relu = activation == "relu"
-
-        def forward(x: np.ndarray) -> tuple[np.ndarray, ...]:
-            h = x @ w1
-            h += b1
-            if relu:
-                np.maximum(h, 0, out=h)
-            else:
-                np.negative(h, out=h)
-                np.exp(h, out=h)
-                h += 1
-                np.reciprocal(h, out=h)
-            y = h @ w2
-            y += b2
-            return (y, h) if expose_hidden else (y,)
-
-        return forward
-
-    return prepare
+            out = module(*batch)
+    except Exception as exc:  # noqa: BLE001 - the user's code: any failure is this one line
+        raise CatalogFileError(
+            f"--catalog {where}: {spec.name}'s module does not run on its examples ({one_line(exc, 200)}); "
+            f"expected inputs {', '.join(f'{t.name} {t.dtype} {list(t.shape)}' for t in spec.inputs)}"
+        ) from None
+    outs = list(out) if isinstance(out, (tuple, list)) else [out]
+    n = len(batch[0])
+    got = [list(o.shape[1:]) if isinstance(o, torch.Tensor) and o.ndim and o.shape[0] == n else None for o in outs]
+    if len(outs) != len(spec.outputs) or any(g != list(t.shape) for g, t in zip(got, spec.outputs, strict=False)):
+        shown = ", ".join("not a batch of tensors" if g is None else str(g) for g in got)
+        raise CatalogFileError(
+            f"--catalog {where}: {spec.name}'s module returns {len(outs)} output(s) of shape {shown} after the "
+            f"batch axis; expected the declared outputs {want}"
+        )
 
 
-def _np_raw(sd: dict[str, np.ndarray]) -> NumpyForward:
-    w1, w2 = sd["w1"], sd["w2"]
-
-    def forward(x: np.ndarray) -> tuple[np.ndarray, ...]:
-        h = x @ w1
-        np.maximum(h, 0, out=h)
-        return (h @ w2,)
-
-    return forward
-
-
-def _np_poly3(sd: dict[str, np.ndarray]) -> NumpyForward:
-    b, c, d = (float(v) for v in sd["linear.weight"].ravel())
-    a = float(sd["linear.bias"].ravel()[0])
-
-    def forward(x: np.ndarray) -> tuple[np.ndarray, ...]:
-        return (a + x * (b + x * (c + x * d)),)
-
-    return forward
-
-
-def _np_legendre3(sd: dict[str, np.ndarray]) -> NumpyForward:
-    a, b, c, d = (float(sd[k]) for k in "abcd")
-
-    def forward(x: np.ndarray) -> tuple[np.ndarray, ...]:
-        t = c + d * x
-        return (a + b * (0.5 * (5 * t * t * t - 3 * t)),)
-
-    return forward
+def add(where: str | Path, check: bool = True) -> list[str]:
+    """Load the catalog at `where` and add its models; nothing is added unless every spec is valid."""
+    where = str(where)
+    path = Path(where)
+    key = str(path.resolve()) if path.suffix == ".py" or path.exists() else where
+    if key in _LOADED:
+        return _LOADED[key]
+    module, file = _import(where)
+    specs = _specs_of(module, where)
+    seen: set[str] = set()
+    for spec in specs:
+        if spec.name in CATALOG or spec.name in seen:
+            owner = SOURCES.get(spec.name, {}).get("path", where)
+            raise CatalogFileError(
+                f"--catalog {where}: model name {spec.name!r} is already taken (by {owner}); expected a new name"
+            )
+        seen.add(spec.name)
+        if check:
+            check_outputs(spec, where)
+    source = {"path": where, "sha256": ""}  # as the person wrote it: information, never loaded from
+    if file is not None and file.is_file():
+        source["sha256"] = _sha256(file)
+    for spec in specs:
+        CATALOG[spec.name] = spec
+        SOURCES[spec.name] = dict(source)
+    _LOADED[key] = [s.name for s in specs]
+    return _LOADED[key]
 
 
-def _np_linear1(sd: dict[str, np.ndarray]) -> NumpyForward:
-    w, b = float(sd["linear.weight"].ravel()[0]), float(sd["linear.bias"].ravel()[0])
-
-    def forward(x: np.ndarray) -> tuple[np.ndarray, ...]:
-        return (x * w + b,)
-
-    return forward
-
-
-# ---- the given initial weights of seed 004 §11.5 --------------------------------------------------
-
-SIGMOID_NET_INIT = {
-    "hidden.weight": [[-0.0053, 0.3793], [-0.5820, -0.5204], [-0.2723, 0.1896]],
-    "hidden.bias": [-0.0140, 0.5607, -0.0628],
-    "output.weight": [[0.1528, -0.1745, -0.1135]],
-    "output.bias": [-0.5516],
-}
+def use(paths: Iterable[str | Path] | None) -> list[str]:
+    """Add every catalog in `paths` (the --catalog values, in order); the names they added."""
+    names: list[str] = []
+    for where in paths or ():
+        names += add(where)
+        if str(where) not in _GIVEN:
+            _GIVEN.append(str(where))
+    return names
 
 
-def _sigmoid_net() -> nn.Module:
-    net = models.SigmoidNet()
-    net.load_state_dict({k: torch.tensor(v) for k, v in SIGMOID_NET_INIT.items()})
-    return net
+def given() -> list[str]:
+    """The catalog paths given on the command line (by `use`), in order."""
+    return list(_GIVEN)
 
 
-def _names(prefix: str, n: int) -> tuple[str, ...]:
-    return tuple(f"{prefix}{i}" for i in range(n))
-
-
-SSE_NOTE = "sum of squared errors; the seed's size_average=False is the old spelling of reduction='sum'"
-
-CATALOG: dict[str, ModelSpec] = {
-    spec.name: spec
-    for spec in [
-        ModelSpec(
-            name="two_layer_net",
-            description="Linear(1000,100) -> ReLU -> Linear(100,10) memorising 64 random examples",
-            seed="000 (nn module version)",
-            build=models.TwoLayerNet,
-            data=_random_regression(64, 1000, 10),
-            recipes={"sgd": Recipe("sse", "sgd", 1e-4, 500, note=SSE_NOTE, seed_loss="6e-7 to 1.5e-5")},
-            inputs=(TensorSpec("x", _names("x", 1000)),),
-            outputs=(TensorSpec("y", _names("y", 10)),),
-            examples=(tuple(0.01 * ((7 * i) % 201 - 100) for i in range(1000)),),
-            numpy_forward=_np_mlp("linear1", "linear2", "relu"),
-            activation="relu",
-            seed_figures="loss 6e2–7e2 at step 0, 2–4 at step 99, 6e-7 – 1.5e-5 at step 499",
-        ),
-        ModelSpec(
-            name="two_layer_raw",
-            description="x @ w1 -> clamp(min=0) -> @ w2, no biases, trained by plain gradient descent",
-            seed="001 §1-3, 000 (tensor version)",
-            build=models.TwoLayerRaw,
-            data=_random_regression(100, 1000, 10),
-            recipes={
-                "manual": Recipe(
-                    "sse",
-                    "sgd",
-                    1e-6,
-                    20,
-                    gradients="manual",
-                    note="hand-written backprop, no autograd",
-                    seed_loss="6e5 to 1.1e6",
-                ),
-                "autograd": Recipe(
-                    "sse", "sgd", 1e-6, 20, note="the same descent with autograd gradients", seed_loss="6e5 to 1.1e6"
-                ),
-            },
-            inputs=(TensorSpec("x", _names("x", 1000)),),
-            outputs=(TensorSpec("y", _names("y", 10)),),
-            examples=(tuple(0.01 * ((7 * i) % 201 - 100) for i in range(1000)),),
-            numpy_forward=_np_raw,
-            activation="relu",
-            seed_figures="loss 4e7–5.5e7 at epoch 0, rising to 1e8–9e8, then 6e5–1.1e6 at epoch 19",
-        ),
-        ModelSpec(
-            name="poly3_sin",
-            description="y = a + b x + c x^2 + d x^3 fitted to sin(x) on [-pi, pi]",
-            seed="002 §1-2, §5-6",
-            build=models.Poly3,
-            data=_sine,
-            recipes={
-                "sgd": Recipe("sse", "sgd", 1e-6, 2000, note=SSE_NOTE, init=_normal_init, seed_loss="8.9 to 15"),
-                "rmsprop": Recipe(
-                    "sse", "rmsprop", 1e-3, 2000, note="seed 002 §6, nn.Linear's own init", seed_loss="8.92 to 8.94"
-                ),
-            },
-            inputs=(TensorSpec("x", ("x",)),),
-            outputs=(TensorSpec("y", ("y",)),),
-            examples=((0.0,), (1.0,), (math.pi / 2,), (-2.0,)),
-            report=_formula,
-            numpy_forward=_np_poly3,
-            truth="sin(x)",
-            seed_figures="y = −0.0037 + 0.8345x + 0.0006x² − 0.0902x³ (nn); least-squares optimum loss 8.817",
-        ),
-        ModelSpec(
-            name="legendre3_sin",
-            description="y = a + b P3(c + d x), P3 a custom autograd Function, fitted to sin(x)",
-            seed="002 §4",
-            build=models.Legendre3,
-            data=_sine,
-            recipes={
-                "sgd": Recipe(
-                    "sse", "sgd", 5e-6, 2000, note="custom Function with hand-written backward", seed_loss="8.94"
-                )
-            },
-            inputs=(TensorSpec("x", ("x",)),),
-            outputs=(TensorSpec("y", ("y",)),),
-            examples=((0.0,), (1.0,), (math.pi / 2,), (-2.0,)),
-            export_form=models.Legendre3Inference,
-            report=_formula,
-            numpy_forward=_np_legendre3,
-            truth="sin(x)",
-            seed_figures="loss 461.9 at step 0, 8.94 at 1999; a ≈ 0, b ≈ −2.2085, c ≈ 0, d ≈ 0.2555",
-        ),
-        ModelSpec(
-            name="adder_simplenn",
-            description="Linear(2,10) -> ReLU -> Linear(10,1) learning the sum of two numbers from 2 examples",
-            seed="003",
-            build=models.SimpleNN,
-            data=_fixed([[1, 2], [3, 4]], [[3], [7]]),
-            recipes={
-                "adam": Recipe(
-                    "mse",
-                    "adam",
-                    0.01,
-                    100,
-                    note="targets of shape (2, 1), not the seed's (1, 2)",
-                    seed_loss="0.08 to 0.25",
-                )
-            },
-            inputs=(TensorSpec("x", ("x1", "x2")),),
-            outputs=(TensorSpec("sum", ("sum",)),),
-            examples=((10.0, 11.0), (1.5, 2.5), (1.0, 2.0)),
-            report=_predictions([[1, 2], [3, 4], [1.5, 2.5], [10, 11]]),
-            numpy_forward=_np_mlp("fc1", "fc2", "relu"),
-            truth="x1 + x2",
-            activation="relu",
-            seed_figures="final loss 0.08–0.25; (1.5, 2.5) → 4.2–4.4, "
-            "(10, 11) → 17.6–19.5 (2 points extrapolate poorly)",
-        ),
-        ModelSpec(
-            name="adder_mynet",
-            description="Linear(2,8) -> ReLU -> Linear(8,1) learning the sum of two numbers, hidden layer exposed",
-            seed="004 §10.9-10.13",
-            build=models.MyNeuralNet,
-            data=_fixed([[1, 2], [3, 4], [5, 6], [7, 8]], [[3], [7], [11], [15]]),
-            recipes={"sgd": Recipe("mse", "sgd", 0.001, 50, batch_size=2, shuffle=True, note="Dataset + DataLoader")},
-            inputs=(TensorSpec("x", ("x1", "x2")),),
-            outputs=(TensorSpec("sum", ("sum",)), TensorSpec("hidden", _names("h", 8))),
-            examples=((10.0, 11.0), (8.0, 9.0), (1.5, 2.5)),
-            report=_predictions([[8, 9], [10, 11], [1.5, 2.5]]),
-            numpy_forward=_np_mlp("input_to_hidden_layer", "hidden_to_output_layer", "relu", True),
-            truth="x1 + x2",
-            activation="relu",
-            seed_figures="(8, 9) → 16.5–17.0, (10, 11) → 20.2–21.0, (1.5, 2.5) → 4.0–4.6",
-        ),
-        ModelSpec(
-            name="sigmoid_net",
-            description="Linear(2,3) -> Sigmoid -> Linear(3,1) trained on the one point (1, 1) -> 0",
-            seed="004 §11.3-11.5",
-            build=_sigmoid_net,
-            data=_fixed([[1, 1]], [[0]]),
-            recipes={
-                "sgd": Recipe(
-                    "mse", "sgd", 0.01, 100, note="autograd in place of finite differences", seed_loss="0.00033"
-                )
-            },
-            inputs=(TensorSpec("x", ("x1", "x2")),),
-            outputs=(TensorSpec("y", ("y",)),),
-            examples=((1.0, 1.0), (0.0, 0.0), (2.0, -1.0)),
-            report=_predictions([[1, 1]]),
-            numpy_forward=_np_mlp("hidden", "output", "sigmoid"),
-            activation="sigmoid",
-            seed_figures="loss 0.3346 at epoch 0, 0.0102 at 50, 0.00033 at 99",
-        ),
-        ModelSpec(
-            name="linear_3x",
-            description="y = w x + b learning y = 3x, with the seed's learning-rate study",
-            seed="004 §11.6",
-            build=models.Linear1,
-            data=_fixed([[1], [2], [3], [4]], [[3], [6], [9], [12]]),
-            recipes={"sgd": Recipe("mse", "sgd", 0.1, 200, note="lr 0.1 until it converges (w ~ 3, b ~ 0)")},
-            inputs=(TensorSpec("x", ("x",)),),
-            outputs=(TensorSpec("y", ("y",)),),
-            examples=((5.0,), (1.0,), (-2.5,)),
-            report=_linear_params,
-            study=Study(
-                name="lr_study",
-                lrs=(0.01, 0.1, 1.0),
-                epochs=10,
-                track=lambda m: float(m.linear.weight.item()),
-                track_label="weight w",
-            ),
-            numpy_forward=_np_linear1,
-            truth="3 * x",
-            seed_figures="lr 0.1 converges to w ≈ 3, b ≈ 0; the study: lr 0.01 w 2.27 after 10 epochs, lr 1 diverges",
-        ),
-    ]
-}
+def source(name: str) -> dict[str, str] | None:
+    """The catalog `name` came from: {"path", "sha256"}."""
+    return SOURCES.get(name)
 
 
 def get(name: str) -> ModelSpec:
@@ -452,7 +193,9 @@ def select(names: str | Sequence[str] | None) -> list[ModelSpec]:
     return [spec for spec in CATALOG.values() if spec.name in wanted]
 
 
-def with_recipe(spec: ModelSpec, variant: str) -> ModelSpec:
-    """The spec with `variant` as its default recipe."""
-    recipe = spec.recipe(variant)
-    return replace(spec, recipes={variant: recipe, **spec.recipes})
+def first() -> str:
+    """The first model in the catalog: what a command shows when nobody names one."""
+    return next(iter(CATALOG))
+
+
+add(SEED_CATALOG, check=False)

@@ -1,4 +1,7 @@
-"""`python -m pipeline {list,summary,train,export,verify,triton,bench}`: one entry point for every stage.
+"""`python -m pipeline {list,summary,train,import,export,verify,triton,bench}`: one entry point for every stage.
+
+Every command takes --catalog PATH (repeatable): a Python file defining CATALOG, a list of specs, whose
+models join the seed catalog (README, "Your own model"). A catalog runs code: it is loaded only from here.
 
 Exit codes, the same for every command: 0 done; 1 the work itself failed (a parity check, a model that
 did not train, a damaged artifact); 2 a usage or input mistake the person can fix (an unknown model or
@@ -40,8 +43,10 @@ def _writable_dir(path: Path, flag: str = "--artifacts") -> Path:
 
 
 def _command(name: str, args: argparse.Namespace, models: str | None = None) -> str:
-    """The command line to suggest: `python -m pipeline NAME`, with --models and --artifacts as given."""
+    """The command line to suggest: `python -m pipeline NAME`, with --catalog, --models and --artifacts as given."""
     parts = ["python -m pipeline", name]
+    for where in getattr(args, "catalog", None) or ():
+        parts += ["--catalog", str(where)]
     if models and models != "all":
         parts += ["--models", models]
     if args.artifacts != DEFAULT_ARTIFACTS:
@@ -64,6 +69,10 @@ def _parse_recipes(values: list[str], names: list[str]) -> dict[str, str]:
     return chosen
 
 
+def _dims(t) -> str:
+    return f"{t.name}[{','.join(map(str, t.shape))}]" + ("" if t.dtype == "float32" else f" {t.dtype}")
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from pipeline.catalog import CATALOG
     from pipeline.tables import text_table
@@ -72,8 +81,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     for spec in CATALOG.values():
         model = spec.build()
         params = sum(p.numel() for p in model.parameters())
-        ins = ", ".join(f"{t.name}[{t.width}]" for t in spec.inputs)
-        outs = ", ".join(f"{t.name}[{t.width}]" for t in spec.outputs)
+        ins = ", ".join(_dims(t) for t in spec.inputs)
+        outs = ", ".join(_dims(t) for t in spec.outputs)
         rows.append((spec.name, spec.seed, f"{ins} -> {outs}", f"{params:,}", "/".join(spec.recipes)))
     print(text_table(("model", "seed", "inputs -> outputs", "params", "recipes"), rows))
     return EXIT_OK
@@ -131,6 +140,25 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"outputs in {args.artifacts}/"
     )
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from pipeline.catalog import get
+    from pipeline.fileio import exclusive
+    from pipeline.train import import_weights
+
+    spec = get(args.model)
+    if not args.state_dict.is_file():
+        raise UsageError(f"--state-dict {args.state_dict}: no such file; expected a state_dict saved with torch.save")
+    _writable_dir(args.artifacts)
+    with exclusive(args.artifacts):
+        hist = import_weights(spec, args.state_dict, args.artifacts)
+    extra = f"; held-out accuracy {hist['accuracy']:.4f}" if "accuracy" in hist else ""
+    print(
+        f"{spec.name}: imported {args.state_dict} (sha256 {hist['imported']['sha256'][:12]}...) into "
+        f"{args.artifacts / spec.name}/{extra}; next: `{_command('export', args, spec.name)}`"
+    )
+    return EXIT_OK
 
 
 def _parity_device(requested: str) -> str:
@@ -291,7 +319,19 @@ def _add_tolerances(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_catalog(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--catalog",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a catalog file (Python, defining CATALOG) whose models join the seed catalog; repeatable "
+        "(default: the seed catalog only)",
+    )
+
+
 def _add_common(p: argparse.ArgumentParser, device: bool = True) -> None:
+    _add_catalog(p)
     p.add_argument("--models", default="all", help="'all' or comma-separated catalog names")
     p.add_argument("--artifacts", type=Path, default=DEFAULT_ARTIFACTS, help="artifacts directory")
     if device:
@@ -308,11 +348,13 @@ def build_parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, help=summary, description=summary, formatter_class=_HelpWithDefaults)
 
     p = command("list", "print the catalog")
+    _add_catalog(p)
     p.set_defaults(func=cmd_list)
 
     p = command("summary", "layer table of one model")
     p.add_argument("name", help="a catalog name, as `list` prints")
     p.add_argument("--batch", type=int, default=1, help="batch size of the example input")
+    _add_catalog(p)
     p.set_defaults(func=cmd_summary)
 
     p = command("train", "train catalog models with their seed recipes")
@@ -328,6 +370,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
     p.set_defaults(func=cmd_train)
+
+    p = command("import", "write pretrained weights as if `train` had produced them (no training)")
+    p.add_argument("--model", required=True, help="a catalog name, as `list` prints (default: none, required)")
+    p.add_argument(
+        "--state-dict",
+        type=Path,
+        required=True,
+        help="a state_dict saved with torch.save, read weights only (default: none, required)",
+    )
+    p.add_argument("--artifacts", type=Path, default=DEFAULT_ARTIFACTS, help="artifacts directory")
+    _add_catalog(p)
+    p.set_defaults(func=cmd_import)
 
     p = command("export", "export trained models to TorchScript, ONNX and .pt2, verify, index")
     _add_common(p)
@@ -387,6 +441,10 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; expected failures print one line and return a non-zero code."""
     args = build_parser().parse_args(argv)  # a malformed command line exits 2 here
     try:
+        if args.catalog:
+            from pipeline import catalog
+
+            catalog.use(args.catalog)  # before anything is written: a bad catalog changes nothing
         return args.func(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

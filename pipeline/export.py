@@ -25,14 +25,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from pipeline import formats, parity, train
-from pipeline.catalog import ModelSpec
+from pipeline import catalog, formats, parity, train
 from pipeline.errors import UserError, one_line
 from pipeline.fileio import atomic_write, atomic_write_bytes, atomic_write_json, remove_stale_temps, sha256_file
 from pipeline.loaders import quiet_torchscript
 from pipeline.manifest import MANIFEST, PARITY, SCHEMA, Manifest, ManifestError
 from pipeline.quantize import NotApplicable
 from pipeline.quantize import summary as quantize_summary
+from pipeline.spec import ModelSpec
 from pipeline.summary import layer_table
 from pipeline.weights import load_state_dict
 
@@ -52,7 +52,7 @@ class ExportContext:
 
     spec: ModelSpec
     module: nn.Module
-    example: torch.Tensor
+    example: tuple[torch.Tensor, ...]  # one tensor per input, in input order
     metadata: dict[str, Any]
     opset: int
     written: dict[str, Path] = field(default_factory=dict)  # format -> its file, as written this revision
@@ -66,15 +66,20 @@ def producer_version() -> str:
 
 
 def export_torchscript(ctx: ExportContext, path: Path) -> None:
-    """torch.jit.script of the export form, with metadata.json inside the archive."""
+    """torch.jit.script of the export form (traced where it cannot be scripted), with metadata.json inside."""
     with quiet_torchscript():
-        scripted = torch.jit.script(ctx.module)
+        try:
+            scripted = torch.jit.script(ctx.module)
+        except Exception:  # noqa: BLE001 - Python a user's module uses that TorchScript cannot compile
+            scripted = torch.jit.trace(ctx.module, ctx.example, check_trace=False)
         extra = {"metadata.json": json.dumps(ctx.metadata)}
         atomic_write(path, lambda tmp: torch.jit.save(scripted, str(tmp), _extra_files=extra))
 
 
-def _batch_dim() -> dict[int, Any]:
-    return {0: torch.export.Dim("batch", min=1)}
+def _batch_dims(ctx: ExportContext) -> tuple[dict[int, Any], ...]:
+    """The one dynamic batch axis, shared by every input."""
+    batch = torch.export.Dim("batch", min=1)
+    return tuple({0: batch} for _ in ctx.example)
 
 
 def export_onnx(ctx: ExportContext, path: Path) -> None:
@@ -85,11 +90,11 @@ def export_onnx(ctx: ExportContext, path: Path) -> None:
     spec = ctx.spec
     program = torch.onnx.export(
         ctx.module,
-        (ctx.example,),
+        ctx.example,
         None,
         input_names=[t.name for t in spec.inputs],
         output_names=[t.name for t in spec.outputs],
-        dynamic_shapes=(_batch_dim(),),
+        dynamic_shapes=_batch_dims(ctx),
         opset_version=ctx.opset,
         dynamo=True,
         external_data=False,
@@ -116,7 +121,7 @@ def export_onnx(ctx: ExportContext, path: Path) -> None:
 
 def export_pt2(ctx: ExportContext, path: Path) -> None:
     """torch.export.export with a dynamic batch axis, saved with metadata.json beside the program."""
-    program = torch.export.export(ctx.module, (ctx.example,), dynamic_shapes=(_batch_dim(),))
+    program = torch.export.export(ctx.module, ctx.example, dynamic_shapes=_batch_dims(ctx))
     extra = {"metadata.json": json.dumps(ctx.metadata)}
     atomic_write(path, lambda tmp: torch.export.save(program, str(tmp), extra_files=extra))
 
@@ -143,18 +148,23 @@ def _metadata(spec: ModelSpec, state_sha: str) -> dict[str, Any]:
         "seed_source": spec.seed,
         "input_names": [t.name for t in spec.inputs],
         "input_features": {t.name: list(t.features) for t in spec.inputs},
+        "inputs": [t.as_dict() for t in spec.inputs],
         "output_names": [t.name for t in spec.outputs],
         "output_features": {t.name: list(t.features) for t in spec.outputs},
-        "examples": [list(e) for e in spec.examples],
+        "outputs": [t.as_dict() for t in spec.outputs],
+        "examples": _examples(spec),
         "state_dict_sha256": state_sha,
         "producer": f"{PRODUCER} {producer_version()}",
     }
 
 
-def _tensor_entries(specs) -> list[dict[str, Any]]:
-    return [
-        {"name": t.name, "shape": ["batch", t.width], "dtype": "float32", "features": list(t.features)} for t in specs
-    ]
+def _examples(spec: ModelSpec) -> list[Any]:
+    """The examples as JSON: a flat row each for a model with one 1-D input, else input name -> nested values."""
+    rows = [spec.example_values(e) for e in spec.examples]
+    if len(spec.inputs) == 1 and len(spec.inputs[0].shape) == 1:
+        return [[float(v) for v in r[spec.inputs[0].name]] for r in rows]
+    tensors = spec.example_inputs()
+    return [{t.name: tensors[k][i].tolist() for k, t in enumerate(spec.inputs)} for i in range(len(rows))]
 
 
 def _artifact(fmt: str, path: Path, artifacts: Path) -> dict[str, Any]:
@@ -190,7 +200,7 @@ def export_model(spec: ModelSpec, artifacts: Path, revision: str, opset: int) ->
     ctx = ExportContext(
         spec=spec,
         module=spec.export_form(module).eval(),
-        example=spec.example_batch([spec.examples[i % len(spec.examples)] for i in range(EXAMPLE_BATCH)]),
+        example=spec.example_inputs([spec.examples[i % len(spec.examples)] for i in range(EXAMPLE_BATCH)]),
         metadata=_metadata(spec, state_sha),
         opset=opset,
     )
@@ -212,9 +222,10 @@ def export_model(spec: ModelSpec, artifacts: Path, revision: str, opset: int) ->
     return {
         "description": spec.description,
         "seed": spec.seed,
-        "inputs": _tensor_entries(spec.inputs),
-        "outputs": _tensor_entries(spec.outputs),
-        "examples": [list(e) for e in spec.examples],
+        "inputs": [t.as_dict() for t in spec.inputs],
+        "outputs": [t.as_dict() for t in spec.outputs],
+        "examples": _examples(spec),
+        "catalog": catalog.source(spec.name),  # where the spec came from: information, never loaded from
         "artifacts": files,
         "not_applicable": not_applicable,
         "history": rel(train.HISTORY),
@@ -222,6 +233,8 @@ def export_model(spec: ModelSpec, artifacts: Path, revision: str, opset: int) ->
         "extra": [rel(n) for n in sorted(copied) if n not in {train.STATE_DICT, train.HISTORY, train.LOSS_PLOT}],
         "recipe": history.get("recipe"),
         "variant": history.get("variant"),
+        "imported": history.get("imported"),
+        "accuracy": history.get("accuracy"),
         "trained_on": history.get("device"),
         "final_loss": history["loss"][-1] if history.get("loss") else None,
         "report": history.get("report", {}),
@@ -339,6 +352,4 @@ def run_export(
 
 
 def _catalog_order() -> list[str]:
-    from pipeline.catalog import CATALOG
-
-    return list(CATALOG)
+    return list(catalog.CATALOG)

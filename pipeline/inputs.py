@@ -76,3 +76,89 @@ def _number(item: Any, i: int, features: Sequence[str], want: str) -> float:
     if abs(value) > 3.0e38:
         raise InputError(f"{want}; {where} is {value:g}, beyond float32's range (about 3.4e38)")
     return value
+
+
+# ---- any model: one example of each declared input -----------------------------------------------
+
+
+def _items(text: Any, want: str) -> list[Any]:
+    """Text (numbers separated by commas, semicolons or spaces, or a JSON list, nested or not) or a list, flattened."""
+    if isinstance(text, str):
+        if len(text) > MAX_TEXT_CHARS:
+            raise InputError(
+                f"{want}; got {len(text):,} characters of input, more than the {MAX_TEXT_CHARS:,} accepted"
+            )
+        stripped = text.strip()
+        if not stripped:
+            raise InputError(f"{want}; got empty input")
+        if not stripped.startswith("["):
+            return [t for t in _SPLIT.split(stripped) if t]
+        try:
+            text = json.loads(stripped)
+        except (ValueError, RecursionError):
+            raise InputError(f"{want} as a JSON list; got text that is not valid JSON") from None
+    if text is None:
+        raise InputError(f"{want}; got no input")
+    if not isinstance(text, (list, tuple)):
+        raise InputError(f"{want}; got a {type(text).__name__}")
+    flat: list[Any] = []
+    stack = [iter(text)]
+    while stack:  # iterative: a hostile nesting depth cannot exhaust the stack
+        item = next(stack[-1], _END)
+        if item is _END:
+            stack.pop()
+        elif isinstance(item, (list, tuple)):
+            if len(stack) > 8:
+                raise InputError(f"{want}; got lists nested too deeply")
+            stack.append(iter(item))
+        else:
+            flat.append(item)
+    return flat
+
+
+_END = object()
+
+
+def parse_tensor(text: Any, model: str, tensor: dict[str, Any]) -> list[Any]:
+    """One example of a manifest input: its values in row-major order, checked for count, dtype and range."""
+    dims = [int(d) for d in tensor["shape"][1:]]
+    count = math.prod(dims)
+    kind = tensor.get("dtype", "float32")
+    noun = "whole numbers" if kind == "int64" else "numbers"
+    want = f"{model} expects {tensor['name']}: {count} {noun} (shape {dims})"
+    items = _items(text, want)
+    if len(items) != count:
+        raise InputError(f"{want}; got {len(items)}")
+    names = tuple(tensor.get("features") or ()) or tuple(f"{tensor['name']}[{i}]" for i in range(count))
+    values = [
+        _number(item, i, names if len(names) == count else [f"value {j + 1}" for j in range(count)], want)
+        for i, item in enumerate(items)
+    ]
+    if kind != "int64":
+        return values
+    low, high = tensor.get("values") or (-(2**53), 2**53)
+    for i, v in enumerate(values):
+        if not float(v).is_integer():
+            raise InputError(f"{want}; value {i + 1} is {v:g}, not a whole number")
+        if not low <= v < high:
+            raise InputError(f"{want}; value {i + 1} is {v:g}, outside [{low:g}, {high:g})")
+    return [int(v) for v in values]
+
+
+def parse_inputs(given: Any, model: str, inputs: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
+    """One example of every input: a dict (or a JSON object) of input name -> text or list; a model with one
+    input also takes the text or list alone."""
+    names = [t["name"] for t in inputs]
+    if isinstance(given, str) and given.strip().startswith("{"):
+        try:
+            given = json.loads(given)
+        except (ValueError, RecursionError):
+            raise InputError(f"{model} expects inputs {', '.join(names)} as a JSON object; got invalid JSON") from None
+    if not isinstance(given, dict):
+        if len(inputs) != 1:
+            raise InputError(f"{model} expects inputs {', '.join(names)}, one value each; got a {type(given).__name__}")
+        given = {names[0]: given}
+    unknown = [k for k in given if k not in names]
+    if unknown:
+        raise InputError(f"{model} expects inputs {', '.join(names)}; got {', '.join(map(str, unknown))}")
+    return {t["name"]: parse_tensor(given.get(t["name"]), model, t) for t in inputs}

@@ -22,6 +22,7 @@ import numpy as np
 from pipeline.devices import DeviceError, cuda_index, cuda_status
 from pipeline.errors import UserError
 from pipeline.manifest import ModelEntry
+from pipeline.tensors import feeds, random_batch
 
 
 class RuntimeUnavailable(UserError, RuntimeError):
@@ -88,34 +89,39 @@ def load_onnxruntime(entry: ModelEntry, path: str, device: str, threads: int | N
         raise RuntimeUnavailable(f"onnxruntime's CUDA provider did not load for {path}; it fell back to {actual}")
     if actual != "CPUExecutionProvider":
         session.disable_fallback()  # a failing CUDA run raises instead of quietly re-running on the CPU
-    input_name = session.get_inputs()[0].name
+    input_names = [i.name for i in session.get_inputs()]
     names = [o.name for o in session.get_outputs()]
-    fast = _ort_binding_run(session, actual, names, input_name, len(entry.features))
+    fast = _ort_binding_run(session, actual, names, input_names, entry)
     run = fast or session.run
+    extra = () if fast is None else (None,)
+    one = input_names[0] if len(input_names) == 1 else None
 
-    def run_batch(x: np.ndarray) -> Sequence[np.ndarray]:
-        return run(names, {input_name: x}, *(() if fast is None else (None,)))
+    def run_batch(x: Any) -> Sequence[np.ndarray]:
+        if one is not None and isinstance(x, np.ndarray):
+            return run(names, {one: x}, *extra)
+        return run(names, dict(zip(input_names, feeds(entry.input_names, x), strict=True)), *extra)
 
-    def bare(x: np.ndarray) -> Callable[[], Any]:
-        feed = {input_name: x}
+    def bare(x: Any) -> Callable[[], Any]:
+        feed = dict(zip(input_names, feeds(entry.input_names, x), strict=True))
         return lambda: session.run(None, feed)
 
     return Loaded(run_batch, actual, session, bare, names)
 
 
-def _ort_binding_run(session: Any, provider: str, names: list[str], input_name: str, width: int) -> Any:
+def _ort_binding_run(session: Any, provider: str, names: list[str], input_names: list[str], entry: ModelEntry) -> Any:
     """The C++ binding's run under InferenceSession.run, where it is safe to call directly, else None.
 
     InferenceSession.run re-checks the feed in Python on every call (missing inputs, OrtValue ownership,
     graph capture) and catches provider failures to fall back: 2-3 us, a fifth of a small model's call
-    (BENCHMARKS.md). Our feed is always one float32 array under the model's input name, so on the CPU
+    (BENCHMARKS.md). Our feed is always one array of the declared dtype per input name, so on the CPU
     provider (nothing to fall back from) the binding is called directly, once it has been seen to give
     what the public call gives.
     """
     binding = getattr(session, "_sess", None)
     if provider != "CPUExecutionProvider" or binding is None:
         return None
-    probe = {input_name: np.linspace(-1.0, 1.0, 2 * width, dtype=np.float32).reshape(2, width)}
+    batch = feeds(entry.input_names, random_batch(entry.inputs, 2, np.random.default_rng(0)))
+    probe = dict(zip(input_names, batch, strict=True))
     try:
         got = binding.run(names, probe, None)
         want = session.run(names, probe)
@@ -134,17 +140,20 @@ def load_onnx_reference(entry: ModelEntry, path: str, device: str, threads: int 
         raise RuntimeUnavailable(f"onnx's ReferenceEvaluator runs on the CPU only; got device {device}")
     proto = onnx.load(path)
     evaluator = ReferenceEvaluator(proto)
-    input_name = proto.graph.input[0].name
+    input_names = [i.name for i in proto.graph.input]
     # The graph's declared outputs, asked for with None: asked by name, the evaluator also returns an
     # intermediate value of that name that the graph no longer outputs.
     names = [o.name for o in proto.graph.output]
 
-    def run_batch(x: np.ndarray) -> Sequence[np.ndarray]:
-        return [np.asarray(o) for o in evaluator.run(None, {input_name: x})]
+    def feed(x: Any) -> dict[str, np.ndarray]:
+        return dict(zip(input_names, feeds(entry.input_names, x), strict=True))
 
-    def bare(x: np.ndarray) -> Callable[[], Any]:
-        feed = {input_name: x}
-        return lambda: evaluator.run(None, feed)
+    def run_batch(x: Any) -> Sequence[np.ndarray]:
+        return [np.asarray(o) for o in evaluator.run(None, feed(x))]
+
+    def bare(x: Any) -> Callable[[], Any]:
+        fed = feed(x)
+        return lambda: evaluator.run(None, fed)
 
     return Loaded(run_batch, "onnx.reference.ReferenceEvaluator", evaluator, bare, names)
 
@@ -171,7 +180,7 @@ def _cuda_index(device: str) -> int:
         raise RuntimeUnavailable(str(exc)) from None
 
 
-def _torch_loaded(module: Any, device: str) -> Loaded:
+def _torch_loaded(module: Any, device: str, names: Sequence[str]) -> Loaded:
     import torch
 
     on_cpu = device == "cpu"
@@ -182,19 +191,24 @@ def _torch_loaded(module: Any, device: str) -> Loaded:
     for param in module.parameters():
         param.requires_grad_(False)
 
-    def run_batch(x: np.ndarray) -> Sequence[np.ndarray]:
-        t = torch.from_numpy(x)
-        out = module(t if on_cpu else t.to(device))
+    def run_batch(x: Any) -> Sequence[np.ndarray]:
+        if isinstance(x, np.ndarray):
+            t = torch.from_numpy(x)
+            out = module(t if on_cpu else t.to(device))
+        else:
+            ts = [torch.from_numpy(a) for a in feeds(names, x)]
+            out = module(*(ts if on_cpu else [t.to(device) for t in ts]))
         outs = out if isinstance(out, (tuple, list)) else (out,)
         return [o.numpy() if on_cpu else o.cpu().numpy() for o in outs]
 
-    def bare(x: np.ndarray) -> Callable[[], Any]:
-        t = torch.from_numpy(x).to(device)
+    def bare(x: Any) -> Callable[[], Any]:
+        arrays = feeds(names, x)
+        ts = [torch.from_numpy(a).to(device) for a in arrays]
         if on_cpu:
-            return lambda: module(t)
+            return lambda: module(*ts)
 
         def call() -> Any:  # the same copies the predictor pays: host to device, and the outputs back
-            out = module(torch.from_numpy(x).to(device))
+            out = module(*(torch.from_numpy(a).to(device) for a in arrays))
             return [o.cpu() for o in (out if isinstance(out, (tuple, list)) else (out,))]
 
         return call
@@ -217,7 +231,7 @@ def load_torchscript(entry: ModelEntry, path: str, device: str, threads: int | N
     dev = torch_device(device)
     with quiet_torchscript():
         module = torch.jit.load(path, map_location=dev).eval()
-    return _torch_loaded(module, dev)
+    return _torch_loaded(module, dev, entry.input_names)
 
 
 _PT2_LOCK = threading.Lock()
@@ -253,19 +267,22 @@ def load_pt2(entry: ModelEntry, path: str, device: str, threads: int | None) -> 
         from torch.export.passes import move_to_device_pass
 
         program = move_to_device_pass(program, dev)
-    return _torch_loaded(program.module(), dev)
+    return _torch_loaded(program.module(), dev, entry.input_names)
 
 
 def load_eager(entry: ModelEntry, path: str, device: str, threads: int | None) -> Loaded:
-    """The catalog module with the trained state_dict (read with weights_only=True)."""
+    """The catalog module with the trained state_dict (read with weights_only=True); needs the model's catalog."""
     _set_threads(threads)
     dev = torch_device(device)
     from pipeline import catalog
     from pipeline.weights import load_state_dict
 
+    if entry.name not in catalog.CATALOG:  # a catalog runs code: loaded only from --catalog, never from here
+        where = (entry.raw.get("catalog") or {}).get("path", "its catalog file")
+        raise RuntimeUnavailable(f"eager {entry.name} needs its catalog: pass --catalog {where}")
     module = catalog.get(entry.name).build()
     load_state_dict(module, path)
-    return _torch_loaded(module.to(dev).eval(), dev)
+    return _torch_loaded(module.to(dev).eval(), dev, entry.input_names)
 
 
 @contextlib.contextmanager

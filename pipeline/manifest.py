@@ -16,6 +16,7 @@ from pipeline.errors import UserError
 from pipeline.fileio import sha256_file
 from pipeline.formats import ARTIFACT_KINDS
 from pipeline.formats import FORMATS as FORMAT_SPECS
+from pipeline.tensors import NUMPY_DTYPES as DTYPES
 
 MANIFEST = "manifest.json"
 PARITY = "parity.json"
@@ -48,7 +49,7 @@ class ModelEntry:
     name: str
     description: str
     seed: str
-    inputs: list[dict[str, Any]]  # [{"name", "shape", "dtype", "features"}]
+    inputs: list[dict[str, Any]]  # [{"name", "shape", "dtype", "features", and "values", "classes", "image"}]
     outputs: list[dict[str, Any]]
     examples: list[list[float]]
     artifacts: dict[str, Artifact]
@@ -57,12 +58,23 @@ class ModelEntry:
 
     @property
     def input(self) -> dict[str, Any]:
-        """The model's single input."""
+        """The model's first input (the only one of every seed model)."""
         return self.inputs[0]
 
     @property
     def features(self) -> list[str]:
+        """The first input's feature names."""
         return list(self.input["features"])
+
+    @property
+    def input_names(self) -> list[str]:
+        return [t["name"] for t in self.inputs]
+
+    @property
+    def flat(self) -> bool:
+        """Whether the model takes one float32 row of features, as every seed model does."""
+        t = self.input
+        return len(self.inputs) == 1 and len(t["shape"]) == 2 and t.get("dtype", "float32") == "float32"
 
     @property
     def output_names(self) -> list[str]:
@@ -161,10 +173,14 @@ def _model_entry(root: Path, name: str, entry: Any, where: str) -> ModelEntry:
             not isinstance(spec, dict)
             or not isinstance(spec.get("name"), str)
             or not isinstance(spec.get("features"), list)
+            or not isinstance(spec.get("shape"), list)
+            or len(spec["shape"]) < 2
+            or not all(isinstance(d, int) and 0 < d < 2**31 for d in spec["shape"][1:])
+            or spec.get("dtype", "float32") not in DTYPES
         ):
             raise ManifestError(f"{where}: model {name!r} has a malformed input or output spec")
-    if len(inputs) != 1:
-        raise ManifestError(f"{where}: model {name!r} must have exactly one input")
+    if not inputs:
+        raise ManifestError(f"{where}: model {name!r} has no input")
     artifacts = {}
     for item in need("artifacts", list):
         try:

@@ -7,7 +7,7 @@ pipeline/oip.py puts them behind HTTP routes. A request is taken apart in the or
     split_body       the JSON header and Triton's binary tensor data (Inference-Header-Content-Length)
     parse_request    the JSON header as an object
     requested_format the artifact a bare model name is asked to serve (parameters.format)
-    input_batch      the one input as a float32 (batch, features) array: shape, datatype, values
+    input_batch      the inputs as the model's batch: names, shapes, datatypes (FP32, INT64), values
     requested_outputs which outputs to send back, each as JSON or binary
     encode_reply     the outputs as the protocol's JSON, with binary tensors appended
 
@@ -29,7 +29,7 @@ from pipeline.manifest import Manifest, ModelEntry
 from pipeline.naming import VERSION, data_type, tensor_dims, tensor_names, triton_model_name
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
-DATATYPE = "FP32"  # every tensor the manifest lists is float32
+DATATYPE = "FP32"  # the datatype of every seed model's tensors; others declare theirs (pipeline/triton.py)
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 MAX_NESTING = 8  # levels of nested lists a tensor's "data" may use
 _NUMBER = (int, float)  # bool is not a number here
@@ -86,7 +86,7 @@ def resolve_target(manifest: Manifest, name: str, version: str | None, default_f
 
 
 def model_metadata(target: Target) -> dict[str, Any]:
-    """The protocol's model metadata: name, versions, platform, and FP32 tensors of shape [-1, N]."""
+    """The protocol's model metadata: name, versions, platform, and tensors of shape [-1, *dims], with datatypes."""
     entry = target.entry
 
     def tensors(specs: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
@@ -195,80 +195,120 @@ def _flat_numbers(data: Any, where: str, depth: int = 0) -> list[Any]:
     return flat
 
 
-def _shape(tensor: dict[str, Any], where: str, width: int, max_batch: int, model: str) -> list[int]:
+def _expected(dims: list[int]) -> str:
+    return "[batch, " + ", ".join(map(str, dims)) + "]"
+
+
+def _shape(tensor: dict[str, Any], where: str, dims: list[int], max_batch: int, model: str) -> list[int]:
     shape = tensor.get("shape")
     if (
         not isinstance(shape, list)
-        or len(shape) != 2
+        or len(shape) != len(dims) + 1
         or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
     ):
-        raise OIPError(400, f"{where} has shape {shape!r}; expected [batch, {width}]")
-    if shape[1] != width or not 1 <= shape[0] <= max_batch:
+        raise OIPError(400, f"{where} has shape {shape!r}; expected {_expected(dims)}")
+    if shape[1:] != dims or not 1 <= shape[0] <= max_batch:
+        per = f"{dims[0]} features" if len(dims) == 1 else f"shape {dims}"
         raise OIPError(
             400,
-            f"{where} has shape {shape}; expected [batch, {width}] with batch from 1 "
-            f"to {max_batch} ({model} takes {width} features per example)",
+            f"{where} has shape {shape}; expected {_expected(dims)} with batch from 1 "
+            f"to {max_batch} ({model} takes {per} per example)",
         )
     return shape
 
 
-def _from_json(tensor: dict[str, Any], where: str, shape: list[int]) -> np.ndarray:
+def _from_json(tensor: dict[str, Any], where: str, shape: list[int], spec: dict[str, Any]) -> np.ndarray:
+    datatype = data_type(spec, where)[1]
     if "data" not in tensor:
         raise OIPError(400, f"{where} has no 'data'")
-    count = shape[0] * shape[1]
+    count = math.prod(shape)
     flat = _flat_numbers(tensor["data"], where)
     if len(flat) != count:
         raise OIPError(400, f"{where} has {len(flat)} values in 'data'; shape {shape} needs {count}")
+    if spec.get("dtype", "float32") == "int64":
+        if not all(isinstance(v, int) or (isinstance(v, float) and v.is_integer()) for v in flat):
+            raise OIPError(400, f"{where}: 'data' holds a value that is not a whole number (datatype {datatype})")
+        try:
+            return np.array(flat, dtype=np.int64).reshape(shape)
+        except OverflowError:
+            raise OIPError(400, f"{where}: a value is beyond {datatype}'s range") from None
     try:
         wide = np.array(flat, dtype=np.float64)
     except OverflowError:
-        raise OIPError(400, f"{where}: a value is beyond {DATATYPE}'s range (about 3.4e38)") from None
+        raise OIPError(400, f"{where}: a value is beyond {datatype}'s range (about 3.4e38)") from None
     if np.any(np.abs(wide) > FLOAT32_MAX):
-        raise OIPError(400, f"{where}: a value is beyond {DATATYPE}'s range (about 3.4e38)")
+        raise OIPError(400, f"{where}: a value is beyond {datatype}'s range (about 3.4e38)")
     return wide.astype(np.float32).reshape(shape)
 
 
-def input_batch(req: dict[str, Any], target: Target, binary: bytes, max_batch: int) -> np.ndarray:
-    """The request's one input as a C-contiguous float32 (batch, features) array."""
+def input_batch(req: dict[str, Any], target: Target, binary: bytes, max_batch: int) -> Any:
+    """The request's inputs as the model's batch: one C-contiguous array for a one-input model (float32
+    (batch, features) for the seed models), else input name -> array, each of its declared dtype and shape.
+    Binary tensors follow the JSON header in the order the inputs are listed."""
     inputs = req.get("inputs")
-    want = target.inputs[0]
-    width = len(target.entry.features)
+    specs = target.entry.inputs
+    want = target.inputs
     if not isinstance(inputs, list) or not inputs:
-        raise OIPError(400, f"the request has no 'inputs' list; {target.name} takes input {want!r}")
-    if len(inputs) != 1 or not isinstance(inputs[0], dict):
-        raise OIPError(400, f"{target.name} takes exactly one input, {want!r}; got {len(inputs)}")
-    tensor = inputs[0]
-    if tensor.get("name") != want:
-        got = tensor.get("name")
-        raise OIPError(400, f"unexpected input {got!r} for model {target.name!r}; expected {want!r}")
-    where = f"input {want!r} of {target.name}"
-    if tensor.get("datatype") != DATATYPE:
-        raise OIPError(400, f"{where} has datatype {tensor.get('datatype')!r}; expected {DATATYPE!r}")
-    shape = _shape(tensor, where, width, max_batch, target.entry.name)
-    count = shape[0] * shape[1]
-    params = tensor.get("parameters") or {}
-    if not isinstance(params, dict):
-        raise OIPError(400, f"{where}: 'parameters' must be a JSON object")
-    if "binary_data_size" in params:
-        size = params["binary_data_size"]
-        if size != count * 4 or size != len(binary):
-            raise OIPError(
-                400,
-                f"{where}: binary_data_size is {size!r} with {len(binary)} bytes of binary "
-                f"data; expected {count * 4} bytes ({count} {DATATYPE} values)",
+        raise OIPError(400, f"the request has no 'inputs' list; {target.name} takes input {', '.join(map(repr, want))}")
+    if len(inputs) != len(want) or not all(isinstance(t, dict) for t in inputs):
+        if len(want) == 1:
+            raise OIPError(400, f"{target.name} takes exactly one input, {want[0]!r}; got {len(inputs)}")
+        raise OIPError(400, f"{target.name} takes {len(want)} inputs, {', '.join(map(repr, want))}; got {len(inputs)}")
+    for tensor in inputs:
+        if tensor.get("name") not in want:
+            got = tensor.get("name")
+            expected = want[0] if len(want) == 1 else " and ".join(map(repr, want))
+            raise OIPError(400, f"unexpected input {got!r} for model {target.name!r}; expected {expected!r}")
+    arrays: dict[str, np.ndarray] = {}
+    offset = 0
+    for tensor in inputs:  # the binary data is in the request's order
+        name = tensor["name"]
+        spec = specs[want.index(name)]
+        where = f"input {name!r} of {target.name}"
+        datatype = data_type(spec, where)[1]
+        if tensor.get("datatype") != datatype:
+            raise OIPError(400, f"{where} has datatype {tensor.get('datatype')!r}; expected {datatype!r}")
+        shape = _shape(tensor, where, tensor_dims(spec, where), max_batch, target.entry.name)
+        count = math.prod(shape)
+        dtype = np.dtype(np.int64 if spec.get("dtype", "float32") == "int64" else np.float32).newbyteorder("<")
+        params = tensor.get("parameters") or {}
+        if not isinstance(params, dict):
+            raise OIPError(400, f"{where}: 'parameters' must be a JSON object")
+        if "binary_data_size" in params:
+            size = params["binary_data_size"]
+            last = tensor is inputs[-1]
+            if size != count * dtype.itemsize or offset + size > len(binary) or (last and offset + size != len(binary)):
+                raise OIPError(
+                    400,
+                    f"{where}: binary_data_size is {size!r} with {len(binary) - offset} bytes of binary "
+                    f"data; expected {count * dtype.itemsize} bytes ({count} {datatype} values)",
+                )
+            arr = (
+                np.frombuffer(binary[offset : offset + size], dtype=dtype)
+                .reshape(shape)
+                .astype(dtype.newbyteorder("="))
             )
-        arr = np.frombuffer(binary, dtype="<f4").reshape(shape).astype(np.float32)
-    elif binary:
+            offset += size
+        else:
+            arr = _from_json(tensor, where, shape, spec)
+        if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+            raise OIPError(400, f"{where} holds NaN or infinity; expected finite numbers")
+        values = spec.get("values")
+        if values is not None and arr.size and (arr.min() < values[0] or arr.max() >= values[1]):
+            raise OIPError(400, f"{where} holds a value outside [{values[0]}, {values[1]})")
+        arrays[name] = np.ascontiguousarray(arr)
+    if binary and offset == 0:
         raise OIPError(
             400,
             f"{len(binary)} bytes of binary data follow the JSON header, but no input "
             "declares parameters.binary_data_size",
         )
-    else:
-        arr = _from_json(tensor, where, shape)
-    if not np.all(np.isfinite(arr)):
-        raise OIPError(400, f"{where} holds NaN or infinity; expected finite numbers")
-    return np.ascontiguousarray(arr)
+    if len({len(a) for a in arrays.values()}) > 1:
+        raise OIPError(400, f"the inputs of {target.name} have different batch sizes")
+    ordered = [arrays[n] for n in want]
+    if len(ordered) == 1:
+        return ordered[0]
+    return {t["name"]: a for t, a in zip(specs, ordered, strict=True)}  # keyed by the manifest's names
 
 
 def requested_outputs(req: dict[str, Any], target: Target) -> list[tuple[int, str, bool]]:
@@ -317,8 +357,10 @@ def encode_reply(
         reply["id"] = req["id"]
     tensors, blobs = [], []
     for index, name, binary in wanted:
-        out = np.ascontiguousarray(outputs[index], dtype="<f4")
-        tensor: dict[str, Any] = {"name": name, "datatype": DATATYPE, "shape": list(out.shape)}
+        spec = target.entry.outputs[index]
+        datatype = data_type(spec, target.name)[1]
+        out = np.ascontiguousarray(outputs[index], dtype="<i8" if datatype == "INT64" else "<f4")
+        tensor: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(out.shape)}
         if binary:
             blob = out.tobytes()
             tensor["parameters"] = {"binary_data_size": len(blob)}

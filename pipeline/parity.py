@@ -20,6 +20,7 @@ from pipeline.devices import DeviceError, cuda_index, cuda_status
 from pipeline.errors import one_line
 from pipeline.manifest import Manifest
 from pipeline.runtime import NotServed, RuntimeUnavailable, load_predictor
+from pipeline.tensors import Batch, examples_batch, random_batch
 
 DEFAULT_ATOL = formats.DEFAULT_ATOL
 DEFAULT_RTOL = formats.DEFAULT_RTOL
@@ -204,13 +205,12 @@ class ParityReport:
         return "\n".join(lines)
 
 
-def parity_inputs(manifest: Manifest, model: str, seed: int = 0) -> list[np.ndarray]:
-    """The catalog examples as one batch, then random batches of sizes 1, 2 and 7."""
+def parity_inputs(manifest: Manifest, model: str, seed: int = 0) -> list[Batch]:
+    """The catalog examples as one batch, then random batches of sizes 1, 2 and 7 (ints in their declared range)."""
     entry = manifest.model(model)
     rng = np.random.default_rng(seed)
-    width = len(entry.features)
-    batches = [np.asarray(entry.examples, dtype=np.float32)]
-    batches += [rng.standard_normal((n, width)).astype(np.float32) for n in RANDOM_BATCHES]
+    batches = [examples_batch(entry.inputs, entry.examples)]
+    batches += [random_batch(entry.inputs, n, rng) for n in RANDOM_BATCHES]
     return batches
 
 
@@ -256,7 +256,7 @@ def targets(device: str = formats.CPU, remote: Sequence[str] = ()) -> tuple[list
     return chosen, skipped
 
 
-def _reference_outputs(manifest: Manifest, model: str, batches: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
+def _reference_outputs(manifest: Manifest, model: str, batches: list[Batch]) -> list[dict[str, np.ndarray]]:
     fmt, runtime, device = formats.REFERENCE
     reference = load_predictor(manifest, model, fmt, runtime, device)
     return [reference.outputs(b) for b in batches]
@@ -303,7 +303,7 @@ def _check_target(
     manifest: Manifest,
     model: str,
     target: Target,
-    batches: list[np.ndarray],
+    batches: list[Batch],
     expected: list[dict[str, np.ndarray]],
     tol: tuple[float, float, float],
 ) -> list[ParityRow]:

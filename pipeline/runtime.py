@@ -21,6 +21,7 @@ from pipeline.errors import one_line
 from pipeline.inputs import InputError, expected
 from pipeline.loaders import RuntimeUnavailable
 from pipeline.manifest import ArtifactError, Manifest, ModelEntry
+from pipeline.tensors import NUMPY_DTYPES, OIP_DATATYPES, Batch, describe, dtype, feeds, random_batch, shape
 
 DEVICES = ("cpu", "cuda", "auto")  # and cuda:N
 WARMUP_CALLS = 3  # probe calls at load: TorchScript's profiling runs, cuBLAS handles, lazy CUDA kernels
@@ -60,7 +61,8 @@ def check_finite(model: str, names: Sequence[str], outputs: Sequence[np.ndarray]
 
 @dataclass
 class Predictor:
-    """Runs one artifact. Call it with one example (a flat list) or a batch (rows of features)."""
+    """Runs one artifact. Call it with one example or a batch: for a model with one 1-D input, a flat list
+    or rows of features; for any model, a dict of input name -> values (one example, or a batch)."""
 
     model: str
     format: str
@@ -73,9 +75,16 @@ class Predictor:
     native: Any = field(default=None, repr=False)  # the runtime's own object (session, module, ...)
     bare: Callable[[np.ndarray], Callable[[], Any]] | None = field(default=None, repr=False)
     load_seconds: float = 0.0  # including the warm-up calls
+    inputs: list[dict[str, Any]] = field(default_factory=list)  # the manifest's input entries
 
-    def prepare(self, x: Any) -> tuple[np.ndarray, bool]:
-        """x as a C-contiguous float32 (batch, features) array, and whether it was one example."""
+    def prepare(self, x: Any) -> tuple[Batch, bool]:
+        """x as the model's batch (one C-contiguous array, or a dict of them), and whether it was one example."""
+        if self.inputs and (
+            len(self.inputs) > 1 or len(shape(self.inputs[0])) != 1 or dtype(self.inputs[0]) != "float32"
+        ):
+            return self._prepare_named(x)
+        if isinstance(x, dict) and self.inputs and set(x) == {self.inputs[0]["name"]}:
+            x = x[self.inputs[0]["name"]]
         try:
             arr = np.ascontiguousarray(x, dtype=np.float32)
         except (ValueError, TypeError):  # ragged rows, text, objects
@@ -98,6 +107,29 @@ class Predictor:
             )
         return arr, single
 
+    def _prepare_named(self, x: Any) -> tuple[Batch, bool]:
+        """Any model: input name -> values, each of its declared dtype and shape, with or without the batch axis."""
+        names = [t["name"] for t in self.inputs]
+        want = f"{self.model} expects " + ", ".join(describe(t) for t in self.inputs)
+        if len(names) == 1 and not isinstance(x, dict):
+            x = {names[0]: x}
+        if not isinstance(x, dict):
+            raise InputError(f"{want}, as an object of input name -> values; got a {type(x).__name__}")
+        unknown = [k for k in x if k not in names]
+        missing = [n for n in names if n not in x]
+        if unknown or missing:
+            raise InputError(f"{want}; got " + ", ".join(map(repr, x)) if x else f"{want}; got no input")
+        arrays, singles = {}, set()
+        for t in self.inputs:
+            arr, single = _array(x[t["name"]], t, want)
+            arrays[t["name"]] = arr
+            singles.add(single)
+        sizes = {len(a) for a in arrays.values()}
+        if len(singles) > 1 or len(sizes) > 1:
+            raise InputError(f"{want}; got inputs with different batch sizes")
+        batch = arrays[names[0]] if len(names) == 1 else arrays
+        return batch, singles.pop()
+
     def outputs(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Every output the artifact gives for `batch`, under the name it declares (or the manifest's, by position)."""
         outs = list(self.run_batch(batch))
@@ -117,6 +149,31 @@ class Predictor:
         return {name: (out[0] if single else out) for name, out in outs.items()}
 
     __call__ = predict
+
+
+def _array(values: Any, tensor: dict[str, Any], want: str) -> tuple[np.ndarray, bool]:
+    """One input's values as a contiguous array of its dtype with the batch axis, and whether it was one example."""
+    dims, kind = shape(tensor), dtype(tensor)
+    try:
+        arr = np.asarray(values, dtype=np.float64)
+    except (ValueError, TypeError, OverflowError):
+        raise InputError(f"{want}; {tensor['name']} is not an array of numbers") from None
+    single = arr.ndim == len(dims)
+    if single:
+        arr = arr[None]
+    if arr.shape[1:] != dims:
+        raise InputError(f"{want}; {tensor['name']} has shape {list(arr.shape[int(single) :])}")
+    if not np.isfinite(arr).all():
+        raise InputError(f"{want}; {tensor['name']} holds a value that is not a finite number")
+    if kind == "int64":
+        if (arr != np.round(arr)).any():
+            raise InputError(f"{want}; {tensor['name']} holds a value that is not a whole number")
+        low, high = tensor.get("values") or (-(2**53), 2**53)
+        if arr.size and (arr.min() < low or arr.max() >= high):
+            raise InputError(f"{want}; {tensor['name']} holds a value outside [{low}, {high})")
+    elif arr.size and np.abs(arr).max() > 3.0e38:
+        raise InputError(f"{want}; {tensor['name']} holds a value beyond float32's range (about 3.4e38)")
+    return np.ascontiguousarray(arr, dtype=NUMPY_DTYPES[kind]), single
 
 
 def load_predictor(
@@ -151,7 +208,7 @@ def load_predictor(
     start = time.perf_counter()
     try:
         loaded = load.resolve()(entry, str(path), device, threads)
-        _warm_up(loaded.run_batch, len(entry.features))
+        _warm_up(loaded.run_batch, entry)
     except RuntimeUnavailable:
         raise
     except Exception as exc:  # a damaged or hostile file: one line naming it, whatever the parser raised
@@ -168,14 +225,15 @@ def load_predictor(
         native=loaded.native,
         bare=loaded.bare,
         load_seconds=time.perf_counter() - start,
+        inputs=entry.inputs,
     )
 
 
-def _warm_up(run_batch: Callable[[np.ndarray], Any], width: int) -> None:
-    probe = np.linspace(-1.0, 1.0, 2 * width, dtype=np.float32).reshape(2, width)
+def _warm_up(run_batch: Callable[[Any], Any], entry: ModelEntry) -> None:
+    probe = random_batch(entry.inputs, 2, np.random.default_rng(0))
     for _ in range(WARMUP_CALLS):
         run_batch(probe)
-    run_batch(probe[:1])
+    run_batch(probe[:1] if isinstance(probe, np.ndarray) else {k: v[:1] for k, v in probe.items()})
 
 
 # ---- a remote server: Triton, the demo's Open Inference Protocol routes, any KServe v2 server ------
@@ -210,8 +268,6 @@ def load_remote_predictor(entry: ModelEntry, fmt: str, url: str) -> Predictor:
     start = time.perf_counter()
     address = url.split("://", 1)[1].rstrip("/")
     in_names, out_names = tensor_names(entry, fmt)
-    in_name = in_names[0]
-    width = len(entry.features)
     local = threading.local()  # tritonclient's clients are not thread-safe: one per thread
 
     def client() -> Any:
@@ -234,19 +290,24 @@ def load_remote_predictor(entry: ModelEntry, fmt: str, url: str) -> Predictor:
         raise NotServed(f"{url} does not serve {' or '.join(names)}: {refusals[0]}")
     got_in = [(t.get("name"), t.get("datatype"), list(t.get("shape", []))) for t in meta.get("inputs", [])]
     got_out = {t.get("name"): t.get("datatype") for t in meta.get("outputs", [])}
-    if got_in != [(in_name, "FP32", [-1, width])] or any(got_out.get(n) != "FP32" for n in out_names):
+    want_in = [(n, OIP_DATATYPES[dtype(t)], [-1, *shape(t)]) for n, t in zip(in_names, entry.inputs, strict=True)]
+    want_out = {n: OIP_DATATYPES[dtype(t)] for n, t in zip(out_names, entry.outputs, strict=True)}
+    if got_in != want_in or any(got_out.get(n) != d for n, d in want_out.items()):
         raise RuntimeUnavailable(
             f"{url} serves {name} with inputs {got_in} and outputs {sorted(got_out)}; the manifest "
-            f"expects {in_name} FP32 [-1, {width}] -> {', '.join(out_names)} (is it serving these artifacts?)"
+            f"expects {want_in} -> {', '.join(out_names)} (is it serving these artifacts?)"
         )
 
     served = [t.get("name") for t in meta.get("outputs", [])]  # every output the server declares, in its order
     manifest_name = dict(zip(out_names, entry.output_names, strict=True))
 
-    def run_batch(x: np.ndarray) -> Sequence[np.ndarray]:
-        tensor = httpclient.InferInput(in_name, list(x.shape), "FP32")
-        tensor.set_data_from_numpy(np.ascontiguousarray(x, dtype=np.float32), binary_data=True)
-        result = client().infer(name, [tensor])  # no outputs named: all of them, as binary tensors
+    def run_batch(x: Any) -> Sequence[np.ndarray]:
+        tensors = []
+        for n, t, a in zip(in_names, entry.inputs, feeds(entry.input_names, x), strict=True):
+            tensor = httpclient.InferInput(n, list(a.shape), OIP_DATATYPES[dtype(t)])
+            tensor.set_data_from_numpy(np.ascontiguousarray(a, dtype=NUMPY_DTYPES[dtype(t)]), binary_data=True)
+            tensors.append(tensor)
+        result = client().infer(name, tensors)  # no outputs named: all of them, as binary tensors
         return [result.as_numpy(n) for n in served]
 
     return Predictor(
@@ -259,6 +320,7 @@ def load_remote_predictor(entry: ModelEntry, fmt: str, url: str) -> Predictor:
         run_batch=run_batch,
         declared=[manifest_name.get(n, n) for n in served],
         load_seconds=time.perf_counter() - start,
+        inputs=entry.inputs,
     )
 
 

@@ -28,10 +28,11 @@ import numpy as np
 from pipeline import formats
 from pipeline.devices import cuda_status
 from pipeline.errors import one_line
-from pipeline.inputs import InputError, parse_features
+from pipeline.inputs import InputError, parse_features, parse_inputs
 from pipeline.manifest import MANIFEST, Manifest, ManifestError, ModelEntry
 from pipeline.parity import compare as compare_values
 from pipeline.runtime import DEVICES, Predictor, PredictorCache, RuntimeUnavailable, check_finite
+from pipeline.tensors import NUMPY_DTYPES, Batch, dtype, pack, shape
 
 log = logging.getLogger("pipeline.service")
 
@@ -115,6 +116,31 @@ def expected_answer(entry: ModelEntry, values: Sequence[float], outputs: dict[st
     name = entry.output_names[0]
     model = outputs[name][0]
     return {"output": name, "truth": expression, "value": value, "model": model, "error": model - value}
+
+
+def example_batch(entry: ModelEntry, given: Any) -> tuple[Batch, list[float] | None]:
+    """One example as a batch of one for `entry`'s inputs, and its values when the model takes a row of floats."""
+    if entry.flat:
+        values = parse_features(given, entry.name, entry.features)
+        return np.asarray([values], dtype=np.float32), values
+    parsed = parse_inputs(given, entry.name, entry.inputs)
+    arrays = {
+        t["name"]: np.asarray([parsed[t["name"]]], dtype=NUMPY_DTYPES[dtype(t)]).reshape(1, *shape(t))
+        for t in entry.inputs
+    }
+    return pack(entry.inputs, arrays), None
+
+
+def class_labels(entry: ModelEntry, outputs: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+    """For each output that declares class names: class -> softmax probability of its scores."""
+    labels = {}
+    for spec in entry.outputs:
+        classes = spec.get("classes") or []
+        scores = np.asarray(outputs.get(spec["name"], []), dtype=np.float64)
+        if classes and len(classes) == scores.size:
+            e = np.exp(scores - scores.max())
+            labels[spec["name"]] = {str(c): float(p) for c, p in zip(classes, e / e.sum(), strict=True)}
+    return labels
 
 
 def compare_targets(entry: ModelEntry, device: str) -> list[tuple[str, str, str, str | None]]:
@@ -219,20 +245,22 @@ class Service:
             raise RuntimeUnavailable(f"device {device} is unavailable: {reason}; use cpu or auto")
         return loaded.predictors.get(model, _choice(fmt), device)
 
-    def predict(self, model: str, fmt: str, device: str, features: str | list) -> dict:
+    def predict(self, model: str, fmt: str, device: str, features: str | list | dict) -> dict:
         """One example through `model`'s `fmt` artifact on `device` (cpu, cuda or auto).
 
-        `features`: numbers separated by commas or spaces, or a JSON list (or a Python list).
-        Returns {"outputs": {name: [floats]}, "format", "runtime", "device" (what really ran),
-        "latency_ms", "load_ms", ...}. Bad input raises a UserError with one line naming what was expected.
+        `features`: numbers separated by commas or spaces, or a JSON list (or a Python list); for a model
+        with several inputs (or one that is not a row of floats), a dict or JSON object of input name ->
+        such values. Returns {"outputs": {name: [floats]}, "labels" (for outputs that declare classes:
+        {output: {class: probability}}), "format", "runtime", "device" (what really ran), "latency_ms",
+        "load_ms", ...}. Bad input raises a UserError with one line naming what was expected.
         """
         loaded = self.require()
         entry = loaded.manifest.model(model.strip() if isinstance(model, str) else model)
         device = _choice(device, formats.CPU)
         predictor = self.predictor(loaded, entry.name, fmt, device)
-        values = parse_features(features, entry.name, entry.features)
+        batch, values = example_batch(entry, features)
         start = time.perf_counter()
-        result = predictor.run_batch(np.asarray([values], dtype=np.float32))
+        result = predictor.run_batch(batch)
         latency_ms = (time.perf_counter() - start) * 1000.0
         check_finite(entry.name, entry.output_names, result)
         key = (entry.name, predictor.format, device)
@@ -249,7 +277,8 @@ class Service:
             "device": predictor.device,
             "requested_device": device,
             "outputs": outputs,
-            "expected": expected_answer(entry, values, outputs),
+            "labels": class_labels(entry, outputs),
+            "expected": expected_answer(entry, values, outputs) if values is not None else None,
             "latency_ms": round(latency_ms, 4),
             "load_ms": round(predictor.load_seconds * 1000.0, 3) if first else 0.0,
         }
@@ -270,7 +299,7 @@ class Service:
         device = _choice(device, formats.CPU)
         if device not in DEVICES and not device.startswith(f"{formats.CUDA}:"):
             raise InputError(f"unknown device {device!r}; expected one of: {', '.join(DEVICES)} or cuda:N")
-        batch = np.asarray([parse_features(features, entry.name, entry.features)], dtype=np.float32)
+        batch = example_batch(entry, features)[0]
         ref_format, ref_runtime, ref_device = formats.REFERENCE
         try:
             reference, ref_reason = (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.catalog import ModelSpec
+from pipeline.spec import ModelSpec
 
 
 def _shape(out: object) -> str:
@@ -16,7 +16,7 @@ def _shape(out: object) -> str:
 
 
 def layer_table(spec: ModelSpec, batch: int = 1) -> str:
-    """Each leaf layer with its output shape for a (batch, features) input and its parameter count."""
+    """Each leaf layer with its output shape for a batch of the spec's inputs and its parameter count."""
     model = spec.build().eval()
     rows: list[tuple[str, str, str, int]] = []
     hooks = []
@@ -29,9 +29,9 @@ def layer_table(spec: ModelSpec, batch: int = 1) -> str:
                     )
                 )
             )
-    x = torch.zeros(batch, spec.inputs[0].width)
+    inputs = spec.example_inputs([spec.examples[i % len(spec.examples)] for i in range(batch)])
     with torch.no_grad():
-        out = model(x)
+        out = model(*inputs)
     for hook in hooks:
         hook.remove()
     direct = sum(p.numel() for p in model.parameters(recurse=False))
@@ -44,7 +44,7 @@ def layer_table(spec: ModelSpec, batch: int = 1) -> str:
     line = "-" * (sum(widths) + 6)
     fmt = f"{{:<{widths[0]}}}  {{:<{widths[1]}}}  {{:<{widths[2]}}}  {{:>{widths[3]}}}"
     out_lines = [
-        f"{spec.name}: input {spec.inputs[0].name} [{batch}, {spec.inputs[0].width}]",
+        f"{spec.name}: input " + ", ".join(f"{t.name} {[batch, *t.shape]} {t.dtype}" for t in spec.inputs),
         line,
         fmt.format(*header),
         line,
@@ -54,6 +54,6 @@ def layer_table(spec: ModelSpec, batch: int = 1) -> str:
         line,
         f"Total params: {total:,}",
         f"Trainable params: {trainable:,}",
-        f"Outputs: {', '.join(f'{o.name} [{batch}, {o.width}]' for o in spec.outputs)}",
+        f"Outputs: {', '.join(f'{o.name} {[batch, *o.shape]}' for o in spec.outputs)}",
     ]
     return "\n".join(out_lines)

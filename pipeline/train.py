@@ -1,7 +1,8 @@
-"""The training stage: fit each catalog model with its seed recipe and save what it learned.
+"""The training stage: fit each catalog model with its recipe (or import its weights) and save what it learned.
 
 Writes, per model, under DIR/<model>/ (each file atomically): state_dict.pt (CPU tensors),
-history.json, loss.png, and the files of the model's study if it has one.
+history.json, loss.png, and the files of the model's study if it has one. `import_weights` writes the
+same state_dict.pt and history.json from a state_dict someone else trained.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ from typing import Any, TextIO
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, TensorDataset
 from tqdm import tqdm
 
 from pipeline import plots
-from pipeline.catalog import ModelSpec, Recipe
 from pipeline.errors import UserError
 from pipeline.fileio import atomic_write, atomic_write_json, sha256_file
+from pipeline.spec import ModelSpec, Recipe
+from pipeline.weights import load_state_dict
 
 STATE_DICT = "state_dict.pt"
 HISTORY = "history.json"
@@ -31,6 +33,7 @@ LOSS_PLOT = "loss.png"
 LOSSES: dict[str, Callable[[], nn.Module]] = {
     "sse": lambda: nn.MSELoss(reduction="sum"),
     "mse": nn.MSELoss,
+    "cross_entropy": nn.CrossEntropyLoss,  # targets: int64 class indices; the first output: class scores
 }
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "sgd": torch.optim.SGD,
@@ -54,19 +57,6 @@ class Diverged(RuntimeError):
         self.steps = steps
 
 
-class PairDataset(Dataset):
-    """Seed 004 §10.10's MyDataset: (x[i], y[i]) pairs."""
-
-    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        self.x, self.y = x, y
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, ix: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.x[ix], self.y[ix]
-
-
 @dataclass
 class Fit:
     """A trained module and what happened on the way."""
@@ -75,6 +65,7 @@ class Fit:
     losses: list[float]  # one per optimisation step, measured before that step's update
     tracked: list[float]  # study value after each epoch (empty without a tracker)
     seconds: float
+    test: dict[str, float] | None = None  # held-out loss (and accuracy), when the spec has test data
 
 
 class Progress:
@@ -149,21 +140,22 @@ def fit(
     # One random stream, drawn in the seeds' order: the data first, then the initial weights.
     generator = torch.manual_seed(seed)
     x, y = spec.data(generator)
+    held_out = spec.test_data(generator) if spec.test_data is not None else None
     model = spec.build()
     if recipe.init is not None:
         recipe.init(model)
     model = model.to(device)
-    x, y = x.to(device), y.to(device)
+    xs, y = tuple(t.to(device) for t in as_inputs(x)), y.to(device)
     if recipe.batch_size:
         loader = DataLoader(
-            PairDataset(x, y),
+            TensorDataset(*xs, y),
             batch_size=recipe.batch_size,
             shuffle=recipe.shuffle,
             generator=torch.Generator().manual_seed(seed),
         )
         batches: Any = loader
     else:
-        batches = ((x, y),)
+        batches = ((*xs, y),)
     if recipe.gradients == "manual" and not hasattr(model, "manual_gradients"):
         raise TrainingError(f"{spec.name}: recipe asks for manual gradients, the module has none")
     manual = recipe.gradients == "manual"
@@ -177,12 +169,12 @@ def fit(
     start = time.perf_counter()
     model.train()
     for _ in range(recipe.epochs):
-        for xb, yb in batches:
+        for *xb, yb in batches:
             optimizer.zero_grad(set_to_none=True)
             if manual:
-                loss = model.manual_gradients(xb, yb)
+                loss = model.manual_gradients(*xb, yb)
             else:
-                loss = loss_fn(first_output(model(xb)), yb)
+                loss = loss_fn(first_output(model(*xb)), yb)
                 loss.backward()
             optimizer.step()
             losses.append(loss.detach())
@@ -193,7 +185,26 @@ def fit(
     loss_values = torch.stack(losses).cpu().tolist()
     bar.close(loss_values[-1], seconds)
     model.eval()
-    return Fit(model, loss_values, tracked, seconds)
+    test = evaluate(model, held_out, recipe.loss, device) if held_out is not None else None
+    return Fit(model, loss_values, tracked, seconds, test)
+
+
+def as_inputs(x: Any) -> tuple[torch.Tensor, ...]:
+    """A spec's training inputs as a tuple, one tensor per input (a one-input model's data may be a bare tensor)."""
+    return tuple(x) if isinstance(x, (tuple, list)) else (x,)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: tuple[Any, torch.Tensor], loss: str, device: str = "cpu") -> dict[str, float]:
+    """Loss on held-out data, and accuracy (the share of argmax == target) when the loss is cross_entropy."""
+    x, y = data
+    model.eval()
+    out = first_output(model(*(t.to(device) for t in as_inputs(x))))
+    y = y.to(device)
+    result = {"examples": len(y), "loss": float(LOSSES[loss]()(out, y))}
+    if loss == "cross_entropy":
+        result["accuracy"] = float((out.argmax(dim=1) == y).float().mean())
+    return result
 
 
 def cpu_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -241,7 +252,8 @@ def train_model(
     if not math.isfinite(result.losses[-1]):
         raise Diverged(spec, variant, device, len(result.losses))
     out_dir = Path(artifacts) / spec.name
-    report = spec.report(result.model) if spec.report else {}
+    model = result.model
+    report = spec.report(model) if spec.report else {}
     history = {
         "model": spec.name,
         "seed_source": spec.seed,
@@ -257,15 +269,55 @@ def train_model(
         "report": report,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    if result.test is not None:
+        history["test"] = result.test
+        if "accuracy" in result.test:
+            history["accuracy"] = result.test["accuracy"]
     extra = run_study(spec, recipe, device, seed, out_dir)
     plots.save_loss_curve(out_dir / LOSS_PLOT, result.losses, f"{spec.name} ({variant}, {device})", "step")
-    state = cpu_state_dict(result.model)
+    _write(model, history, out_dir)
+    return {
+        **history,
+        "files": [str(p) for p in [out_dir / STATE_DICT, out_dir / HISTORY, out_dir / LOSS_PLOT, *extra]],
+    }
+
+
+def _write(model: nn.Module, history: dict[str, Any], out_dir: Path) -> None:
+    state = cpu_state_dict(model)
     atomic_write(out_dir / STATE_DICT, lambda tmp: torch.save(state, tmp))
     # Ties the history to these exact weights: export refuses a state_dict whose history is stale.
     history["state_dict_sha256"] = sha256_file(out_dir / STATE_DICT)
     # history.json goes last: its presence says the model's training outputs are complete.
     atomic_write_json(out_dir / HISTORY, history)
-    return {
-        **history,
-        "files": [str(p) for p in [out_dir / STATE_DICT, out_dir / HISTORY, out_dir / LOSS_PLOT, *extra]],
+
+
+def import_weights(spec: ModelSpec, weights: Path, artifacts: Path) -> dict[str, Any]:
+    """Write `weights` (a state_dict file) as if `train` had produced it; history says imported, from where."""
+    weights = Path(weights)
+    model = load_state_dict(spec.build(), weights).eval()  # weights only; mismatches named in one line
+    out_dir = Path(artifacts) / spec.name
+    history: dict[str, Any] = {
+        "model": spec.name,
+        "seed_source": spec.seed,
+        "variant": "imported",
+        "imported": {"from": str(weights.resolve()), "sha256": sha256_file(weights)},
+        "recipe": None,
+        "unit": "step",
+        "loss": [],
+        "device": "cpu",
+        "torch": torch.__version__,
+        "report": spec.report(model) if spec.report else {},
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    if spec.test_data is not None:  # the same held-out data `train` measures, from the same draw
+        generator = torch.manual_seed(0)
+        spec.data(generator)
+        loss = next(iter(spec.recipes.values())).loss
+        history["test"] = evaluate(model, spec.test_data(generator), loss)
+        if "accuracy" in history["test"]:
+            history["accuracy"] = history["test"]["accuracy"]
+    stale = out_dir / LOSS_PLOT  # a plot of an earlier training would describe other weights
+    if stale.exists():
+        stale.unlink()
+    _write(model, history, out_dir)
+    return history

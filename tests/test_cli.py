@@ -16,7 +16,7 @@ from pipeline.tables import cell
 
 from .conftest import run_cli
 
-SUBCOMMANDS = ["list", "summary", "train", "export", "verify", "triton", "bench", "triton-serve"]
+SUBCOMMANDS = ["list", "summary", "train", "import", "export", "verify", "triton", "bench", "triton-serve"]
 # An option line of --help: "  --seed SEED    help..." or "  -h, --help"; group 2 is the metavar, if any.
 OPTION = re.compile(r"^  (--?[\w-]+)(?: ([^\s,]+))?(?:,|\s{2,}|$)")
 

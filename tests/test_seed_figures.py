@@ -11,7 +11,8 @@ import torch
 from matplotlib import image as plt_image
 
 from pipeline import catalog
-from pipeline.catalog import CATALOG, SIGMOID_NET_INIT
+from pipeline.catalog import CATALOG
+from pipeline.seeds import SIGMOID_NET_INIT
 from pipeline.train import fit
 
 

@@ -170,7 +170,9 @@ def run_bench(
     with section("throughput", "2. batch throughput"):
         result["throughput"] = bench_throughput(manifest, names, devices, plan, cache, skipped, log)
     with section("tuning", "tuning: settings side by side"):
-        result["tuning"] = bench_tuning(manifest, FLOOR_MODEL if FLOOR_MODEL in names else names[0], plan, log)
+        flat = [n for n in names if manifest.model(n).flat]  # the candidates feed one float32 row
+        tuned = FLOOR_MODEL if FLOOR_MODEL in flat else next(iter(flat), None)
+        result["tuning"] = bench_tuning(manifest, tuned, plan, log) if tuned else []
     del cache
     gc.collect()
     if http:

@@ -21,6 +21,7 @@ from pipeline.devices import cuda_status
 from pipeline.errors import one_line
 from pipeline.manifest import Manifest
 from pipeline.runtime import PredictorCache
+from pipeline.tensors import examples_batch, random_batch
 
 Log = Callable[[str], None]
 FLOOR = ("numpy", "numpy (floor)")  # how the floor's rows name their format and runtime
@@ -53,6 +54,8 @@ def runtime_targets(device: str, skipped: list[str]) -> list[tuple[str, str]]:
 
 def numpy_floor(cache: PredictorCache, model: str) -> Callable[[np.ndarray], tuple[np.ndarray, ...]] | None:
     """The catalog's hand-written NumPy forward over the reference predictor's weights, or None if it has none."""
+    if model not in catalog.CATALOG:  # served from its artifacts alone: no spec, no floor
+        return None
     spec = catalog.get(model)
     if spec.numpy_forward is None:
         return None
@@ -82,8 +85,9 @@ def bench_latency(
     rows = []
     targets = {device: runtime_targets(device, skipped) for device in devices}
     for model in models:
-        x = np.ascontiguousarray(manifest.model(model).examples[0], dtype=np.float32)
-        x2 = x[None, :]
+        entry = manifest.model(model)
+        x2 = examples_batch(entry.inputs, entry.examples[:1])  # a batch of one, of each input's dtype and shape
+        x = x2[0] if isinstance(x2, np.ndarray) else {k: v[0] for k, v in x2.items()}  # the example alone
         floor = numpy_floor(cache, model)
         served = manifest.model(model).served_formats()  # a derived format may not apply to this model
         for device in devices:
@@ -168,8 +172,8 @@ def bench_throughput(
     rows = []
     rng = np.random.default_rng(0)
     for model in models:
-        width = len(manifest.model(model).features)
-        batches = {n: rng.standard_normal((n, width)).astype(np.float32) for n in BATCH_SIZES}
+        inputs = manifest.model(model).inputs
+        batches = {n: random_batch(inputs, n, rng) for n in BATCH_SIZES}
         runners: list[tuple[str, str, str, Callable[[np.ndarray], Any]]] = []
         floor = numpy_floor(cache, model)
         if floor is not None:

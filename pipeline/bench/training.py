@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import formats
+from pipeline import catalog, formats
 from pipeline.bench.timing import BenchError, Plan
 from pipeline.devices import cuda_status
 from pipeline.launch import ROOT
@@ -37,16 +37,17 @@ def synchronize(device: str) -> None:
 
 
 class _MyDataset:
-    """Seed 004 §10.10's MyDataset, as the seed writes it (indexable pairs for a DataLoader)."""
+    """Seed 004 §10.10's MyDataset, as the seed writes it (indexable pairs for a DataLoader), with x a tuple
+    of one tensor per input."""
 
     def __init__(self, x: Any, y: Any) -> None:
         self.x, self.y = x, y
 
     def __len__(self) -> int:
-        return len(self.x)
+        return len(self.y)
 
     def __getitem__(self, ix: int) -> tuple[Any, Any]:
-        return self.x[ix], self.y[ix]
+        return tuple(t[ix] for t in self.x), self.y[ix]
 
 
 def seed_style_fit(spec: Any, recipe: Any, device: str, seed: int = 0) -> int:
@@ -64,23 +65,27 @@ def seed_style_fit(spec: Any, recipe: Any, device: str, seed: int = 0) -> int:
     if init is not None:
         init(model)
     model = model.to(device)
-    x, y = x.to(device), y.to(device)
-    loss_func = nn.MSELoss(reduction="sum" if recipe.loss == "sse" else "mean")
+    xs = tuple(x) if isinstance(x, (tuple, list)) else (x,)  # one tensor per input
+    xs, y = tuple(t.to(device) for t in xs), y.to(device)
+    if recipe.loss == "cross_entropy":
+        loss_func: Any = nn.CrossEntropyLoss()
+    else:
+        loss_func = nn.MSELoss(reduction="sum" if recipe.loss == "sse" else "mean")
     optimizers = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop}
     opt = optimizers[recipe.optimizer](model.parameters(), lr=recipe.lr)
     if recipe.batch_size:
-        data: Any = DataLoader(_MyDataset(x, y), batch_size=recipe.batch_size, shuffle=recipe.shuffle)
+        data: Any = DataLoader(_MyDataset(xs, y), batch_size=recipe.batch_size, shuffle=recipe.shuffle)
     else:
-        data = [(x, y)]
+        data = [(xs, y)]
     manual = recipe.gradients == "manual"
     loss_history = []
     for _ in range(recipe.epochs):
         for xb, yb in data:
             opt.zero_grad()
             if manual:
-                loss_value = model.manual_gradients(xb, yb)
+                loss_value = model.manual_gradients(*xb, yb)
             else:
-                out = model(xb)
+                out = model(*xb)
                 loss_value = loss_func(out[0] if isinstance(out, tuple) else out, yb)
                 loss_value.backward()
             opt.step()
@@ -153,6 +158,8 @@ def bench_walls(models: str, device: str, log: Log) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-walls-") as tmp:
         for stage, extra in (("train", ["--quiet"]), ("export", [])):
             cmd = [sys.executable, "-m", "pipeline", stage, "--models", models, "--device", device, "--artifacts", tmp]
+            for where in catalog.given():  # the catalogs this run was given, as it was given them
+                cmd += ["--catalog", where]
             start = time.perf_counter()
             proc = subprocess.run([*cmd, *extra], cwd=ROOT, capture_output=True, text=True, timeout=1800)
             seconds = time.perf_counter() - start
