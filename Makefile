@@ -53,12 +53,12 @@ test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: setup
-	$(VENV)/bin/ruff check pipeline demo tests
-	$(VENV)/bin/ruff format --check pipeline demo tests
+	$(VENV)/bin/ruff check pipeline demo tests examples
+	$(VENV)/bin/ruff format --check pipeline demo tests examples
 
 format: setup
-	$(VENV)/bin/ruff format pipeline demo tests
-	$(VENV)/bin/ruff check --fix pipeline demo tests
+	$(VENV)/bin/ruff format pipeline demo tests examples
+	$(VENV)/bin/ruff check --fix pipeline demo tests examples
 
 bench: setup
 	$(PY) -m pipeline bench --artifacts $(ARTIFACTS) $(if $(QUICK),--quick)
