@@ -3,7 +3,8 @@
 `words` are 12 int64 word ids from a vocabulary of 50 (the mean of their embeddings: what
 nn.EmbeddingBag(mode="mean") computes on a 2-D input, written as nn.Embedding + mean because the ONNX
 exporter turns EmbeddingBag into a Loop over sequences that the float16 converter cannot type);
-`signals` are 4 float32 numbers. The label is one of three moods: the count of "happy" words (ids 0-9) minus "sad" ones (ids 10-19), plus twice the first signal, below -1, between, above 1.
+`signals` are 4 float32 numbers. The label is one of three moods: the count of "happy" words (ids 0-9)
+minus "sad" ones (ids 10-19), plus twice the first signal, below -1, between, above 1.
 
     python -m pipeline train --catalog examples/two_inputs.py --models mood_bag
 """
