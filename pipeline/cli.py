@@ -441,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; expected failures print one line and return a non-zero code."""
     args = build_parser().parse_args(argv)  # a malformed command line exits 2 here
     try:
-        if args.catalog:
+        if getattr(args, "catalog", None):  # triton-serve serves files alone: it takes none
             from pipeline import catalog
 
             catalog.use(args.catalog)  # before anything is written: a bad catalog changes nothing

@@ -17,7 +17,7 @@ class UserError(Exception):
 def one_line(exc: BaseException, limit: int = 300) -> str:
     """`Type: message` on one line (whitespace folded), for reports and one-line errors."""
     detail = " ".join(str(exc).split())
-    if _UNPICKLER in detail:
+    if detail.startswith("Weights only load failed") and _UNPICKLER in detail:  # torch's paragraph of advice
         detail = detail[detail.index(_UNPICKLER) :]
     if not detail:
         detail = traceback.format_exception_only(type(exc), exc)[-1].strip()

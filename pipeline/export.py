@@ -34,7 +34,7 @@ from pipeline.quantize import NotApplicable
 from pipeline.quantize import summary as quantize_summary
 from pipeline.spec import ModelSpec
 from pipeline.summary import layer_table
-from pipeline.weights import load_state_dict
+from pipeline.weights import WeightsError, load_state_dict
 
 DEFAULT_OPSET = 18
 PRODUCER = "seed-pipeline"
@@ -194,7 +194,12 @@ def export_model(spec: ModelSpec, artifacts: Path, revision: str, opset: int) ->
     try:  # weights_only: a hostile file's pickle never runs; a damaged one is this model's error, not a crash
         load_state_dict(module, state_path)
     except Exception as exc:
-        why = f"{state_path} is not a loadable state_dict ({one_line(exc, 240)})"
+        # A WeightsError already names the file and what it refused; anything else gets the file named here.
+        why = (
+            str(exc)
+            if isinstance(exc, WeightsError)
+            else f"{state_path} is not a loadable state_dict ({one_line(exc)})"
+        )
         raise ExportError(f"{spec.name}: {why}; train it again") from exc
     module.eval()
     ctx = ExportContext(

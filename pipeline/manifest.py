@@ -176,11 +176,16 @@ def _model_entry(root: Path, name: str, entry: Any, where: str) -> ModelEntry:
             or not isinstance(spec.get("shape"), list)
             or len(spec["shape"]) < 2
             or not all(isinstance(d, int) and 0 < d < 2**31 for d in spec["shape"][1:])
+            or not isinstance(spec.get("dtype", "float32"), str)
             or spec.get("dtype", "float32") not in DTYPES
         ):
             raise ManifestError(f"{where}: model {name!r} has a malformed input or output spec")
     if not inputs:
         raise ManifestError(f"{where}: model {name!r} has no input")
+    for kind, specs in (("input", inputs), ("output", outputs)):
+        names = [s["name"] for s in specs]
+        if len(set(names)) != len(names):
+            raise ManifestError(f"{where}: model {name!r} names two {kind}s alike ({', '.join(names)})")
     artifacts = {}
     for item in need("artifacts", list):
         try:

@@ -140,7 +140,7 @@ def test_cuda_where_there_is_none_is_refused_with_the_reason(demo_url):
     if cuda_device_count() > 0:
         pytest.skip("this machine has a CUDA GPU")
     for fmt in ("onnx", "eager"):
-        with pytest.raises(PredictError, match=r"device cuda is unavailable: no CUDA GPU is visible"):
+        with pytest.raises(PredictError, match=r"device cuda is unavailable: .*no CUDA GPU is visible"):
             call_predict(demo_url, "adder_mynet", fmt, "cuda", "10 11")
     assert call_predict(demo_url, "adder_mynet", "onnx", "auto", "10 11")["device"] == "CPUExecutionProvider"
 
