@@ -12,7 +12,8 @@ what could not run listed under "skipped" in DIR/bench.json with the reason, in 
   and seed 004 §10.8's matrix product;
 - targets (report.py): each goal, the figure it is judged on and whether it is met.
 
-No stage here branches on a model's name: the models named are the ones the goals are about.
+No stage here names a model: the catalog declares which models the goals are about (`bench_roles`,
+read by roles.py), and bench.json's "roles" records which were picked.
 BENCHMARKS.md records a run, what limits each figure and what each tuning setting did.
 """
 
@@ -29,9 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import catalog, formats
-from pipeline.bench.http import HTTP_CLIENTS, HTTP_FORMATS, HTTP_MODELS, bench_demo
+from pipeline.bench import roles
+from pipeline.bench.http import HTTP_CLIENTS, HTTP_FORMATS, bench_demo
 from pipeline.bench.latency import bench_devices, bench_latency, bench_throughput, latency_summary
-from pipeline.bench.report import FLOOR_MODEL, artifact_rows, figures, tables, targets
+from pipeline.bench.report import artifact_rows, figures, tables, targets
 from pipeline.bench.timing import BATCH_SIZES, FULL, QUICK, BenchError, Plan
 from pipeline.bench.training import bench_device_timing, bench_training, bench_walls
 from pipeline.bench.tuning import bench_tuning
@@ -51,10 +53,7 @@ def select_models(manifest: Manifest, models: str, quick: bool) -> list[str]:
     """The models to measure: 'all' (the manifest's; with --quick, the ones the goals name) or a,b,c."""
     if models != "all":
         return [manifest.model(spec.name).name for spec in catalog.select(models)]
-    names = list(manifest.models)
-    if quick:
-        return [n for n in dict.fromkeys((FLOOR_MODEL, *HTTP_MODELS)) if n in manifest.models] or names
-    return names
+    return roles.quick_models(manifest) if quick else list(manifest.models)
 
 
 def training_device(requested: str) -> str:
@@ -145,6 +144,7 @@ def run_bench(
         "cold_start": {},
         "training": {"steps": [], "walls": {}},
         "device_timing": [],
+        "roles": roles.roles(manifest, names, quick),
     }
     log(f"bench ({'quick' if quick else 'full'}): models {', '.join(names)}; devices {', '.join(devices)}")
     sections: dict[str, float] = {}
@@ -170,8 +170,7 @@ def run_bench(
     with section("throughput", "2. batch throughput"):
         result["throughput"] = bench_throughput(manifest, names, devices, plan, cache, skipped, log)
     with section("tuning", "tuning: settings side by side"):
-        flat = [n for n in names if manifest.model(n).flat]  # the candidates feed one float32 row
-        tuned = FLOOR_MODEL if FLOOR_MODEL in flat else next(iter(flat), None)
+        tuned = result["roles"]["floor"]
         result["tuning"] = bench_tuning(manifest, tuned, plan, log) if tuned else []
     del cache
     gc.collect()
@@ -182,9 +181,8 @@ def run_bench(
         result["http"], result["cold_start"] = {"skipped": "--skip-http"}, {"skipped": "--skip-http"}
     with section("training", "4. training"):
         result["training"]["steps"] = bench_training(names, train_device, plan, log)
-    wall_models = plan.wall_models if plan.wall_models in names else (names[-1] if quick else ",".join(names))
     with section("walls", "4. wall time of train and export"):
-        result["training"]["walls"] = bench_walls(wall_models, train_device, log)
+        result["training"]["walls"] = bench_walls(result["roles"]["walls"], train_device, log)
     with section("device_timing", "6. seed 004 §10.8 device timing"):
         result["device_timing"] = bench_device_timing(plan, log)
     result["section_seconds"] = sections
