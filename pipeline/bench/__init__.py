@@ -7,7 +7,9 @@ what could not run listed under "skipped" in DIR/bench.json with the reason, in 
   predictor, its bare call from the same load, and the NumPy floor;
 - artifacts (report.py): each exported file's size and largest parity deviation, from the manifest;
 - tuning (tuning.py): the settings that are ours to choose, side by side on one model;
+- quantized (serving.py): each derived ONNX format's size, latency and deviation beside its source;
 - http, cold_start (http.py): the demo started in a child process, then its routes under load;
+- triton (serving.py): the demo's OIP routes against the real Triton server, the same model and tensors;
 - training, device_timing (training.py): trainer against a seed-style loop, train/export wall time,
   and seed 004 §10.8's matrix product;
 - targets (report.py): each goal, the figure it is judged on and whether it is met.
@@ -34,6 +36,7 @@ from pipeline.bench import roles
 from pipeline.bench.http import HTTP_CLIENTS, HTTP_FORMATS, bench_demo
 from pipeline.bench.latency import bench_devices, bench_latency, bench_throughput, latency_summary
 from pipeline.bench.report import artifact_rows, figures, tables, targets
+from pipeline.bench.serving import bench_quantized, bench_triton
 from pipeline.bench.timing import BATCH_SIZES, FULL, QUICK, BenchError, Plan
 from pipeline.bench.training import bench_device_timing, bench_training, bench_walls
 from pipeline.bench.tuning import bench_tuning
@@ -140,7 +143,9 @@ def run_bench(
         "artifacts": artifact_rows(manifest, names),
         "throughput": [],
         "tuning": [],
+        "quantized": {},
         "http": {},
+        "triton": {},
         "cold_start": {},
         "training": {"steps": [], "walls": {}},
         "device_timing": [],
@@ -172,13 +177,20 @@ def run_bench(
     with section("tuning", "tuning: settings side by side"):
         tuned = result["roles"]["floor"]
         result["tuning"] = bench_tuning(manifest, tuned, plan, log) if tuned else []
+    with section("quantized", "derived ONNX formats beside their source"):
+        result["quantized"] = bench_quantized(manifest, names, plan, log)
     del cache
     gc.collect()
     if http:
         with section("http", "3 and 5. the demo: cold start, then HTTP"):
             result["http"], result["cold_start"] = bench_demo(artifacts, manifest, names, plan, skipped, log)
+        with section("triton", "the demo's OIP routes against the real Triton server"):
+            result["triton"] = bench_triton(artifacts, manifest, result["roles"]["http"], plan, log)
+        if "skipped" in result["triton"]:
+            skipped.append(f"triton: {result['triton']['skipped']}")
     else:
         result["http"], result["cold_start"] = {"skipped": "--skip-http"}, {"skipped": "--skip-http"}
+        result["triton"] = {"skipped": "--skip-http"}
     with section("training", "4. training"):
         result["training"]["steps"] = bench_training(names, train_device, plan, log)
     with section("walls", "4. wall time of train and export"):
