@@ -13,6 +13,7 @@ import pytest
 
 from pipeline import formats
 from pipeline.manifest import Manifest
+from pipeline.spec import BENCH_ROLES
 
 from .conftest import run_cli
 
@@ -53,7 +54,7 @@ def test_quick_bench_has_every_section_with_positive_figures(quick_run):
     assert len(numbers) > 50
     bad = [(where, value) for where, value in numbers if not (math.isfinite(value) and value > 0)]
     assert not bad, bad
-    assert result["skipped"] == []
+    assert [s for s in result["skipped"] if not s.startswith("triton: ")] == []
 
     for row in result["latency"]:
         for key in ("predictor_p50_us", "predictor_p99_us", "bare_p50_us", "floor_p50_us", "predictor_over_bare"):
@@ -74,6 +75,98 @@ def test_quick_bench_has_every_section_with_positive_figures(quick_run):
     assert {"torch cpu", "numpy"} <= backends
     assert all(isinstance(t["met"], bool) for t in result["targets"])
     assert "Targets" in stdout and "Single-example latency" in stdout
+
+
+@pytest.mark.slow
+def test_the_quick_run_measures_the_models_the_catalog_gives_each_role(quick_run):
+    from pipeline import catalog
+
+    result, _, root, _ = quick_run
+    manifest = Manifest.load(root)
+    declared = {role: [m for m in manifest.models if role in catalog.get(m).bench_roles] for role in BENCH_ROLES}
+    assert all(declared.values()), declared  # the seed catalog declares every role
+    assert {r["model"] for r in result["latency"]} == set(declared["floor"] + declared["http"])
+    assert {r["model"] for r in result["http"]["rows"]} == set(declared["http"])
+    assert result["roles"]["floor"] == declared["floor"][0]
+    assert any(t["target"].endswith(f"NumPy floor, {declared['floor'][0]} single example") for t in result["targets"])
+    assert {r["model"] for r in result["tuning"]} == {declared["floor"][0]}
+    assert result["training"]["walls"]["models"] == declared["quick"][0]
+
+
+@pytest.mark.slow
+def test_derived_formats_are_measured_beside_their_source_in_the_same_run(quick_run):
+    from pipeline.quantize import compared
+
+    result, stdout, root, _ = quick_run
+    manifest = Manifest.load(root)
+    rows = result["quantized"]["rows"]
+    for model in {r["model"] for r in result["latency"]}:
+        entry = manifest.model(model)
+        want = {f for f in compared() if f in entry.artifacts}
+        assert {r["format"] for r in rows if r["model"] == model} == want
+        assert set(result["quantized"]["not_applicable"].get(model, {})) == set(entry.not_applicable)
+    for row in rows:
+        assert row["bytes"] == manifest.model(row["model"]).artifacts[row["format"]].bytes
+        assert row["p50_ms_b1"] > 0 and row["p50_ms_b64"] > 0 and 0 <= row["max_frac"] < 0.05, row
+        if formats.get(row["format"]).source:  # a derived format: its ratios to the float32 file
+            assert row["bytes_ratio"] == pytest.approx(
+                row["bytes"] / manifest.model(row["model"]).artifacts["onnx"].bytes
+            )
+            assert row["p50_ms_b1_ratio"] > 0 and row["p50_ms_b64_ratio"] > 0
+    assert "Derived ONNX formats beside their source" in stdout
+
+
+@pytest.mark.slow
+def test_the_demo_is_compared_with_real_triton_or_the_run_says_why_not(quick_run):
+    from pipeline.bench.serving import TRITON_CLIENTS
+    from pipeline.triton_server import TritonServerError, find_env
+
+    result, stdout, _, _ = quick_run
+    try:
+        find_env()
+    except TritonServerError as exc:
+        assert result["triton"] == {"skipped": str(exc)}
+        assert result["skipped"] == [f"triton: {exc}"] and "make triton-env" in str(exc)
+        return
+    rows = result["triton"]["rows"]
+    assert {(r["model"], r["clients"]) for r in rows} == {
+        (m, c) for m in result["roles"]["http"] for c in TRITON_CLIENTS
+    }
+    for row in rows:
+        assert row["p50_ratio"] == pytest.approx(row["demo_p50_ms"] / row["triton_p50_ms"])
+        assert row["throughput_ratio"] == pytest.approx(row["demo_per_s"] / row["triton_per_s"])
+        assert all(row[k] > 0 for k in ("demo_p50_ms", "triton_p50_ms", "demo_per_s", "triton_per_s"))
+    assert "Triton Inference Server 2." in result["triton"]["server"]
+    assert "Demo OIP routes against the real Triton server" in stdout
+
+
+def test_a_catalog_that_declares_no_role_still_benches_by_the_manifests_order(artifacts, monkeypatch):
+    import dataclasses
+
+    from pipeline import catalog
+    from pipeline.bench import roles, select_models
+
+    bare = {name: dataclasses.replace(spec, bench_roles=()) for name, spec in catalog.CATALOG.items()}
+    monkeypatch.setattr(catalog, "CATALOG", bare)
+    manifest = Manifest.load(artifacts)
+    first = next(iter(manifest.models))
+    assert select_models(manifest, "all", quick=True) == [first]
+    names = list(manifest.models)
+    picked = roles.roles(manifest, names, quick=True)
+    assert picked == {"floor": first, "http": [first], "walls": names[-1]}
+    assert roles.roles(manifest, names, quick=False)["walls"] == ",".join(names)
+
+
+def test_an_unknown_bench_role_is_refused_in_one_line():
+    import dataclasses
+
+    from pipeline import catalog
+    from pipeline.spec import CatalogError
+
+    spec = next(iter(catalog.CATALOG.values()))
+    with pytest.raises(CatalogError) as info:
+        dataclasses.replace(spec, bench_roles=("fastest",))
+    assert str(info.value) == f"{spec.name}: bench_roles 'fastest'; expected some of: floor, http, quick"
 
 
 @pytest.mark.slow
