@@ -174,6 +174,7 @@ CATALOG: list[ModelSpec] = [
         numpy_forward=_np_mlp("linear1", "linear2", "relu"),
         activation="relu",
         seed_figures="loss 6e2–7e2 at step 0, 2–4 at step 99, 6e-7 – 1.5e-5 at step 499",
+        bench_roles=("floor", "http"),
     ),
     ModelSpec(
         name="two_layer_raw",
@@ -280,6 +281,7 @@ CATALOG: list[ModelSpec] = [
         truth="x1 + x2",
         activation="relu",
         seed_figures="(8, 9) → 16.5–17.0, (10, 11) → 20.2–21.0, (1.5, 2.5) → 4.0–4.6",
+        bench_roles=("http",),
     ),
     ModelSpec(
         name="sigmoid_net",
@@ -319,5 +321,6 @@ CATALOG: list[ModelSpec] = [
         numpy_forward=_np_linear1,
         truth="3 * x",
         seed_figures="lr 0.1 converges to w ≈ 3, b ≈ 0; the study: lr 0.01 w 2.27 after 10 epochs, lr 1 diverges",
+        bench_roles=("quick",),
     ),
 ]

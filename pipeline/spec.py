@@ -20,6 +20,13 @@ from torch import nn
 from pipeline.errors import UserError
 
 DTYPES = {"float32": torch.float32, "int64": torch.int64}  # what a tensor spec may declare
+# What the benchmarks (pipeline/bench/) pick a model for, when its spec declares the role:
+#   "floor"  the model the fastest-runtime-against-NumPy goal and the tuning settings are judged on;
+#   "http"   the models the demo's HTTP routes and the demo-against-Triton comparison are measured on;
+#   "quick"  the model whose train/export wall time `bench --quick` measures.
+# A `bench --quick` run measures the "floor" and "http" models. Where no catalog declares a role, the
+# benchmarks fall back to the manifest's order (see pipeline/bench/roles.py), so any catalog benches.
+BENCH_ROLES = ("floor", "http", "quick")
 
 
 class CatalogError(UserError, ValueError):
@@ -186,8 +193,15 @@ class ModelSpec:
     # Held-out data, drawn after the training data from the same generator: history.json gets its loss,
     # and its accuracy when the recipe's loss is cross_entropy.
     test_data: Data | None = None
+    bench_roles: tuple[str, ...] = ()  # what the benchmarks pick this model for: some of BENCH_ROLES
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "bench_roles", tuple(self.bench_roles))
+        unknown = [r for r in self.bench_roles if r not in BENCH_ROLES]
+        if unknown:
+            raise CatalogError(
+                f"{self.name}: bench_roles {', '.join(map(repr, unknown))}; expected some of: {', '.join(BENCH_ROLES)}"
+            )
         object.__setattr__(self, "inputs", tuple(self.inputs))
         object.__setattr__(self, "outputs", tuple(self.outputs))
         object.__setattr__(self, "examples", tuple(self.examples))

@@ -7,12 +7,15 @@ what could not run listed under "skipped" in DIR/bench.json with the reason, in 
   predictor, its bare call from the same load, and the NumPy floor;
 - artifacts (report.py): each exported file's size and largest parity deviation, from the manifest;
 - tuning (tuning.py): the settings that are ours to choose, side by side on one model;
+- quantized (serving.py): each derived ONNX format's size, latency and deviation beside its source;
 - http, cold_start (http.py): the demo started in a child process, then its routes under load;
+- triton (serving.py): the demo's OIP routes against the real Triton server, the same model and tensors;
 - training, device_timing (training.py): trainer against a seed-style loop, train/export wall time,
   and seed 004 §10.8's matrix product;
 - targets (report.py): each goal, the figure it is judged on and whether it is met.
 
-No stage here branches on a model's name: the models named are the ones the goals are about.
+No stage here names a model: the catalog declares which models the goals are about (`bench_roles`,
+read by roles.py), and bench.json's "roles" records which were picked.
 BENCHMARKS.md records a run, what limits each figure and what each tuning setting did.
 """
 
@@ -29,9 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import catalog, formats
-from pipeline.bench.http import HTTP_CLIENTS, HTTP_FORMATS, HTTP_MODELS, bench_demo
+from pipeline.bench import roles
+from pipeline.bench.http import HTTP_CLIENTS, HTTP_FORMATS, bench_demo
 from pipeline.bench.latency import bench_devices, bench_latency, bench_throughput, latency_summary
-from pipeline.bench.report import FLOOR_MODEL, artifact_rows, figures, tables, targets
+from pipeline.bench.report import artifact_rows, figures, tables, targets
+from pipeline.bench.serving import bench_quantized, bench_triton
 from pipeline.bench.timing import BATCH_SIZES, FULL, QUICK, BenchError, Plan
 from pipeline.bench.training import bench_device_timing, bench_training, bench_walls
 from pipeline.bench.tuning import bench_tuning
@@ -51,10 +56,7 @@ def select_models(manifest: Manifest, models: str, quick: bool) -> list[str]:
     """The models to measure: 'all' (the manifest's; with --quick, the ones the goals name) or a,b,c."""
     if models != "all":
         return [manifest.model(spec.name).name for spec in catalog.select(models)]
-    names = list(manifest.models)
-    if quick:
-        return [n for n in dict.fromkeys((FLOOR_MODEL, *HTTP_MODELS)) if n in manifest.models] or names
-    return names
+    return roles.quick_models(manifest) if quick else list(manifest.models)
 
 
 def training_device(requested: str) -> str:
@@ -141,10 +143,13 @@ def run_bench(
         "artifacts": artifact_rows(manifest, names),
         "throughput": [],
         "tuning": [],
+        "quantized": {},
         "http": {},
+        "triton": {},
         "cold_start": {},
         "training": {"steps": [], "walls": {}},
         "device_timing": [],
+        "roles": roles.roles(manifest, names, quick),
     }
     log(f"bench ({'quick' if quick else 'full'}): models {', '.join(names)}; devices {', '.join(devices)}")
     sections: dict[str, float] = {}
@@ -170,21 +175,26 @@ def run_bench(
     with section("throughput", "2. batch throughput"):
         result["throughput"] = bench_throughput(manifest, names, devices, plan, cache, skipped, log)
     with section("tuning", "tuning: settings side by side"):
-        flat = [n for n in names if manifest.model(n).flat]  # the candidates feed one float32 row
-        tuned = FLOOR_MODEL if FLOOR_MODEL in flat else next(iter(flat), None)
+        tuned = result["roles"]["floor"]
         result["tuning"] = bench_tuning(manifest, tuned, plan, log) if tuned else []
+    with section("quantized", "derived ONNX formats beside their source"):
+        result["quantized"] = bench_quantized(manifest, names, plan, log)
     del cache
     gc.collect()
     if http:
         with section("http", "3 and 5. the demo: cold start, then HTTP"):
             result["http"], result["cold_start"] = bench_demo(artifacts, manifest, names, plan, skipped, log)
+        with section("triton", "the demo's OIP routes against the real Triton server"):
+            result["triton"] = bench_triton(artifacts, manifest, result["roles"]["http"], plan, log)
+        if "skipped" in result["triton"]:
+            skipped.append(f"triton: {result['triton']['skipped']}")
     else:
         result["http"], result["cold_start"] = {"skipped": "--skip-http"}, {"skipped": "--skip-http"}
+        result["triton"] = {"skipped": "--skip-http"}
     with section("training", "4. training"):
         result["training"]["steps"] = bench_training(names, train_device, plan, log)
-    wall_models = plan.wall_models if plan.wall_models in names else (names[-1] if quick else ",".join(names))
     with section("walls", "4. wall time of train and export"):
-        result["training"]["walls"] = bench_walls(wall_models, train_device, log)
+        result["training"]["walls"] = bench_walls(result["roles"]["walls"], train_device, log)
     with section("device_timing", "6. seed 004 §10.8 device timing"):
         result["device_timing"] = bench_device_timing(plan, log)
     result["section_seconds"] = sections

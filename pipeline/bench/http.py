@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 
 from pipeline import formats, launch
+from pipeline.bench import roles
 from pipeline.bench.timing import BenchError, Plan
 from pipeline.errors import one_line
 from pipeline.manifest import Manifest
 
-HTTP_MODELS = ("adder_mynet", "two_layer_net")  # what the goals name: the smallest model and the floor's
 # The default format and every other float32 format Triton serves (the derived ones are timed by latency alone).
 HTTP_FORMATS = (
     formats.DEFAULT_FORMAT,
@@ -210,7 +210,7 @@ def bench_demo(
     log: Callable[[str], None],
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Cold start of the demo, then its routes under load: (http section, cold_start section)."""
-    http_models = [m for m in HTTP_MODELS if m in manifest.models] or list(models[:1])
+    http_models = roles.http_models(manifest, models)
     first = _target(manifest, http_models[0], HTTP_FORMATS[0])
     try:
         with launch.demo(artifacts, timeout=READY_SECONDS, ready=first_prediction(first), poll_seconds=0.01) as running:

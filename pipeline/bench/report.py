@@ -17,7 +17,6 @@ from pipeline.bench.timing import BATCH_SIZES
 from pipeline.manifest import Manifest
 from pipeline.tables import text_table
 
-FLOOR_MODEL = "two_layer_net"  # the model the floor goal names
 GOALS = {
     "predictor_over_bare": 1.1,
     "best_over_floor": 1.5,
@@ -68,9 +67,10 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
         median = float(np.median([r["predictor_over_bare"] for r in rows]))
         detail = f"worst model: {worst['model']}; median over models {median:.3f}"
         add(f"predictor p50 / bare p50, {runtime}", GOALS["predictor_over_bare"], worst["predictor_over_bare"], detail)
+    floor_model = result.get("roles", {}).get("floor")  # the catalog's "floor" model (roles.py)
     for row in result["latency_summary"]:
-        if row["model"] == FLOOR_MODEL:
-            what = f"fastest runtime / NumPy floor, {FLOOR_MODEL} single example"
+        if row["model"] == floor_model:
+            what = f"fastest runtime / NumPy floor, {floor_model} single example"
             add(what, GOALS["best_over_floor"], row["best_over_floor"], f"fastest: {row['best']}")
     for row in result["http"].get("rows", []):
         if row["clients"] == 1:
@@ -133,6 +133,19 @@ def cold_start_line(result: dict[str, Any]) -> str | None:
     return f"Demo cold start: {cold['seconds']:.2f} s to the first prediction ({'; '.join(parts)})"
 
 
+def not_applicable_line(result: dict[str, Any]) -> str | None:
+    """The derived formats export wrote no file for, and why, as a sentence."""
+    missing = result.get("quantized", {}).get("not_applicable", {})
+    parts = [f"{model} {fmt}: {why}" for model, by_fmt in missing.items() for fmt, why in by_fmt.items()]
+    return "Not applicable: " + "; ".join(parts) if parts else None
+
+
+def triton_skipped_line(result: dict[str, Any]) -> str | None:
+    """Why the demo-against-Triton comparison did not run, when it did not."""
+    why = result.get("triton", {}).get("skipped")
+    return f"Demo OIP against Triton: skipped ({why})" if why else None
+
+
 def walls_line(result: dict[str, Any]) -> str | None:
     """The wall time of train and export as a sentence, when it was measured."""
     walls = result.get("training", {}).get("walls", {})
@@ -187,6 +200,23 @@ TABLES: tuple[Table | Callable[[dict[str, Any]], str | None], ...] = (
         ),
     ),
     Table(
+        "Derived ONNX formats beside their source, onnxruntime CPU, 1 thread (x: the ratio to the source)",
+        "quantized.rows",
+        (
+            ("model", "model"),
+            ("format", "format"),
+            ("bytes", "bytes"),
+            ("x", "bytes_ratio"),
+            ("p50 b1 ms", "p50_ms_b1"),
+            ("x", "p50_ms_b1_ratio"),
+            ("p50 b64 ms", "p50_ms_b64"),
+            ("x", "p50_ms_b64_ratio"),
+            ("max abs Δ", lambda r: f"{r['max_abs']:.2e}"),
+            ("max abs Δ / max abs ref", lambda r: f"{r['max_frac']:.2e}"),
+        ),
+    ),
+    not_applicable_line,
+    Table(
         "Batch throughput (examples/s)",
         "throughput",
         (
@@ -222,6 +252,22 @@ TABLES: tuple[Table | Callable[[dict[str, Any]], str | None], ...] = (
         ),
     ),
     cold_start_line,
+    Table(
+        "Demo OIP routes against the real Triton server, same run (ms, requests/s; ratios demo/Triton)",
+        "triton.rows",
+        (
+            ("model", "model"),
+            ("format", "format"),
+            ("clients", "clients"),
+            ("demo p50", "demo_p50_ms"),
+            ("Triton p50", "triton_p50_ms"),
+            ("p50 demo/Triton", "p50_ratio"),
+            ("demo req/s", "demo_per_s"),
+            ("Triton req/s", "triton_per_s"),
+            ("req/s demo/Triton", "throughput_ratio"),
+        ),
+    ),
+    triton_skipped_line,
     Table(
         "Training step (us): our trainer against the seed-style loop",
         "training.steps",

@@ -37,11 +37,10 @@ class Plan:
     train_max_epochs: int | None  # None: the recipe's epochs
     http_requests: int  # per client and route
     matmul_repeats: int
-    wall_models: str | None  # models for the train/export wall time; None: all selected
 
 
-FULL = Plan(False, 1.0, 500, 20000, 10, 300, 0.3, 5, None, 300, 30, None)
-QUICK = Plan(True, 0.06, 100, 1500, 2, 30, 0.02, 1, 20, 12, 3, "linear_3x")
+FULL = Plan(False, 1.0, 500, 20000, 10, 300, 0.3, 5, None, 300, 30)
+QUICK = Plan(True, 0.06, 100, 1500, 2, 30, 0.02, 1, 20, 12, 3)
 
 
 @dataclass

@@ -1,0 +1,105 @@
+"""Two comparisons measured in one run: the demo's OIP routes against the real Triton server, and the
+derived ONNX formats (int8, float16) against the float32 file they come from.
+
+- triton: the demo (`python demo/app.py`) and Triton (the nvidia-pytriton wheel's server, from
+  .venv-triton) both running, the same model's ONNX file on onnxruntime behind each (the demo's
+  `<model>_<format>` route, Triton's Python-backend `<model>_<format>_python`), the same one-example
+  binary tensor through tritonclient (triton_server.measure_oip), 1 and 16 clients, the two servers
+  taking turns (demo, Triton, Triton, demo) so the neighbours' load hits both alike.
+- quantized: per model, size, p50 at batch 1 and 64 and deviation from eager of each derived format
+  beside its source (quantize.measure), with the ratios to the source.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pipeline import formats, launch
+from pipeline.bench.timing import Plan
+from pipeline.manifest import Manifest
+
+TRITON_CLIENTS = (1, 16)
+OIP_SECONDS = {False: 1.5, True: 0.3}  # per server, turn and client count: (full, quick)
+QUANT_SECONDS = {False: 0.5, True: 0.05}  # per model, format and batch size
+
+
+def bench_triton(
+    artifacts: Path, manifest: Manifest, models: Sequence[str], plan: Plan, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """Demo OIP against Triton for each of `models`: p50 and requests/s at 1 and 16 clients, and demo/Triton.
+
+    {"skipped": why} when there is no Triton environment (`make triton-env` makes it); TritonServerError
+    (one line) when the server does not start.
+    """
+    from pipeline.naming import PYTHON_FLAVOUR
+    from pipeline.triton import build_repository
+    from pipeline.triton_server import TritonServerError, find_env, measure_oip, start_server
+
+    try:
+        env = find_env()
+    except TritonServerError as exc:
+        return {"skipped": str(exc)}
+    fmt = PYTHON_FLAVOUR.format  # the one file both serve: the default format's, on onnxruntime
+    names = {m: (f"{m}_{fmt}", PYTHON_FLAVOUR.model_name(m)) for m in models}
+    seconds = OIP_SECONDS[plan.quick]
+    turns = 1 if plan.quick else 2
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-triton-") as repo:
+        build_repository(manifest, repo, list(models), flavours=(PYTHON_FLAVOUR,))
+        with (
+            start_server(repo, [t for _, t in names.values()], env) as triton,
+            launch.demo(artifacts, timeout=120) as demo,
+        ):
+            log(f"  Triton {triton.version} at {triton.url}; demo at {demo.url}")
+            for model, (demo_name, triton_name) in names.items():
+                for clients in TRITON_CLIENTS:
+                    got: dict[str, list[dict[str, float]]] = {"demo": [], "triton": []}
+                    for turn in range(turns):
+                        order = ("demo", "triton") if turn % 2 == 0 else ("triton", "demo")
+                        for who in order:
+                            url, name = (demo.url, demo_name) if who == "demo" else (triton.url, triton_name)
+                            got[who].append(measure_oip(url, name, clients, seconds))
+                    row: dict[str, Any] = {"model": model, "format": fmt, "clients": clients}
+                    for who, runs in got.items():
+                        row[f"{who}_p50_ms"] = sum(r["p50_ms"] for r in runs) / len(runs)
+                        row[f"{who}_per_s"] = sum(r["throughput"] for r in runs) / len(runs)
+                    row["p50_ratio"] = row["demo_p50_ms"] / row["triton_p50_ms"]
+                    row["throughput_ratio"] = row["demo_per_s"] / row["triton_per_s"]
+                    rows.append(row)
+                    log(
+                        f"  OIP {model} x{clients}: demo p50 {row['demo_p50_ms']:.2f} ms, "
+                        f"{row['demo_per_s']:.0f}/s; Triton {row['triton_p50_ms']:.2f} ms, {row['triton_per_s']:.0f}/s"
+                    )
+            version = triton.version
+    return {
+        "server": f"Triton Inference Server {version} (nvidia-pytriton wheel, Python backend)",
+        "demo": "python demo/app.py (its default --threads 1), OIP routes",
+        "seconds_per_turn": seconds,
+        "turns_per_server": turns,
+        "rows": rows,
+    }
+
+
+def bench_quantized(
+    manifest: Manifest, models: Sequence[str], plan: Plan, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """Each derived format beside its source: size, p50 at batch 1 and 64, deviation; and where none was written."""
+    from pipeline import quantize
+
+    flat = [m for m in models if manifest.model(m).flat]  # quantize.measure feeds one float32 row
+    rows = quantize.measure(manifest, flat, QUANT_SECONDS[plan.quick])
+    source = {(r["model"], r["format"]): r for r in rows}
+    for row in rows:
+        src = source.get((row["model"], formats.get(row["format"]).source))
+        if src is not None:
+            for key in ("bytes", "p50_ms_b1", "p50_ms_b64"):
+                row[f"{key}_ratio"] = row[key] / src[key]
+        log(
+            f"  {row['model']} {row['format']}: {row['bytes']:,} bytes, p50 {row['p50_ms_b1']:.4f} ms (b1) "
+            f"{row['p50_ms_b64']:.4f} ms (b64), max |Δ| {row['max_abs']:.2e}"
+        )
+    not_applicable = {m: dict(manifest.model(m).not_applicable) for m in flat if manifest.model(m).not_applicable}
+    return {"rows": rows, "not_applicable": not_applicable}
