@@ -146,6 +146,50 @@ def test_only_the_outputs_asked_for_come_back(client):
     assert [o["name"] for o in result.get_response()["outputs"]] == ["sum__0", "hidden__1"]
 
 
+def test_an_empty_outputs_list_returns_every_output_as_triton_does(demo):
+    body = {**_x([10, 11]), "outputs": []}
+    answer = httpx.post(f"{demo}/v2/models/adder_mynet/infer", json=body, timeout=30)
+    assert answer.status_code == 200, answer.text
+    assert [(o["name"], o["shape"]) for o in answer.json()["outputs"]] == [("sum", [1, 1]), ("hidden", [1, 8])]
+
+
+def test_each_model_takes_the_largest_batch_whose_json_fits_the_body_limit(client, manifest):
+    """The metadata and config say each model's largest batch: 512 for the 1000-feature models, whose
+    1,024 rows would be ~25 MB as JSON, 1,024 for the others."""
+    for model, entry in manifest.models.items():
+        want = 512 if len(entry.features) == 1000 else 1024
+        for name in (model, triton_model_name(model, "onnx"), triton_model_name(model, "torchscript")):
+            assert client.get_model_metadata(name)["parameters"]["max_batch_size"] == want, name
+            assert client.get_model_config(name)["max_batch_size"] == want, name
+
+
+def test_a_full_batch_of_the_widest_model_goes_through_tritonclient_as_json(client, eager):
+    batch = np.random.default_rng(5).standard_normal((512, 1000)).astype(np.float32)
+    got = infer(client, "two_layer_net", "x", batch, ["y"], binary=False)  # JSON tensors both ways
+    assert got[0].shape == (512, 10)
+    assert_close(eager("two_layer_net", batch), got, "512 x 1000 as JSON")
+    too_many = httpclient.InferInput("x", [513, 1000], "FP32")
+    too_many.set_data_from_numpy(np.zeros((513, 1000), dtype=np.float32), binary_data=True)
+    with pytest.raises(InferenceServerException) as info:
+        client.infer("two_layer_net", [too_many])
+    assert info.value.status() == "400" and "batch from 1 to 512" in info.value.message()
+
+
+def test_outputs_that_overflow_float32_are_refused_as_json_and_as_binary(client):
+    for binary in (False, True):
+        tensor = httpclient.InferInput("x", [2, 2], "FP32")
+        tensor.set_data_from_numpy(np.array([[1, 2], [3e38, 3e38]], dtype=np.float32), binary_data=binary)
+        with pytest.raises(InferenceServerException) as info:
+            client.infer(
+                "adder_mynet_onnx", [tensor], outputs=[httpclient.InferRequestedOutput("sum", binary_data=binary)]
+            )
+        assert info.value.status() == "400", info.value
+        assert (
+            "adder_mynet's output sum is not finite" in info.value.message()
+            and "float32 overflow" in info.value.message()
+        )
+
+
 def test_tritonclient_sees_bad_requests_as_errors_with_a_message(client):
     wrong = httpclient.InferInput("x", [1, 3], "FP32")
     wrong.set_data_from_numpy(np.zeros((1, 3), dtype=np.float32))
@@ -228,6 +272,39 @@ MALFORMED = [  # (what, model, body or raw bytes, headers, status, words the mes
     ("unknown model", "no_such_model", _x([1, 2]), {}, 404, ["unknown model", "adder_mynet", "_torchscript"]),
     ("unknown suffix", "adder_mynet_pt2", _x([1, 2]), {}, 404, ["unknown model"]),
     ("unknown version", "adder_mynet/versions/2", _x([1, 2]), {}, 404, ["version '2'"]),
+    (
+        "header length of 5,000 digits",
+        "adder_mynet",
+        _x([1, 2]),
+        {"Inference-Header-Content-Length": "9" * 5000},
+        400,
+        ["Inference-Header-Content-Length", "expected the JSON header's size"],
+    ),
+    (
+        "header length that is a digit to isdigit() only",
+        "adder_mynet",
+        _x([1, 2]),
+        {"Inference-Header-Content-Length": "²".encode()},
+        400,
+        ["Inference-Header-Content-Length"],
+    ),
+    (
+        "bytes after the gzip data",
+        "adder_mynet",
+        gzip.compress(json.dumps(_x([1, 2])).encode()) + b"trailing",
+        {"Content-Encoding": "gzip"},
+        400,
+        ["8 bytes follow the gzip data"],
+    ),
+    ("outputs that overflow", "adder_mynet", _x([3e38, 3e38]), {}, 400, ["not finite", "float32 overflow"]),
+    (
+        "millions of empty lists",
+        "adder_mynet",
+        b'{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","data":[' + b"[]," * 1_000_000 + b"[]]}]}",
+        {},
+        400,
+        ["arrays and objects", "at most 1024 rows"],
+    ),
 ]
 
 
