@@ -22,19 +22,21 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `python demo/app.py` from a checkout that is not pip-installed
     sys.path.insert(0, str(ROOT))
+
+from demo import private_temp_dir  # noqa: E402
+
+private_temp_dir()  # before Gradio is imported: it reads GRADIO_TEMP_DIR then (see demo/__init__.py)
 
 import fastapi  # noqa: E402
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 
 from demo import server  # noqa: E402
+from demo.api import Refused, predict_or_refuse  # noqa: E402
 from pipeline import formats  # noqa: E402
-from pipeline.errors import UserError  # noqa: E402
 from pipeline.manifest import ManifestError, ModelEntry  # noqa: E402
 from pipeline.runtime import DEVICES  # noqa: E402
 from pipeline.service import Service, cuda_unavailable_reason, formats_of  # noqa: E402
@@ -67,15 +69,9 @@ def api_predict(svc: Service) -> Callable[[str, str, str, str | list], dict]:
 
     def predict(model: str, fmt: str, device: str, features: str | list) -> dict:
         try:
-            return svc.predict(model, fmt, device, features)
-        except (UserError, formats.UnknownFormat) as exc:
-            raise gr.Error(str(exc), print_exception=False) from None
-        except Exception as exc:  # a bug, not the caller's input: logged in full, one line out
-            log.exception("predict(%r, %r, %r) failed", model, fmt, device)
-            raise gr.Error(
-                f"the prediction failed unexpectedly ({type(exc).__name__}); the server log has the details",
-                print_exception=False,
-            ) from None
+            return predict_or_refuse(svc, model, fmt, device, features)
+        except Refused as exc:
+            raise gr.Error(exc.message, print_exception=False) from None
 
     predict.__doc__ = Service.predict.__doc__
     return predict
@@ -278,9 +274,8 @@ def _input_form(entry: ModelEntry) -> tuple[list[Any], str]:
         lambda: _features_text(np.random.default_rng().standard_normal(width).round(4)),
         outputs=text,
         api_visibility="private",
-        queue=False,
     )
-    catalog.click(lambda: _features_text(example), outputs=text, api_visibility="private", queue=False)
+    catalog.click(lambda: _features_text(example), outputs=text, api_visibility="private")
     if entry.examples:
         gr.Examples(
             examples=[[_features_text(ex)] for ex in entry.examples],
@@ -363,7 +358,6 @@ def _build_page(svc: Service, entries: list[ModelEntry]) -> None:
         inputs=model,
         outputs=[*groups, fmt, model_info, summary, loss, parity_md, parity, result_md, chart, raw],
         api_visibility="private",
-        queue=False,
     )
 
     answer = api_predict(svc)
