@@ -1,24 +1,40 @@
 # Every target runs inside .venv, which `make setup` creates on first use (and refreshes when
 # pyproject.toml changes). Variables: DEVICE (auto|cpu|cuda|cuda:N|mps), MODELS (all or a,b,...),
-# ARTIFACTS (directory), QUICK=1 for a short benchmark, PORT for the demo.
+# ARTIFACTS (directory), QUICK=1 for a short benchmark, PORT for the demo and triton-serve.
+# The real Triton server has its own environment, .venv-triton, which `make setup` (or `make triton-env`) makes.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+TRITON_VENV := .venv-triton
+TRITON_STAMP := $(TRITON_VENV)/.installed
 DEVICE ?= auto
 MODELS ?= all
 ARTIFACTS ?= artifacts
 PYTEST_ARGS ?=
+# The pure core that `make mutate` mutates, as mutmut mutant-name globs ([tool.mutmut] in pyproject.toml
+# names the files and the fast tests run against them), and the kill rate it must reach.
+MUTATE ?= 'pipeline.inputs.*' 'pipeline.fileio.*' 'pipeline.manifest.*' \
+	'pipeline.parity.x_compare*' 'pipeline.parity.x_merge*' 'pipeline.oip_protocol.*'
+MUTATE_MIN ?= 90
 
-.PHONY: setup train export verify demo test lint format bench triton clean
+.PHONY: setup triton-env train export verify demo test lint format bench triton triton-serve clean mutate
 
-setup: $(STAMP)
+setup: $(STAMP) $(TRITON_STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+triton-env: $(TRITON_STAMP)
+
+$(TRITON_STAMP): requirements-triton.txt
+	test -x $(TRITON_VENV)/bin/python || $(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(TRITON_VENV)/bin/python -m pip install --quiet -r requirements-triton.txt
+	touch $(TRITON_STAMP)
 
 train: setup
 	$(PY) -m pipeline train --models $(MODELS) --device $(DEVICE) --artifacts $(ARTIFACTS)
@@ -48,7 +64,23 @@ bench: setup
 	$(PY) -m pipeline bench --artifacts $(ARTIFACTS) $(if $(QUICK),--quick)
 
 triton: setup
-	$(PY) -m pipeline export --triton $(ARTIFACTS)/triton --artifacts $(ARTIFACTS)
+	$(PY) -m pipeline triton $(ARTIFACTS)/triton --artifacts $(ARTIFACTS)
+
+triton-serve: setup
+	@test -f $(ARTIFACTS)/manifest.json || $(MAKE) train export
+	$(PY) -m pipeline triton-serve --artifacts $(ARTIFACTS) --triton-env $(TRITON_VENV) $(if $(PORT),--port $(PORT))
+
+# Mutation testing: each mutant of the core against its fast unit tests; a fresh run every time, its
+# copy of the project and its log in mutants/ (ignored by git). Not part of `make test`: see its timing.
+mutate: setup
+	@# mutmut maps tests to functions with pytest -x: one failing unit test leaves every later mutant
+	@# "no tests", so the unit tests must pass first (the session-fixture tests are deselected here too).
+	MUTANT_UNDER_TEST=unit-tests-first $(PY) -m pytest -q -p no:cacheprovider -o addopts= \
+		$$($(PY) -c "import tomllib; print(' '.join(tomllib.load(open('pyproject.toml', 'rb'))['tool']['mutmut']['pytest_add_cli_args_test_selection']))")
+	rm -rf mutants && mkdir mutants
+	$(VENV)/bin/mutmut run $(MUTATE) > mutants/run.log 2>&1 || { tail -40 mutants/run.log; exit 1; }
+	@grep -a "mutations/second" mutants/run.log
+	$(PY) -m tests.mutation_score --min $(MUTATE_MIN) $(MUTATE)
 
 clean:
 	rm -rf $(ARTIFACTS)/*/ $(ARTIFACTS)/*.json

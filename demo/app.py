@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import html
 import logging
 import os
 import sys
@@ -34,12 +33,13 @@ import fastapi  # noqa: E402
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 
-from demo import server  # noqa: E402
-from demo.api import Refused, predict_or_refuse  # noqa: E402
+from demo import server, views  # noqa: E402
+from demo.api import attempt  # noqa: E402
 from pipeline import formats  # noqa: E402
+from pipeline.errors import UserError  # noqa: E402
 from pipeline.manifest import ManifestError, ModelEntry  # noqa: E402
 from pipeline.runtime import DEVICES  # noqa: E402
-from pipeline.service import Service, cuda_unavailable_reason, formats_of  # noqa: E402
+from pipeline.service import Service, cuda_unavailable_reason  # noqa: E402
 
 log = logging.getLogger("demo")
 
@@ -68,20 +68,29 @@ def api_predict(svc: Service) -> Callable[[str, str, str, str | list], dict]:
     """`svc.predict` as the page's public `predict` API: a failure becomes a gr.Error with one line."""
 
     def predict(model: str, fmt: str, device: str, features: str | list) -> dict:
-        try:
-            return predict_or_refuse(svc, model, fmt, device, features)
-        except Refused as exc:
-            raise gr.Error(exc.message, print_exception=False) from None
+        answer, why = attempt("prediction", lambda: svc.predict(model, fmt, device, features))
+        if why:
+            raise gr.Error(why, print_exception=False)
+        return answer
 
     predict.__doc__ = Service.predict.__doc__
     return predict
 
 
+def api_compare(svc: Service) -> Callable[[str, str, str | list], list[dict]]:
+    """`svc.compare` as the page's public `compare` API: a failure becomes a gr.Error with one line."""
+
+    def compare(model: str, device: str, features: str | list) -> list[dict]:
+        rows, why = attempt("comparison", lambda: svc.compare(model, device, features))
+        if why:
+            raise gr.Error(why, print_exception=False)
+        return rows
+
+    compare.__doc__ = Service.compare.__doc__
+    return compare
+
+
 # ---- the face -------------------------------------------------------------------------------------
-
-
-def _fmt_number(v: float) -> str:
-    return f"{v:.6g}"
 
 
 def _features_text(values: Sequence[float]) -> str:
@@ -101,74 +110,18 @@ def _model_info(entry: ModelEntry) -> str:
     )
 
 
-def _summary_md(entry: ModelEntry) -> str:
-    raw = entry.raw
-    lines = []
-    recipe = raw.get("recipe") or {}
-    if recipe:
-        lines.append(
-            f"Trained with `{raw.get('variant', '')}`: {recipe.get('loss')} loss, {recipe.get('optimizer')} "
-            f"lr {recipe.get('lr')}, {recipe.get('epochs')} epochs on {raw.get('trained_on', '?')}; "
-            f"final loss {raw.get('final_loss', float('nan')):.4g}. Revision `{raw.get('revision', '?')}`."
-        )
-    summary = raw.get("summary")
-    lines.append(f"```\n{summary}\n```" if summary else "_no architecture summary in the manifest_")
-    return "\n\n".join(lines)
-
-
-def _loss_image(svc: Service, entry: ModelEntry) -> Any:
-    """The training loss curve export drew (loss.png), as a PIL image; None when there is none."""
-    plot = entry.raw.get("plot")
+def _image(svc: Service, rel: str | None) -> Any:
+    """A PNG the manifest lists (loss.png, lr_study.png), as a PIL image; None when there is none."""
     manifest = svc.manifest
-    if not plot or manifest is None:
+    if not rel or manifest is None:
         return None
     try:
         from PIL import Image
 
-        with Image.open(manifest.path_of(plot)) as img:
+        with Image.open(manifest.path_of(rel)) as img:
             return img.convert("RGB")
     except (OSError, ManifestError):
         return None
-
-
-PARITY_COLUMNS = ["format", "runtime", "device", "output", "max_abs", "max_rel", "passed", "error"]
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.3g}"
-    return "" if value is None else str(value)
-
-
-def _parity(entry: ModelEntry) -> tuple[str, list[list[Any]]]:
-    parity = entry.raw.get("parity") or {}
-    rows = parity.get("rows") or []
-    table = [[_cell(r.get(c)) for c in PARITY_COLUMNS] for r in rows if isinstance(r, dict)]
-    if not parity:
-        return "Parity: _not recorded in the manifest_", table
-    verdict = "passed" if parity.get("passed") else "**FAILED**"
-    return (
-        f"Parity against the eager model: {verdict} — {sum(r[6] == 'yes' for r in table)}/{len(table)} rows "
-        f"within atol {parity.get('atol')}, rtol {parity.get('rtol')}",
-        table,
-    )
-
-
-def _result_md(entry: ModelEntry, result: dict) -> str:
-    outs = result["outputs"]
-    first = next(iter(outs))
-    head = ", ".join(f"{first}[{i}] = {_fmt_number(v)}" for i, v in enumerate(outs[first][:4]))
-    if len(outs[first]) == 1:
-        head = f"{first} = {_fmt_number(outs[first][0])}"
-    rows = "\n".join(f"| {name} | {', '.join(_fmt_number(v) for v in values)} |" for name, values in outs.items())
-    loaded = f" (loaded and sha256-checked in {result['load_ms']:.1f} ms on this call)" if result["load_ms"] else ""
-    return (
-        f"### {head}\n\n| output | values |\n|---|---|\n{rows}\n\n"
-        f"**runtime** {result['runtime']} · **ran on** `{result['device']}` "
-        f"(asked for {result['requested_device']}) · **latency** {result['latency_ms']:.3f} ms{loaded}"
-    )
 
 
 def _chart(entry: ModelEntry, result: dict) -> Any:
@@ -191,16 +144,6 @@ def _chart(entry: ModelEntry, result: dict) -> Any:
     )
 
 
-def _escape(message: str) -> str:
-    """gr.Error messages are rendered as HTML in the page: show what was typed, never run it."""
-    return html.escape(message, quote=False)
-
-
-CSS = """
-#device-picker label.unavailable { opacity: 0.45; cursor: not-allowed; }
-#prediction h3 { margin-top: 0; }
-"""
-
 DISABLE_CUDA_JS = """
 () => {
   const reason = %s;
@@ -219,45 +162,44 @@ DISABLE_CUDA_JS = """
 
 
 def build_demo(svc: Service) -> gr.Blocks:
-    """The page over `svc`. Every event but the public `predict` API is private to the page."""
+    """The page over `svc`. Every event but the public `predict` and `compare` APIs is private to the page."""
     with gr.Blocks(title="seed-pipeline demo") as blocks:
         gr.Markdown(
             "# seed-pipeline: one example through any exported artifact\n"
             "Pick a model, an artifact (which picks the runtime) and a device, enter one example, "
-            "and see the prediction, what really ran it and how long it took."
+            "and see the prediction, what it should be, what really ran it and how long it took; "
+            "or compare every artifact and runtime on the same example."
         )
-        # The API: a typed, plain function; its inputs and outputs are JSON, no components.
+        # The APIs: typed, plain functions; their inputs and outputs are JSON, no components.
         gr.api(api_predict(svc), api_name="predict", api_description=Service.predict.__doc__)
+        gr.api(api_compare(svc), api_name="compare", api_description=Service.compare.__doc__)
         manifest = svc.manifest
         if manifest is None or not manifest.models:
-            gr.Markdown(
-                f"## No artifacts to serve yet\n\n{_escape(svc.error or 'the manifest lists no models')}\n\n"
-                f"Create them with `make train export ARTIFACTS={svc.artifacts}` (or `make demo`, which "
-                "trains and exports first), then start `python demo/app.py` again.",
-                elem_id="no-manifest",
-            )
+            gr.HTML(views.no_manifest(svc.artifacts, svc.error, DEFAULT_ARTIFACTS), elem_id="no-manifest")
             return blocks
         _build_page(svc, list(manifest.models.values()))
     return blocks
 
 
-def _input_form(entry: ModelEntry) -> tuple[list[Any], str]:
-    """The input fields for one model: a number field per feature, or one text area for wide inputs."""
+def _input_form(entry: ModelEntry) -> tuple[list[Any], str, Any]:
+    """The input fields for one model (a number field per feature, or one text area for wide inputs),
+    and its catalog examples (None when it has none)."""
     example = entry.examples[0] if entry.examples else [0.0] * len(entry.features)
+    examples = None
     if len(entry.features) <= SMALL_INPUT:
         with gr.Row():
             numbers = [
-                gr.Number(label=feat, value=float(example[i]), elem_id=f"{entry.name}-{feat}")
+                gr.Number(label=feat, value=float(example[i]), elem_id=f"{entry.name}-{feat}", min_width=80)
                 for i, feat in enumerate(entry.features)
             ]
         if entry.examples:
-            gr.Examples(
+            examples = gr.Examples(
                 examples=[list(map(float, ex)) for ex in entry.examples],
                 inputs=numbers,
-                label=f"{entry.name}: catalog examples",
+                label=f"{entry.name}: catalog examples (a click fills and runs one)",
                 api_visibility="private",
             )
-        return numbers, "numbers"
+        return numbers, "numbers", examples
     width = len(entry.features)
     text = gr.Textbox(
         value=_features_text(example),
@@ -277,21 +219,36 @@ def _input_form(entry: ModelEntry) -> tuple[list[Any], str]:
     )
     catalog.click(lambda: _features_text(example), outputs=text, api_visibility="private")
     if entry.examples:
-        gr.Examples(
+        examples = gr.Examples(
             examples=[[_features_text(ex)] for ex in entry.examples],
             inputs=[text],
-            label=f"{entry.name}: catalog examples",
+            label=f"{entry.name}: catalog examples (a click fills and runs one)",
             example_labels=[f"catalog example {i + 1}" for i in range(len(entry.examples))],
             api_visibility="private",
         )
-    return [text], "text"
+    return [text], "text", examples
+
+
+def _model_panel(svc: Service, entry: ModelEntry) -> tuple:
+    """The model panel's values for `entry`: figures text, loss curve, seed figure, activation plot, parity."""
+    figure, figure_label = views.seed_figure(entry)
+    frame = views.activation_frame(entry.raw.get("activation"))
+    text, rows = views.parity(entry)
+    return (
+        views.figures_md(entry),
+        _image(svc, entry.raw.get("plot")),
+        gr.update(value=_image(svc, figure), label=figure_label, visible=figure is not None),
+        gr.update(value=frame, visible=frame is not None),
+        text,
+        gr.update(value=rows),
+    )
 
 
 def _build_page(svc: Service, entries: list[ModelEntry]) -> None:
     first = entries[0]
     reason = cuda_unavailable_reason()
-    with gr.Row():
-        with gr.Column(scale=2):
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2, min_width=300):
             model = gr.Dropdown(
                 choices=[(_model_label(e), e.name) for e in entries],
                 value=first.name,
@@ -299,7 +256,7 @@ def _build_page(svc: Service, entries: list[ModelEntry]) -> None:
                 elem_id="model-picker",
             )
             model_info = gr.Markdown(_model_info(first), elem_id="model-info")
-            served = formats_of(first)
+            served = first.served_formats()
             fmt = gr.Radio(
                 choices=[(formats.label(f), f) for f in served],
                 value=formats.DEFAULT_FORMAT if formats.DEFAULT_FORMAT in served else served[0],
@@ -313,70 +270,133 @@ def _build_page(svc: Service, entries: list[ModelEntry]) -> None:
                 info=(f"cuda is unavailable: {reason}; auto runs on the CPU" if reason else "auto: CUDA if it loads"),
                 elem_id="device-picker",
             )
-            groups, fields, slots = [], [], {}
+            groups, fields, slots, examples = [], [], {}, []
             for entry in entries:
                 with gr.Group(visible=entry is first, elem_id=f"input-{entry.name}") as group:
-                    inputs, kind = _input_form(entry)
+                    inputs, kind, ex = _input_form(entry)
                 slots[entry.name] = (len(fields), len(fields) + len(inputs), kind)
                 fields.extend(inputs)
                 groups.append(group)
-            run = gr.Button("Predict", variant="primary", elem_id="predict-button")
-        with gr.Column(scale=3):
-            result_md = gr.Markdown("_Press Predict._", elem_id="prediction")
+                if ex is not None:
+                    examples.append(ex)
+            with gr.Row():
+                run = gr.Button("Predict", variant="primary", elem_id="predict-button", min_width=120)
+                compare = gr.Button("Compare all formats", elem_id="compare-button", min_width=120)
+        with gr.Column(scale=3, min_width=300):
+            result_html = gr.HTML(views.placeholder(first), elem_id="prediction", padding=True)
             chart = gr.BarPlot(x="value name", y="value", color="output", visible=False, elem_id="prediction-chart")
             with gr.Accordion("API response (JSON)", open=False):
                 raw = gr.JSON(elem_id="prediction-json")
+    shown = gr.State(None)  # the answer in the result area, to mark stale when its inputs change
+    panel = _model_panel(svc, first)
     with gr.Accordion("Model", open=True):
+        figures = gr.Markdown(panel[0], elem_id="model-summary")
         with gr.Row():
-            summary = gr.Markdown(_summary_md(first), elem_id="model-summary")
-            loss = gr.Image(_loss_image(svc, first), label="Training loss", interactive=False, elem_id="loss-curve")
-        parity_text, parity_rows = _parity(first)
-        parity_md = gr.Markdown(parity_text)
+            loss = gr.Image(panel[1], label="Training loss", interactive=False, elem_id="loss-curve", min_width=280)
+            figure, figure_label = views.seed_figure(first)
+            seed_figure = gr.Image(
+                _image(svc, figure),
+                label=figure_label,
+                visible=figure is not None,
+                interactive=False,
+                elem_id="seed-figure",
+                min_width=280,
+            )
+            frame = views.activation_frame(first.raw.get("activation"))
+            activation = gr.LinePlot(
+                x="x",
+                y="value",
+                color="function",
+                value=frame,
+                visible=frame is not None,
+                label="Activation (seed 004 §11.3.2 draws sigmoid, ReLU and tanh)",
+                elem_id="activation-plot",
+                min_width=280,
+            )
+        parity_md = gr.Markdown(panel[4], elem_id="parity-rule")
         parity = gr.Dataframe(
-            value=parity_rows, headers=PARITY_COLUMNS, interactive=False, label="Parity", elem_id="parity"
+            value=views.parity(first)[1],
+            headers=views.PARITY_COLUMNS,
+            interactive=False,
+            label="Parity",
+            elem_id="parity",
         )
+    panel_outputs = [figures, loss, seed_figure, activation, parity_md, parity]
+    results = [result_html, chart, raw, shown]
 
     def on_model(name: str):
         entry = svc.entry(name)
-        fmts = formats_of(entry)
-        text, rows = _parity(entry)
+        fmts = entry.served_formats()
         return (
             *[gr.update(visible=e.name == entry.name) for e in entries],
             gr.update(choices=[(formats.label(f), f) for f in fmts]),
             _model_info(entry),
-            _summary_md(entry),
-            _loss_image(svc, entry),
-            text,
-            gr.update(value=rows),
-            "_Press Predict._",
+            *_model_panel(svc, entry),
+            views.placeholder(entry),
             gr.update(visible=False, value=None),
+            None,
             None,
         )
 
     model.change(
         on_model,
         inputs=model,
-        outputs=[*groups, fmt, model_info, summary, loss, parity_md, parity, result_md, chart, raw],
+        outputs=[*groups, fmt, model_info, *panel_outputs, *results],
         api_visibility="private",
     )
 
-    answer = api_predict(svc)
+    def on_input(name: str, previous: str | None):
+        """Any change of input, format or device: the answer on screen no longer belongs to it."""
+        try:
+            entry = svc.entry(name)
+        except UserError:
+            entry = None
+        return views.stale(previous, entry), gr.update(visible=False), None, previous
 
-    def on_predict(name: str, fmt_: str, device_: str, *values: Any):
+    for component in (fmt, device, *fields):
+        component.input(on_input, inputs=[model, shown], outputs=results, api_visibility="private", queue=False)
+
+    def features_of(name: str, values: Sequence[Any]) -> str | list:
         start, stop, kind = slots.get(name, (0, 0, "numbers"))
         given = values[start:stop]
-        features = given[0] if kind == "text" else list(given)
-        try:
-            result = answer(name, fmt_, device_, features)
-        except gr.Error as exc:
-            raise gr.Error(_escape(exc.message), print_exception=False) from None
-        entry = svc.entry(name)
-        return _result_md(entry, result), _chart(entry, result), result
+        return given[0] if kind == "text" else list(given)
 
-    run.click(
-        on_predict,
+    hidden = gr.update(visible=False, value=None)
+
+    def on_predict(name: str, fmt_: str, device_: str, *values: Any):
+        features = features_of(name, values)
+        answer, why = attempt("prediction", lambda: svc.predict(name, fmt_, device_, features))
+        if why:  # the reason stays in the result area, in full, until the next action
+            return views.error(why), hidden, {"error": why}, None
+        entry = svc.entry(name)
+        page = views.result(entry, answer, features if isinstance(features, list) else None)
+        return page, _chart(entry, answer), answer, page
+
+    def on_compare(name: str, device_: str, *values: Any):
+        features = features_of(name, values)
+        rows, why = attempt("comparison", lambda: svc.compare(name, device_, features))
+        if why:
+            return views.error(why, "Compare"), hidden, {"error": why}, None
+        given = features if isinstance(features, list) else None
+        page = views.comparison(svc.entry(name), rows, device_, given)
+        return page, hidden, rows, page
+
+    predict_args = dict(
+        fn=on_predict,
         inputs=[model, fmt, device, *fields],
-        outputs=[result_md, chart, raw],
+        outputs=results,
+        api_visibility="private",
+        concurrency_id="predict",
+    )
+    run.click(**predict_args)
+    for component in fields:  # Enter in an input runs Predict
+        component.submit(**predict_args)
+    for ex in examples:  # a click on an example row fills it, then runs it
+        ex.load_input_event.then(**predict_args)
+    compare.click(
+        on_compare,
+        inputs=[model, device, *fields],
+        outputs=results,
         api_visibility="private",
         concurrency_id="predict",
     )
@@ -390,7 +410,7 @@ def create_app(artifacts: Path | str, threads: int | None = None) -> fastapi.Fas
         log.warning("%s", svc.error)
     reason = cuda_unavailable_reason()
     js = DISABLE_CUDA_JS % repr(f"cuda is unavailable: {reason}") if reason else None
-    return server.create_app(svc, build_demo(svc), css=CSS, js=js)
+    return server.create_app(svc, build_demo(svc), css=views.CSS, js=js)
 
 
 def __getattr__(name: str) -> Any:

@@ -11,7 +11,7 @@ Inference Protocol at /v2 (pipeline/oip.py) and /healthz over the one Service, b
   its body within 15 s of its headers (408); an idle keep-alive connection closes after 5 s;
 - POST only to the routes the page and its API use (404 elsewhere: no upload, recording or other
   file-accepting route); a session_hash of 1 to 64 letters, digits, '-' or '_'; an fn_index of one
-  of the page's events (400 otherwise, before Gradio parses anything);
+  of the page's events, with as many inputs as it takes (400 otherwise, before Gradio parses anything);
 - Gradio keeps at most 64 sessions (the least recently used dropped first) and queues at most 32
   page events (503 past it); the predict routes keep at most 1,024 unread results for 5 minutes;
 - at most 1,000 connections and requests at once (503 past it).
@@ -36,7 +36,7 @@ import fastapi
 import gradio as gr
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from demo.api import SESSION_HASH, predict_router
+from demo.api import SESSION_HASH, api_paths, api_router
 from pipeline.oip import MAX_BODY_BYTES as OIP_MAX_BODY_BYTES
 from pipeline.oip import oip_router
 from pipeline.service import Service
@@ -59,11 +59,11 @@ TRIM_AFTER_BYTES = 1024 * 1024  # after a body this large, once no other is held
 MAX_UNREAD_SESSIONS = 4096  # sessions whose results nobody read that Gradio may keep event ids of
 # POST is refused (404) everywhere else: the page has no file inputs, so Gradio's upload, recording and
 # component-server routes would only store (and serve back) strangers' files.
-POST_ROUTES = frozenset(
-    {"/gradio_api/queue/join", "/gradio_api/cancel", "/gradio_api/reset"}  # the page's own, through Gradio
-    | {f"/gradio_api/{way}/predict{end}" for way in ("call", "run") for end in ("", "/")}  # demo/api.py
-)
 GRADIO_JSON_POSTS = frozenset({"/gradio_api/queue/join", "/gradio_api/cancel", "/gradio_api/reset"})
+POST_ROUTES = GRADIO_JSON_POSTS | api_paths()  # the page's own through Gradio; the API (demo/api.py)
+# The page's events that skip the queue POST to /gradio_api/run/predict naming an fn_index; they go to
+# Gradio's /run route under this name, which no API function has.
+PAGE_RUN_PATH = "/gradio_api/run/page"
 HEARTBEAT = re.compile(r"/gradio_api/heartbeat/(.*)")
 
 
@@ -82,23 +82,65 @@ def _check_session(value: Any, where: str) -> None:
         raise Refused(400, f"{where} is {shown}; expected 1 to 64 letters, digits, '-' or '_'")
 
 
-def check_gradio_body(body: bytes, fn_ids: frozenset[int]) -> None:
-    """Refused (400) for a queue/join, cancel or reset body Gradio would fail on with a 500 or keep
-    too much of: not a JSON object, a session_hash or event_id that is empty or long, an unknown fn_index."""
+def _parse_call(body: bytes) -> dict:
     try:
         call = json.loads(body)
     except (ValueError, RecursionError):
         raise Refused(400, "the request body is not valid JSON; expected a JSON object") from None
     if not isinstance(call, dict):
         raise Refused(400, "the request body must be a JSON object")
+    return call
+
+
+def check_gradio_call(call: dict, fn_ids: frozenset[int] | dict[int, int], events: str = "event of this page") -> None:
+    """Refused (400) for a queue/join, cancel, reset or page /run body that Gradio would fail on with a 500
+    or keep too much of: a session_hash or event_id that is empty or long, an fn_index not in `fn_ids`,
+    'data' that is not a list."""
     _check_session(call.get("session_hash"), "session_hash")
     _check_session(call.get("event_id"), "event_id")
     fn_index = call.get("fn_index")
     if fn_index is not None and (type(fn_index) is not int or fn_index not in fn_ids):
-        expected = f"0 to {max(fn_ids)}" if fn_ids else "one of the page's events"
-        raise Refused(400, f"fn_index {str(fn_index)[:20]} names no event of this page; expected {expected}")
+        raise Refused(400, f"fn_index {str(fn_index)[:20]} names no {events}")
     if "data" in call and not isinstance(call["data"], list):
         raise Refused(400, "'data' must be a list of the event's inputs")
+
+
+Accepts = tuple[str, Callable[[Any], bool]]  # what an input takes, in words, and the test of a value
+
+
+def accepts(component: Any) -> Accepts:
+    """What the page's own front end sends for an input of an event that skips the queue: a value that
+    Gradio's preprocessing takes without failing (and so without a 500 and a traceback)."""
+    if isinstance(component, gr.State):
+        return "anything (the session's state is used)", lambda value: True
+    if isinstance(component, gr.Dropdown):
+        choices = [value for _, value in component.choices]
+        return f"one of {choices}", lambda value: isinstance(value, (str, int, float)) and value in choices
+    if isinstance(component, gr.Dataset):
+        count = len(component.samples or [])
+        return f"an example's index, 0 to {count - 1}", lambda value: type(value) is int and 0 <= value < count
+    return "a number, text or null", lambda value: value is None or isinstance(value, (str, int, float))
+
+
+def page_event(path: str, body: bytes, skip_queue: dict[int, tuple[Accepts, ...]]) -> bool:
+    """Whether a POST to /gradio_api/run/... is one of the page's events that skip the queue (it names an
+    fn_index); Refused (400) when that fn_index is not such an event or its data is not what its inputs take."""
+    if not path.startswith("/gradio_api/run/") or b'"fn_index"' not in body:
+        return False
+    try:
+        call = _parse_call(body)
+    except Refused:
+        return False  # the API route answers it
+    if call.get("fn_index") is None:
+        return False
+    check_gradio_call(call, skip_queue, "event of this page that skips the queue")
+    inputs, data = skip_queue[call["fn_index"]], call.get("data") or []
+    if len(data) != len(inputs):
+        raise Refused(400, f"'data' holds {len(data)} values; event {call['fn_index']} takes {len(inputs)}")
+    for position, (value, (takes, test)) in enumerate(zip(data, inputs, strict=True)):
+        if not test(value):
+            raise Refused(400, f"input {position + 1} of event {call['fn_index']} must be {takes}"[:300])
+    return True
 
 
 def forget_unread_sessions(page: gr.Blocks, keep: int = MAX_UNREAD_SESSIONS) -> None:
@@ -122,12 +164,14 @@ class RequestLimits:
         self,
         app: Any,
         fn_ids: frozenset[int] = frozenset(),
+        skip_queue: dict[int, tuple[Accepts, ...]] | None = None,
         after_join: Callable[[], None] | None = None,
         limits: tuple[tuple[str, int, str], ...] = BODY_LIMITS,
         budget: int = MAX_BODIES_BYTES,
         body_timeout: float = BODY_TIMEOUT_S,
     ) -> None:
         self.app, self.fn_ids, self.after_join, self.limits = app, fn_ids, after_join, limits
+        self.skip_queue = skip_queue or {}  # the page's events that skip the queue: fn_index -> its inputs
         self.budget, self.body_timeout = budget, body_timeout
         self.held = 0  # bytes of all bodies held now (one event loop: no lock needed)
 
@@ -172,16 +216,23 @@ class RequestLimits:
             more = message.get("more_body", False)
         return chunks
 
-    async def accept(self, scope: dict, receive: Any, path: str, max_bytes: int, held: list[int]) -> list[bytes] | None:
-        """The request's body once every limit is met (None if the client left), else Refused."""
+    async def accept(
+        self, scope: dict, receive: Any, path: str, max_bytes: int, held: list[int]
+    ) -> tuple[list[bytes] | None, str]:
+        """(the request's body once every limit is met, or None if the client left; the path to route it
+        to), else Refused."""
         self.check_route(scope, path)
         try:
             body = await asyncio.wait_for(self.read_body(scope, receive, max_bytes, held), self.body_timeout)
         except asyncio.TimeoutError:
             raise Refused(408, f"the request body did not arrive within {self.body_timeout:g} s") from None
-        if body is not None and scope["method"] == "POST" and path in GRADIO_JSON_POSTS:
-            check_gradio_body(b"".join(body), self.fn_ids)
-        return body
+        if body is None or scope["method"] != "POST":
+            return body, path
+        if path in GRADIO_JSON_POSTS:
+            check_gradio_call(_parse_call(b"".join(body)), self.fn_ids)
+        elif page_event(path, b"".join(body), self.skip_queue):
+            return body, PAGE_RUN_PATH
+        return body, path
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -191,11 +242,13 @@ class RequestLimits:
         held = [0]
         try:
             try:
-                body = await self.accept(scope, receive, path, max_bytes, held)
+                body, route = await self.accept(scope, receive, path, max_bytes, held)
             except Refused as refused:
                 return await _json_response(send, refused.status, key, refused.message)
             if body is None:
                 return None
+            if route != path:
+                scope = {**scope, "path": route, "raw_path": route.encode()}
             chunks = deque(body)  # handed on one by one: each is freed once the route has read it
             del body
 
@@ -228,7 +281,12 @@ def create_app(service: Service, page: gr.Blocks, *, css: str | None = None, js:
     and the request limits; `app.state.service` is the one Service they all ask."""
     app = fastapi.FastAPI(title="seed-pipeline demo", docs_url=None, redoc_url=None, openapi_url=None)
     # before any route sees a request
-    app.add_middleware(RequestLimits, fn_ids=frozenset(page.fns), after_join=lambda: forget_unread_sessions(page))
+    app.add_middleware(
+        RequestLimits,
+        fn_ids=frozenset(page.fns),
+        skip_queue={i: tuple(map(accepts, fn.inputs)) for i, fn in page.fns.items() if not fn.queue},
+        after_join=lambda: forget_unread_sessions(page),
+    )
     app.state.service = service
 
     @app.get("/healthz", include_in_schema=False)
@@ -245,7 +303,7 @@ def create_app(service: Service, page: gr.Blocks, *, css: str | None = None, js:
     # /v2/...: KServe v2 / Triton's HTTP API over the same predictors, each model's largest batch fitting
     # the body limit above as JSON
     app.include_router(oip_router(service, max_body_bytes=OIP_MAX_BODY_BYTES))
-    app.include_router(predict_router(service))  # before the page, so these answer /gradio_api/{call,run}/predict
+    app.include_router(api_router(service))  # before the page, so these answer /gradio_api/{call,run}/NAME
     # Gradio keeps state for each session (gradio_client sends one per client; the page one per tab).
     page.state_session_capacity = MAX_SESSIONS
     page.queue(max_size=MAX_QUEUED)

@@ -44,6 +44,7 @@ class Recipe:
     shuffle: bool = False  # reshuffle mini-batches every epoch (DataLoader(shuffle=True))
     gradients: str = "autograd"  # "autograd", or "manual": the module's own manual_gradients()
     note: str = ""  # what the seed says about this recipe, shown by `list` and kept in history
+    seed_loss: str = ""  # the final loss the seeds document or measured (SEED_MODELS.md); "" where they give none
     init: Callable[[nn.Module], None] | None = None  # redraws the fresh module's weights; None keeps them
 
     def as_dict(self) -> dict[str, Any]:
@@ -90,6 +91,12 @@ class ModelSpec:
     # The benchmarks' floor: given the state_dict as NumPy arrays, a hand-written NumPy forward pass
     # (batch, features) float32 -> the outputs in catalog order, with the weights prepared once.
     numpy_forward: NumpyPrepare | None = None
+    # The task's true function, when it has one: an expression of the input feature names for the first
+    # output (+ - * / **, numbers, pi, sin cos exp tanh). Export writes it into the manifest and the demo
+    # evaluates it with NumPy to show the right answer beside the model's; None: no true function.
+    truth: str | None = None
+    activation: str | None = None  # the nonlinearity the net uses ("relu", "sigmoid"), drawn by the demo
+    seed_figures: str = ""  # what the seed reports for a trained model (final loss, predictions), one line
 
     @property
     def default_recipe(self) -> str:
@@ -263,11 +270,13 @@ CATALOG: dict[str, ModelSpec] = {
             seed="000 (nn module version)",
             build=models.TwoLayerNet,
             data=_random_regression(64, 1000, 10),
-            recipes={"sgd": Recipe("sse", "sgd", 1e-4, 500, note=SSE_NOTE)},
+            recipes={"sgd": Recipe("sse", "sgd", 1e-4, 500, note=SSE_NOTE, seed_loss="6e-7 to 1.5e-5")},
             inputs=(TensorSpec("x", _names("x", 1000)),),
             outputs=(TensorSpec("y", _names("y", 10)),),
             examples=(tuple(0.01 * ((7 * i) % 201 - 100) for i in range(1000)),),
             numpy_forward=_np_mlp("linear1", "linear2", "relu"),
+            activation="relu",
+            seed_figures="loss 6e2–7e2 at step 0, 2–4 at step 99, 6e-7 – 1.5e-5 at step 499",
         ),
         ModelSpec(
             name="two_layer_raw",
@@ -276,13 +285,25 @@ CATALOG: dict[str, ModelSpec] = {
             build=models.TwoLayerRaw,
             data=_random_regression(100, 1000, 10),
             recipes={
-                "manual": Recipe("sse", "sgd", 1e-6, 20, gradients="manual", note="hand-written backprop, no autograd"),
-                "autograd": Recipe("sse", "sgd", 1e-6, 20, note="the same descent with autograd gradients"),
+                "manual": Recipe(
+                    "sse",
+                    "sgd",
+                    1e-6,
+                    20,
+                    gradients="manual",
+                    note="hand-written backprop, no autograd",
+                    seed_loss="6e5 to 1.1e6",
+                ),
+                "autograd": Recipe(
+                    "sse", "sgd", 1e-6, 20, note="the same descent with autograd gradients", seed_loss="6e5 to 1.1e6"
+                ),
             },
             inputs=(TensorSpec("x", _names("x", 1000)),),
             outputs=(TensorSpec("y", _names("y", 10)),),
             examples=(tuple(0.01 * ((7 * i) % 201 - 100) for i in range(1000)),),
             numpy_forward=_np_raw,
+            activation="relu",
+            seed_figures="loss 4e7–5.5e7 at epoch 0, rising to 1e8–9e8, then 6e5–1.1e6 at epoch 19",
         ),
         ModelSpec(
             name="poly3_sin",
@@ -291,14 +312,18 @@ CATALOG: dict[str, ModelSpec] = {
             build=models.Poly3,
             data=_sine,
             recipes={
-                "sgd": Recipe("sse", "sgd", 1e-6, 2000, note=SSE_NOTE, init=_normal_init),
-                "rmsprop": Recipe("sse", "rmsprop", 1e-3, 2000, note="seed 002 §6, nn.Linear's own init"),
+                "sgd": Recipe("sse", "sgd", 1e-6, 2000, note=SSE_NOTE, init=_normal_init, seed_loss="8.9 to 15"),
+                "rmsprop": Recipe(
+                    "sse", "rmsprop", 1e-3, 2000, note="seed 002 §6, nn.Linear's own init", seed_loss="8.92 to 8.94"
+                ),
             },
             inputs=(TensorSpec("x", ("x",)),),
             outputs=(TensorSpec("y", ("y",)),),
             examples=((0.0,), (1.0,), (math.pi / 2,), (-2.0,)),
             report=_formula,
             numpy_forward=_np_poly3,
+            truth="sin(x)",
+            seed_figures="y = −0.0037 + 0.8345x + 0.0006x² − 0.0902x³ (nn); least-squares optimum loss 8.817",
         ),
         ModelSpec(
             name="legendre3_sin",
@@ -306,13 +331,19 @@ CATALOG: dict[str, ModelSpec] = {
             seed="002 §4",
             build=models.Legendre3,
             data=_sine,
-            recipes={"sgd": Recipe("sse", "sgd", 5e-6, 2000, note="custom Function with hand-written backward")},
+            recipes={
+                "sgd": Recipe(
+                    "sse", "sgd", 5e-6, 2000, note="custom Function with hand-written backward", seed_loss="8.94"
+                )
+            },
             inputs=(TensorSpec("x", ("x",)),),
             outputs=(TensorSpec("y", ("y",)),),
             examples=((0.0,), (1.0,), (math.pi / 2,), (-2.0,)),
             export_form=models.Legendre3Inference,
             report=_formula,
             numpy_forward=_np_legendre3,
+            truth="sin(x)",
+            seed_figures="loss 461.9 at step 0, 8.94 at 1999; a ≈ 0, b ≈ −2.2085, c ≈ 0, d ≈ 0.2555",
         ),
         ModelSpec(
             name="adder_simplenn",
@@ -320,12 +351,25 @@ CATALOG: dict[str, ModelSpec] = {
             seed="003",
             build=models.SimpleNN,
             data=_fixed([[1, 2], [3, 4]], [[3], [7]]),
-            recipes={"adam": Recipe("mse", "adam", 0.01, 100, note="targets of shape (2, 1), not the seed's (1, 2)")},
+            recipes={
+                "adam": Recipe(
+                    "mse",
+                    "adam",
+                    0.01,
+                    100,
+                    note="targets of shape (2, 1), not the seed's (1, 2)",
+                    seed_loss="0.08 to 0.25",
+                )
+            },
             inputs=(TensorSpec("x", ("x1", "x2")),),
             outputs=(TensorSpec("sum", ("sum",)),),
             examples=((10.0, 11.0), (1.5, 2.5), (1.0, 2.0)),
             report=_predictions([[1, 2], [3, 4], [1.5, 2.5], [10, 11]]),
             numpy_forward=_np_mlp("fc1", "fc2", "relu"),
+            truth="x1 + x2",
+            activation="relu",
+            seed_figures="final loss 0.08–0.25; (1.5, 2.5) → 4.2–4.4, "
+            "(10, 11) → 17.6–19.5 (2 points extrapolate poorly)",
         ),
         ModelSpec(
             name="adder_mynet",
@@ -339,6 +383,9 @@ CATALOG: dict[str, ModelSpec] = {
             examples=((10.0, 11.0), (8.0, 9.0), (1.5, 2.5)),
             report=_predictions([[8, 9], [10, 11], [1.5, 2.5]]),
             numpy_forward=_np_mlp("input_to_hidden_layer", "hidden_to_output_layer", "relu", True),
+            truth="x1 + x2",
+            activation="relu",
+            seed_figures="(8, 9) → 16.5–17.0, (10, 11) → 20.2–21.0, (1.5, 2.5) → 4.0–4.6",
         ),
         ModelSpec(
             name="sigmoid_net",
@@ -346,12 +393,18 @@ CATALOG: dict[str, ModelSpec] = {
             seed="004 §11.3-11.5",
             build=_sigmoid_net,
             data=_fixed([[1, 1]], [[0]]),
-            recipes={"sgd": Recipe("mse", "sgd", 0.01, 100, note="autograd in place of finite differences")},
+            recipes={
+                "sgd": Recipe(
+                    "mse", "sgd", 0.01, 100, note="autograd in place of finite differences", seed_loss="0.00033"
+                )
+            },
             inputs=(TensorSpec("x", ("x1", "x2")),),
             outputs=(TensorSpec("y", ("y",)),),
             examples=((1.0, 1.0), (0.0, 0.0), (2.0, -1.0)),
             report=_predictions([[1, 1]]),
             numpy_forward=_np_mlp("hidden", "output", "sigmoid"),
+            activation="sigmoid",
+            seed_figures="loss 0.3346 at epoch 0, 0.0102 at 50, 0.00033 at 99",
         ),
         ModelSpec(
             name="linear_3x",
@@ -372,6 +425,8 @@ CATALOG: dict[str, ModelSpec] = {
                 track_label="weight w",
             ),
             numpy_forward=_np_linear1,
+            truth="3 * x",
+            seed_figures="lr 0.1 converges to w ≈ 3, b ≈ 0; the study: lr 0.01 w 2.27 after 10 epochs, lr 1 diverges",
         ),
     ]
 }

@@ -1,8 +1,15 @@
-"""`python -m pipeline {list,summary,train,export,verify,bench}`: one entry point for every stage."""
+"""`python -m pipeline {list,summary,train,export,verify,triton,bench}`: one entry point for every stage.
+
+Exit codes, the same for every command: 0 done; 1 the work itself failed (a parity check, a model that
+did not train, a damaged artifact); 2 a usage or input mistake the person can fix (an unknown model or
+recipe, a device this machine lacks, an artifacts directory that cannot be used, nothing to export).
+"""
 
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
 import time
 from pathlib import Path
@@ -10,10 +17,36 @@ from pathlib import Path
 from pipeline.errors import UserError
 
 DEFAULT_ARTIFACTS = Path("artifacts")
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+# An OSError with one of these says a path the person gave cannot be written: theirs to fix, not the work's.
+USAGE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS}
 
 
 class UsageError(UserError):
     """Bad command-line input: printed as one line, exit code 2."""
+
+
+def _writable_dir(path: Path, flag: str = "--artifacts") -> Path:
+    """`path` as a directory this process can write, created if missing; a UsageError saying why not."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{flag} {path}: not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{flag} {path}: cannot create this directory ({exc.strerror or exc})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {path}: this directory is not writable; choose another or change its permissions")
+    return path
+
+
+def _command(name: str, args: argparse.Namespace, models: str | None = None) -> str:
+    """The command line to suggest: `python -m pipeline NAME`, with --models and --artifacts as given."""
+    parts = ["python -m pipeline", name]
+    if models and models != "all":
+        parts += ["--models", models]
+    if args.artifacts != DEFAULT_ARTIFACTS:
+        parts += ["--artifacts", str(args.artifacts)]
+    return " ".join(parts)
 
 
 def _parse_recipes(values: list[str], names: list[str]) -> dict[str, str]:
@@ -33,6 +66,7 @@ def _parse_recipes(values: list[str], names: list[str]) -> dict[str, str]:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from pipeline.catalog import CATALOG
+    from pipeline.tables import text_table
 
     rows = []
     for spec in CATALOG.values():
@@ -41,11 +75,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         ins = ", ".join(f"{t.name}[{t.width}]" for t in spec.inputs)
         outs = ", ".join(f"{t.name}[{t.width}]" for t in spec.outputs)
         rows.append((spec.name, spec.seed, f"{ins} -> {outs}", f"{params:,}", "/".join(spec.recipes)))
-    header = ("model", "seed", "inputs -> outputs", "params", "recipes")
-    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
-    for row in [header, *rows]:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
-    return 0
+    print(text_table(("model", "seed", "inputs -> outputs", "params", "recipes"), rows))
+    return EXIT_OK
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
@@ -53,14 +84,15 @@ def cmd_summary(args: argparse.Namespace) -> int:
     from pipeline.summary import layer_table
 
     print(layer_table(get(args.name), batch=args.batch))
-    return 0
+    return EXIT_OK
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from pipeline.catalog import select
     from pipeline.devices import resolve_torch_device
     from pipeline.fileio import exclusive
-    from pipeline.train import train_model
+    from pipeline.tables import text_table
+    from pipeline.train import Diverged, train_model
 
     specs = select(args.models)
     variants = _parse_recipes(args.recipe, [s.name for s in specs])
@@ -70,25 +102,47 @@ def cmd_train(args: argparse.Namespace) -> int:
     for spec in specs:  # check every variant before spending time on training
         spec.recipe(variants.get(spec.name))
     device, note = resolve_torch_device(args.device)
+    _writable_dir(args.artifacts)
     if note:
-        print(note)
+        print(note, flush=True)
+    rows = []
+    failed = []
     start = time.perf_counter()
     for spec in specs:
-        with exclusive(args.artifacts):
-            hist = train_model(spec, args.artifacts, device, args.seed, variants.get(spec.name), not args.quiet)
+        began = time.perf_counter()
+        variant = variants.get(spec.name) or spec.default_recipe
+        seed_loss = spec.recipe(variant).seed_loss or None
+        try:
+            with exclusive(args.artifacts):
+                hist = train_model(spec, args.artifacts, device, args.seed, variant, not args.quiet)
+        except Diverged as exc:
+            failed.append(spec.name)
+            rows.append((spec.name, variant, exc.steps, None, seed_loss, f"{time.perf_counter() - began:.1f}"))
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            continue
         loss = hist["loss"]
-        line = f"{spec.name}: {hist['variant']}, {len(loss)} steps on {device}, loss {loss[0]:.4g} -> {loss[-1]:.4g}"
-        print(line + (f"  {hist['report'].get('formula', '')}" if hist["report"].get("formula") else ""))
-    print(f"trained {len(specs)} model(s) in {time.perf_counter() - start:.1f} s; outputs in {args.artifacts}/")
-    return 0
+        rows.append((spec.name, variant, len(loss), loss[-1], seed_loss, f"{time.perf_counter() - began:.1f}"))
+        formula = hist["report"].get("formula")
+        line = f"{spec.name}: {variant}, {len(loss)} steps on {device}, loss {loss[0]:.4g} -> {loss[-1]:.4g}"
+        print(line + (f"  {formula}" if formula else ""), flush=True)
+    print(text_table(("model", "recipe", "steps", "final loss", "seed's final loss", "seconds"), rows))
+    print(
+        f"trained {len(specs) - len(failed)} of {len(specs)} model(s) in {time.perf_counter() - start:.1f} s; "
+        f"outputs in {args.artifacts}/"
+    )
+    return EXIT_FAILED if failed else EXIT_OK
 
 
-def _gpu_checks(requested: str) -> bool:
-    """Whether to add the CUDA parity checks: asked for, or 'auto' on a machine that has CUDA."""
-    from pipeline.devices import resolve_torch_device
+def _parity_device(requested: str) -> str:
+    """The device parity adds to the CPU rows: auto (CUDA where each runtime can), cuda[:N] (required), or cpu."""
+    from pipeline.devices import cuda_index
 
-    device, _ = resolve_torch_device(requested)
-    return device.startswith("cuda")
+    requested = (requested or "auto").strip().lower()
+    if requested == "mps":
+        raise UsageError("--device mps: exported artifacts are checked and served on cpu or cuda; use mps to train")
+    if requested.startswith("cuda:"):
+        cuda_index(requested)  # a GPU index the machine lacks: one line, exit 2
+    return requested
 
 
 def _print_report(report, artifacts: Path) -> None:
@@ -96,45 +150,72 @@ def _print_report(report, artifacts: Path) -> None:
     print(f"parity report: {artifacts / 'parity.json'}")
 
 
+def _require_trained(specs: list, args: argparse.Namespace) -> None:
+    """Refuse, in one line naming the command to run first, an export where no selected model is trained."""
+    from pipeline.train import HISTORY, STATE_DICT
+
+    def trained(name: str) -> bool:
+        return (args.artifacts / name / STATE_DICT).is_file() and (args.artifacts / name / HISTORY).is_file()
+
+    if any(trained(spec.name) for spec in specs):
+        return  # the untrained ones, if any, fail one by one and the others are exported
+    first = f"run `{_command('train', args, args.models)}` first"
+    if not args.artifacts.is_dir():
+        raise UsageError(
+            f"nothing to export: {args.artifacts} is not a directory, so nothing was trained there; {first}"
+        )
+    if args.models == "all":
+        raise UsageError(f"nothing to export: no model in {args.artifacts} has been trained; {first}")
+    if len(specs) == 1:
+        where = args.artifacts / specs[0].name / STATE_DICT
+        raise UsageError(f"nothing to export: {specs[0].name} has not been trained (no {where}); {first}")
+    names = ", ".join(spec.name for spec in specs)
+    raise UsageError(f"nothing to export: none of {names} has been trained in {args.artifacts}; {first}")
+
+
 def cmd_export(args: argparse.Namespace) -> int:
-    if args.triton is not None:  # before importing torch: the repository is built without it
-        return _export_triton(args)
+    if args.triton is not None:  # the old spelling of `triton [DIR]`
+        args.dir = Path(args.triton) if args.triton else None
+        return cmd_triton(args)
     from pipeline.catalog import select
     from pipeline.export import run_export
     from pipeline.fileio import exclusive
 
     specs = select(args.models)
-    cuda = _gpu_checks(args.device)
+    device = _parity_device(args.device)
+    _require_trained(specs, args)
+    _writable_dir(args.artifacts)
     start = time.perf_counter()
     with exclusive(args.artifacts):
-        report, errors = run_export(specs, args.artifacts, args.opset, cuda, args.atol, args.rtol)
+        report, errors = run_export(specs, args.artifacts, args.opset, device, args.atol, args.rtol)
     _print_report(report, args.artifacts)
     print(f"export took {time.perf_counter() - start:.1f} s; manifest: {args.artifacts / 'manifest.json'}")
     for error in errors:
         print(f"error: {error}", file=sys.stderr)
-    return 1 if errors or not report.passed else 0
+    return EXIT_FAILED if errors or not report.passed else EXIT_OK
 
 
-def _export_triton(args: argparse.Namespace) -> int:
-    """`export --triton [DIR]`: a Triton model repository from the manifest as it is (nothing re-exported)."""
+def cmd_triton(args: argparse.Namespace) -> int:
+    """`triton [DIR]`: a Triton model repository from the manifest as it is (nothing re-exported, no torch)."""
     from pipeline.fileio import exclusive
     from pipeline.manifest import ArtifactError, Manifest
     from pipeline.triton import TritonError, build_repository
 
-    out = args.artifacts / "triton" if args.triton == "" else Path(args.triton)
+    out = args.artifacts / "triton" if args.dir is None else Path(args.dir)
     names = None if args.models == "all" else [n.strip() for n in args.models.split(",") if n.strip()]
     Manifest.load(args.artifacts)  # no manifest: one line, exit 2, before the lock creates the directory
+    _writable_dir(out.parent, "DIR")
     with exclusive(args.artifacts):  # no export may replace the files while they are copied
         try:
             written = build_repository(Manifest.load(args.artifacts), out, names)
-        except ArtifactError as exc:
+        except ArtifactError as exc:  # a listed file is damaged: the work failed, not the command line
             print(f"error: {exc}", file=sys.stderr)
-            return 1
+            return EXIT_FAILED
         except TritonError as exc:
             raise UsageError(str(exc)) from None
     print(f"Triton model repository: {out}/ ({len(written)} models: {', '.join(written)})")
     print(f"serve it with: tritonserver --model-repository={out.resolve()}")
-    return 0
+    return EXIT_OK
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -152,7 +233,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     for url in args.remote:
         if not is_remote(url):
             raise UsageError(f"--remote {url}: expected a server URL such as http://127.0.0.1:8000")
-    report = verify(manifest, names, _gpu_checks(args.device), args.atol, args.rtol, args.remote)
+    device = _parity_device(args.device)
+    _writable_dir(args.artifacts)  # the report is written there
+    report = verify(manifest, names, device, args.atol, args.rtol, args.remote)
     atomic_write_json(args.artifacts / PARITY, report.as_dict())
     _print_report(report, args.artifacts)
     for row in report.failures():
@@ -161,27 +244,51 @@ def cmd_verify(args: argparse.Namespace) -> int:
             f"output {row.output}: " + (row.error or f"max abs diff {row.max_abs:.3g}"),
             file=sys.stderr,
         )
-    return 0 if report.passed else 1
+    return EXIT_OK if report.passed else EXIT_FAILED
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from pipeline.bench import BenchError, run_bench
 
+    if args.output is not None:
+        _writable_dir(args.output.parent, "--output")
+    elif args.artifacts.is_dir():  # a missing one is reported by the manifest's own one line
+        _writable_dir(args.artifacts)
     try:
         run_bench(
             args.artifacts, args.models, args.device, args.quick, not args.skip_http, args.output, threads=args.threads
         )
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+class _HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Each option's help ends with its default, except flags (off unless given) and help that says its own."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.nargs == 0 or "(default:" in text or action.default is None or action.required:
+            return text
+        return super()._get_help_string(action)
 
 
 def _add_tolerances(p: argparse.ArgumentParser) -> None:
     from pipeline.parity import DEFAULT_ATOL, DEFAULT_RTOL
 
-    p.add_argument("--atol", type=float, default=DEFAULT_ATOL, help="absolute tolerance (float32)")
-    p.add_argument("--rtol", type=float, default=DEFAULT_RTOL, help="relative tolerance (float32)")
+    p.add_argument(
+        "--atol",
+        type=float,
+        default=None,
+        help=f"absolute tolerance for every format (default: each format's own, {DEFAULT_ATOL:g} for float32)",
+    )
+    p.add_argument(
+        "--rtol",
+        type=float,
+        default=None,
+        help=f"relative tolerance for every format (default: each format's own, {DEFAULT_RTOL:g} for float32)",
+    )
 
 
 def _add_common(p: argparse.ArgumentParser, device: bool = True) -> None:
@@ -192,25 +299,37 @@ def _add_common(p: argparse.ArgumentParser, device: bool = True) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("list", help="print the catalog")
+    def command(name: str, summary: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=summary, description=summary, formatter_class=_HelpWithDefaults)
+
+    p = command("list", "print the catalog")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("summary", help="layer table of one model")
-    p.add_argument("name")
-    p.add_argument("--batch", type=int, default=1)
+    p = command("summary", "layer table of one model")
+    p.add_argument("name", help="a catalog name, as `list` prints")
+    p.add_argument("--batch", type=int, default=1, help="batch size of the example input")
     p.set_defaults(func=cmd_summary)
 
-    p = sub.add_parser("train", help="train catalog models with their seed recipes")
+    p = command("train", "train catalog models with their seed recipes")
     _add_common(p)
     p.add_argument("--seed", type=int, default=0, help="random seed for data and initialisation")
-    p.add_argument("--recipe", action="append", default=[], help="VARIANT or MODEL=VARIANT (repeatable)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--recipe",
+        action="append",
+        default=[],
+        metavar="[MODEL=]VARIANT",
+        help="a recipe variant, as `list` prints: VARIANT when one model is selected, MODEL=VARIANT "
+        "otherwise; repeatable or comma-separated (default: each model's first recipe)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("export", help="export trained models to TorchScript, ONNX and .pt2, verify, index")
+    p = command("export", "export trained models to TorchScript, ONNX and .pt2, verify, index")
     _add_common(p)
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (18 or newer)")
     p.add_argument(
@@ -219,13 +338,13 @@ def build_parser() -> argparse.ArgumentParser:
         const="",
         default=None,
         metavar="DIR",
-        help="instead of exporting, write a Triton model repository of the manifest's artifacts "
-        "to DIR (default ARTIFACTS/triton)",
+        help="export nothing: build the Triton model repository in DIR, as `python -m pipeline triton [DIR]` "
+        "does (default: off; DIR defaults to ARTIFACTS/triton)",
     )
     _add_tolerances(p)
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("verify", help="re-run the parity check on the artifacts the manifest lists")
+    p = command("verify", "re-run the parity check on the artifacts the manifest lists")
     _add_common(p)
     p.add_argument(
         "--remote",
@@ -233,38 +352,49 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="URL",
         help="also check the ONNX and TorchScript models an Open Inference Protocol server "
-        "(Triton, the demo) serves at URL (repeatable)",
+        "(Triton, the demo) serves at URL, repeatable (default: none)",
     )
     _add_tolerances(p)
     p.set_defaults(func=cmd_verify)
 
-    p = sub.add_parser("bench", help="time prediction, HTTP, training and export; write ARTIFACTS/bench.json")
+    p = command("triton", "write a Triton model repository of the manifest's artifacts (exports nothing)")
+    p.add_argument(
+        "dir", nargs="?", type=Path, default=None, metavar="DIR", help="where to write it (default: ARTIFACTS/triton)"
+    )
+    _add_common(p, device=False)
+    p.set_defaults(func=cmd_triton)
+
+    p = command("bench", "time prediction, HTTP, training and export; write ARTIFACTS/bench.json")
     _add_common(p)
     p.add_argument("--quick", action="store_true", help="short measurements (under two minutes)")
     p.add_argument("--skip-http", action="store_true", help="leave out the demo's HTTP and cold start")
-    p.add_argument("--output", type=Path, default=None, help="the JSON's path (default ARTIFACTS/bench.json)")
+    p.add_argument("--output", type=Path, default=None, help="the JSON's path (default: ARTIFACTS/bench.json)")
     p.add_argument(
         "--threads",
         type=int,
         default=None,
-        help="intra-op threads for the predictors (torch and onnxruntime); default: theirs",
+        help="intra-op threads for the predictors, torch and onnxruntime (default: each runtime's own)",
     )
     p.set_defaults(func=cmd_bench)
+
+    from pipeline.triton_server import register_cli  # `triton-serve`: the real Triton server, its own module
+
+    register_cli(command, DEFAULT_ARTIFACTS)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; expected failures print one line and return a non-zero code."""
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)  # a malformed command line exits 2 here
     try:
         return args.func(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except OSError as exc:  # a full disk, a read-only or vanished directory: one line naming the file
         where = exc.filename2 if exc.filename2 is not None else exc.filename
         print(f"error: {exc.strerror or exc}" + (f": {where}" if where is not None else ""), file=sys.stderr)
-        return 1
+        return EXIT_USAGE if exc.errno in USAGE_ERRNOS else EXIT_FAILED
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -1,5 +1,24 @@
-"""The one base class of failures a user can act on. No imports: every module may use it."""
+"""The one base class of failures a user can act on, and the one way an exception becomes one line.
+
+No imports from the package: every module may use it.
+"""
+
+from __future__ import annotations
+
+import traceback
+
+_UNPICKLER = "WeightsUnpickler error:"  # torch's refusal of a pickle: the part after it names what was refused
 
 
 class UserError(Exception):
     """Bad input, a missing prerequisite or an unusable file: the CLI prints the message as one line."""
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """`Type: message` on one line (whitespace folded), for reports and one-line errors."""
+    detail = " ".join(str(exc).split())
+    if _UNPICKLER in detail:
+        detail = detail[detail.index(_UNPICKLER) :]
+    if not detail:
+        detail = traceback.format_exception_only(type(exc), exc)[-1].strip()
+    return f"{type(exc).__name__}: {detail}"[:limit]

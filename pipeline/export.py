@@ -16,9 +16,8 @@ import shutil
 import sys
 import time
 import uuid
-import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
@@ -26,24 +25,21 @@ from typing import Any
 import torch
 from torch import nn
 
-from pipeline import parity, train
+from pipeline import formats, parity, train
 from pipeline.catalog import ModelSpec
-from pipeline.errors import UserError
+from pipeline.errors import UserError, one_line
 from pipeline.fileio import atomic_write, atomic_write_bytes, atomic_write_json, remove_stale_temps, sha256_file
+from pipeline.loaders import quiet_torchscript
 from pipeline.manifest import MANIFEST, PARITY, SCHEMA, Manifest, ManifestError
+from pipeline.quantize import NotApplicable
+from pipeline.quantize import summary as quantize_summary
 from pipeline.summary import layer_table
+from pipeline.weights import load_state_dict
 
 DEFAULT_OPSET = 18
 PRODUCER = "seed-pipeline"
 REVISION_PREFIX = "export-"
 EXAMPLE_BATCH = 3  # the exporters trace with batch 3, so batch 1 and 7 in parity prove the dynamic axis
-
-FILE_NAMES = {
-    "state_dict": train.STATE_DICT,
-    "torchscript": "model.torchscript.pt",
-    "onnx": "model.onnx",
-    "pt2": "model.pt2",
-}
 
 
 class ExportError(UserError, RuntimeError):
@@ -59,6 +55,7 @@ class ExportContext:
     example: torch.Tensor
     metadata: dict[str, Any]
     opset: int
+    written: dict[str, Path] = field(default_factory=dict)  # format -> its file, as written this revision
 
 
 def producer_version() -> str:
@@ -68,24 +65,12 @@ def producer_version() -> str:
         return "0+unknown"
 
 
-def _quiet_torchscript():
-    """TorchScript is deprecated in favour of torch.export; we still ship it, on purpose."""
-    ctx = warnings.catch_warnings()
-    ctx.__enter__()
-    warnings.filterwarnings("ignore", message=r".*torch\.jit\..*deprecated", category=FutureWarning)
-    warnings.filterwarnings("ignore", message=r".*TorchScript.*", category=DeprecationWarning)
-    return ctx
-
-
 def export_torchscript(ctx: ExportContext, path: Path) -> None:
     """torch.jit.script of the export form, with metadata.json inside the archive."""
-    quiet = _quiet_torchscript()
-    try:
+    with quiet_torchscript():
         scripted = torch.jit.script(ctx.module)
         extra = {"metadata.json": json.dumps(ctx.metadata)}
         atomic_write(path, lambda tmp: torch.jit.save(scripted, str(tmp), _extra_files=extra))
-    finally:
-        quiet.__exit__(None, None, None)
 
 
 def _batch_dim() -> dict[int, Any]:
@@ -134,13 +119,6 @@ def export_pt2(ctx: ExportContext, path: Path) -> None:
     program = torch.export.export(ctx.module, (ctx.example,), dynamic_shapes=(_batch_dim(),))
     extra = {"metadata.json": json.dumps(ctx.metadata)}
     atomic_write(path, lambda tmp: torch.export.save(program, str(tmp), extra_files=extra))
-
-
-EXPORTERS: dict[str, Callable[[ExportContext, Path], None]] = {
-    "torchscript": export_torchscript,
-    "onnx": export_onnx,
-    "pt2": export_pt2,
-}
 
 
 def _trained_files(spec: ModelSpec, artifacts: Path) -> tuple[Path, dict[str, Any]]:
@@ -204,12 +182,9 @@ def export_model(spec: ModelSpec, artifacts: Path, revision: str, opset: int) ->
         raise ExportError(f"{spec.name}: the state_dict changed while it was being copied; run export again")
     module = spec.build()
     try:  # weights_only: a hostile file's pickle never runs; a damaged one is this model's error, not a crash
-        module.load_state_dict(torch.load(state_path, map_location="cpu", weights_only=True))
+        load_state_dict(module, state_path)
     except Exception as exc:
-        detail = " ".join(str(exc).split())
-        if "WeightsUnpickler error:" in detail:  # torch refused a pickle: keep what it names
-            detail = detail[detail.index("WeightsUnpickler error:") :]
-        why = f"{state_path} is not a loadable state_dict ({type(exc).__name__}: {detail[:200]})"
+        why = f"{state_path} is not a loadable state_dict ({one_line(exc, 240)})"
         raise ExportError(f"{spec.name}: {why}; train it again") from exc
     module.eval()
     ctx = ExportContext(
@@ -219,14 +194,20 @@ def export_model(spec: ModelSpec, artifacts: Path, revision: str, opset: int) ->
         metadata=_metadata(spec, state_sha),
         opset=opset,
     )
-    files = [_artifact("state_dict", state_path, artifacts)]
-    for fmt, exporter in EXPORTERS.items():
-        path = rev_dir / FILE_NAMES[fmt]
+    files = [_artifact(formats.STATE_DICT, state_path, artifacts)]
+    not_applicable: dict[str, str] = {}  # derived formats that would gain nothing for this model, and why
+    for name in formats.EXPORTED:
+        fmt = formats.get(name)
+        path = rev_dir / fmt.filename
         try:
-            exporter(ctx, path)
+            formats.resolve(fmt.exporter)(ctx, path)
+        except NotApplicable as exc:
+            not_applicable[name] = str(exc)
+            continue
         except Exception as exc:
-            raise ExportError(f"{spec.name}: {fmt} export failed: {type(exc).__name__}: {exc}") from exc
-        files.append(_artifact(fmt, path, artifacts))
+            raise ExportError(f"{spec.name}: {name} export failed: {type(exc).__name__}: {exc}") from exc
+        ctx.written[name] = path
+        files.append(_artifact(name, path, artifacts))
     rel = lambda name: copied[name].relative_to(artifacts).as_posix() if name in copied else None  # noqa: E731
     return {
         "description": spec.description,
@@ -235,6 +216,7 @@ def export_model(spec: ModelSpec, artifacts: Path, revision: str, opset: int) ->
         "outputs": _tensor_entries(spec.outputs),
         "examples": [list(e) for e in spec.examples],
         "artifacts": files,
+        "not_applicable": not_applicable,
         "history": rel(train.HISTORY),
         "plot": rel(train.LOSS_PLOT),
         "extra": [rel(n) for n in sorted(copied) if n not in {train.STATE_DICT, train.HISTORY, train.LOSS_PLOT}],
@@ -244,6 +226,9 @@ def export_model(spec: ModelSpec, artifacts: Path, revision: str, opset: int) ->
         "final_loss": history["loss"][-1] if history.get("loss") else None,
         "report": history.get("report", {}),
         "summary": layer_table(spec),
+        "truth": spec.truth,  # an expression of the input names; the demo evaluates it with NumPy
+        "activation": spec.activation,
+        "seed_figures": spec.seed_figures,
         "revision": revision,
     }
 
@@ -289,14 +274,16 @@ def run_export(
     specs: list[ModelSpec],
     artifacts: Path,
     opset: int = DEFAULT_OPSET,
-    cuda: bool = False,
-    atol: float = parity.DEFAULT_ATOL,
-    rtol: float = parity.DEFAULT_RTOL,
+    device: str = "cpu",
+    atol: float | None = None,
+    rtol: float | None = None,
     log: Callable[[str], None] = print,
 ) -> tuple[parity.ParityReport, list[str]]:
     """Export, verify and publish `specs`; returns the parity report and the per-model errors.
 
-    Models that fail to export or to match keep their previous manifest entry, if any.
+    Parity runs on the CPU and, for `device` auto or cuda[:N], on the GPU too (see parity.targets).
+    `atol`/`rtol` override every format's declared tolerance. Models that fail to export or to match
+    keep their previous manifest entry, if any.
     """
     if opset < 18:
         raise ExportError(f"--opset {opset}: the torch.export-based ONNX exporter needs opset 18 or newer")
@@ -309,22 +296,19 @@ def run_export(
         try:
             entries[spec.name] = export_model(spec, artifacts, revision, opset)
         except ExportError as exc:
-            errors.append(str(exc))
-            log(f"error: {exc}")
+            errors.append(str(exc))  # the caller prints each on stderr, once
             continue
-        log(f"{spec.name}: exported torchscript, onnx, pt2 in {time.perf_counter() - start:.1f} s")
+        done = [a["format"] for a in entries[spec.name]["artifacts"] if a["format"] in formats.EXPORTED]
+        log(f"{spec.name}: exported {', '.join(done)} in {time.perf_counter() - start:.1f} s")
+        for name, why in entries[spec.name]["not_applicable"].items():
+            log(f"{spec.name}: {name} not applicable: {why}")
     staged = Manifest.from_dict(artifacts, {"models": entries})
-    report = parity.verify(staged, list(entries), cuda, atol, rtol)
+    report = parity.verify(staged, list(entries), device, atol, rtol)
     previous = _previous_models(artifacts)
     models = dict(previous)
     for name, entry in entries.items():
         rows = report.for_model(name)
-        entry["parity"] = {
-            "passed": all(r["passed"] for r in rows) and bool(rows),
-            "atol": atol,
-            "rtol": rtol,
-            "rows": rows,
-        }
+        entry["parity"] = {"passed": all(r["passed"] for r in rows) and bool(rows), "rule": parity.RULE, "rows": rows}
         if entry["parity"]["passed"]:
             models[name] = entry
         else:
@@ -336,9 +320,18 @@ def run_export(
         "producer": f"{PRODUCER} {producer_version()}",
         "versions": versions(),
         "platform": {"machine": platform.machine(), "system": platform.system(), "python": sys.version.split()[0]},
-        "tolerance": {"atol": atol, "rtol": rtol},
+        "tolerance": {
+            f.name: {
+                "atol": f.atol if atol is None else atol,
+                "rtol": f.rtol if rtol is None else rtol,
+                "scale": f.scale,
+            }
+            for f in formats.FORMATS.values()
+        },
         "models": {name: models[name] for name in order},
     }
+    if entries and formats.DERIVED:
+        log(quantize_summary(entries))
     atomic_write_json(artifacts / PARITY, {**report.as_dict(), "created": manifest["created"]})
     atomic_write_json(artifacts / MANIFEST, manifest)  # the commit point
     collect_garbage(artifacts, manifest)

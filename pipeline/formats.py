@@ -25,6 +25,8 @@ STATE_DICT = "state_dict"  # the artifact kind of trained weights: what `train` 
 CPU, CUDA = "cpu", "cuda"
 DEFAULT_ATOL = 1e-5  # absolute part of the parity rule |got - ref| <= atol + rtol * |ref|
 DEFAULT_RTOL = 1e-4  # relative part: float32 kernels that sum in another order differ by ~1e-7 relative
+INT8_SCALE = 0.05  # int8 weights: measured 0.013-0.019 of max|ref| (the two 1000-100-10 nets), README
+FP16_SCALE = 0.005  # float16 weights and compute: measured at most 0.0006 of max|ref| (adder_mynet)
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,8 @@ class Format:
     triton: TritonPlatform | None = None  # None: not served by Triton or the OIP routes under its own name
     atol: float = DEFAULT_ATOL
     rtol: float = DEFAULT_RTOL
+    scale: float = 0.0  # third term of the parity rule: scale * max|ref| of the output (0: float32 formats)
+    source: str | None = None  # a derived format: the format whose file its exporter reads, exported first
     needs_catalog: bool = False  # loading it builds the catalog module (runs Python code of the catalog)
 
     @property
@@ -102,7 +106,7 @@ FORMATS: dict[str, Format] = {
         Format(
             "torchscript",
             "TorchScript",
-            (Loader(TORCH, "pipeline.runtime:load_torchscript"),),
+            (Loader(TORCH, "pipeline.loaders:load_torchscript"),),
             filename="model.torchscript.pt",
             exporter="pipeline.export:export_torchscript",
             triton=TritonPlatform("pytorch_libtorch", "model.pt", True, (("INFERENCE_MODE", "true"),)),
@@ -111,8 +115,8 @@ FORMATS: dict[str, Format] = {
             "onnx",
             "ONNX",
             (
-                Loader(ONNXRUNTIME, "pipeline.runtime:load_onnxruntime"),
-                Loader(ONNX_REFERENCE, "pipeline.runtime:load_onnx_reference"),
+                Loader(ONNXRUNTIME, "pipeline.loaders:load_onnxruntime"),
+                Loader(ONNX_REFERENCE, "pipeline.loaders:load_onnx_reference"),
             ),
             filename="model.onnx",
             exporter="pipeline.export:export_onnx",
@@ -121,14 +125,42 @@ FORMATS: dict[str, Format] = {
         Format(
             "pt2",
             "torch.export .pt2",
-            (Loader(TORCH, "pipeline.runtime:load_pt2"),),
+            (Loader(TORCH, "pipeline.loaders:load_pt2"),),
             filename="model.pt2",
             exporter="pipeline.export:export_pt2",
+        ),
+        # Derived from the ONNX file by onnxruntime's own tools (pipeline/quantize.py). Their errors scale
+        # with the outputs' magnitude, so each declares a `scale` term, chosen from the deviations measured
+        # on every catalog model (README, "Derived formats"). onnx.reference computes float16 MatMul/Gemm
+        # with float16 sums in NumPy, not the float32 accumulation onnxruntime uses, so it is not a loader
+        # of onnx-fp16: its figure would measure NumPy's summation, not the file.
+        Format(
+            "onnx-int8",
+            "ONNX int8 (dynamic)",
+            (
+                Loader(ONNXRUNTIME, "pipeline.loaders:load_onnxruntime"),
+                Loader(ONNX_REFERENCE, "pipeline.loaders:load_onnx_reference"),
+            ),
+            filename="model.int8.onnx",
+            exporter="pipeline.quantize:export_onnx_int8",
+            source="onnx",
+            triton=TritonPlatform("onnxruntime_onnx", "model.onnx", False),
+            scale=INT8_SCALE,
+        ),
+        Format(
+            "onnx-fp16",
+            "ONNX float16",
+            (Loader(ONNXRUNTIME, "pipeline.loaders:load_onnxruntime"),),
+            filename="model.fp16.onnx",
+            exporter="pipeline.quantize:export_onnx_fp16",
+            source="onnx",
+            triton=TritonPlatform("onnxruntime_onnx", "model.onnx", False),
+            scale=FP16_SCALE,
         ),
         Format(
             "eager",
             "eager state_dict",
-            (Loader(TORCH, "pipeline.runtime:load_eager"),),
+            (Loader(TORCH, "pipeline.loaders:load_eager"),),
             artifact=STATE_DICT,
             needs_catalog=True,
         ),
@@ -138,6 +170,7 @@ FORMATS: dict[str, Format] = {
 REFERENCE = ("eager", TORCH.name, CPU)  # (format, runtime, device) every other row is compared with
 DEFAULT_FORMAT = "onnx"  # what the demo and the OIP routes serve when nobody asks for a format
 EXPORTED = tuple(f.name for f in FORMATS.values() if f.exporter)  # written by `export`, in this order
+DERIVED = tuple(f.name for f in FORMATS.values() if f.source)  # made from another format's file by export
 ARTIFACT_KINDS = (STATE_DICT, *EXPORTED)  # what a manifest may list
 TRITON_FORMATS = tuple(f.name for f in FORMATS.values() if f.triton)  # served by Triton and the OIP routes
 
@@ -154,7 +187,7 @@ def get(name: Any) -> Format:
 
 
 def label(fmt: str, runtime: str | None = None) -> str:
-    """"ONNX · onnxruntime": the format's label and the runtime (its default when not given)."""
+    """ "ONNX · onnxruntime": the format's label and the runtime (its default when not given)."""
     spec = get(fmt)
     rt = RUNTIMES.get(runtime or spec.default_runtime)
     return f"{spec.label} · {rt.label if rt else runtime}"

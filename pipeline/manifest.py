@@ -14,11 +14,13 @@ from typing import Any
 
 from pipeline.errors import UserError
 from pipeline.fileio import sha256_file
+from pipeline.formats import ARTIFACT_KINDS
+from pipeline.formats import FORMATS as FORMAT_SPECS
 
 MANIFEST = "manifest.json"
 PARITY = "parity.json"
 SCHEMA = 1
-FORMATS = ("state_dict", "torchscript", "onnx", "pt2")
+FORMATS = ARTIFACT_KINDS  # the artifact kinds a manifest may list, declared in pipeline/formats.py
 
 
 class ManifestError(UserError, ValueError):
@@ -51,6 +53,7 @@ class ModelEntry:
     examples: list[list[float]]
     artifacts: dict[str, Artifact]
     raw: dict[str, Any] = field(repr=False, compare=False)
+    not_applicable: dict[str, str] = field(default_factory=dict)  # derived format -> why export wrote no file
 
     @property
     def input(self) -> dict[str, Any]:
@@ -65,8 +68,14 @@ class ModelEntry:
     def output_names(self) -> list[str]:
         return [o["name"] for o in self.outputs]
 
+    def served_formats(self) -> list[str]:
+        """The formats this model can be served in (its artifact is listed), in the order formats.py declares them."""
+        return [name for name, spec in FORMAT_SPECS.items() if spec.artifact_kind in self.artifacts]
+
     def artifact(self, fmt: str) -> Artifact:
         """The artifact of format `fmt`, or a ManifestError listing the formats this model has."""
+        if fmt in self.not_applicable:
+            raise ManifestError(f"{self.name} has no {fmt!r} artifact: not applicable ({self.not_applicable[fmt]})")
         if fmt not in self.artifacts:
             raise ManifestError(f"{self.name} has no {fmt!r} artifact; expected one of: {', '.join(self.artifacts)}")
         return self.artifacts[fmt]
@@ -166,6 +175,11 @@ def _model_entry(root: Path, name: str, entry: Any, where: str) -> ModelEntry:
             raise ManifestError(f"{where}: model {name!r} lists unknown format {art.format!r}")
         _inside(root, art.path, where)
         artifacts[art.format] = art
+    not_applicable = entry.get("not_applicable") or {}
+    if not isinstance(not_applicable, dict) or not all(
+        fmt in FORMATS and fmt not in artifacts and isinstance(why, str) for fmt, why in not_applicable.items()
+    ):
+        raise ManifestError(f"{where}: model {name!r} has a malformed 'not_applicable' (format -> reason)")
     for key in ("history", "plot"):
         if entry.get(key) is not None:
             _inside(root, entry[key], where)
@@ -178,4 +192,5 @@ def _model_entry(root: Path, name: str, entry: Any, where: str) -> ModelEntry:
         examples=need("examples", list),
         artifacts=artifacts,
         raw=entry,
+        not_applicable=dict(not_applicable),
     )

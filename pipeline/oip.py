@@ -43,10 +43,10 @@ from pipeline import formats
 from pipeline import oip_protocol as protocol
 from pipeline.errors import UserError
 from pipeline.manifest import ArtifactError, ManifestError
+from pipeline.naming import MAX_BATCH_SIZE, model_config
 from pipeline.oip_protocol import HEADER_LENGTH, InferRequest, OIPError, Target
 from pipeline.runtime import Predictor, RuntimeUnavailable
 from pipeline.service import Loaded, Service
-from pipeline.triton import MAX_BATCH_SIZE, model_config
 
 log = logging.getLogger("pipeline.oip")
 

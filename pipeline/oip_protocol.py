@@ -28,7 +28,7 @@ import numpy as np
 
 from pipeline import formats
 from pipeline.manifest import Manifest, ModelEntry
-from pipeline.triton import MAX_BATCH_SIZE, VERSION, data_type, tensor_dims, tensor_names, triton_model_name
+from pipeline.naming import MAX_BATCH_SIZE, VERSION, data_type, tensor_dims, tensor_names, triton_model_name
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 DATATYPE = "FP32"  # every tensor the manifest lists is float32

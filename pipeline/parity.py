@@ -1,24 +1,120 @@
 """Parity: every exported artifact, on every runtime at hand, against the eager model.
 
-Follows optimum's validator: compare per named output, run every check, then report all failures.
-The artifacts are loaded through pipeline.runtime, the same loader the demo serves with.
+Follows optimum's validator: compare per named output, check names and shapes before values, run
+every check, then report all failures, each with its typed reason. The outputs compared are the ones
+the artifact itself declares, by name and count, so a file that lost or gained an output fails.
+Which (format, runtime, device) exist and how close each must be is declared in pipeline/formats.py;
+the artifacts are loaded through pipeline.runtime, the same loader the demo serves with.
 """
 
 from __future__ import annotations
 
-import traceback
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
+from pipeline import formats
+from pipeline.devices import DeviceError, cuda_index, cuda_status
+from pipeline.errors import one_line
 from pipeline.manifest import Manifest
-from pipeline.runtime import Predictor, RuntimeUnavailable, is_remote, load_predictor
+from pipeline.runtime import NotServed, RuntimeUnavailable, load_predictor
 
-DEFAULT_ATOL = 1e-5
-DEFAULT_RTOL = 1e-4
+DEFAULT_ATOL = formats.DEFAULT_ATOL
+DEFAULT_RTOL = formats.DEFAULT_RTOL
 RANDOM_BATCHES = (1, 2, 7)  # 7: an odd size no exporter traced with, which proves the dynamic batch axis
+RULE = (
+    "a row passes when the artifact declares the output, its shape equals eager's, every value is finite, "
+    "and every |got - eager| <= atol + rtol * |eager| + scale * max|eager| over that output of the batch "
+    "(scale is 0 for float32 formats; max rel is shown, not tested)"
+)
+
+# Why a row failed, from the first check that did not hold.
+MISSING, EXTRA, SHAPE, NON_FINITE, TOLERANCE, ERROR, UNAVAILABLE = (
+    "missing output",
+    "extra output",
+    "shape",
+    "non-finite",
+    "tolerance",
+    "error",
+    "unavailable",
+)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One output of one batch against the reference."""
+
+    max_abs: float | None
+    max_rel: float | None
+    failure: str | None = None  # one of the reasons above, None when it holds
+    reason: str | None = None  # the failure in one line, with the numbers
+
+    @property
+    def passed(self) -> bool:
+        return self.failure is None
+
+
+def compare(ref: np.ndarray | None, got: np.ndarray | None, atol: float, rtol: float, scale: float = 0.0) -> Comparison:
+    """Compare one output with the reference's: presence, shape, finiteness, then the bound.
+
+    The bound is |got - ref| <= atol + rtol*|ref| + scale*max|ref|: `scale` is a derived format's
+    declared error relative to the size of the output (int8 rounding scales with the largest value).
+    """
+    if got is None:
+        return Comparison(None, None, MISSING, "missing output: the artifact does not declare it")
+    if ref is None:
+        return Comparison(None, None, EXTRA, "extra output: the reference has no output of this name")
+    ref64 = np.asarray(ref, dtype=np.float64)
+    got64 = np.asarray(got, dtype=np.float64)
+    if ref64.shape != got64.shape:
+        return Comparison(None, None, SHAPE, f"shape {tuple(got64.shape)}, expected {tuple(ref64.shape)}")
+    for side, values in (("artifact", got64), ("reference", ref64)):
+        bad = ~np.isfinite(values)
+        if bad.any():
+            return Comparison(None, None, NON_FINITE, f"non-finite value {values[bad][0]} from the {side}")
+    diff = np.abs(got64 - ref64)
+    rel = diff / np.maximum(np.abs(ref64), np.finfo(np.float32).tiny)
+    max_abs, max_rel = float(diff.max(initial=0.0)), float(rel.max(initial=0.0))
+    peak = float(np.abs(ref64).max(initial=0.0))
+    bound = atol + rtol * np.abs(ref64) + scale * peak
+    over = diff - bound
+    if diff.size and over.max() > 0:
+        i = np.unravel_index(int(np.argmax(over)), diff.shape)
+        if scale:
+            rule = f"atol + rtol·|ref| + scale·max|ref| = {bound[i]:.2g} (atol {atol:g}, rtol {rtol:g}, "
+            rule += f"scale {scale:g}, max|ref| {peak:.2g})"
+        else:
+            rule = f"atol + rtol·|ref| = {bound[i]:.2g} (atol {atol:g}, rtol {rtol:g})"
+        return Comparison(max_abs, max_rel, TOLERANCE, f"|Δ| {diff[i]:.2g} > {rule}")
+    return Comparison(max_abs, max_rel)
+
+
+def merge(a: Comparison | None, b: Comparison) -> Comparison:
+    """The worst figures of two batches' comparisons; the first failure's reason."""
+    if a is None:
+        return b
+    worst = lambda x, y: None if x is None and y is None else max(v for v in (x, y) if v is not None)  # noqa: E731
+    failure, reason = (a.failure, a.reason) if a.failure else (b.failure, b.reason)
+    return Comparison(worst(a.max_abs, b.max_abs), worst(a.max_rel, b.max_rel), failure, reason)
+
+
+def compare_outputs(
+    want: Sequence[dict[str, np.ndarray]],
+    got: Sequence[dict[str, np.ndarray]],
+    atol: float,
+    rtol: float,
+    scale: float = 0.0,
+) -> dict[str, Comparison]:
+    """Per output name (the reference's, then any extra the artifact declares): the merged comparison."""
+    results: dict[str, Comparison | None] = {}
+    for ref_outs, got_outs in zip(want, got, strict=True):
+        names = [*ref_outs, *(n for n in got_outs if n not in ref_outs)]
+        for name in names:
+            result = compare(ref_outs.get(name), got_outs.get(name), atol, rtol, scale)
+            results[name] = merge(results.get(name), result)
+    return {name: c for name, c in results.items() if c is not None}
 
 
 @dataclass
@@ -33,7 +129,11 @@ class ParityRow:
     max_abs: float | None
     max_rel: float | None
     passed: bool
-    error: str | None = None
+    error: str | None = None  # why it failed, in one line
+    failure: str | None = None  # the kind of failure (MISSING, EXTRA, SHAPE, NON_FINITE, TOLERANCE, ...)
+    atol: float = DEFAULT_ATOL
+    rtol: float = DEFAULT_RTOL
+    scale: float = 0.0  # the format's term relative to the output's largest |value| (see compare)
 
 
 @dataclass
@@ -41,8 +141,9 @@ class ParityReport:
     """All comparisons of one verify run."""
 
     rows: list[ParityRow]
-    atol: float
-    rtol: float
+    atol: float | None = None  # an override of every format's own tolerance, or None
+    rtol: float | None = None
+    skipped: list[str] = field(default_factory=list)  # runtimes not at hand, with the reason
 
     @property
     def passed(self) -> bool:
@@ -55,11 +156,32 @@ class ParityReport:
         return [asdict(r) for r in self.rows if r.model == model]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"atol": self.atol, "rtol": self.rtol, "passed": self.passed, "rows": [asdict(r) for r in self.rows]}
+        return {
+            "atol": self.atol,
+            "rtol": self.rtol,
+            "rule": RULE,
+            "passed": self.passed,
+            "skipped": self.skipped,
+            "rows": [asdict(r) for r in self.rows],
+        }
 
     def table(self) -> str:
-        """The report as a fixed-width text table."""
-        head = ("model", "format", "runtime", "device", "output", "max abs", "max rel", "result")
+        """The report as a fixed-width text table, the pass rule under it."""
+        from pipeline.tables import text_table
+
+        head = (
+            "model",
+            "format",
+            "runtime",
+            "device",
+            "output",
+            "max abs",
+            "max rel",
+            "atol",
+            "rtol",
+            "scale",
+            "result",
+        )
         rows = [
             (
                 r.model,
@@ -69,37 +191,17 @@ class ParityReport:
                 r.output,
                 "-" if r.max_abs is None else f"{r.max_abs:.2e}",
                 "-" if r.max_rel is None else f"{r.max_rel:.2e}",
+                f"{r.atol:g}",
+                f"{r.rtol:g}",
+                f"{r.scale:g}",
                 "ok" if r.passed else f"FAIL{': ' + r.error if r.error else ''}",
             )
             for r in self.rows
         ]
-        widths = [max(len(x[i]) for x in [head, *rows]) for i in range(len(head) - 1)]
-        lines = []
-        for row in [head, *rows]:
-            lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[-1])
-        lines.append(
-            f"{len(self.rows) - len(self.failures())}/{len(self.rows)} comparisons within "
-            f"atol {self.atol:g}, rtol {self.rtol:g}"
-        )
+        lines = [text_table(head, rows)]
+        lines += [f"skipped: {s}" for s in self.skipped]
+        lines.append(f"{len(self.rows) - len(self.failures())}/{len(self.rows)} comparisons pass; {RULE}")
         return "\n".join(lines)
-
-
-def candidate_runtimes(cuda: bool, remote: Sequence[str] = ()) -> list[tuple[str, str, str]]:
-    """(format, runtime, device) to check; the GPU ones only where CUDA is available.
-
-    Each URL in `remote` adds the ONNX and TorchScript models of that Open Inference Protocol server
-    (Triton with the `export --triton` repository, or the demo process) as runtimes.
-    """
-    combos = [
-        ("torchscript", "torch", "cpu"),
-        ("pt2", "torch", "cpu"),
-        ("onnx", "onnxruntime", "cpu"),
-        ("onnx", "onnx-reference", "cpu"),
-    ]
-    if cuda:
-        combos += [("eager", "torch", "cuda"), ("torchscript", "torch", "cuda"), ("onnx", "onnxruntime", "cuda")]
-    combos += [(fmt, url, "cpu") for url in remote for fmt in ("onnx", "torchscript")]
-    return combos
 
 
 def parity_inputs(manifest: Manifest, model: str, seed: int = 0) -> list[np.ndarray]:
@@ -112,92 +214,139 @@ def parity_inputs(manifest: Manifest, model: str, seed: int = 0) -> list[np.ndar
     return batches
 
 
-def compare(ref: np.ndarray, got: np.ndarray, atol: float, rtol: float) -> tuple[float, float, bool]:
-    """(max abs diff, max relative diff, within tolerance) of two same-shaped arrays."""
-    ref = np.asarray(ref, dtype=np.float64)
-    got = np.asarray(got, dtype=np.float64)
-    if ref.shape != got.shape:
-        return float("inf"), float("inf"), False
-    diff = np.abs(got - ref)
-    rel = diff / np.maximum(np.abs(ref), np.finfo(np.float32).tiny)
-    ok = bool(np.all(np.isfinite(got)) and np.all(diff <= atol + rtol * np.abs(ref)))
-    return float(diff.max(initial=0.0)), float(rel.max(initial=0.0)), ok
+@dataclass(frozen=True)
+class Target:
+    """One (format, runtime, device) to check, or the reason it cannot be, when that is a failure."""
+
+    format: str
+    runtime: str
+    device: str
+    unavailable: str | None = None
+
+
+def targets(device: str = formats.CPU, remote: Sequence[str] = ()) -> tuple[list[Target], list[str]]:
+    """What verify checks for `device`, and what it skips (with why).
+
+    cpu: the CPU rows. auto: also every CUDA row whose runtime can use a GPU here, the rest skipped.
+    cuda or cuda:N: also every CUDA row; one that cannot run is a failed row, never a silent skip.
+    Each URL in `remote` adds that Open Inference Protocol server's models of every Triton format.
+    """
+    if device not in (formats.CPU, "auto") and not device.startswith(formats.CUDA):
+        raise DeviceError(f"--device {device}: parity runs on cpu and cuda; expected cpu, auto, cuda or cuda:N")
+    chosen = [Target(*t) for t in formats.local_targets((formats.CPU,))]
+    skipped: list[str] = []
+    if device != formats.CPU:
+        gpu = formats.CUDA if device == "auto" else device
+        why_index = None
+        if device != "auto":
+            try:
+                cuda_index(device)
+            except DeviceError as exc:
+                why_index = str(exc)
+        unavailable: dict[str, list[str]] = {}  # reason -> the rows auto leaves out for it
+        for fmt, runtime, _ in formats.local_targets((formats.CUDA,)):
+            ok, why = cuda_status(runtime)
+            why = why_index or (None if ok else why)
+            if why and device == "auto":
+                unavailable.setdefault(why, []).append(f"{fmt}/{runtime}")
+                continue
+            chosen.append(Target(fmt, runtime, gpu, why))
+        skipped += [f"{formats.CUDA} rows {', '.join(rows)}: {why}" for why, rows in unavailable.items()]
+    chosen += [Target(fmt, url, formats.CPU) for url in remote for fmt in formats.TRITON_FORMATS]
+    return chosen, skipped
+
+
+def _reference_outputs(manifest: Manifest, model: str, batches: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
+    fmt, runtime, device = formats.REFERENCE
+    reference = load_predictor(manifest, model, fmt, runtime, device)
+    return [reference.outputs(b) for b in batches]
 
 
 def check_model(
     manifest: Manifest,
     model: str,
-    combos: list[tuple[str, str, str]],
-    atol: float,
-    rtol: float,
+    chosen: Sequence[Target],
+    atol: float | None = None,
+    rtol: float | None = None,
 ) -> list[ParityRow]:
-    """Compare each (format, runtime, device) of `model` with the eager model on the CPU."""
-    entry = manifest.model(model)
-    rows: list[ParityRow] = []
+    """Compare each target of `model` with the reference (eager on the CPU); every target gets its rows.
+
+    A derived format that export found not applicable to `model` (no file, the reason in the manifest)
+    has no rows.
+    """
+    skip = manifest.model(model).not_applicable
+    chosen = [t for t in chosen if t.format not in skip]
     batches = parity_inputs(manifest, model)
     try:
-        reference = load_predictor(manifest, model, "eager", "torch", "cpu")
-        expected = [reference.run_batch(b) for b in batches]
+        expected = _reference_outputs(manifest, model, batches)
     except Exception as exc:  # noqa: BLE001 - reported as a failed row, never swallowed
-        return [ParityRow(model, "eager", "torch", "cpu", "*", None, None, False, _one_line(exc))]
-    for fmt, runtime, device in combos:
+        fmt, runtime, device = formats.REFERENCE
+        return [ParityRow(model, fmt, runtime, device, "*", None, None, False, one_line(exc), ERROR)]
+    rows: list[ParityRow] = []
+    not_served: dict[str, list[ParityRow]] = {}
+    for target in chosen:
+        spec = formats.get(target.format)
+        tol = (spec.atol if atol is None else atol, spec.rtol if rtol is None else rtol, spec.scale)
         try:
-            predictor: Predictor = load_predictor(manifest, model, fmt, runtime, device)
-        except RuntimeUnavailable as exc:
-            if is_remote(runtime):  # a server asked for by URL that cannot serve it: a failure
-                rows.append(ParityRow(model, fmt, runtime, device, "*", None, None, False, _one_line(exc)))
-            continue  # not at hand on this machine: not a failure
-        except Exception as exc:  # noqa: BLE001
-            rows.append(ParityRow(model, fmt, runtime, device, "*", None, None, False, _one_line(exc)))
-            continue
-        worst: dict[str, list[float]] = {name: [0.0, 0.0] for name in entry.output_names}
-        ok = {name: True for name in entry.output_names}
-        error = None
-        try:
-            for batch, want in zip(batches, expected):
-                got = predictor.run_batch(batch)
-                for name, w, g in zip(entry.output_names, want, got):
-                    max_abs, max_rel, passed = compare(w, g, atol, rtol)
-                    worst[name] = [max(worst[name][0], max_abs), max(worst[name][1], max_rel)]
-                    ok[name] = ok[name] and passed
-        except Exception as exc:  # noqa: BLE001
-            error = _one_line(exc)
-        for name in entry.output_names:
-            rows.append(
-                ParityRow(
-                    model,
-                    fmt,
-                    runtime,
-                    predictor.device,
-                    name,
-                    worst[name][0],
-                    worst[name][1],
-                    ok[name] and error is None,
-                    error,
-                )
-            )
+            rows += _check_target(manifest, model, target, batches, expected, tol)
+        except NotServed as exc:  # a server without that format's backend: a failure only if it serves none
+            row = ParityRow(model, target.format, target.runtime, target.device, "*", None, None, False, one_line(exc))
+            row.failure, (row.atol, row.rtol, row.scale) = UNAVAILABLE, tol
+            not_served.setdefault(target.runtime, []).append(row)
+    for url, missing in not_served.items():
+        if not any(r.runtime == url for r in rows):
+            rows += missing
+    return rows
+
+
+def _check_target(
+    manifest: Manifest,
+    model: str,
+    target: Target,
+    batches: list[np.ndarray],
+    expected: list[dict[str, np.ndarray]],
+    tol: tuple[float, float, float],
+) -> list[ParityRow]:
+    def failed(why: str, kind: str, device: str = target.device, output: str = "*") -> ParityRow:
+        return ParityRow(model, target.format, target.runtime, device, output, None, None, False, why, kind, *tol)
+
+    if target.unavailable:
+        return [failed(target.unavailable, UNAVAILABLE)]
+    try:
+        predictor = load_predictor(manifest, model, target.format, target.runtime, target.device)
+    except NotServed:
+        raise  # check_model decides, from what else the server serves
+    except RuntimeUnavailable as exc:  # asked for (targets() skips what auto cannot run): a failure
+        return [failed(one_line(exc), UNAVAILABLE)]
+    except Exception as exc:  # noqa: BLE001
+        return [failed(one_line(exc), ERROR)]
+    try:
+        got = [predictor.outputs(b) for b in batches]
+    except Exception as exc:  # noqa: BLE001
+        return [failed(one_line(exc), ERROR, predictor.device, name) for name in expected[0]]
+    rows = []
+    for name, c in compare_outputs(expected, got, *tol).items():
+        row = ParityRow(model, target.format, target.runtime, predictor.device, name, c.max_abs, c.max_rel, c.passed)
+        row.error, row.failure, row.atol, row.rtol, row.scale = c.reason, c.failure, *tol
+        rows.append(row)
     return rows
 
 
 def verify(
     manifest: Manifest,
     models: list[str],
-    cuda: bool,
-    atol: float = DEFAULT_ATOL,
-    rtol: float = DEFAULT_RTOL,
+    device: str = formats.CPU,
+    atol: float | None = None,
+    rtol: float | None = None,
     remote: Sequence[str] = (),
 ) -> ParityReport:
-    """Run every parity check for `models` and return the full report (it does not stop at the first)."""
-    combos = candidate_runtimes(cuda, remote)
+    """Run every parity check for `models` and return the full report (it does not stop at the first).
+
+    `atol`/`rtol` override every format's declared atol and rtol; None keeps each format's own. A
+    format's `scale` term is always its declared one.
+    """
+    chosen, skipped = targets(device, remote)
     rows: list[ParityRow] = []
     for model in models:
-        rows += check_model(manifest, model, combos, atol, rtol)
-    return ParityReport(rows, atol, rtol)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    first = text[0] if text else ""
-    if not first:
-        first = traceback.format_exception_only(type(exc), exc)[-1].strip()
-    return f"{type(exc).__name__}: {first}"[:300]
+        rows += check_model(manifest, model, chosen, atol, rtol)
+    return ParityReport(rows, atol, rtol, skipped)

@@ -14,6 +14,7 @@ Nothing here imports torch: an ONNX prediction never does, the torch runtimes im
 
 from __future__ import annotations
 
+import ast
 import logging
 import threading
 import time
@@ -25,10 +26,12 @@ from typing import Any
 import numpy as np
 
 from pipeline import formats
-from pipeline.devices import cuda_device_count
+from pipeline.devices import cuda_device_count, cuda_status
+from pipeline.errors import one_line
 from pipeline.inputs import InputError, parse_features
 from pipeline.manifest import MANIFEST, Manifest, ManifestError, ModelEntry
-from pipeline.runtime import Predictor, PredictorCache, RuntimeUnavailable
+from pipeline.parity import compare as compare_values
+from pipeline.runtime import DEVICES, Predictor, PredictorCache, RuntimeUnavailable
 
 log = logging.getLogger("pipeline.service")
 
@@ -53,11 +56,6 @@ def cuda_unavailable_reason() -> str | None:
     return "no CUDA GPU is visible on this machine"
 
 
-def formats_of(entry: ModelEntry) -> list[str]:
-    """The formats `entry` can be served in, in the order formats.FORMATS declares them."""
-    return [name for name, spec in formats.FORMATS.items() if spec.artifact_kind in entry.artifacts]
-
-
 def check_finite(model: str, names: Sequence[str], outputs: Sequence[np.ndarray]) -> None:
     """OutputOverflow naming the first output that holds an infinity or NaN (float32 overflow)."""
     for name, value in zip(names, outputs, strict=True):
@@ -66,6 +64,89 @@ def check_finite(model: str, names: Sequence[str], outputs: Sequence[np.ndarray]
                 f"{model}'s output {name} is not finite for this input (float32 overflow); "
                 "expected inputs of a smaller magnitude"
             )
+
+
+# ---- what the answer should be: the task's true function, declared in the catalog ------------------
+
+TRUTH_FUNCTIONS = {"sin": np.sin, "cos": np.cos, "exp": np.exp, "tanh": np.tanh}
+TRUTH_CONSTANTS = {"pi": float(np.pi)}
+TRUTH_OPERATORS = {ast.Add: np.add, ast.Sub: np.subtract, ast.Mult: np.multiply, ast.Div: np.divide, ast.Pow: np.power}
+TRUTH_MAX_CHARS = 200  # the catalog's are a few characters; the manifest is data, so bounded
+
+
+class TruthError(ValueError):
+    """A `truth` expression outside the small arithmetic the catalog may declare."""
+
+
+def truth_value(expression: str, names: Sequence[str], values: Sequence[float]) -> float:
+    """A catalog `truth` expression (e.g. "x1 + x2", "sin(x)") at one example, evaluated with NumPy.
+
+    Only names of the inputs, numbers, pi, + - * / ** and sin cos exp tanh are read, from a parsed
+    tree: the expression comes from the manifest, which is data, never run as code.
+    """
+    if not isinstance(expression, str) or len(expression) > TRUTH_MAX_CHARS:
+        raise TruthError(f"truth expression: expected text of at most {TRUTH_MAX_CHARS} characters")
+    env = {**TRUTH_CONSTANTS, **dict(zip(names, (float(v) for v in values), strict=True))}
+
+    def ev(node: ast.AST) -> float:
+        match node:
+            case ast.Constant(value=float() | int() as v) if not isinstance(v, bool):
+                return float(v)
+            case ast.Name(id=name) if name in env:
+                return env[name]
+            case ast.UnaryOp(op=ast.USub(), operand=operand):
+                return -ev(operand)
+            case ast.BinOp(left=left, op=op, right=right) if type(op) in TRUTH_OPERATORS:
+                return float(TRUTH_OPERATORS[type(op)](ev(left), ev(right)))
+            case ast.Call(func=ast.Name(id=fn), args=[arg], keywords=[]) if fn in TRUTH_FUNCTIONS:
+                return float(TRUTH_FUNCTIONS[fn](ev(arg)))
+        raise TruthError(f"truth expression {expression!r}: {ast.unparse(node)!r} is not allowed")
+
+    try:
+        tree = ast.parse(expression, mode="eval")
+    except SyntaxError:
+        raise TruthError(f"truth expression {expression!r} does not parse") from None
+    with np.errstate(all="ignore"):
+        return ev(tree.body)
+
+
+def expected_answer(entry: ModelEntry, values: Sequence[float], outputs: dict[str, list[float]]) -> dict | None:
+    """What the first output should be for `values` by the task's declared true function, and the
+    model's error: {"output", "truth", "value", "model", "error"}; None when the task declares none."""
+    expression = entry.raw.get("truth")
+    if not expression or len(entry.features) != len(values):
+        return None
+    try:
+        value = truth_value(expression, entry.features, values)
+    except TruthError as exc:
+        log.warning("%s: %s", entry.name, exc)
+        return None
+    name = entry.output_names[0]
+    model = outputs[name][0]
+    return {"output": name, "truth": expression, "value": value, "model": model, "error": model - value}
+
+
+def compare_targets(entry: ModelEntry, device: str) -> list[tuple[str, str, str, str | None]]:
+    """(format, runtime, device, why it cannot run or None) for every artifact of `entry` and every runtime
+    pipeline/formats.py declares for it. cpu: all on the CPU; auto: also on CUDA where the runtime can use a
+    GPU here; cuda[:N]: on the GPU (a runtime that cannot is a row with its reason), CPU-only runtimes on the CPU.
+    """
+    rows = []
+    for spec in formats.FORMATS.values():
+        if spec.artifact_kind not in entry.artifacts:
+            continue
+        for load in spec.loaders:
+            runtime, gpu = load.runtime.name, formats.CUDA in load.runtime.devices
+            if device == formats.CPU or (not gpu and device != "auto"):
+                rows.append((spec.name, runtime, formats.CPU, None))
+            elif device == "auto":
+                rows.append((spec.name, runtime, formats.CPU, None))
+                if gpu and cuda_status(runtime)[0]:
+                    rows.append((spec.name, runtime, formats.CUDA, None))
+            else:
+                ok, why = cuda_status(runtime)
+                rows.append((spec.name, runtime, device, None if ok else why))
+    return rows
 
 
 def _choice(value: Any, default: str = "") -> str:
@@ -166,19 +247,108 @@ class Service:
         key = (entry.name, predictor.format, device)
         first = key not in loaded.served
         loaded.served.add(key)
+        outputs = {
+            name: np.asarray(out[0], dtype=np.float64).reshape(-1).tolist()
+            for name, out in zip(entry.output_names, result, strict=True)
+        }
         return {
             "model": entry.name,
             "format": predictor.format,
             "runtime": predictor.runtime,
             "device": predictor.device,
             "requested_device": device,
-            "outputs": {
-                name: np.asarray(out[0], dtype=np.float64).reshape(-1).tolist()
-                for name, out in zip(entry.output_names, result, strict=True)
-            },
+            "outputs": outputs,
+            "expected": expected_answer(entry, values, outputs),
             "latency_ms": round(latency_ms, 4),
             "load_ms": round(predictor.load_seconds * 1000.0, 3) if first else 0.0,
         }
+
+    def compare(self, model: str, device: str, features: str | list) -> list[dict]:
+        """One example through every artifact × runtime of `model` at hand for `device` (cpu, cuda or auto),
+        each against the eager model on the CPU by its format's parity rule (pipeline.parity.compare).
+
+        Returns one dict per row: "format", "runtime", "label", "device" (what really ran it, or the device
+        asked for when it did not load), "outputs" {name: [floats]}, "max_abs_diff" (largest |value - eager|),
+        "within_rule" (bool, None when not compared), "rule", "reason" (why it is outside the rule or did not
+        run, one line, else None), "latency_ms", "load_ms", "bytes" (the artifact file's size).
+        An artifact that fails to load is a row with its
+        reason, never an exception; bad input raises a UserError with one line.
+        """
+        loaded = self.require()
+        entry = loaded.manifest.model(model.strip() if isinstance(model, str) else model)
+        device = _choice(device, formats.CPU)
+        if device not in DEVICES and not device.startswith(f"{formats.CUDA}:"):
+            raise InputError(f"unknown device {device!r}; expected one of: {', '.join(DEVICES)} or cuda:N")
+        batch = np.asarray([parse_features(features, entry.name, entry.features)], dtype=np.float32)
+        ref_format, ref_runtime, ref_device = formats.REFERENCE
+        try:
+            reference, ref_reason = (
+                self._outputs(loaded, entry.name, ref_format, ref_runtime, ref_device, batch)[0],
+                None,
+            )
+        except Exception as exc:  # noqa: BLE001 - every row then says why it was not compared
+            reference, ref_reason = None, f"eager reference unavailable: {one_line(exc)}"
+        return [
+            self._compare_row(loaded, entry.name, target, batch, reference, ref_reason)
+            for target in compare_targets(entry, device)
+        ]
+
+    def _outputs(
+        self, loaded: Loaded, model: str, fmt: str, runtime: str, device: str, batch: np.ndarray
+    ) -> tuple[dict[str, np.ndarray], Predictor, float]:
+        predictor = loaded.predictors.get(model, fmt, device, runtime)
+        start = time.perf_counter()
+        outputs = predictor.outputs(batch)
+        return outputs, predictor, (time.perf_counter() - start) * 1000.0
+
+    def _compare_row(
+        self,
+        loaded: Loaded,
+        model: str,
+        target: tuple[str, str, str, str | None],
+        batch: np.ndarray,
+        reference: dict[str, np.ndarray] | None,
+        ref_reason: str | None,
+    ) -> dict:
+        fmt, runtime, device, unavailable = target
+        spec = formats.get(fmt)
+        row: dict[str, Any] = {
+            "format": fmt,
+            "runtime": runtime,
+            "label": formats.label(fmt, runtime),
+            "device": device,
+            "outputs": {},
+            "max_abs_diff": None,
+            "within_rule": None,
+            "rule": f"|value - eager| <= {spec.atol:g} + {spec.rtol:g}·|eager|"
+            + (f" + {spec.scale:g}·max|eager|" if spec.scale else ""),
+            "bytes": loaded.manifest.model(model).artifact(spec.artifact_kind).bytes,
+            "reason": unavailable,
+            "latency_ms": None,
+            "load_ms": None,
+        }
+        if unavailable:
+            return row
+        try:
+            got, predictor, latency_ms = self._outputs(loaded, model, fmt, runtime, device, batch)
+        except Exception as exc:  # noqa: BLE001 - a row with its one-line reason, never a crash of the table
+            row["reason"] = one_line(exc)
+            return row
+        row["device"] = predictor.device
+        row["outputs"] = {name: np.asarray(v[0], dtype=np.float64).reshape(-1).tolist() for name, v in got.items()}
+        row["latency_ms"] = round(latency_ms, 4)
+        row["load_ms"] = round(predictor.load_seconds * 1000.0, 3)
+        if reference is None:
+            row["reason"] = ref_reason
+            return row
+        checks = [
+            compare_values(reference.get(n), got.get(n), spec.atol, spec.rtol, spec.scale) for n in {**reference, **got}
+        ]
+        diffs = [c.max_abs for c in checks if c.max_abs is not None]
+        row["max_abs_diff"] = max(diffs) if diffs else None
+        row["within_rule"] = all(c.passed for c in checks)
+        row["reason"] = next((c.reason for c in checks if not c.passed), None)
+        return row
 
     def run_batch(self, predictor: Predictor, batch: np.ndarray) -> list[np.ndarray]:
         """`predictor`'s outputs for a float32 (batch, features) array, refused if any is not finite."""

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import torch
 from torch import nn
@@ -43,6 +43,17 @@ class TrainingError(UserError, RuntimeError):
     """A recipe that cannot run as written."""
 
 
+class Diverged(RuntimeError):
+    """Training ran and its loss ended non-finite: the work failed, so nothing of it is written."""
+
+    def __init__(self, spec: ModelSpec, variant: str, device: str, steps: int) -> None:
+        super().__init__(
+            f"{spec.name} did not train: its loss is not finite after {steps} steps (the {variant} recipe "
+            f"diverged on {device}); nothing was written, earlier training outputs stay"
+        )
+        self.steps = steps
+
+
 class PairDataset(Dataset):
     """Seed 004 §10.10's MyDataset: (x[i], y[i]) pairs."""
 
@@ -64,6 +75,61 @@ class Fit:
     losses: list[float]  # one per optimisation step, measured before that step's update
     tracked: list[float]  # study value after each epoch (empty without a tracker)
     seconds: float
+
+
+class Progress:
+    """Training steps done out of `total`, the unit the history and the summary count.
+
+    On a terminal a tqdm bar; anywhere else (a pipe, a log file) a plain line at every quarter, so
+    a log holds no carriage-return frames.
+    """
+
+    MARKS = 4  # plain lines per model: 25 %, 50 %, 75 %, 100 %
+
+    def __init__(self, name: str, total: int, enabled: bool = True, stream: TextIO | None = None) -> None:
+        self.name, self.total, self.done = name, max(total, 1), 0
+        self.stream = stream or sys.stderr
+        terminal = enabled and _is_terminal(self.stream)
+        self.bar = (
+            tqdm(total=self.total, desc=f"{name:<15}", unit="step", file=self.stream, leave=True, dynamic_ncols=True)
+            if terminal
+            else None
+        )
+        self.plain = enabled and not terminal
+        self.next_mark = 1
+
+    def update(self, steps: int, loss: Callable[[], float], seconds: float) -> None:
+        """Count `steps` more; `loss` is called only when a plain line is due (it syncs the device)."""
+        self.done += steps
+        if self.bar is not None:
+            self.bar.update(steps)
+        elif self.plain and self.next_mark < self.MARKS and self.done * self.MARKS >= self.next_mark * self.total:
+            self._line(loss(), seconds)
+            while self.next_mark < self.MARKS and self.done * self.MARKS >= self.next_mark * self.total:
+                self.next_mark += 1
+
+    def close(self, loss: float, seconds: float) -> None:
+        """The last report: the final loss beside the step count."""
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{loss:.4g}")
+            self.bar.close()
+        elif self.plain:
+            self._line(loss, seconds)
+
+    def _line(self, loss: float, seconds: float) -> None:
+        percent = 100 * self.done // self.total
+        print(
+            f"{self.name:<15} {self.done}/{self.total} steps ({percent}%)  loss {loss:.4g}  {seconds:.1f} s",
+            file=self.stream,
+            flush=True,
+        )
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
 
 
 def first_output(out: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
@@ -106,15 +172,8 @@ def fit(
 
     losses: list[torch.Tensor] = []  # kept on the device: no host sync per step
     tracked: list[float] = []
-    bar = tqdm(
-        total=recipe.epochs,
-        desc=f"{spec.name:<15}",
-        unit="epoch",
-        disable=not progress,
-        file=sys.stderr,
-        leave=True,
-        dynamic_ncols=True,
-    )
+    steps_per_epoch = len(loader) if recipe.batch_size else 1
+    bar = Progress(spec.name, recipe.epochs * steps_per_epoch, progress)
     start = time.perf_counter()
     model.train()
     for _ in range(recipe.epochs):
@@ -129,11 +188,10 @@ def fit(
             losses.append(loss.detach())
         if track is not None:
             tracked.append(track(model))
-        bar.update(1)
+        bar.update(steps_per_epoch, lambda: float(losses[-1]), time.perf_counter() - start)
     seconds = time.perf_counter() - start
     loss_values = torch.stack(losses).cpu().tolist()
-    bar.set_postfix(loss=f"{loss_values[-1]:.4g}")
-    bar.close()
+    bar.close(loss_values[-1], seconds)
     model.eval()
     return Fit(model, loss_values, tracked, seconds)
 
@@ -180,6 +238,8 @@ def train_model(
     variant = variant or spec.default_recipe
     recipe = spec.recipe(variant)
     result = fit(spec, recipe, device, seed, progress)
+    if not math.isfinite(result.losses[-1]):
+        raise Diverged(spec, variant, device, len(result.losses))
     out_dir = Path(artifacts) / spec.name
     report = spec.report(result.model) if spec.report else {}
     history = {

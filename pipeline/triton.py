@@ -1,159 +1,61 @@
-"""A Triton Inference Server model repository built from the manifest, and the naming it uses.
+"""A Triton Inference Server model repository built from the manifest.
 
 `python -m pipeline export --triton [DIR]` (or `make triton`) writes, for every model the manifest
-lists, two Triton models:
+lists, one Triton model per flavour (pipeline/naming.py names them) of each file it has:
 
     DIR/
-      README.md                          what was built, from which manifest; Triton ignores files here
-      <model>_onnx/config.pbtxt          platform onnxruntime_onnx, tensor names as in the ONNX graph
+      README.md                             what was built, from which manifest, which flavour to use when
+      <model>_onnx/config.pbtxt             platform onnxruntime_onnx, tensor names as in the ONNX graph
       <model>_onnx/1/model.onnx
-      <model>_torchscript/config.pbtxt   platform pytorch_libtorch, tensor names <name>__<index>
+      <model>_torchscript/config.pbtxt      platform pytorch_libtorch, tensor names <name>__<index>
       <model>_torchscript/1/model.pt
+      <model>_onnx_python/config.pbtxt      backend python, the ONNX tensor names
+      <model>_onnx_python/1/model.py        runs model.onnx with onnxruntime (pipeline/triton_python_model.py)
+      <model>_onnx_python/1/model.onnx
+      <model>_onnx-int8/..., <model>_onnx-int8_python/...   the same for each format derived from the ONNX file
 
-The files are copies (never links, so the directory can be mounted into a container on its own) of
-the artifacts the manifest lists, checked against their sha256. The repository is built in a
-sibling temp directory and swapped in with renames, so Triton never sees half of one; an existing
-DIR is replaced only if an earlier run of this command wrote it.
+The model files are copies (never links, so the directory can be mounted into a container on its
+own) of the artifacts the manifest lists, checked against their sha256. The repository is built in
+a sibling temp directory and swapped in with renames, so Triton never sees half of one; an existing
+DIR is replaced only if an earlier run of this command wrote it. Platforms and file names come from
+pipeline/formats.py; model and tensor names, data types and the ModelConfig from pipeline/naming.py.
 
-TorchScript files carry no tensor names, so Triton's PyTorch backend maps config names to
-positions by convention: `<name>__<index>` for outputs (and inputs), where index is the position
-in forward's arguments or in the returned tuple. Here <name> is the manifest's tensor name, e.g.
-adder_mynet_torchscript takes `x__0` and returns `sum__0` and `hidden__1`. The ONNX entries keep
-the manifest names (`x`, `sum`, `hidden`). The demo's Open Inference Protocol routes (pipeline/oip.py)
-serve the same two names per model with the same tensor names, so one client works on both.
-
-No torch here: the ONNX serving path imports this module.
+No torch here: building a repository exports nothing.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline import formats
 from pipeline.errors import UserError
 from pipeline.fileio import atomic_write, atomic_write_bytes, sha256_file
-from pipeline.manifest import Manifest, ManifestError, ModelEntry
+from pipeline.manifest import Manifest, ModelEntry
+from pipeline.naming import FLAVOURS, MAX_BATCH_SIZE, TRITON_FORMATS, VERSION, Flavour, flavours_of, model_config
 
-VERSION = "1"  # each model has one version directory; a new export rewrites the repository
-MAX_BATCH_SIZE = 1024  # the largest batch Triton (and the demo's OIP routes) accept per request
 MARKER = "<!-- seed-pipeline triton repository: written by `python -m pipeline export --triton` -->"
 README = "README.md"
-
-
-@dataclass(frozen=True)
-class TritonFormat:
-    """How one artifact format is served by Triton."""
-
-    format: str  # the manifest artifact format
-    platform: str
-    filename: str  # Triton's default model file name for the platform
-    positional: bool  # tensor names follow the <name>__<index> convention
-
-
-TRITON_FORMATS = {
-    "onnx": TritonFormat("onnx", "onnxruntime_onnx", "model.onnx", positional=False),
-    "torchscript": TritonFormat("torchscript", "pytorch_libtorch", "model.pt", positional=True),
-}
-DATA_TYPES = {  # manifest dtype -> (ModelConfig data type, Open Inference Protocol datatype)
-    "float32": ("TYPE_FP32", "FP32"),
-    "float16": ("TYPE_FP16", "FP16"),
-    "float64": ("TYPE_FP64", "FP64"),
-    "int64": ("TYPE_INT64", "INT64"),
-    "int32": ("TYPE_INT32", "INT32"),
-}
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
+PYTHON_MODEL = "model.py"  # the Python backend's default model file name
+PYTHON_MODEL_SOURCE = Path(__file__).with_name("triton_python_model.py")  # copied, as it is, as model.py
 
 
 class TritonError(UserError, RuntimeError):
     """A repository that cannot be written; the message says why and what to do."""
 
 
-def triton_model_name(model: str, fmt: str) -> str:
-    """The Triton model name of `model`'s `fmt` artifact: '<model>_onnx' or '<model>_torchscript'."""
-    return f"{model}_{fmt}"
-
-
-def tensor_names(entry: ModelEntry, fmt: str) -> tuple[list[str], list[str]]:
-    """(input names, output names) of `entry` as the Triton model for `fmt` names them."""
-    ins = [t["name"] for t in entry.inputs]
-    outs = [t["name"] for t in entry.outputs]
-    if not TRITON_FORMATS[fmt].positional:
-        return ins, outs
-    # The backend parses everything after the first "__" as the index, so a name that already has
-    # one falls back to Triton's generic INPUT__i / OUTPUT__i.
-    return (
-        [f"{n}__{i}" if "__" not in n else f"INPUT__{i}" for i, n in enumerate(ins)],
-        [f"{n}__{i}" if "__" not in n else f"OUTPUT__{i}" for i, n in enumerate(outs)],
-    )
-
-
-def tensor_dims(spec: dict[str, Any], where: str) -> list[int]:
-    """The dims after the batch axis of a manifest tensor spec ["batch", N, ...]."""
-    shape = spec.get("shape")
-    if (
-        not isinstance(shape, list)
-        or len(shape) < 2
-        or shape[0] != "batch"
-        or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape[1:])
-    ):
-        name = spec.get("name")
-        raise ManifestError(f"{where}: tensor {name!r} has shape {shape!r}; expected ['batch', N]")
-    return list(shape[1:])
-
-
-def data_type(spec: dict[str, Any], where: str) -> tuple[str, str]:
-    """(ModelConfig data type, Open Inference Protocol datatype) of a manifest tensor spec."""
-    dtype = spec.get("dtype", "float32")
-    if dtype not in DATA_TYPES:
-        name = spec.get("name")
-        raise ManifestError(f"{where}: tensor {name!r} has dtype {dtype!r}, which is not mapped to a Triton type")
-    return DATA_TYPES[dtype]
-
-
-def model_config(entry: ModelEntry, fmt: str, max_batch_size: int = MAX_BATCH_SIZE) -> dict[str, Any]:
-    """The Triton ModelConfig of `entry`'s `fmt` model, as a dict in ModelConfig's JSON form."""
-    spec = TRITON_FORMATS[fmt]
-    name = triton_model_name(entry.name, fmt)
-    in_names, out_names = tensor_names(entry, fmt)
-
-    def tensors(specs: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
-        return [
-            {"name": n, "data_type": data_type(s, name)[0], "dims": tensor_dims(s, name)}
-            for s, n in zip(specs, names, strict=True)
-        ]
-
-    config: dict[str, Any] = {
-        "name": name,
-        "platform": spec.platform,
-        "default_model_filename": spec.filename,
-        "max_batch_size": max_batch_size,
-        "input": tensors(entry.inputs, in_names),
-        "output": tensors(entry.outputs, out_names),
-        "dynamic_batching": {},  # batch whatever requests are queued, without waiting for more
-    }
-    if fmt == "torchscript":
-        config["parameters"] = {"INFERENCE_MODE": {"string_value": "true"}}
-    for tensor in config["input"] + config["output"]:
-        if not _SAFE_NAME.match(tensor["name"]):
-            raise ManifestError(f"{name}: tensor name {tensor['name']!r} is not a plain identifier")
-    return config
-
-
 def config_pbtxt(config: dict[str, Any], comment: str = "") -> str:
-    """`config` (from model_config) in protobuf text format, as Triton reads config.pbtxt."""
+    """`config` (from naming.model_config) in protobuf text format, as Triton reads config.pbtxt."""
     lines = [f"# {line}" for line in comment.splitlines()]
-    lines += [
-        f'name: "{config["name"]}"',
-        f'platform: "{config["platform"]}"',
-        f'default_model_filename: "{config["default_model_filename"]}"',
-        f"max_batch_size: {config['max_batch_size']}",
-    ]
+    lines.append(f'name: "{config["name"]}"')
+    for key in ("platform", "backend", "default_model_filename"):
+        if key in config:
+            lines.append(f'{key}: "{config[key]}"')
+    lines.append(f"max_batch_size: {config['max_batch_size']}")
     for key in ("input", "output"):
         items = []
         for t in config[key]:
@@ -162,6 +64,8 @@ def config_pbtxt(config: dict[str, Any], comment: str = "") -> str:
             items.append("  {\n" + fields + "\n  }")
         lines.append(f"{key} [\n" + ",\n".join(items) + "\n]")
     lines.append("dynamic_batching { }")
+    for group in config.get("instance_group", []):
+        lines.append(f"instance_group [ {{ count: {group['count']}, kind: {group['kind']} }} ]")
     for key, value in config.get("parameters", {}).items():
         text = value["string_value"]
         lines.append(f'parameters {{\n  key: "{key}"\n  value: {{ string_value: "{text}" }}\n}}')
@@ -197,7 +101,17 @@ def _readme(manifest: Manifest, rows: list[tuple[str, str, str, str, str]]) -> s
         f"({manifest.root.resolve() / 'manifest.json'}). Rebuild it with `make triton`;",
         "do not edit it by hand: the next build replaces this whole directory.",
         "",
-        "Serve it with `tritonserver --model-repository=<this directory>`; see the project README.",
+        "## Which flavour to serve",
+        "",
+        "Each model comes in a flavour per file and Triton backend. Load the ones your server has the",
+        "backends for (`tritonserver --model-repository=<this directory> --model-control-mode=explicit",
+        "--load-model=NAME`). NVIDIA's Triton container has the onnxruntime and PyTorch backends: serve the",
+        "native flavours there. The `_python` flavours run the same files with `model.py` and onnxruntime",
+        "on Triton's Python backend, batched the same way, with the same tensor names: for a server that",
+        "has only that backend, such as the one in the `nvidia-pytriton` wheel that `make triton-serve`",
+        "runs; its Python environment needs numpy and onnxruntime.",
+        "",
+        *(f"- `<model>_{f.suffix}`: {_flavour_text(f)}" for f in FLAVOURS),
         "",
         "| Triton model | platform | inputs | outputs | source artifact (sha256) |",
         "|---|---|---|---|---|",
@@ -206,15 +120,49 @@ def _readme(manifest: Manifest, rows: list[tuple[str, str, str, str, str]]) -> s
     return "\n".join(lines) + "\n"
 
 
+def _flavour_text(flavour: Flavour) -> str:
+    fmt = formats.get(flavour.format)
+    if flavour.backend is None:
+        return f"the {fmt.label} file, platform `{TRITON_FORMATS[fmt.name].platform}`"
+    return f"the {fmt.label} file, {flavour.backend} backend (model.py)"
+
+
 def _describe(tensors: list[dict[str, Any]]) -> str:
     return ", ".join(f"`{t['name']}` {t['data_type'][5:]} {[-1, *t['dims']]}" for t in tensors)
+
+
+def _write_model(
+    manifest: Manifest, entry: ModelEntry, flavour: Flavour, stage: Path, max_batch_size: int
+) -> tuple[str, str, str, str, str]:
+    """One Triton model directory of `entry` in `stage`; returns its README row."""
+    fmt = flavour.format
+    config = model_config(entry, fmt, max_batch_size, flavour.backend)
+    name, spec = config["name"], TRITON_FORMATS[fmt]
+    digest = _copy_verified(manifest, entry, fmt, stage / name / VERSION / spec.filename)
+    if flavour.backend is not None:
+        code = PYTHON_MODEL_SOURCE.read_bytes()
+        atomic_write_bytes(stage / name / VERSION / PYTHON_MODEL, code)
+    source = f"{entry.artifact(fmt).path}, sha256 {digest[:12]}..."
+    runner = f" run by the {flavour.backend} backend" if flavour.backend else ""
+    comment = (
+        f"{name}: {entry.name}'s {fmt} artifact{runner} ({source})\n"
+        "Written by `python -m pipeline export --triton` from the manifest; do not edit."
+    )
+    atomic_write_bytes(stage / name / "config.pbtxt", config_pbtxt(config, comment).encode())
+    return (
+        name,
+        config.get("platform") or f"{config['backend']} backend",
+        _describe(config["input"]),
+        _describe(config["output"]),
+        f"{entry.artifact(fmt).path} ({digest[:12]}...)",
+    )
 
 
 def build_repository(
     manifest: Manifest,
     out: Path | str,
     models: list[str] | None = None,
-    formats: tuple[str, ...] = tuple(TRITON_FORMATS),
+    flavours: tuple[Flavour, ...] = FLAVOURS,
     max_batch_size: int = MAX_BATCH_SIZE,
 ) -> list[str]:
     """Write the Triton model repository for `models` (default: all in the manifest) to `out`.
@@ -241,37 +189,17 @@ def build_repository(
             shutil.rmtree(leftover, ignore_errors=True)
     # Staged beside `out`, not in it: Triton treats every subdirectory of a repository as a model.
     stage = out.parent / f".tmp-triton-{uuid.uuid4().hex[:8]}"
-    written: list[str] = []
     rows = []
     try:
         stage.mkdir()
         for model in names:
             entry = manifest.model(model)
-            for fmt in formats:
-                config = model_config(entry, fmt, max_batch_size)
-                name, spec = config["name"], TRITON_FORMATS[fmt]
-                digest = _copy_verified(manifest, entry, fmt, stage / name / VERSION / spec.filename)
-                source = f"{entry.artifact(fmt).path}, sha256 {digest[:12]}..."
-                comment = (
-                    f"{name}: {entry.name}'s {fmt} artifact ({source})\n"
-                    "Written by `python -m pipeline export --triton` from the manifest; do not edit."
-                )
-                atomic_write_bytes(stage / name / "config.pbtxt", config_pbtxt(config, comment).encode())
-                rows.append(
-                    (
-                        name,
-                        spec.platform,
-                        _describe(config["input"]),
-                        _describe(config["output"]),
-                        f"{entry.artifact(fmt).path} ({digest[:12]}...)",
-                    )
-                )
-                written.append(name)
+            rows += [_write_model(manifest, entry, f, stage, max_batch_size) for f in flavours_of(entry, flavours)]
         atomic_write_bytes(stage / README, _readme(manifest, rows).encode())
         _swap_in(stage, out)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-    return written
+    return [row[0] for row in rows]
 
 
 def _swap_in(stage: Path, out: Path) -> None:

@@ -17,6 +17,39 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 
+def pytest_collection_modifyitems(config, items):
+    """Under mutation testing (mutmut sets MUTANT_UNDER_TEST), run only the tests that train nothing.
+
+    Every fixture that trains (artifacts, artifacts_copy, the session manifest) needs `trained`, and a
+    test's fixturenames hold all it needs, so this also keeps a module's own fixture named `manifest`.
+    """
+    if "MUTANT_UNDER_TEST" not in os.environ:
+        return
+    slow = [item for item in items if "trained" in getattr(item, "fixturenames", ())]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if item not in slow]
+
+
+def assert_matches_eager(fmt: str, got: dict, want: dict, what: str = "") -> None:
+    """`got` (named outputs of format `fmt`) is within that format's declared parity rule of eager's `want`."""
+    import numpy as np
+
+    from pipeline import formats
+    from pipeline.parity import compare_outputs
+
+    spec = formats.get(fmt)
+    as_arrays = lambda outs: {k: np.asarray(v, dtype=np.float64) for k, v in outs.items()}  # noqa: E731
+    results = compare_outputs([as_arrays(want)], [as_arrays(got)], spec.atol, spec.rtol, spec.scale)
+    bad = {name: c.reason for name, c in results.items() if not c.passed}
+    assert not bad, f"{what or fmt}: {bad}"
+
+
+def served(manifest, model: str) -> list[str]:
+    """The formats `model` has artifacts for (a derived format may not apply to it)."""
+    return manifest.model(model).served_formats()
+
+
 def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     """`python -m pipeline ARGS` in a subprocess, output captured as text."""
     return subprocess.run(

@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import pytest
+
+from pipeline import formats
+from pipeline.manifest import Manifest
 
 from .conftest import run_cli
 
@@ -31,44 +35,103 @@ def quick_run(tmp_path_factory, artifacts):
 
     root = tmp_path_factory.mktemp("bench") / "artifacts"
     shutil.copytree(artifacts, root)  # bench writes bench.json into the directory
+    start = time.perf_counter()
     proc = run_cli("bench", "--artifacts", str(root), "--quick", "--device", "cpu", timeout=900)
+    wall = time.perf_counter() - start
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return json.loads((root / "bench.json").read_text()), proc.stdout
+    return json.loads((root / "bench.json").read_text()), proc.stdout, root, wall
 
 
 @pytest.mark.slow
 def test_quick_bench_has_every_section_with_positive_figures(quick_run):
-    from pipeline.bench import BATCH_SIZES, HTTP_CLIENTS, figures
+    from pipeline.bench import BATCH_SIZES, HTTP_CLIENTS, HTTP_FORMATS, figures
 
-    result, stdout = quick_run
+    result, stdout, _, wall = quick_run
     for section in SECTIONS:
         assert result.get(section), f"section {section} is missing or empty"
     numbers = list(figures({k: result[k] for k in SECTIONS}))
     assert len(numbers) > 50
     bad = [(where, value) for where, value in numbers if not (math.isfinite(value) and value > 0)]
     assert not bad, bad
+    assert result["skipped"] == []
 
     for row in result["latency"]:
         for key in ("predictor_p50_us", "predictor_p99_us", "bare_p50_us", "floor_p50_us", "predictor_over_bare"):
             assert key in row, (key, row)
-    assert {(r["format"], r["runtime"]) for r in result["latency"]} >= {
-        ("onnx", "onnxruntime"),
-        ("torchscript", "torch"),
-    }
     for row in result["throughput"]:
         assert all(f"batch_{n}_per_s" in row for n in BATCH_SIZES), row
     http = result["http"]["rows"]
     assert {r["clients"] for r in http} == set(HTTP_CLIENTS)
-    assert {r["format"] for r in http} == {"onnx", "torchscript"}
+    assert {r["format"] for r in http} == set(HTTP_FORMATS) >= {"onnx", "torchscript"}
     assert all(r["requests"] > 0 for r in http)
-    assert result["cold_start"]["seconds"] > 0
+    # The demo printed its URL before it answered its first prediction, all within the bench's run.
+    cold = result["cold_start"]
+    assert 0 < cold["listening_s"] < cold["seconds"] < wall
     train = result["training"]
     assert train["steps"] and all("trainer_over_bare" in r for r in train["steps"])
-    assert train["walls"]["train_s"] > 0 and train["walls"]["export_s"] > 0
+    assert 0 < train["walls"]["train_s"] < wall and 0 < train["walls"]["export_s"] < wall
     backends = {r["backend"].split(" (")[0] for r in result["device_timing"]}
     assert {"torch cpu", "numpy"} <= backends
     assert all(isinstance(t["met"], bool) for t in result["targets"])
     assert "Targets" in stdout and "Single-example latency" in stdout
+
+
+@pytest.mark.slow
+def test_latency_and_throughput_cover_every_declared_format_and_runtime(quick_run):
+    result, _, _, _ = quick_run
+    declared = {(f.name, load.runtime.name) for f in formats.FORMATS.values() for load in f.loaders}
+    assert declared >= {("onnx", "onnxruntime"), ("onnx", "onnx-reference"), ("torchscript", "torch")}
+    models = {r["model"] for r in result["latency"]}
+    manifest = Manifest.load(quick_run[2])
+    for model in models:
+        served = manifest.model(model).served_formats()  # a derived format may not apply to this model
+        mine = {(f, rt) for f, rt in declared if f in served}
+        assert {(r["format"], r["runtime"]) for r in result["latency"] if r["model"] == model} == mine
+        got = {(r["format"], r["runtime"]) for r in result["throughput"] if r["model"] == model}
+        assert got == mine | {("numpy", "numpy (floor)")}
+
+
+@pytest.mark.slow
+def test_artifacts_table_gives_each_exported_file_its_size_and_parity_deviation(quick_run):
+    result, stdout, root, _ = quick_run
+    manifest = json.loads((root / "manifest.json").read_text())
+    models = {r["model"] for r in result["latency"]}
+    rows = {(r["model"], r["format"]): r for r in result["artifacts"]}
+    assert set(rows) == {(m, f) for m in models for f in formats.EXPORTED}
+    for (model, fmt), row in rows.items():
+        listed = {a["format"]: a for a in manifest["models"][model]["artifacts"]}[fmt]
+        assert row["bytes"] == listed["bytes"] == (root / listed["path"]).stat().st_size
+        assert row["passed"] is True and row["checks"] >= 1
+        assert 0.0 <= row["max_abs"] < 1e-4, row  # float32 round-off, and a number (not None or NaN)
+    assert "Artifacts: file size and largest parity deviation" in stdout
+
+
+@pytest.mark.slow
+def test_a_failing_section_is_listed_as_skipped_and_the_others_still_write_bench_json(
+    artifacts_copy, monkeypatch, capsys
+):
+    import pipeline.bench as bench
+
+    def export_fails(models, device, log):
+        raise bench.BenchError("`pipeline export --device cuda:0` failed (1): parity failed for linear_3x")
+
+    monkeypatch.setattr(bench, "bench_walls", export_fails)
+    result = bench.run_bench(artifacts_copy, models="adder_mynet", quick=True, http=False, device="cpu")
+    written = json.loads((artifacts_copy / "bench.json").read_text())
+    assert written["skipped"] == [
+        "section walls: BenchError: `pipeline export --device cuda:0` failed (1): parity failed for linear_3x"
+    ]
+    assert written["training"]["walls"] == {} and written["training"]["steps"]
+    assert written["device_timing"] and written["latency"]  # the sections after and before it still ran
+    assert result["skipped"] == written["skipped"]
+    assert "Wall time" not in capsys.readouterr().out
+
+
+def test_an_unknown_model_is_one_line_naming_the_models(artifacts):
+    proc = run_cli("bench", "--artifacts", str(artifacts), "--models", "nope", "--quick", "--skip-http")
+    assert proc.returncode != 0
+    assert "unknown model 'nope'" in proc.stderr and "adder_mynet" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
 def test_figures_walks_nested_numbers_but_not_booleans():
@@ -76,3 +139,34 @@ def test_figures_walks_nested_numbers_but_not_booleans():
 
     found = dict(figures({"a": [{"b": 1.5}, {"c": True}], "d": 2, "e": "x"}))
     assert found == {"a[0].b": 1.5, "d": 2.0}
+
+
+def test_report_tables_are_declared_columns_printed_by_the_one_table_printer():
+    from pipeline.bench import tables
+
+    result = {
+        "latency": [],
+        "latency_summary": [],
+        "artifacts": [
+            {
+                "model": "m",
+                "format": "onnx",
+                "bytes": 2048,
+                "max_abs": 3.5e-7,
+                "max_rel": None,
+                "checks": 2,
+                "passed": False,
+            }
+        ],
+        "http": {},
+        "cold_start": {},
+        "training": {"steps": [], "walls": {}},
+        "targets": [{"target": "t", "goal": 1.1, "value": 1.25, "met": False, "detail": "d"}],
+    }
+    text = tables(result)
+    assert text.splitlines()[1].split() == ["model", "format", "KiB", "max", "abs", "max", "rel", "checks", "parity"]
+    assert text.splitlines()[2].split() == ["m", "onnx", "2", "3.50e-07", "-", "2", "FAILED"]
+    assert "Targets" in text and "1.25" in text and " NO " in text
+    assert "HTTP" not in text and "Wall time" not in text  # sections without figures print nothing
+    markdown = tables(result, markdown=True)
+    assert markdown.startswith("#### Artifacts") and "| model | format | KiB |" in markdown

@@ -4,8 +4,11 @@ routes over one Service. One app launch for the module, CPU only."""
 
 from __future__ import annotations
 
+import html
 import json
+import re
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -14,13 +17,14 @@ from pipeline.catalog import CATALOG
 from pipeline.formats import FORMATS
 from pipeline.runtime import load_predictor
 
+from .conftest import assert_matches_eager
 from .demo_server import ROOT, PredictError, call_predict, running_demo
 
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 ATOL, RTOL = 1e-5, 1e-4
-EXPECTED_DEVICE = {"onnx": "CPUExecutionProvider", "torchscript": "cpu", "pt2": "cpu", "eager": "cpu"}
+EXPECTED_DEVICE = {"onnxruntime": "CPUExecutionProvider", "torch": "cpu"}  # by runtime: what ran on the CPU
 
 
 FRESH: dict = {}  # what the app reported right after start-up, before any torch format was asked for
@@ -49,6 +53,19 @@ def eager(manifest):
     return get
 
 
+@pytest.fixture(scope="module")
+def eager_10_11(eager):
+    """adder_mynet's eager outputs for 10 and 11 (a sum near 21 and the 8 hidden values), as lists."""
+    return {k: v.tolist() for k, v in eager("adder_mynet").predict([10, 11]).items()}
+
+
+def assert_outputs(got: dict, want: dict) -> None:
+    """Every named output of a reply equals the eager model's within the parity tolerance."""
+    assert set(got) == set(want)
+    for name, expected in want.items():
+        np.testing.assert_allclose(np.asarray(got[name]), expected, atol=ATOL, rtol=RTOL, err_msg=name)
+
+
 def _examples(manifest, model):
     """The catalog example as text (commas and spaces) and a random one as a JSON list."""
     entry = manifest.model(model)
@@ -61,17 +78,23 @@ def _examples(manifest, model):
 @pytest.mark.parametrize("fmt", list(FORMATS))
 @pytest.mark.parametrize("model", list(CATALOG))
 def test_predict_over_http_matches_eager(demo_url, manifest, eager, model, fmt):
+    if fmt not in manifest.model(model).served_formats():  # a derived format that does not apply: said so
+        with pytest.raises(PredictError, match=rf"^{model} has no '{fmt}' artifact: not applicable \("):
+            call_predict(demo_url, model, fmt, "cpu", _examples(manifest, model)[0][0])
+        return
     for sent, values in _examples(manifest, model):
+        start = time.perf_counter()
         result = call_predict(demo_url, model, fmt, "cpu", sent)
+        round_trip_ms = (time.perf_counter() - start) * 1000
         want = eager(model).predict(values)
         assert result["format"] == fmt
-        assert result["device"] == EXPECTED_DEVICE[fmt]
-        assert result["runtime"] == ("onnxruntime" if fmt == "onnx" else "torch")
-        assert result["latency_ms"] >= 0
+        assert result["runtime"] == FORMATS[fmt].default_runtime
+        assert result["device"] == EXPECTED_DEVICE[result["runtime"]]
+        # The model call alone, in milliseconds: measured (not 0, nor seconds rounded to 0) and inside
+        # the request this client waited for (not microseconds, nor the load time of a first call).
+        assert 0 < result["latency_ms"] < round_trip_ms - result["load_ms"]
         assert set(result["outputs"]) == set(want)
-        for name, expected in want.items():
-            got = np.asarray(result["outputs"][name], dtype=np.float32)
-            np.testing.assert_allclose(got, expected, atol=ATOL, rtol=RTOL, err_msg=f"{model}/{fmt}/{name}")
+        assert_matches_eager(fmt, result["outputs"], want, f"{model}/{fmt}")
 
 
 BAD_INPUTS = [
@@ -92,14 +115,14 @@ BAD_INPUTS = [
         "tf",
         "cpu",
         "1 2",
-        ["unknown format 'tf'; expected one of: torchscript, onnx, pt2, eager"],
+        ["unknown format 'tf'; expected one of: " + ", ".join(FORMATS)],
     ),
     ("adder_mynet", "onnx", "tpu", "1 2", ["unknown device 'tpu'; expected one of: cpu, cuda, auto"]),
 ]
 
 
 @pytest.mark.parametrize(("model", "fmt", "device", "features", "fragments"), BAD_INPUTS)
-def test_bad_input_is_one_line_naming_what_was_expected(demo_url, model, fmt, device, features, fragments):
+def test_bad_input_is_one_line_naming_what_was_expected(demo_url, eager_10_11, model, fmt, device, features, fragments):
     with pytest.raises(PredictError) as err:
         call_predict(demo_url, model, fmt, device, features)
     message = err.value.message
@@ -108,7 +131,7 @@ def test_bad_input_is_one_line_naming_what_was_expected(demo_url, model, fmt, de
     assert "\n" not in message and "Traceback" not in message
     # ... and the app keeps serving.
     ok = call_predict(demo_url, "adder_mynet", "onnx", "cpu", "10 11")
-    assert abs(ok["outputs"]["sum"][0] - 21) < 1.5
+    assert_outputs(ok["outputs"], eager_10_11)
 
 
 def test_cuda_where_there_is_none_is_refused_with_the_reason(demo_url):
@@ -130,13 +153,37 @@ def test_predictors_are_loaded_once_and_cached(demo_url):
     assert first["outputs"] == again["outputs"] and again["device"] == first["device"]
 
 
-def test_gradio_client_calls_predict(demo_url):
+def test_gradio_client_calls_predict(demo_url, eager_10_11, manifest):
+    client_served = lambda model: manifest.model(model).served_formats()  # noqa: E731
     from gradio_client import Client
 
     client = Client(demo_url, verbose=False)
     result = client.predict("adder_mynet", "onnx", "cpu", "10, 11", api_name="/predict")
-    assert result["device"] == "CPUExecutionProvider" and abs(result["outputs"]["sum"][0] - 21) < 1.5
-    assert list(client.view_api(print_info=False, return_format="dict")["named_endpoints"]) == ["/predict"]
+    assert result["device"] == "CPUExecutionProvider"
+    assert_outputs(result["outputs"], eager_10_11)
+    assert result["expected"]["value"] == 21.0 and result["expected"]["truth"] == "x1 + x2"
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert sorted(endpoints) == ["/compare", "/predict"]
+    rows = client.predict("adder_mynet", "cpu", "10, 11", api_name="/compare")
+    served = [FORMATS[f] for f in client_served("adder_mynet")]
+    assert [(r["format"], r["runtime"]) for r in rows] == [
+        (f.name, ld.runtime.name) for f in served for ld in f.loaders
+    ]
+
+
+def test_compare_api_returns_every_row_as_json(demo_url, manifest):
+    import httpx
+
+    url = demo_url + "/gradio_api/call/compare"
+    event = httpx.post(url, json={"data": ["adder_mynet", "cpu", "10 11"]}).json()["event_id"]
+    stream = httpx.get(f"{url}/{event}", timeout=120).text
+    assert "event: complete" in stream, stream
+    rows = json.loads(stream.split("data:", 1)[1].strip())[0]
+    assert len(rows) == sum(len(FORMATS[f].loaders) for f in manifest.model("adder_mynet").served_formats())
+    for row in rows:
+        assert row["within_rule"] is True and row["max_abs_diff"] is not None and row["latency_ms"] > 0
+    bad = httpx.post(url, json={"data": ["adder_mynet", "cpu", "10"]}).json()["event_id"]
+    assert "adder_mynet expects 2 numbers (x1, x2); got 1" in httpx.get(f"{url}/{bad}", timeout=60).text
 
 
 def test_page_and_health(demo_url):
@@ -161,6 +208,14 @@ def test_no_manifest_page_says_how_to_create_the_artifacts(tmp_path):
     with TestClient(app) as client:
         config = client.get("/config").text
         assert "make train export" in config and "No artifacts to serve yet" in config
+        value = next(
+            c["props"]["value"]
+            for c in client.get("/config").json()["components"]
+            if c["props"].get("elem_id") == "no-manifest"
+        )
+        shown = html.unescape(re.sub(r"<[^>]+>", "", value))  # the text a browser shows
+        assert f"--artifacts {tmp_path}" in shown and f"ARTIFACTS={tmp_path}" in shown  # not the default folder
+        assert "&&" in shown and "&amp;" not in shown
         health = client.get("/healthz").json()
         assert not health["ok"] and "make train export" in health["error"]
         answer = client.post("/v2/models/adder_mynet/infer", json={})

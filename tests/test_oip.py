@@ -20,12 +20,12 @@ from fastapi.testclient import TestClient
 
 from demo.server import RequestLimits
 from pipeline.inputs import InputError
+from pipeline.naming import TRITON_FORMATS, model_config, tensor_names, triton_model_name
 from pipeline.oip import oip_router
 from pipeline.oip_protocol import oip_names
 from pipeline.parity import DEFAULT_ATOL, DEFAULT_RTOL, compare, parity_inputs, verify
 from pipeline.runtime import PredictorCache, RuntimeUnavailable, load_predictor
 from pipeline.service import Service
-from pipeline.triton import TRITON_FORMATS, model_config, tensor_names, triton_model_name
 
 from .demo_server import ROOT, free_port, running_demo
 
@@ -80,8 +80,8 @@ def infer(client, name, input_name, batch, output_names, binary=True, **kwargs):
 
 def assert_close(want, got, what):
     for w, g in zip(want, got, strict=True):
-        max_abs, _, ok = compare(w, g, DEFAULT_ATOL, DEFAULT_RTOL)
-        assert ok, f"{what}: max abs diff {max_abs:.3g} (shapes {np.shape(w)} vs {np.shape(g)})"
+        result = compare(w, g, DEFAULT_ATOL, DEFAULT_RTOL)
+        assert result.passed, f"{what}: {result.reason}"
 
 
 # ---- the demo process, through tritonclient ------------------------------------------------------
@@ -335,7 +335,7 @@ def test_unknown_routes_and_versions_are_404_in_the_same_form(demo):
 
 
 def test_the_remote_runtime_passes_the_same_parity_check(demo, manifest):
-    report = verify(manifest, list(manifest.models), cuda=False, remote=[demo])
+    report = verify(manifest, list(manifest.models), device="cpu", remote=[demo])
     assert report.passed, report.table()
     remote = [r for r in report.rows if r.runtime == demo]
     assert {(r.model, r.format) for r in remote} == {(m, f) for m in manifest.models for f in TRITON_FORMATS}
@@ -357,9 +357,9 @@ def test_the_remote_runtime_is_a_predictor_like_the_others(demo, manifest, eager
 def test_the_remote_runtime_says_what_is_wrong(manifest):
     with pytest.raises(RuntimeUnavailable, match="cannot reach"):
         load_predictor(manifest, "linear_3x", "onnx", runtime=f"http://127.0.0.1:{free_port()}")
-    with pytest.raises(InputError, match="onnx, torchscript"):
+    with pytest.raises(InputError, match=", ".join(TRITON_FORMATS)):
         load_predictor(manifest, "linear_3x", "pt2", runtime="http://127.0.0.1:1")
-    report = verify(manifest, ["linear_3x"], cuda=False, remote=[f"http://127.0.0.1:{free_port()}"])
+    report = verify(manifest, ["linear_3x"], device="cpu", remote=[f"http://127.0.0.1:{free_port()}"])
     assert not report.passed  # a server asked for by URL is never skipped as "not at hand"
     assert {r.format for r in report.failures()} == {"onnx", "torchscript"}
 

@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline import manifest as manifest_module
+from pipeline.formats import get as format_spec
 from pipeline.inputs import InputError
 from pipeline.manifest import MANIFEST, ArtifactError, Manifest, ManifestError
 from pipeline.runtime import ARTIFACT_OF, PREDICT_FORMATS, PredictorCache, RuntimeUnavailable, load_predictor
@@ -32,6 +33,8 @@ pytestmark = pytest.mark.robustness
 
 VICTIM = "linear_3x"  # the model whose files get damaged
 BYSTANDER = "adder_mynet"  # must keep working beside it
+# Neither has an int8 file: export finds no weight worth quantizing (test_quantize.py).
+SERVED = tuple(f for f in PREDICT_FORMATS if f != "onnx-int8")
 DAMAGES = ("truncated", "empty", "random")
 HOSTILE_NAMES = [
     "../../etc/passwd",
@@ -114,8 +117,10 @@ def assert_serves(cache: PredictorCache, model: str, formats, reference) -> None
         predictor = cache.get(model, fmt)
         for example, want in zip(examples, reference, strict=True):
             got = predictor(example)
+            spec = format_spec(fmt)  # a derived format (float16) is held to its own declared tolerance
             for name, value in want.items():
-                np.testing.assert_allclose(got[name], value, rtol=1e-4, atol=1e-5)
+                atol = spec.atol + spec.scale * float(np.abs(value).max())
+                np.testing.assert_allclose(got[name], value, rtol=spec.rtol, atol=atol)
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +131,7 @@ def references(manifest) -> dict[str, list[dict[str, np.ndarray]]]:
 # ---- part 3: damaged files, every format -------------------------------------------------------
 
 
-@pytest.mark.parametrize("fmt", PREDICT_FORMATS)
+@pytest.mark.parametrize("fmt", SERVED)
 @pytest.mark.parametrize("how", DAMAGES)
 @pytest.mark.parametrize("sha_rerecorded", [False, True], ids=["sha-stale", "sha-rerecorded"])
 def test_damaged_artifact_is_refused_naming_it_and_the_rest_keeps_working(
@@ -142,12 +147,12 @@ def test_damaged_artifact_is_refused_naming_it_and_the_rest_keeps_working(
             cache.get(VICTIM, fmt)
         assert_one_line_naming(info.value, rel)
         assert ("could not be loaded" if sha_rerecorded else "does not match its sha256") in str(info.value)
-    others = [f for f in PREDICT_FORMATS if f != fmt]
+    others = [f for f in SERVED if f != fmt]
     assert_serves(cache, VICTIM, others, references[VICTIM])
-    assert_serves(cache, BYSTANDER, PREDICT_FORMATS, references[BYSTANDER])
+    assert_serves(cache, BYSTANDER, SERVED, references[BYSTANDER])
 
 
-@pytest.mark.parametrize("fmt", PREDICT_FORMATS)
+@pytest.mark.parametrize("fmt", SERVED)
 def test_missing_artifact_is_refused_naming_it(artifacts_copy, references, fmt):
     rel = rel_path(artifacts_copy, VICTIM, ARTIFACT_OF[fmt])
     (artifacts_copy / rel).unlink()
@@ -155,7 +160,7 @@ def test_missing_artifact_is_refused_naming_it(artifacts_copy, references, fmt):
     with pytest.raises(ArtifactError, match="missing") as info:
         cache.get(VICTIM, fmt)
     assert_one_line_naming(info.value, rel)
-    assert_serves(cache, BYSTANDER, PREDICT_FORMATS, references[BYSTANDER])
+    assert_serves(cache, BYSTANDER, SERVED, references[BYSTANDER])
 
 
 def test_onnx_reference_runtime_refuses_damaged_file_too(artifacts_copy):
@@ -184,14 +189,6 @@ def hostile_state_dict(path: Path, marker: Path) -> None:
     torch.save({"linear.weight": Payload(marker), "linear.bias": torch.zeros(1)}, path)
 
 
-def test_pickle_payload_is_live_on_a_plain_torch_load(tmp_path):
-    """The control: the payload really runs when loaded the unsafe way, so its absence below means a lot."""
-    marker = tmp_path / "marker"
-    hostile_state_dict(tmp_path / "state_dict.pt", marker)
-    torch.load(tmp_path / "state_dict.pt", weights_only=False)
-    assert marker.read_text() == "payload ran"
-
-
 @pytest.mark.parametrize("sha_rerecorded", [False, True], ids=["sha-stale", "sha-rerecorded"])
 def test_state_dict_pickle_payload_never_runs(artifacts_copy, tmp_path, references, sha_rerecorded):
     marker = tmp_path / "marker"
@@ -206,7 +203,10 @@ def test_state_dict_pickle_payload_never_runs(artifacts_copy, tmp_path, referenc
     if sha_rerecorded:  # torch.load(weights_only=True) refused the `exec` global
         assert "UnpicklingError" in str(info.value) and "GLOBAL exec" in str(info.value)
     assert not marker.exists(), "the pickle payload ran"
-    assert_serves(cache, BYSTANDER, PREDICT_FORMATS, references[BYSTANDER])
+    assert_serves(cache, BYSTANDER, SERVED, references[BYSTANDER])
+    # The control: the very file refused above runs its payload when loaded the unsafe way.
+    torch.load(artifacts_copy / rel, weights_only=False)
+    assert marker.read_text() == "payload ran"
 
 
 def test_export_never_runs_a_pickle_payload_in_trained_weights(artifacts_copy, tmp_path):

@@ -17,12 +17,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from pipeline import formats
 from pipeline.fileio import TMP_PREFIX, sha256_file
 from pipeline.manifest import MANIFEST, PARITY, Manifest
-from pipeline.runtime import ARTIFACT_OF, PREDICT_FORMATS, load_predictor
+from pipeline.runtime import load_predictor
+from tests.conftest import assert_matches_eager
 
 from .conftest import ROOT, run_cli
 
@@ -35,10 +38,18 @@ SEED = 6
 _LOADED: set[tuple[str, str, str]] = set()  # (model, format, sha256) already loaded and run once
 
 
-def assert_manifest_invariant(root: Path) -> Manifest:
-    """Every file the manifest lists exists, matches its sha256 and loads; every model predicts.
+@pytest.fixture(scope="module")
+def reference(manifest) -> dict[str, dict[str, np.ndarray]]:
+    """Each model's eager outputs on its first catalog example, from the untouched session artifacts."""
+    return {name: load_predictor(manifest, name, "eager")(e.examples[0]) for name, e in manifest.models.items()}
 
-    A file whose bytes (sha256) were already loaded and run by an earlier check is not loaded again.
+
+def assert_manifest_invariant(root: Path, reference: dict[str, dict[str, np.ndarray]]) -> Manifest:
+    """Every file the manifest lists exists, matches its sha256 and loads; every format predicts.
+
+    Killed runs retrain and re-export with the session's seed, so whichever version of a file is
+    listed, old or new, every format gives the reference outputs. A file whose bytes (sha256) were
+    already loaded and run by an earlier check is not loaded again.
     """
     manifest = Manifest.load(root)
     for name, entry in manifest.models.items():
@@ -47,11 +58,12 @@ def assert_manifest_invariant(root: Path) -> Manifest:
         for key in ("history", "plot"):
             if entry.raw.get(key):
                 assert manifest.path_of(entry.raw[key]).is_file(), (name, key)
-        for fmt in PREDICT_FORMATS:
-            key = (name, fmt, entry.artifact(ARTIFACT_OF[fmt]).sha256)
+        for fmt in entry.served_formats():
+            key = (name, fmt, entry.artifact(formats.get(fmt).artifact_kind).sha256)
             if key not in _LOADED:
                 out = load_predictor(manifest, name, fmt)(entry.examples[0])
-                assert set(out) == set(entry.output_names)
+                assert list(out) == list(reference[name]), (name, fmt)
+                assert_matches_eager(fmt, out, reference[name], f"{name}/{fmt}")
                 _LOADED.add(key)
     return manifest
 
@@ -97,7 +109,7 @@ def temp_files(root: Path) -> list[Path]:
     return sorted(root.rglob(TMP_PREFIX + "*"))
 
 
-def test_export_killed_at_random_points_leaves_a_servable_manifest(artifacts_copy):
+def test_export_killed_at_random_points_leaves_a_servable_manifest(artifacts_copy, reference):
     rng = random.Random(SEED)
     root = artifacts_copy
     first = (root / MANIFEST).read_bytes()
@@ -113,20 +125,20 @@ def test_export_killed_at_random_points_leaves_a_servable_manifest(artifacts_cop
         trigger = make_trigger()  # snapshot before the process starts
         proc = start("export", "--models", MODEL, root=root)
         killed.append((where, round(delay, 3), kill_when(proc, trigger, delay)))
-        assert_manifest_invariant(root)
+        assert_manifest_invariant(root, reference)
     assert sum(k for *_, k in killed) >= len(plan) - 1, killed  # all but at most one died mid-run
     print(f"kills: {killed}; manifest replaced by a killed run: {(root / MANIFEST).read_bytes() != first}")
 
     rerun = run_cli("export", "--models", MODEL, "--device", "cpu", "--artifacts", str(root))
     assert rerun.returncode == 0, rerun.stderr
-    manifest = assert_manifest_invariant(root)
+    manifest = assert_manifest_invariant(root, reference)
     assert temp_files(root) == []  # killed writers' temp files are collected
     listed = {Path(a.path).parts[:2] for m in manifest.models.values() for a in m.artifacts.values()}
     revisions = {p.relative_to(root).parts for p in root.glob("*/export-*")}
     assert revisions == listed  # and so are revision folders no manifest lists
 
 
-def test_train_killed_at_random_points_leaves_whole_files_and_reruns(artifacts_copy):
+def test_train_killed_at_random_points_leaves_whole_files_and_reruns(artifacts_copy, reference):
     rng = random.Random(SEED + 1)
     root = artifacts_copy
     model_dir = root / MODEL
@@ -145,7 +157,7 @@ def test_train_killed_at_random_points_leaves_whole_files_and_reruns(artifacts_c
         torch.load(model_dir / "state_dict.pt", weights_only=True)
         json.loads((model_dir / "history.json").read_text())
         assert (root / MANIFEST).read_bytes() == manifest_before
-        assert_manifest_invariant(root)
+        assert_manifest_invariant(root, reference)
     assert sum(k for *_, k in killed) >= len(plan) - 1, killed
     print(f"kills: {killed}")
 
@@ -194,7 +206,7 @@ def snapshot(root: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize("stage", ["export", "train"])
-def test_full_disk_gives_one_line_and_keeps_previous_artifacts(artifacts, small_tmpfs, stage):
+def test_full_disk_gives_one_line_and_keeps_previous_artifacts(artifacts, small_tmpfs, stage, reference):
     import shutil
 
     root = small_tmpfs / "artifacts"
@@ -212,4 +224,4 @@ def test_full_disk_gives_one_line_and_keeps_previous_artifacts(artifacts, small_
     after = snapshot(root)
     assert {k: v for k, v in after.items() if k in before} == before  # nothing that was there changed
     assert not [k for k in after if k not in before and not k.endswith(".lock")]  # no half files
-    assert_manifest_invariant(root)
+    assert_manifest_invariant(root, reference)

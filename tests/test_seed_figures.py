@@ -8,6 +8,7 @@ from copy import deepcopy
 import numpy as np
 import pytest
 import torch
+from matplotlib import image as plt_image
 
 from pipeline import catalog
 from pipeline.catalog import CATALOG, SIGMOID_NET_INIT
@@ -53,14 +54,52 @@ def test_two_layer_net_loss_falls_by_more_than_four_orders():
     assert losses[-1] < 1e-4 * losses[0]
 
 
+def _raw_descent_curve(seed: int, seed_relu_gradient: bool) -> list[float]:
+    """Seed 001 §1-3's loop on the catalog's data and initial weights, written out here.
+
+    With `seed_relu_gradient`, the tutorial's own backward pass: grad_h.clamp_(min=0), which zeroes
+    negative gradients instead of the gradients of negative pre-activations (a bug in the seed).
+    """
+    spec = catalog.get("two_layer_raw")
+    x, y = spec.data(torch.manual_seed(seed))  # drawn as fit draws them: the data, then the weights
+    model = spec.build()
+    w1, w2 = model.w1.detach().clone(), model.w2.detach().clone()
+    losses = []
+    for _ in range(20):
+        h = x.mm(w1)
+        h_relu = h.clamp(min=0)
+        y_pred = h_relu.mm(w2)
+        losses.append((y_pred - y).pow(2).sum().item())
+        grad_y_pred = 2.0 * (y_pred - y)
+        grad_w2 = h_relu.t().mm(grad_y_pred)
+        grad_h = grad_y_pred.mm(w2.t())
+        if seed_relu_gradient:
+            grad_h.clamp_(min=0)
+        else:
+            grad_h[h < 0] = 0
+        w1 -= 1e-6 * x.t().mm(grad_h)
+        w2 -= 1e-6 * grad_w2
+    return losses
+
+
+def _max_rel_diff(a: list[float], b: list[float]) -> float:
+    return max(abs(p - q) / abs(q) for p, q in zip(a, b))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("variant", ["manual", "autograd"])
-def test_two_layer_raw_rises_then_falls(variant):
-    losses = run("two_layer_raw", variant).losses
+def test_two_layer_raw_rises_then_falls_with_the_correct_relu_gradient(variant, seed):
+    losses = run("two_layer_raw", variant, seed).losses
     assert len(losses) == 20
-    assert 4e7 <= losses[0] <= 5.5e7
-    peak = int(np.argmax(losses))
-    assert 1 <= peak <= 3 and 1e8 <= losses[peak] <= 9e8
-    assert 6e5 <= losses[19] <= 1.1e6
+    # Seeds 0-5 measured: first 4.4e7-5.7e7, peak always at step 3 (4.8e8-1.03e9), last 5.9e5-1.32e6.
+    assert 4.3e7 <= losses[0] <= 5.8e7
+    assert int(np.argmax(losses)) == 3 and 4.5e8 <= losses[3] <= 1.1e9
+    assert 5.5e5 <= losses[19] <= 1.4e6
+    # The seed's wrong ReLU gradient gives a curve inside those same bands, so the bands alone cannot
+    # tell them apart: the curve must be the correct descent's, step by step, and not the seed's.
+    correct, seed_bug = _raw_descent_curve(seed, False), _raw_descent_curve(seed, True)
+    assert _max_rel_diff(losses, correct) < 1e-5
+    assert _max_rel_diff(seed_bug, correct) > 0.15  # measured 0.19-0.50 over seeds 0-5
 
 
 def test_two_layer_raw_hand_written_gradients_equal_autograd():
@@ -144,9 +183,16 @@ def test_adder_mynet_predictions_through_a_dataloader(seed):
     assert len(result.losses) == 100  # 50 epochs x 2 mini-batches, one loss per step as the seed counts
     v89, v1011, v_half = predict(result.model, [[8, 9], [10, 11], [1.5, 2.5]])
     assert 16.5 <= v89 <= 17.0 and 20.2 <= v1011 <= 21.0 and 4.0 <= v_half <= 4.6
+    # The second output is the hidden layer that gives the sum: relu(x W1' + b1), and sum = hidden W2' + b2.
+    sd = {k: v.double() for k, v in result.model.state_dict().items()}
+    x = torch.tensor([[10.0, 11.0], [1.5, 2.5], [-3.0, 4.0]])
     with torch.no_grad():
-        total, hidden = result.model(torch.tensor([[10.0, 11.0]]))
-    assert hidden.shape == (1, 8) and bool((hidden >= 0).all())
+        total, hidden = result.model(x)
+    pre = x.double() @ sd["input_to_hidden_layer.weight"].T + sd["input_to_hidden_layer.bias"]
+    torch.testing.assert_close(hidden.double(), pre.clamp(min=0), rtol=1e-5, atol=1e-5)
+    assert bool((pre < 0).any()) and bool((pre > 0).any())  # both sides of the ReLU are exercised
+    out = hidden.double() @ sd["hidden_to_output_layer.weight"].T + sd["hidden_to_output_layer.bias"]
+    torch.testing.assert_close(total.double(), out, rtol=1e-5, atol=1e-5)
 
 
 def test_sigmoid_net_worked_forward_pass():
@@ -221,4 +267,11 @@ def test_linear_3x_learning_rate_study(trained):
     assert mid[:4] == pytest.approx([4.5, 1.5, 3.53, 2.18], abs=0.01) and mid[-1] == pytest.approx(2.72, abs=0.01)
     assert runs["0.1"]["loss"][-1] == pytest.approx(0.13, abs=0.01)
     assert fast[0] == pytest.approx(45, abs=0.01) and abs(fast[2]) > 1e3  # lr 1 diverges
-    assert (trained / "linear_3x" / "lr_study.png").stat().st_size > 10_000
+    # The figure: one row per learning rate, the weight and the loss side by side, each with its curve.
+    image = plt_image.imread(trained / "linear_3x" / "lr_study.png")
+    assert image.shape[:2] == (960, 1000)  # 10 x 9.6 inches at 100 dpi
+    blue = np.abs(image[..., :3] - np.array([0x1F, 0x77, 0xB4]) / 255).max(axis=-1) < 0.05  # matplotlib's C0
+    for row in range(3):
+        for col in range(2):
+            panel = blue[row * 320 : (row + 1) * 320, col * 500 : (col + 1) * 500]
+            assert panel.sum() > 200, (row, col, int(panel.sum()))  # a drawn line, not an empty axis

@@ -8,9 +8,10 @@ import pytest
 
 from pipeline.catalog import CATALOG
 from pipeline.errors import UserError
+from pipeline.formats import FORMATS, REFERENCE
 from pipeline.manifest import ArtifactError, Manifest, ManifestError
 from pipeline.runtime import RuntimeUnavailable
-from pipeline.service import OutputOverflow, Service, cuda_unavailable_reason
+from pipeline.service import OutputOverflow, Service, TruthError, cuda_unavailable_reason, truth_value
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +105,95 @@ def test_without_a_manifest_it_says_how_to_create_the_artifacts(tmp_path):
     assert svc.current() is None and svc.manifest is None and "make train export" in svc.error
     with pytest.raises(ManifestError, match="make train export"):
         svc.predict("adder_mynet", "onnx", "cpu", "1 2")
+
+
+# ---- every artifact side by side, and what the answer should be ---------------------------------
+
+
+def _declared(entry) -> list[tuple[str, str]]:
+    """Every (format, runtime) pipeline/formats.py declares for the artifacts `entry` has."""
+    return [
+        (f.name, load.runtime.name)
+        for f in FORMATS.values()
+        if f.artifact_kind in entry.artifacts
+        for load in f.loaders
+    ]
+
+
+def test_compare_runs_every_declared_artifact_and_runtime_against_eager(service):
+    rows = service.compare("adder_mynet", "cpu", "10, 11")
+    entry = service.entry("adder_mynet")
+    assert [(r["format"], r["runtime"]) for r in rows] == _declared(entry) and len(rows) >= 5
+    eager = next(r for r in rows if (r["format"], r["runtime"], r["device"]) == REFERENCE)
+    for row in rows:
+        assert row["within_rule"] is True and row["reason"] is None, row
+        assert set(row["outputs"]) == {"sum", "hidden"} and len(row["outputs"]["hidden"]) == 8
+        spec = FORMATS[row["format"]]
+        size = max(abs(v) for out in eager["outputs"].values() for v in out)
+        assert row["max_abs_diff"] <= spec.atol + spec.rtol * size + spec.scale * size
+        assert row["latency_ms"] > 0 and row["load_ms"] > 0
+        assert row["bytes"] == entry.artifact(spec.artifact_kind).bytes
+    assert eager["max_abs_diff"] == 0.0
+    assert {r["device"] for r in rows if r["runtime"] == "onnxruntime"} == {"CPUExecutionProvider"}
+
+
+def test_compare_shows_an_artifact_that_fails_to_load_as_a_row_with_its_reason(artifacts_copy):
+    path = Manifest.load(artifacts_copy).model("adder_mynet").artifact("onnx").path
+    with open(artifacts_copy / path, "ab") as fh:
+        fh.write(b"tampered")
+    rows = Service(artifacts_copy).compare("adder_mynet", "cpu", [10, 11])
+    broken = [r for r in rows if r["format"] == "onnx"]
+    assert len(broken) == len(FORMATS["onnx"].loaders) >= 2
+    for row in broken:
+        assert row["within_rule"] is None and row["outputs"] == {} and "sha256" in row["reason"]
+        assert path in row["reason"] and "\n" not in row["reason"]
+    assert all(r["within_rule"] for r in rows if r["format"] != "onnx")
+
+
+def test_compare_refuses_bad_input_with_one_line(service):
+    with pytest.raises(UserError, match=r"adder_mynet expects 2 numbers \(x1, x2\); got 3"):
+        service.compare("adder_mynet", "cpu", "1 2 3")
+    with pytest.raises(UserError, match="unknown device 'tpu'"):
+        service.compare("adder_mynet", "tpu", "1 2")
+
+
+def test_compare_on_cuda_without_a_gpu_gives_each_gpu_runtime_its_reason(service):
+    if cuda_unavailable_reason() is None:
+        pytest.skip("this machine has a CUDA GPU")
+    rows = service.compare("linear_3x", "cuda", "2")
+    for row in rows:
+        runtime = next(load.runtime for load in FORMATS[row["format"]].loaders if load.runtime.name == row["runtime"])
+        if "cuda" in runtime.devices:
+            assert row["within_rule"] is None and row["reason"], row
+        else:  # a CPU-only runtime still answers, on the CPU
+            assert row["within_rule"] is True and row["device"] != "cuda"
+
+
+def test_the_answer_says_what_it_should_be_by_the_catalogs_true_function(service):
+    result = service.predict("adder_mynet", "onnx", "cpu", "10 11")
+    expected = result["expected"]
+    assert (expected["output"], expected["truth"], expected["value"]) == ("sum", "x1 + x2", 21.0)
+    assert expected["model"] == result["outputs"]["sum"][0]
+    assert expected["error"] == pytest.approx(result["outputs"]["sum"][0] - 21.0)
+    assert service.predict("linear_3x", "onnx", "cpu", "-2.5")["expected"]["value"] == -7.5
+    assert service.predict("poly3_sin", "onnx", "cpu", "1.5")["expected"]["value"] == pytest.approx(np.sin(1.5))
+    assert service.predict("sigmoid_net", "onnx", "cpu", "1 1")["expected"] is None  # no true function declared
+
+
+def test_every_declared_truth_is_close_to_what_training_learned_on_the_seeds_inputs(service):
+    for spec in CATALOG.values():
+        if spec.truth is None:
+            continue
+        entry = service.entry(spec.name)
+        x = entry.examples[-1]  # near the training data for each task
+        got = service.predict(spec.name, "onnx", "cpu", list(x))
+        assert got["expected"]["value"] == pytest.approx(truth_value(spec.truth, entry.features, x))
+        assert abs(got["expected"]["error"]) < 1.0, (spec.name, got["expected"])
+
+
+@pytest.mark.parametrize(
+    "expression", ["__import__('os').system('true')", "x1.real", "open('f')", "[x1]", "x1 if x1 else x2", "x9 + 1"]
+)
+def test_a_truth_expression_is_read_as_arithmetic_never_run_as_code(expression):
+    with pytest.raises(TruthError):
+        truth_value(expression, ["x1", "x2"], [1.0, 2.0])

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
 import pytest
 import torch
 
 from pipeline import catalog
 from pipeline.catalog import CATALOG
-from pipeline.train import HISTORY, LOSS_PLOT, STATE_DICT, train_model
+from pipeline.fileio import sha256_file
+from pipeline.train import HISTORY, LOSS_PLOT, LOSSES, STATE_DICT, first_output, train_model
 
 from .conftest import run_cli
 
@@ -20,21 +22,40 @@ def test_train_writes_a_loadable_state_dict_history_and_plot(trained, name):
     model_dir = trained / name
     state = torch.load(model_dir / STATE_DICT, weights_only=True)
     assert all(t.device.type == "cpu" for t in state.values())
-    fresh = spec.build()
-    fresh.load_state_dict(state)
     history = json.loads((model_dir / HISTORY).read_text())
-    assert history["recipe"]["epochs"] > 0 and history["device"] == "cpu" and history["seconds"] > 0
+    assert history["recipe"]["epochs"] > 0 and history["device"] == "cpu"
     steps = history["recipe"]["epochs"] * history["steps_per_epoch"]
     assert len(history["loss"]) == steps
     assert (model_dir / LOSS_PLOT).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # The saved weights give exactly the outputs of the weights they came from.
-    x = spec.example_batch()
-    again = spec.build()
-    again.load_state_dict(torch.load(model_dir / STATE_DICT, weights_only=True))
+    assert history["state_dict_sha256"] == sha256_file(model_dir / STATE_DICT)
+    # The saved weights are the trained ones, not the initial ones nor another model's: they give the
+    # figures training reported and, on the training data, a loss far below the first one recorded.
+    model = spec.build()
+    model.load_state_dict(state)
+    model.eval()
+    if spec.report:
+        assert spec.report(model) == history["report"]
+    recipe = spec.recipe(history["variant"])
+    x, y = spec.data(torch.manual_seed(history["seed"]))  # the data train drew, in its order
     with torch.no_grad():
-        a, b = fresh.eval()(x), again.eval()(x)
-    for ta, tb in zip(a if isinstance(a, tuple) else (a,), b if isinstance(b, tuple) else (b,)):
-        assert torch.equal(ta, tb)
+        loss = LOSSES[recipe.loss]()(first_output(model(x)), y).item()
+    assert loss < history["loss"][0] / 10
+    if not recipe.batch_size:  # one full batch a step: the recorded loss is this loss one update earlier
+        assert 0.5 * history["loss"][-1] < loss < history["loss"][-1]
+
+
+def test_history_seconds_is_the_duration_of_each_fit(trained):
+    # The session fixture trains the catalog in order: each fit fits between the previous model's
+    # finishing time and its own (whole seconds), so a timestamp or milliseconds cannot pass.
+    finished = {}
+    for name in CATALOG:
+        history = json.loads((trained / name / HISTORY).read_text())
+        finished[name] = datetime.strptime(history["finished"], "%Y-%m-%dT%H:%M:%SZ")
+        assert isinstance(history["seconds"], float) and history["seconds"] > 0
+    names = list(CATALOG)
+    for before, name in zip(names, names[1:]):
+        seconds = json.loads((trained / name / HISTORY).read_text())["seconds"]
+        assert seconds <= (finished[name] - finished[before]).total_seconds() + 1, (name, seconds)
 
 
 def test_state_dict_reproduces_the_trained_model_outputs(tmp_path):

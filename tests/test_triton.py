@@ -1,8 +1,9 @@
 """The Triton model repository `export --triton` writes (pipeline/triton.py), checked without Triton.
 
 Every config.pbtxt must parse into Triton's own ModelConfig protobuf, and its tensor names, types
-and dims must match what the copied model file really has: the ONNX graph for onnxruntime_onnx,
-the TorchScript forward signature (by the PyTorch backend's naming convention) for pytorch_libtorch.
+and dims must match what the copied model file really has: the ONNX graph for onnxruntime_onnx and
+the Python-backend flavour (which runs the same file), the TorchScript forward signature (by the
+PyTorch backend's naming convention) for pytorch_libtorch. tests/test_triton_server.py serves it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import pytest
 
 from pipeline.cli import main as cli
 from pipeline.fileio import sha256_file
-from pipeline.triton import MARKER, MAX_BATCH_SIZE, TRITON_FORMATS, build_repository, triton_model_name
+from pipeline.manifest import Manifest
+from pipeline.naming import MAX_BATCH_SIZE, TRITON_FORMATS, flavours_of
+from pipeline.triton import MARKER, PYTHON_MODEL_SOURCE, build_repository
 
 model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2")
 text_format = pytest.importorskip("google.protobuf.text_format")
@@ -27,8 +30,13 @@ ONNX_TYPES = {1: "TYPE_FP32", 10: "TYPE_FP16", 11: "TYPE_FP64", 7: "TYPE_INT64",
 def repo(manifest, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("triton") / "repo"
     written = build_repository(manifest, out)
-    assert written == [triton_model_name(m, f) for m in manifest.models for f in TRITON_FORMATS]
+    assert written == [f.model_name(m) for m, entry in manifest.models.items() for f in flavours_of(entry)]
     return out
+
+
+def flavours(manifest):
+    """(model, entry, flavour, its directory name) for every Triton model the repository should hold."""
+    return [(m, e, f, f.model_name(m)) for m, e in manifest.models.items() for f in flavours_of(e)]
 
 
 def parse_config(path: Path):
@@ -47,44 +55,63 @@ def named_index(name: str) -> int | None:
 
 def test_layout_copies_exactly_the_manifest_artifacts(repo, manifest):
     dirs = sorted(p.name for p in repo.iterdir() if p.is_dir())
-    assert dirs == sorted(triton_model_name(m, f) for m in manifest.models for f in TRITON_FORMATS)
+    assert dirs == sorted(name for *_, name in flavours(manifest))
+    assert {f.backend for *_, f, _ in flavours(manifest)} == {None, "python"}  # both kinds of flavour
     assert (repo / "README.md").read_text(encoding="utf-8").startswith(MARKER)
-    for model, entry in manifest.models.items():
-        for fmt, spec in TRITON_FORMATS.items():
-            model_dir = repo / triton_model_name(model, fmt)
-            assert sorted(p.name for p in model_dir.iterdir()) == ["1", "config.pbtxt"]
-            files = list((model_dir / "1").iterdir())
-            assert [f.name for f in files] == [spec.filename]
-            assert not files[0].is_symlink() and files[0].is_file()
-            assert sha256_file(files[0]) == entry.artifact(fmt).sha256
+    for _, entry, flavour, name in flavours(manifest):
+        model_dir = repo / name
+        assert sorted(p.name for p in model_dir.iterdir()) == ["1", "config.pbtxt"]
+        model_file = TRITON_FORMATS[flavour.format].filename
+        # a Python-backend flavour: model.py beside a copy of the same file
+        want = [model_file] if flavour.backend is None else sorted([model_file, "model.py"])
+        assert sorted(p.name for p in (model_dir / "1").iterdir()) == want
+        copy = model_dir / "1" / model_file
+        assert not copy.is_symlink() and copy.is_file()
+        assert sha256_file(copy) == entry.artifact(flavour.format).sha256
+        if flavour.backend is not None:
+            assert (model_dir / "1" / "model.py").read_bytes() == PYTHON_MODEL_SOURCE.read_bytes()
     assert not list(repo.parent.glob(".tmp-triton-*")), "the staging directory was left behind"
 
 
 def test_every_config_parses_into_triton_model_config(repo, manifest):
-    for model, entry in manifest.models.items():
-        for fmt, spec in TRITON_FORMATS.items():
-            name = triton_model_name(model, fmt)
-            config = parse_config(repo / name / "config.pbtxt")
-            assert config.name == name  # Triton requires the directory's name
-            assert config.platform == spec.platform
+    for _, entry, flavour, name in flavours(manifest):
+        spec = TRITON_FORMATS[flavour.format]
+        config = parse_config(repo / name / "config.pbtxt")
+        assert config.name == name  # Triton requires the directory's name
+        if flavour.backend is None:
+            assert (config.platform, config.backend) == (spec.platform, "")
             assert config.default_model_filename == spec.filename
-            assert config.max_batch_size == MAX_BATCH_SIZE
-            assert config.HasField("dynamic_batching")
-            assert len(config.input) == len(entry.inputs) and len(config.output) == len(entry.outputs)
-            for tensors, specs in ((config.input, entry.inputs), (config.output, entry.outputs)):
-                for tensor, manifest_spec in zip(tensors, specs, strict=True):
-                    assert data_type_name(tensor.data_type) == "TYPE_FP32"
-                    assert list(tensor.dims) == manifest_spec["shape"][1:]  # batch is implied by max_batch_size
+        else:
+            assert (config.platform, config.backend) == ("", "python")
+            assert config.parameters["MODEL_FILE"].string_value == spec.filename
+            groups = [(g.count, model_config_pb2.ModelInstanceGroup.Kind.Name(g.kind)) for g in config.instance_group]
+            assert groups == [(1, "KIND_CPU")]
+        assert_batched_like_the_manifest(config, entry)
+
+
+def assert_batched_like_the_manifest(config, entry):
+    assert config.max_batch_size == MAX_BATCH_SIZE
+    assert config.HasField("dynamic_batching")
+    assert len(config.input) == len(entry.inputs) and len(config.output) == len(entry.outputs)
+    for tensors, specs in ((config.input, entry.inputs), (config.output, entry.outputs)):
+        for tensor, manifest_spec in zip(tensors, specs, strict=True):
+            assert data_type_name(tensor.data_type) == "TYPE_FP32"
+            assert list(tensor.dims) == manifest_spec["shape"][1:]  # batch is implied by max_batch_size
 
 
 def test_onnx_configs_match_the_onnx_graph(repo, manifest):
     import onnx
     import onnxruntime as ort
 
-    for model in manifest.models:
-        model_dir = repo / triton_model_name(model, "onnx")
+    onnx_files = [
+        (f, name) for *_, f, name in flavours(manifest) if TRITON_FORMATS[f.format].platform == "onnxruntime_onnx"
+    ]
+    assert {f.backend for f, _ in onnx_files} == {None, "python"}
+    for flavour, name in onnx_files:
+        model_dir = repo / name
         config = parse_config(model_dir / "config.pbtxt")
-        graph = onnx.load(str(model_dir / "1" / "model.onnx")).graph
+        graph_file = model_dir / "1" / TRITON_FORMATS[flavour.format].filename
+        graph = onnx.load(str(graph_file)).graph
         initializers = {i.name for i in graph.initializer}
         graph_inputs = [i for i in graph.input if i.name not in initializers]
         for tensors, values in ((config.input, graph_inputs), (config.output, graph.output)):
@@ -96,7 +123,7 @@ def test_onnx_configs_match_the_onnx_graph(repo, manifest):
                 assert not dims[0].HasField("dim_value"), f"{value.name}: the batch axis must be dynamic"
                 assert [d.dim_value for d in dims[1:]] == list(tensor.dims)
         # and the file runs with the names and a batch shape the config gives Triton
-        session = ort.InferenceSession(str(model_dir / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(graph_file), providers=["CPUExecutionProvider"])
         x = np.zeros((3, *config.input[0].dims), dtype=np.float32)
         outs = session.run([t.name for t in config.output], {config.input[0].name: x})
         assert [o.shape for o in outs] == [(3, *t.dims) for t in config.output]
@@ -108,7 +135,7 @@ def test_torchscript_configs_follow_the_pytorch_backend_naming_convention(repo, 
     import torch
 
     for model, entry in manifest.models.items():
-        model_dir = repo / triton_model_name(model, "torchscript")
+        model_dir = repo / f"{model}_torchscript"
         config = parse_config(model_dir / "config.pbtxt")
         module = torch.jit.load(str(model_dir / "1" / "model.pt"), map_location="cpu")
         schema = module.forward.schema
@@ -133,7 +160,7 @@ def test_torchscript_configs_follow_the_pytorch_backend_naming_convention(repo, 
 
 def test_torchscript_parameters_are_backend_parameters(repo, manifest):
     model = next(iter(manifest.models))
-    config = parse_config(repo / triton_model_name(model, "torchscript") / "config.pbtxt")
+    config = parse_config(repo / f"{model}_torchscript" / "config.pbtxt")
     assert config.parameters["INFERENCE_MODE"].string_value == "true"
 
 
@@ -147,7 +174,11 @@ def test_cli_builds_replaces_and_refuses(artifacts_copy, tmp_path, capsys):
     (repo / "stale_onnx").mkdir()
     # a second run replaces the whole repository (the stray model is gone) and honours --models
     assert cli(["export", "--triton", str(repo), "--models", "linear_3x", "--artifacts", art]) == 0
-    assert sorted(p.name for p in repo.iterdir() if p.is_dir()) == ["linear_3x_onnx", "linear_3x_torchscript"]
+    dirs = sorted(p.name for p in repo.iterdir() if p.is_dir())
+    assert dirs == sorted(
+        f.model_name("linear_3x") for f in flavours_of(Manifest.load(artifacts_copy).model("linear_3x"))
+    )
+    assert {"linear_3x_onnx", "linear_3x_onnx_python", "linear_3x_torchscript"} <= set(dirs)
     # a directory it did not write is never replaced
     foreign = tmp_path / "mine"
     foreign.mkdir()

@@ -1,0 +1,201 @@
+"""`python -m pipeline bench`: what each runtime costs, side by side in one run, and how close to the floor.
+
+The run, top to bottom (each measurement in its own module; every figure a positive number, and
+what could not run listed under "skipped" in DIR/bench.json with the reason, in one line):
+
+- latency, latency_summary, throughput (latency.py): every declared (format, runtime) through the
+  predictor, its bare call from the same load, and the NumPy floor;
+- artifacts (report.py): each exported file's size and largest parity deviation, from the manifest;
+- tuning (tuning.py): the settings that are ours to choose, side by side on one model;
+- http, cold_start (http.py): the demo started in a child process, then its routes under load;
+- training, device_timing (training.py): trainer against a seed-style loop, train/export wall time,
+  and seed 004 §10.8's matrix product;
+- targets (report.py): each goal, the figure it is judged on and whether it is met.
+
+No stage here branches on a model's name: the models named are the ones the goals are about.
+BENCHMARKS.md records a run, what limits each figure and what each tuning setting did.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from pipeline import catalog, formats
+from pipeline.bench.http import HTTP_CLIENTS, HTTP_FORMATS, HTTP_MODELS, bench_demo
+from pipeline.bench.latency import bench_devices, bench_latency, bench_throughput, latency_summary
+from pipeline.bench.report import FLOOR_MODEL, artifact_rows, figures, tables, targets
+from pipeline.bench.timing import BATCH_SIZES, FULL, QUICK, BenchError, Plan
+from pipeline.bench.training import bench_device_timing, bench_training, bench_walls
+from pipeline.bench.tuning import bench_tuning
+from pipeline.devices import cuda_status, resolve_torch_device
+from pipeline.errors import one_line
+from pipeline.fileio import atomic_write_json
+from pipeline.loaders import quiet_torchscript
+from pipeline.manifest import Manifest
+from pipeline.runtime import PredictorCache
+
+__all__ = ["BATCH_SIZES", "HTTP_CLIENTS", "HTTP_FORMATS", "BenchError", "figures", "run_bench", "tables"]
+
+BENCH_JSON = "bench.json"
+
+
+def select_models(manifest: Manifest, models: str, quick: bool) -> list[str]:
+    """The models to measure: 'all' (the manifest's; with --quick, the ones the goals name) or a,b,c."""
+    if models != "all":
+        return [manifest.model(spec.name).name for spec in catalog.select(models)]
+    names = list(manifest.models)
+    if quick:
+        return [n for n in dict.fromkeys((FLOOR_MODEL, *HTTP_MODELS)) if n in manifest.models] or names
+    return names
+
+
+def training_device(requested: str) -> str:
+    """Where the training section runs: the GPU for 'auto' where torch can use one, else the CPU."""
+    if requested == "auto":
+        return resolve_torch_device(formats.CUDA)[0] if cuda_status(formats.TORCH.name)[0] else formats.CPU
+    return resolve_torch_device(requested)[0]
+
+
+def machine() -> dict[str, Any]:
+    """The CPU, memory, system and load the run had."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    memory = None
+    with contextlib.suppress(ImportError):
+        import psutil
+
+        memory = round(psutil.virtual_memory().total / 2**30, 1)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": cpu,
+        "memory_gib": memory,
+        "system": platform.platform(),
+        "load_average_1m_at_start": load,
+    }
+
+
+def versions() -> dict[str, str]:
+    """What made the artifacts (export's list), and what serves the demo."""
+    from importlib import metadata
+
+    from pipeline.export import versions as export_versions
+
+    out = export_versions()
+    for dist in ("onnxruntime-gpu", "gradio", "httpx"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[dist] = metadata.version(dist)
+    return out
+
+
+def run_bench(
+    artifacts: Path,
+    models: str = "all",
+    device: str = "auto",
+    quick: bool = False,
+    http: bool = True,
+    output: Path | None = None,
+    log: Callable[[str], None] = print,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Run every section and write the JSON; returns the result.
+
+    A section that fails is listed under "skipped" and the others still run; bench.json is written
+    either way. A failed HTTP request then fails the run (BenchError), as the section promises.
+    """
+    import torch
+
+    plan: Plan = QUICK if quick else FULL
+    started = time.perf_counter()
+    artifacts = Path(artifacts)
+    manifest = Manifest.load(artifacts)
+    names = select_models(manifest, models, quick)
+    devices = bench_devices(device)
+    train_device = training_device(device)
+    skipped: list[str] = []
+    failed: list[BenchError] = []
+    cache = PredictorCache(manifest, threads=threads)  # threads: torch.set_num_threads and onnxruntime's
+    result: dict[str, Any] = {
+        "command": " ".join(["python -m pipeline bench", *sys.argv[2:]]) if sys.argv[1:2] == ["bench"] else "",
+        "quick": quick,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine(),
+        "versions": versions(),
+        "threads_option": threads or "default",
+        "torch_threads_at_start": torch.get_num_threads(),
+        "ort_threads": threads or int(os.environ.get("PIPELINE_ORT_THREADS", "1")),
+        "latency": [],
+        "latency_summary": [],
+        "artifacts": artifact_rows(manifest, names),
+        "throughput": [],
+        "tuning": [],
+        "http": {},
+        "cold_start": {},
+        "training": {"steps": [], "walls": {}},
+        "device_timing": [],
+    }
+    log(f"bench ({'quick' if quick else 'full'}): models {', '.join(names)}; devices {', '.join(devices)}")
+    sections: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def section(name: str, title: str) -> Iterator[None]:
+        log(title)
+        start = time.perf_counter()
+        try:
+            with quiet_torchscript():  # TorchScript is deprecated in favour of .pt2; it is measured on purpose
+                yield
+        except Exception as exc:  # noqa: BLE001 - one section's failure must not lose the others' figures
+            skipped.append(f"section {name}: {one_line(exc)}")
+            log(f"  {name} failed: {one_line(exc)}")
+            if name == "http" and isinstance(exc, BenchError):
+                failed.append(exc)
+        sections[name] = time.perf_counter() - start
+
+    with section("latency", "1. single-example latency"):
+        result["latency"] = bench_latency(manifest, names, devices, plan, cache, skipped, log)
+        result["latency_summary"] = latency_summary(result["latency"])
+        result["torch_threads"] = torch.get_num_threads()  # in effect once the predictors are loaded
+    with section("throughput", "2. batch throughput"):
+        result["throughput"] = bench_throughput(manifest, names, devices, plan, cache, skipped, log)
+    with section("tuning", "tuning: settings side by side"):
+        result["tuning"] = bench_tuning(manifest, FLOOR_MODEL if FLOOR_MODEL in names else names[0], plan, log)
+    del cache
+    gc.collect()
+    if http:
+        with section("http", "3 and 5. the demo: cold start, then HTTP"):
+            result["http"], result["cold_start"] = bench_demo(artifacts, manifest, names, plan, skipped, log)
+    else:
+        result["http"], result["cold_start"] = {"skipped": "--skip-http"}, {"skipped": "--skip-http"}
+    with section("training", "4. training"):
+        result["training"]["steps"] = bench_training(names, train_device, plan, log)
+    wall_models = plan.wall_models if plan.wall_models in names else (names[-1] if quick else ",".join(names))
+    with section("walls", "4. wall time of train and export"):
+        result["training"]["walls"] = bench_walls(wall_models, train_device, log)
+    with section("device_timing", "6. seed 004 §10.8 device timing"):
+        result["device_timing"] = bench_device_timing(plan, log)
+    result["section_seconds"] = sections
+    result["targets"] = targets(result)
+    result["skipped"] = skipped
+    result["seconds"] = time.perf_counter() - started
+    if hasattr(os, "getloadavg"):
+        result["machine"]["load_average_1m_at_end"] = os.getloadavg()[0]
+    out = Path(output) if output else artifacts / BENCH_JSON
+    atomic_write_json(out, result)
+    log("")
+    log(tables(result))
+    log(f"\nbench took {result['seconds']:.0f} s; results in {out}")
+    if failed:
+        raise BenchError(f"{failed[0]} (the other figures are in {out})")
+    return result

@@ -1,0 +1,196 @@
+"""Runtime latency and throughput, and how far each runtime is from the NumPy floor.
+
+Every (format, runtime) that pipeline/formats.py declares is measured, on each device asked for:
+- latency: one example through the demo's predictor (PredictorCache), the bare runtime call from
+  the same load (`predictor.bare`: session.run on a prepared feed, the module on a prepared tensor,
+  with the host-to-device copies and back on CUDA, as the predictor pays them) and the catalog's
+  hand-written NumPy forward of the same weights, in interleaved rounds;
+- throughput: examples per second at each of BATCH_SIZES, through the predictor (and the floor).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from pipeline import catalog, formats
+from pipeline.bench.timing import BATCH_SIZES, BenchError, Candidate, Plan, percentiles_us, side_by_side, timed_for
+from pipeline.devices import cuda_status
+from pipeline.errors import one_line
+from pipeline.manifest import Manifest
+from pipeline.runtime import PredictorCache
+
+Log = Callable[[str], None]
+FLOOR = ("numpy", "numpy (floor)")  # how the floor's rows name their format and runtime
+
+
+def bench_devices(requested: str) -> list[str]:
+    """The devices to measure: 'auto' means the CPU and, where a runtime can use one, the GPU."""
+    if requested == "auto":
+        gpu = any(cuda_status(name)[0] for name, rt in formats.RUNTIMES.items() if formats.CUDA in rt.devices)
+        return [formats.CPU, formats.CUDA] if gpu else [formats.CPU]
+    return [requested]
+
+
+def runtime_targets(device: str, skipped: list[str]) -> list[tuple[str, str]]:
+    """Every declared (format, runtime) that can run on `device`; a runtime without CUDA here is skipped, with why."""
+    family = device.split(":", 1)[0]
+    out = []
+    for fmt in formats.FORMATS.values():
+        for load in fmt.loaders:
+            if family not in load.runtime.devices:
+                continue
+            if family == formats.CUDA:
+                ok, why = cuda_status(load.runtime.name)
+                if not ok:
+                    skipped.append(f"{fmt.name}/{load.runtime.name} on {device}: {why}")
+                    continue
+            out.append((fmt.name, load.runtime.name))
+    return out
+
+
+def numpy_floor(cache: PredictorCache, model: str) -> Callable[[np.ndarray], tuple[np.ndarray, ...]] | None:
+    """The catalog's hand-written NumPy forward over the reference predictor's weights, or None if it has none."""
+    spec = catalog.get(model)
+    if spec.numpy_forward is None:
+        return None
+    fmt, runtime, device = formats.REFERENCE
+    module = cache.get(model, fmt, device, runtime).native  # the trained state_dict, read by pipeline.weights
+    state = {k: v.detach().cpu().numpy().astype(np.float32) for k, v in module.state_dict().items()}
+    return spec.numpy_forward(state)
+
+
+def _check_same(model: str, what: str, got: Sequence[np.ndarray], want: Sequence[np.ndarray]) -> None:
+    for g, w in zip(got, want, strict=True):
+        # Loose enough for reordered sums; a wrong floor (a transpose, a missing bias) is far off.
+        if not np.allclose(np.asarray(g).reshape(np.shape(w)), w, rtol=1e-2, atol=1e-2):
+            raise BenchError(f"{model}: {what} does not compute what the NumPy floor computes")
+
+
+def bench_latency(
+    manifest: Manifest,
+    models: Sequence[str],
+    devices: Sequence[str],
+    plan: Plan,
+    cache: PredictorCache,
+    skipped: list[str],
+    log: Log,
+) -> list[dict[str, Any]]:
+    """One example through the predictor, the bare call from the same load and the floor: a row per runtime."""
+    rows = []
+    targets = {device: runtime_targets(device, skipped) for device in devices}
+    for model in models:
+        x = np.ascontiguousarray(manifest.model(model).examples[0], dtype=np.float32)
+        x2 = x[None, :]
+        floor = numpy_floor(cache, model)
+        served = manifest.model(model).served_formats()  # a derived format may not apply to this model
+        for device in devices:
+            for fmt, runtime in (t for t in targets[device] if t[0] in served):
+                label = f"{model} {fmt}/{runtime} on {device}"
+                try:
+                    predictor = cache.get(model, fmt, device, runtime)
+                except Exception as exc:  # noqa: BLE001 - a runtime this machine lacks is a skip, with why
+                    skipped.append(f"latency {label}: {one_line(exc)}")
+                    continue
+                cands = [
+                    Candidate("predictor", lambda p=predictor, v=x: p.predict(v)),
+                    Candidate("bare", predictor.bare(x2)),
+                ]
+                if floor is not None:
+                    _check_same(model, f"{fmt}/{runtime}", list(predictor.predict(x2).values()), floor(x2))
+                    cands.append(Candidate("floor", lambda f=floor, v=x2: f(v)))
+                samples = side_by_side(cands, plan)
+                rows.append(_latency_row(model, fmt, runtime, predictor.device, samples))
+                row = rows[-1]
+                log(f"  latency {label}: predictor {row['predictor_p50_us']:.1f} us, bare {row['bare_p50_us']:.1f} us")
+    return rows
+
+
+def _latency_row(model: str, fmt: str, runtime: str, device: str, samples: dict[str, list[int]]) -> dict[str, Any]:
+    pred, raw = percentiles_us(samples["predictor"]), percentiles_us(samples["bare"])
+    row = {
+        "model": model,
+        "format": fmt,
+        "runtime": runtime,
+        "device": device,
+        "calls": len(samples["predictor"]),
+        "predictor_p50_us": pred["p50_us"],
+        "predictor_p99_us": pred["p99_us"],
+        "bare_p50_us": raw["p50_us"],
+        "bare_p99_us": raw["p99_us"],
+        "predictor_over_bare": pred["p50_us"] / raw["p50_us"],
+    }
+    if "floor" in samples:
+        low = percentiles_us(samples["floor"])
+        row["floor_p50_us"] = low["p50_us"]
+        row["floor_p99_us"] = low["p99_us"]
+        row["predictor_over_floor"] = pred["p50_us"] / low["p50_us"]
+        row["bare_over_floor"] = raw["p50_us"] / low["p50_us"]
+    return row
+
+
+def latency_summary(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per model: the fastest runtime through the predictor, and its distance from the NumPy floor."""
+    out = []
+    for model in dict.fromkeys(r["model"] for r in rows):
+        # The floor computes in float32: only the formats that are not derived (quantized) race it.
+        mine = [r for r in rows if r["model"] == model and "floor_p50_us" in r and not formats.get(r["format"]).source]
+        if not mine:
+            continue
+        best = min(mine, key=lambda r: r["predictor_p50_us"])
+        best_bare = min(mine, key=lambda r: r["bare_p50_us"])
+        out.append(
+            {
+                "model": model,
+                "best": f"{best['format']}/{best['runtime']} ({best['device']})",
+                "best_p50_us": best["predictor_p50_us"],
+                "floor_p50_us": best["floor_p50_us"],
+                "best_over_floor": best["predictor_p50_us"] / best["floor_p50_us"],
+                "best_bare": f"{best_bare['format']}/{best_bare['runtime']} ({best_bare['device']})",
+                "best_bare_over_floor": best_bare["bare_p50_us"] / best_bare["floor_p50_us"],
+            }
+        )
+    return out
+
+
+def bench_throughput(
+    manifest: Manifest,
+    models: Sequence[str],
+    devices: Sequence[str],
+    plan: Plan,
+    cache: PredictorCache,
+    skipped: list[str],
+    log: Log,
+) -> list[dict[str, Any]]:
+    """Examples per second at each batch size, through every predictor and the floor."""
+    rows = []
+    rng = np.random.default_rng(0)
+    for model in models:
+        width = len(manifest.model(model).features)
+        batches = {n: rng.standard_normal((n, width)).astype(np.float32) for n in BATCH_SIZES}
+        runners: list[tuple[str, str, str, Callable[[np.ndarray], Any]]] = []
+        floor = numpy_floor(cache, model)
+        if floor is not None:
+            runners.append((*FLOOR, formats.CPU, floor))
+        served = manifest.model(model).served_formats()
+        for device in devices:
+            for fmt, runtime in (t for t in runtime_targets(device, []) if t[0] in served):  # lacks: said under latency
+                try:
+                    predictor = cache.get(model, fmt, device, runtime)
+                except Exception as exc:  # noqa: BLE001
+                    skipped.append(f"throughput {model} {fmt}/{runtime} on {device}: {one_line(exc)}")
+                    continue
+                runners.append((fmt, runtime, predictor.device, predictor.predict))
+        for fmt, runtime, device, run in runners:
+            row: dict[str, Any] = {"model": model, "format": fmt, "runtime": runtime, "device": device}
+            for n, batch in batches.items():
+                per_call = float(np.median(timed_for(lambda b=batch, r=run: r(b), plan.throughput_seconds)))
+                row[f"batch_{n}_per_s"] = n / per_call
+            rows.append(row)
+            log(
+                f"  throughput {model} {fmt}/{runtime} ({device}): "
+                + ", ".join(f"{n}: {row[f'batch_{n}_per_s']:.3g}/s" for n in BATCH_SIZES)
+            )
+    return rows

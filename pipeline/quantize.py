@@ -1,0 +1,256 @@
+"""Derived ONNX formats: int8 weights (dynamic quantization) and float16, made from the exported ONNX file.
+
+Both are onnxruntime's own tools, not graph surgery of ours: `quantize_dynamic` for int8 MatMul/Gemm
+weights (activations quantized on the fly), and onnxruntime's float16 converter (its maintained copy
+of onnxconverter-common's, which also handles a graph output that feeds another node, as adder_mynet's
+`hidden` does) with float32 kept at the inputs and outputs so callers do not change.
+
+Also here: the export summary (size and deviation of each derived file beside the float32 one) and
+`measure`, the one-run table of size, p50 latency at batch 1 and 64 and deviation for the benchmarks.
+Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import statistics
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline import formats
+from pipeline.fileio import atomic_write, atomic_write_bytes
+
+# A MatMul/Gemm weight with fewer elements saves under 768 bytes as int8, less than the nodes that
+# quantize and dequantize it add, and a per-tensor int8 scale costs small weights the most accuracy
+# (poly3_sin's 3 weights: 5.6% of its output range, against 1.3% for two_layer_net's 100,000).
+MIN_WEIGHT_ELEMENTS = 256
+QUANTIZED_OPS = ("MatMul", "Gemm")
+
+
+def compared() -> tuple[str, ...]:
+    """The formats the summary and `measure` show: each derived format's source, then the derived ones."""
+    return (*dict.fromkeys(formats.get(d).source for d in formats.DERIVED), *formats.DERIVED)
+
+
+class NotApplicable(Exception):
+    """A derived format that would gain nothing for this model; the message says why."""
+
+
+def _source_proto(ctx: Any, name: str) -> Any:
+    """The source format's file, as written this revision, without value_info for its initializers.
+
+    torch's exporter records value_info for every initializer. Both converters change initializers in
+    place (quantize_dynamic transposes Gemm weights, the float16 converter keeps some float32) without
+    updating those entries, and shape inference then fails on the stale shapes or types. The entries
+    are redundant: shape inference derives them from the initializers themselves.
+    """
+    import onnx
+
+    source = formats.get(name).source
+    path = ctx.written.get(source)
+    if path is None:
+        raise RuntimeError(f"{name} is made from the {source} file, which was not written this revision")
+    proto = onnx.load(str(path))
+    initializers = {i.name for i in proto.graph.initializer}
+    kept = [v for v in proto.graph.value_info if v.name not in initializers]
+    del proto.graph.value_info[:]
+    proto.graph.value_info.extend(kept)
+    return proto
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """quantize_dynamic warns on the root logger to suggest pre-processing, which these graphs do not need."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
+
+
+def quantizable_nodes(proto: Any, minimum: int = MIN_WEIGHT_ELEMENTS) -> tuple[list[str], int]:
+    """Names quantize_dynamic knows the MatMul/Gemm nodes by whose constant weight has `minimum` elements or
+    more, and the largest such weight's size."""
+    sizes = {i.name: int(np.prod(i.dims)) for i in proto.graph.initializer}
+    chosen, largest = [], 0
+    for node in proto.graph.node:
+        if node.op_type in QUANTIZED_OPS and len(node.input) > 1 and node.input[1] in sizes:
+            largest = max(largest, sizes[node.input[1]])
+            if sizes[node.input[1]] >= minimum:
+                chosen.append(node.name)
+                if node.op_type == "Gemm":  # quantize_dynamic first rewrites a Gemm into a MatMul of this name
+                    chosen.append(f"{node.name}_MatMul")
+    return chosen, largest
+
+
+def export_onnx_int8(ctx: Any, path: Path) -> None:
+    """onnxruntime's dynamic quantization of the ONNX file's MatMul/Gemm weights (int8, per tensor)."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    proto = _source_proto(ctx, "onnx-int8")
+    for i, node in enumerate(proto.graph.node):  # nodes_to_quantize picks nodes by name
+        node.name = node.name or f"node_{i}"
+    nodes, largest = quantizable_nodes(proto)
+    if not nodes:
+        raise NotApplicable(
+            f"no MatMul/Gemm weight has {MIN_WEIGHT_ELEMENTS} elements or more (largest: {largest}), "
+            "so int8 would save almost nothing"
+        )
+    with _quiet_root_logger():
+        atomic_write(
+            path,
+            lambda tmp: quantize_dynamic(
+                proto, tmp, nodes_to_quantize=nodes, weight_type=QuantType.QInt8, op_types_to_quantize=QUANTIZED_OPS
+            ),
+        )
+    onnx.checker.check_model(str(path), full_check=True)
+
+
+def export_onnx_fp16(ctx: Any, path: Path) -> None:
+    """The ONNX file with float16 weights and compute, float32 inputs and outputs (onnxruntime's converter)."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    proto = convert_float_to_float16(_source_proto(ctx, "onnx-fp16"), keep_io_types=True)
+    # The converter appends the input Casts after the nodes that read them; onnxruntime sorts a graph
+    # itself, but the ONNX standard (and onnx.checker, onnx.reference) wants nodes in topological order.
+    OnnxModel.graph_topological_sort(proto.graph)
+    data = proto.SerializeToString()
+    onnx.checker.check_model(onnx.load_from_string(data), full_check=True)
+    atomic_write_bytes(path, data)
+
+
+# ---- what each derived format gains and costs -------------------------------------------------
+
+
+def _deviation(rows: Sequence[dict[str, Any]], fmt: str) -> float | None:
+    """The largest max |Δ| of `fmt`'s onnxruntime CPU rows (None when it has none)."""
+    values = [
+        r["max_abs"]
+        for r in rows
+        if r["format"] == fmt and r["runtime"] == formats.ONNXRUNTIME.name and r["max_abs"] is not None
+    ]
+    return max(values) if values else None
+
+
+def summary_rows(entries: dict[str, dict[str, Any]]) -> list[tuple[str, ...]]:
+    """Per model: each derived format's size beside its source's and its deviation from eager, or why none."""
+    out = []
+    for model, entry in entries.items():
+        sizes = {a["format"]: a["bytes"] for a in entry["artifacts"]}
+        rows = entry.get("parity", {}).get("rows", [])
+        for name in compared():
+            if name in entry.get("not_applicable", {}):
+                out.append((model, name, "-", "-", "-", f"not applicable: {entry['not_applicable'][name]}"))
+            elif name in sizes:
+                dev = _deviation(rows, name)
+                source = formats.get(name).source
+                ratio = f"{sizes[name] / sizes[source]:.2f}x" if source in sizes else ""
+                out.append((model, name, f"{sizes[name]:,}", ratio, "-" if dev is None else f"{dev:.2e}", ""))
+    return out
+
+
+def summary(entries: dict[str, dict[str, Any]]) -> str:
+    """The export summary's table of derived formats (see summary_rows)."""
+    from pipeline.tables import text_table
+
+    head = ("model", "format", "bytes", "x source", "max |Δ| (onnxruntime)", "")
+    return text_table(head, summary_rows(entries))
+
+
+def _p50_ms(call: Any, seconds: float) -> float:
+    for _ in range(20):
+        call()
+    times = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline or len(times) < 50:
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def measure(manifest: Any, models: Sequence[str], seconds: float = 0.5) -> list[dict[str, Any]]:
+    """Per model and format (the float32 ONNX and its derived ones): size, p50 latency at batch 1 and 64
+    on onnxruntime's CPU provider (the runtime's own call) and the largest deviation from eager on the
+    parity batches, absolute and as a fraction of the output's largest |value|."""
+    from pipeline import parity
+    from pipeline.runtime import load_predictor
+
+    out = []
+    for model in models:
+        entry = manifest.model(model)
+        batches = parity.parity_inputs(manifest, model)
+        reference = load_predictor(manifest, model, *formats.REFERENCE)
+        expected = [reference.outputs(b) for b in batches]
+        rng = np.random.default_rng(1)
+        timing = {n: rng.standard_normal((n, len(entry.features))).astype(np.float32) for n in (1, 64)}
+        for fmt in compared():
+            if fmt not in entry.artifacts:
+                continue
+            predictor = load_predictor(manifest, model, fmt, formats.ONNXRUNTIME.name, formats.CPU, threads=1)
+            worst_abs = worst_frac = 0.0
+            for batch, want in zip(batches, expected):
+                got = predictor.outputs(batch)
+                for name, ref in want.items():
+                    diff = float(np.abs(np.asarray(got[name], np.float64) - ref).max())
+                    worst_abs = max(worst_abs, diff)
+                    worst_frac = max(worst_frac, diff / max(float(np.abs(ref).max()), 1e-30))
+            row = {"model": model, "format": fmt, "bytes": entry.artifacts[fmt].bytes}
+            row |= {f"p50_ms_b{n}": _p50_ms(predictor.bare(x), seconds) for n, x in timing.items()}
+            out.append(row | {"max_abs": worst_abs, "max_frac": worst_frac})
+    return out
+
+
+def measure_table(rows: Sequence[dict[str, Any]], markdown: bool = False) -> str:
+    """`measure`'s rows as one table, each derived format's size and latency also as a multiple of its source's."""
+    from pipeline.tables import text_table
+
+    base = {(r["model"], r["format"]): r for r in rows}
+
+    def times(r: dict[str, Any], key: str) -> str:
+        src = base.get((r["model"], formats.get(r["format"]).source))
+        return f" ({r[key] / src[key]:.2f}x)" if src else ""
+
+    head = ("model", "format", "bytes", "p50 b1 ms", "p50 b64 ms", "max |Δ|", "max |Δ| / max|ref|")
+    body = [
+        (
+            r["model"],
+            r["format"],
+            f"{r['bytes']:,}{times(r, 'bytes')}",
+            f"{r['p50_ms_b1']:.4f}{times(r, 'p50_ms_b1')}",
+            f"{r['p50_ms_b64']:.4f}{times(r, 'p50_ms_b64')}",
+            f"{r['max_abs']:.2e}",
+            f"{r['max_frac']:.2e}",
+        )
+        for r in rows
+    ]
+    return text_table(head, body, markdown=markdown)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """python -m pipeline.quantize [ARTIFACTS] [--markdown]: print `measure`'s table for every model."""
+    import argparse
+
+    from pipeline.manifest import Manifest
+
+    parser = argparse.ArgumentParser(prog="python -m pipeline.quantize", description=main.__doc__)
+    parser.add_argument("artifacts", nargs="?", default="artifacts")
+    parser.add_argument("--markdown", action="store_true")
+    parser.add_argument("--seconds", type=float, default=0.5, help="timing per (model, format, batch)")
+    args = parser.parse_args(argv)
+    manifest = Manifest.load(args.artifacts)
+    print(measure_table(measure(manifest, list(manifest.models), args.seconds), args.markdown))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

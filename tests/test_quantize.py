@@ -1,0 +1,226 @@
+"""Derived ONNX formats (int8, float16): the tolerance term relative to the output's size, the files, their rows."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import onnx
+import pytest
+
+from pipeline import formats, parity, quantize
+from pipeline.catalog import CATALOG
+from pipeline.manifest import Manifest, ManifestError
+from pipeline.parity import TOLERANCE, compare
+from pipeline.runtime import load_predictor
+from tests.conftest import run_cli
+
+INT8, FP16 = "onnx-int8", "onnx-fp16"
+ATOL, RTOL = 1e-5, 1e-4
+
+
+# ---- the rule's third term ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("delta", "scale", "passes"),
+    [
+        (0.99e-5 + 1e-4 * 1.0, 0.0, True),  # scale 0: the float32 rule, unchanged (|ref| of the cell is 1)
+        (1.01e-5 + 1e-4 * 1.0, 0.0, False),
+        (1e-5 + 1e-4 + 0.05 * 100.0 - 0.01, 0.05, True),  # + scale * max|ref| (100, another cell's value)
+        (1e-5 + 1e-4 + 0.05 * 100.0 + 0.01, 0.05, False),
+    ],
+)
+def test_the_scale_term_is_relative_to_the_largest_reference_value(delta, scale, passes):
+    want = np.array([[1.0, -100.0, 0.5]])
+    got = want + np.array([[delta, 0.0, 0.0]])
+    result = compare(want, got, ATOL, RTOL, scale)
+    assert result.passed is passes
+    if not passes:
+        assert result.failure == TOLERANCE
+        bound = ATOL + RTOL + scale * 100.0
+        if scale:
+            assert f"> atol + rtol·|ref| + scale·max|ref| = {bound:.2g}" in result.reason
+            assert "scale 0.05, max|ref| 1e+02" in result.reason
+        else:
+            assert f"> atol + rtol·|ref| = {bound:.2g} (atol 1e-05, rtol 0.0001)" == result.reason.split(" ", 2)[2]
+
+
+def test_the_scale_term_defaults_to_zero_and_float32_formats_declare_zero():
+    want, got = np.array([[1000.0, 1.0]]), np.array([[1000.0, 1.5]])
+    assert not compare(want, got, ATOL, RTOL).passed  # 0.5 off: within 0.001 * 1000, but no scale asked for
+    assert compare(want, got, ATOL, RTOL, 1e-3).passed
+    for name in ("torchscript", "onnx", "pt2", "eager"):
+        assert formats.get(name).scale == 0.0
+
+
+def test_derived_formats_follow_their_source_and_are_served_by_triton():
+    for name in (INT8, FP16):
+        spec = formats.get(name)
+        assert spec.source == "onnx" and 0 < spec.scale < 0.1
+        assert formats.EXPORTED.index(spec.source) < formats.EXPORTED.index(name)
+        assert name in formats.TRITON_FORMATS and spec.triton.platform == "onnxruntime_onnx"
+        assert spec.default_runtime == "onnxruntime"
+    assert "onnx-reference" in formats.get(INT8).runtimes and "onnx-reference" not in formats.get(FP16).runtimes
+
+
+# ---- the files ----------------------------------------------------------------------------------
+
+
+def _path(manifest: Manifest, model: str, fmt: str):
+    return manifest.path_of(manifest.model(model).artifact(fmt).path)
+
+
+def _run_plain_onnxruntime(paths: dict[str, str], inputs: dict[str, list]) -> dict[str, list]:
+    """Each file's outputs from a fresh interpreter with only numpy and onnxruntime (no torch, none of our code)."""
+    script = textwrap.dedent(
+        """
+        import json, sys
+        import numpy as np, onnxruntime as ort
+        paths, inputs = json.loads(sys.stdin.read())
+        out = {}
+        for key, path in paths.items():
+            session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+            x = np.asarray(inputs[key], np.float32)
+            assert session.get_inputs()[0].type == "tensor(float)", session.get_inputs()[0].type
+            assert all(o.type == "tensor(float)" for o in session.get_outputs())
+            out[key] = {o.name: v.tolist() for o, v in zip(session.get_outputs(), session.run(None, {"x": x}))}
+        assert "torch" not in sys.modules and "pipeline" not in sys.modules
+        print(json.dumps(out))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        input=json.dumps([paths, inputs]),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd="/",
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_two_layer_net_int8_is_under_035x_runs_in_plain_onnxruntime_within_its_tolerance(manifest):
+    onnx_bytes = manifest.model("two_layer_net").artifact("onnx").bytes
+    int8_bytes = manifest.model("two_layer_net").artifact(INT8).bytes
+    assert int8_bytes <= 0.35 * onnx_bytes, (int8_bytes, onnx_bytes)
+    model = onnx.load(str(_path(manifest, "two_layer_net", INT8)))
+    assert "MatMulInteger" in {n.op_type for n in model.graph.node}
+    assert "Gemm" not in {n.op_type for n in model.graph.node}  # both layers' weights are int8
+    assert {p.key: p.value for p in model.metadata_props}["model"] == "two_layer_net"  # self-described still
+
+    x = np.random.default_rng(3).standard_normal((16, 1000)).astype(np.float32)
+    eager = load_predictor(manifest, "two_layer_net", "eager").predict(x)["y"]
+    keys = {fmt: str(_path(manifest, "two_layer_net", fmt)) for fmt in (INT8, FP16)}
+    got = _run_plain_onnxruntime(keys, {fmt: x.tolist() for fmt in keys})
+    for fmt in keys:
+        spec = formats.get(fmt)
+        result = compare(eager, np.asarray(got[fmt]["y"]), spec.atol, spec.rtol, spec.scale)
+        assert result.passed, (fmt, result.reason)
+        assert result.max_abs > 1e-6  # really a lower precision: not the float32 file under another name
+
+
+def test_fp16_files_hold_float16_weights_behind_float32_inputs_and_outputs(manifest):
+    for name in CATALOG:
+        model = onnx.load(str(_path(manifest, name, FP16)))
+        onnx.checker.check_model(model, full_check=True)
+        floats = [
+            i for i in model.graph.initializer if i.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
+        ]
+        assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in floats), name
+        for value in [*model.graph.input, *model.graph.output]:
+            assert value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT, (name, value.name)
+        meta = {p.key: p.value for p in model.metadata_props}
+        assert meta["model"] == name  # the self-description travels with the derived file
+
+
+# ---- manifest, parity, export output ------------------------------------------------------------
+
+
+def test_parity_has_passing_rows_for_both_formats_wherever_they_apply(manifest, artifacts):
+    report = json.loads((artifacts / "parity.json").read_text())
+    rows = [r for r in report["rows"] if r["format"] in (INT8, FP16)]
+    assert rows and all(r["passed"] for r in rows)
+    for name, spec in CATALOG.items():
+        entry = manifest.model(name)
+        for fmt in (INT8, FP16):
+            seen = {(r["runtime"], r["output"]) for r in rows if r["model"] == name and r["format"] == fmt}
+            if fmt in entry.not_applicable:
+                assert fmt not in entry.artifacts and not seen
+                continue
+            want = {(rt, out.name) for rt in formats.get(fmt).runtimes for out in spec.outputs}
+            assert seen == want, (name, fmt)
+            assert {r["scale"] for r in rows if r["format"] == fmt} == {formats.get(fmt).scale}
+    assert FP16 not in manifest.model("two_layer_net").not_applicable
+    assert INT8 in manifest.model("two_layer_net").artifacts and INT8 in manifest.model("two_layer_raw").artifacts
+
+
+def test_linear_3x_int8_is_not_applicable_in_the_manifest_and_cannot_be_loaded(manifest):
+    entry = manifest.model("linear_3x")
+    assert INT8 not in entry.artifacts and FP16 in entry.artifacts
+    assert "largest: 1" in entry.not_applicable[INT8]
+    assert manifest.raw["models"]["linear_3x"]["not_applicable"] == {INT8: entry.not_applicable[INT8]}
+    with pytest.raises(ManifestError, match="no 'onnx-int8' artifact: not applicable"):
+        load_predictor(manifest, "linear_3x", INT8)
+
+
+def test_verify_passes_and_lists_the_derived_rows(artifacts):
+    result = run_cli("verify", "--artifacts", str(artifacts), "--device", "cpu")
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert any(line.split()[:3] == ["two_layer_net", INT8, "onnxruntime"] and line.endswith("ok") for line in lines)
+    assert any(line.split()[:3] == ["linear_3x", FP16, "onnxruntime"] and line.endswith("ok") for line in lines)
+    assert not any(line.split()[:2] == ["linear_3x", INT8] for line in lines)
+
+
+def test_export_says_int8_is_not_applicable_and_prints_sizes_beside_onnx(artifacts_copy):
+    result = run_cli("export", "--artifacts", str(artifacts_copy), "--models", "two_layer_net,linear_3x")
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "linear_3x: onnx-int8 not applicable: no MatMul/Gemm weight has 256 elements or more (largest: 1)" in out
+    summary = [line.split() for line in out.splitlines() if line.startswith("two_layer_net ")]
+    sizes = {cells[1]: cells for cells in summary if cells[1] in ("onnx", INT8, FP16) and cells[2][0].isdigit()}
+    assert set(sizes) == {"onnx", INT8, FP16}
+    assert float(sizes[INT8][3].rstrip("x")) <= 0.35 and float(sizes[FP16][3].rstrip("x")) < 0.6
+    written = Manifest.load(artifacts_copy).model("two_layer_net").artifact(INT8).bytes
+    assert int(sizes[INT8][2].replace(",", "")) == written
+    assert Manifest.load(artifacts_copy).model("linear_3x").not_applicable.keys() == {INT8}
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        {"no-such-format": "why"},
+        {"onnx": "listed as an artifact too"},
+        {INT8: 42},
+        ["onnx-int8"],
+    ],
+)
+def test_the_manifest_refuses_a_malformed_not_applicable(manifest, artifacts, damage):
+    raw = json.loads(json.dumps(manifest.raw))
+    raw["models"]["linear_3x"]["not_applicable"] = damage
+    with pytest.raises(ManifestError, match="malformed 'not_applicable'"):
+        Manifest.from_dict(artifacts, raw)
+
+
+def test_measure_gives_size_latency_and_deviation_for_onnx_and_both_derived_formats(manifest):
+    rows = quantize.measure(manifest, ["two_layer_net", "linear_3x"], seconds=0.02)
+    got = {(r["model"], r["format"]): r for r in rows}
+    assert set(got) == {("two_layer_net", f) for f in ("onnx", INT8, FP16)} | {("linear_3x", f) for f in ("onnx", FP16)}
+    for (model, fmt), row in got.items():
+        assert row["bytes"] == manifest.model(model).artifact(fmt).bytes
+        assert row["p50_ms_b1"] > 0 and row["p50_ms_b64"] > 0
+        assert row["max_frac"] <= (formats.get(fmt).scale or 1e-4), (model, fmt, row)
+    assert got[("two_layer_net", "onnx")]["max_frac"] < got[("two_layer_net", FP16)]["max_frac"]
+    assert got[("two_layer_net", FP16)]["max_frac"] < got[("two_layer_net", INT8)]["max_frac"]
+    table = quantize.measure_table(rows, markdown=True)
+    assert table.count("\n") == len(rows) + 1 and "| two_layer_net | onnx-int8 |" in table
+
+
+def test_parity_rows_carry_the_derived_tolerance(manifest):
+    rows = parity.check_model(manifest, "two_layer_net", [parity.Target(INT8, "onnxruntime", "cpu")])
+    assert [(r.format, r.passed, r.scale) for r in rows] == [(INT8, True, formats.get(INT8).scale)]
