@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from pipeline import formats
-from pipeline.manifest import Manifest, ModelEntry
+from pipeline.manifest import Manifest, ManifestError, ModelEntry
 from pipeline.naming import MAX_BATCH_SIZE, VERSION, data_type, tensor_dims, tensor_names, triton_model_name
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -89,9 +89,16 @@ def max_batch_size(width: int, max_body_bytes: int, cap: int = MAX_BATCH_SIZE) -
     return min(cap, 1 << (int(fits).bit_length() - 1))
 
 
+def triton_formats_of(entry: ModelEntry) -> list[str]:
+    """The formats Triton serves that `entry` has an artifact of (derived ones may not apply to a model)."""
+    return [fmt for fmt in entry.served_formats() if fmt in formats.TRITON_FORMATS]
+
+
 def oip_names(manifest: Manifest) -> list[str]:
     """Every model name the routes answer to: each manifest model, then its Triton-style names."""
-    return [n for m in manifest.models for n in (m, *(triton_model_name(m, f) for f in formats.TRITON_FORMATS))]
+    return [
+        n for m, e in manifest.models.items() for n in (m, *(triton_model_name(m, f) for f in triton_formats_of(e)))
+    ]
 
 
 def resolve_target(
@@ -116,6 +123,11 @@ def resolve_target(
                 f"(each also as <model>_{' and <model>_'.join(formats.TRITON_FORMATS)})",
             )
         entry, fmt, fixed = manifest.models[base], suffix, True
+        if fmt not in triton_formats_of(entry):
+            try:
+                entry.artifact(formats.get(fmt).artifact_kind)  # its ManifestError says why there is none
+            except ManifestError as exc:
+                raise OIPError(404, f"unknown model {name!r}: {exc}") from None
     if version not in (None, "", VERSION):
         raise OIPError(404, f"model {name!r} has no version {version!r}; it has version {VERSION}")
     triton = formats.get(fmt).triton

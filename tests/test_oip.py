@@ -19,11 +19,12 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from demo.server import RequestLimits
+from pipeline import formats
 from pipeline.inputs import InputError
 from pipeline.naming import TRITON_FORMATS, model_config, tensor_names, triton_model_name
 from pipeline.oip import oip_router
-from pipeline.oip_protocol import oip_names
-from pipeline.parity import DEFAULT_ATOL, DEFAULT_RTOL, compare, parity_inputs, verify
+from pipeline.oip_protocol import oip_names, triton_formats_of
+from pipeline.parity import compare, parity_inputs, verify
 from pipeline.runtime import PredictorCache, RuntimeUnavailable, load_predictor
 from pipeline.service import Service
 
@@ -78,9 +79,11 @@ def infer(client, name, input_name, batch, output_names, binary=True, **kwargs):
     return [result.as_numpy(n) for n in output_names]
 
 
-def assert_close(want, got, what):
+def assert_close(want, got, what, fmt=None):
+    """Within `fmt`'s parity rule (a derived format's is its own), the exact formats' by default."""
+    spec = formats.get(fmt or formats.DEFAULT_FORMAT)
     for w, g in zip(want, got, strict=True):
-        result = compare(w, g, DEFAULT_ATOL, DEFAULT_RTOL)
+        result = compare(w, g, spec.atol, spec.rtol, spec.scale)
         assert result.passed, f"{what}: {result.reason}"
 
 
@@ -96,9 +99,10 @@ def test_server_is_live_ready_and_describes_itself(client):
 def test_metadata_of_every_model_matches_the_manifest_and_the_triton_repository(client, manifest):
     """Each model under its own name and under the Triton repository's names, with the same tensors
     (names, FP32, [-1, N]) as the config.pbtxt `export --triton` writes for it."""
-    assert len(oip_names(manifest)) == 3 * len(manifest.models)
+    assert len(oip_names(manifest)) == sum(1 + len(triton_formats_of(e)) for e in manifest.models.values())
+    assert {"onnx", "torchscript"} <= set(triton_formats_of(manifest.model("adder_mynet")))
     for model, entry in manifest.models.items():
-        for fmt in (None, *TRITON_FORMATS):
+        for fmt in (None, *triton_formats_of(entry)):
             name = model if fmt is None else triton_model_name(model, fmt)
             meta = client.get_model_metadata(name)
             config = model_config(entry, fmt or "onnx")
@@ -114,12 +118,12 @@ def test_metadata_of_every_model_matches_the_manifest_and_the_triton_repository(
 def test_infer_gives_the_eager_outputs_for_every_model(client, manifest, eager):
     for model in manifest.models:
         batches = parity_inputs(manifest, model)  # the catalog examples, then random batches of 1, 2 and 7
-        for fmt in (None, *TRITON_FORMATS):
+        for fmt in (None, *triton_formats_of(manifest.model(model))):
             name = model if fmt is None else triton_model_name(model, fmt)
             input_name, output_names = names_of(manifest, model, fmt)
             for batch in (batches[0], batches[-1]):
                 got = infer(client, name, input_name, batch, output_names)
-                assert_close(eager(model, batch), got, f"{name} batch {len(batch)}")
+                assert_close(eager(model, batch), got, f"{name} batch {len(batch)}", fmt)
         # JSON tensors (no binary extension) give the same numbers
         input_name, output_names = names_of(manifest, model, None)
         got = infer(client, model, input_name, batches[1], output_names, binary=False)
@@ -338,7 +342,8 @@ def test_the_remote_runtime_passes_the_same_parity_check(demo, manifest):
     report = verify(manifest, list(manifest.models), device="cpu", remote=[demo])
     assert report.passed, report.table()
     remote = [r for r in report.rows if r.runtime == demo]
-    assert {(r.model, r.format) for r in remote} == {(m, f) for m in manifest.models for f in TRITON_FORMATS}
+    want = {(m, f) for m, e in manifest.models.items() for f in triton_formats_of(e)}
+    assert {(r.model, r.format) for r in remote} == want
     assert all(r.device == f"remote {demo} ({triton_model_name(r.model, r.format)})" for r in remote)
 
 
@@ -361,7 +366,7 @@ def test_the_remote_runtime_says_what_is_wrong(manifest):
         load_predictor(manifest, "linear_3x", "pt2", runtime="http://127.0.0.1:1")
     report = verify(manifest, ["linear_3x"], device="cpu", remote=[f"http://127.0.0.1:{free_port()}"])
     assert not report.passed  # a server asked for by URL is never skipped as "not at hand"
-    assert {r.format for r in report.failures()} == {"onnx", "torchscript"}
+    assert {r.format for r in report.failures()} == set(triton_formats_of(manifest.model("linear_3x")))
 
 
 def test_verify_remote_from_the_command_line(demo, artifacts_copy, capsys):

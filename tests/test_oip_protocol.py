@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline import formats
 from pipeline import oip_protocol as p
 from pipeline.manifest import Manifest
 from pipeline.oip_protocol import OIPError
@@ -95,6 +96,8 @@ def test_names_resolve_to_the_manifest_model_and_the_triton_names(manifest):
     ]
     with _refused(404, "unknown model 'adder_pt2'", "adder, wide_net", "<model>_torchscript"):
         _target(manifest, "adder_pt2")
+    with _refused(404, "unknown model 'adder_onnx-int8'", "adder has no 'onnx-int8' artifact"):
+        _target(manifest, "adder_onnx-int8")  # a format Triton serves, which this model was not given
     with _refused(404, "no version '2'"):
         _target(manifest, "adder", version="2")
 
@@ -255,7 +258,7 @@ def test_a_bare_name_may_pick_another_format_and_a_triton_name_may_not(manifest)
     assert p.requested_format({"parameters": {"format": "onnx"}}, fixed) == "onnx"
     with _refused(400, "onnx artifact only", "ask 'adder'"):
         p.requested_format({"parameters": {"format": "pt2"}}, fixed)
-    with _refused(400, "'tflite'", "torchscript, onnx, pt2, eager"):
+    with _refused(400, "'tflite'", ", ".join(formats.FORMATS)):
         p.requested_format({"parameters": {"format": "tflite"}}, bare)
 
 

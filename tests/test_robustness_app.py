@@ -32,9 +32,10 @@ import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from pipeline.formats import FORMATS
+from pipeline import formats
 from pipeline.inputs import MAX_TEXT_CHARS
 from pipeline.manifest import MANIFEST, Manifest
+from pipeline.parity import compare
 from pipeline.runtime import load_predictor
 
 from .demo_server import APP, ROOT, PredictError, call_predict, free_port
@@ -371,11 +372,11 @@ def test_damaged_artifacts_give_one_line_naming_the_file_and_the_rest_keeps_serv
     assert not demo.marker.exists(), "the pickle payload ran inside the demo"
     good = call_predict(demo.url, DAMAGED, "torchscript", "cpu", "2")["outputs"]["y"]
     assert good == pytest.approx(load_predictor(manifest, DAMAGED, "eager")([2.0])["y"].tolist(), rel=RTOL)
-    for fmt in FORMATS:
+    want = load_predictor(manifest, "adder_mynet", "eager")([10, 11])["sum"]
+    for fmt in manifest.model("adder_mynet").served_formats():
         out = call_predict(demo.url, "adder_mynet", fmt, "cpu", "10 11")["outputs"]["sum"]
-        assert out == pytest.approx(
-            [float(load_predictor(manifest, "adder_mynet", "eager")([10, 11])["sum"][0])], rel=RTOL, abs=ATOL
-        )
+        spec = formats.get(fmt)
+        assert compare(want, np.asarray(out), spec.atol, spec.rtol, spec.scale).passed, (fmt, out, want)
 
 
 # ---- load ------------------------------------------------------------------------------------------
@@ -397,8 +398,11 @@ def test_load_2000_predicts_from_16_clients(demo, manifest):
             values = [float(v) for v in (np.float32(entry.examples[0]) if i == 0 else random_row)]
             sent = json.dumps(values) if i == 2 else ", ".join(f"{v:.9g}" for v in values)
             want = {k: np.asarray(v, dtype=np.float64).reshape(-1) for k, v in eager(values).items()}
-            for fmt in FORMATS:
-                cases.append((model, fmt, sent, want))
+            for fmt in entry.served_formats():
+                # a derived format's rule is declared for the parity inputs; uniform(-5, 5) rows are beyond
+                # them (poly3_sin's x**3 in float16), so those take the catalog example only
+                if i == 0 or fmt not in formats.DERIVED:
+                    cases.append((model, fmt, sent, want))
 
     def run(args: tuple[int, list]) -> list[str]:
         index, jobs = args
@@ -411,8 +415,10 @@ def test_load_2000_predicts_from_16_clients(demo, manifest):
                         got = call_predict(demo.url, model, fmt, "cpu", sent, client=client, session=session)["outputs"]
                     else:
                         got = call_predict(demo.url, model, fmt, "cpu", sent, client=client)["outputs"]
+                    spec = formats.get(fmt)  # each format within its own parity rule
                     for name, value in want.items():
-                        np.testing.assert_allclose(got[name], value, rtol=RTOL, atol=ATOL)
+                        check = compare(value, np.asarray(got[name]), spec.atol, spec.rtol, spec.scale)
+                        assert check.passed, check.reason
                 except Exception as exc:  # noqa: BLE001 - every failure is counted and shown
                     errors.append(f"{model} {fmt}: {type(exc).__name__}: {str(exc)[:200]}")
         return errors
