@@ -627,6 +627,20 @@ def test_bad_requests_are_4xx_with_one_line_and_no_traceback(demo, method, path,
     assert "Traceback" not in _new_lines(demo, since)
 
 
+def test_the_pages_own_events_on_run_take_only_what_the_page_sends(demo):
+    """Every fn_index with hostile data on /gradio_api/run/predict (where the page's events that skip the
+    queue go): a 4xx, or 200 for data the page itself could send; never a 500 or a traceback."""
+    since, statuses = len(demo.lines), set()
+    garbage = [[], ["adder_mynet"], ["nope", None], [0], [99], [-1], ["adder_mynet", {"a": 1}], [1, 2, 3]]
+    with httpx.Client(timeout=30) as client:
+        for fn_index in range(-1, 80):
+            for data in garbage:
+                body = {"data": data, "fn_index": fn_index, "session_hash": "robustness"}
+                statuses.add(client.post(demo.url + "/gradio_api/run/predict", json=body).status_code)
+    assert statuses <= {200, 400}, statuses
+    assert "Traceback" not in _new_lines(demo, since)
+
+
 FILE_ROUTES = [
     "/gradio_api/upload",
     "/gradio_api/process_recording",
