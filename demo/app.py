@@ -21,16 +21,19 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `python demo/app.py` from a checkout that is not pip-installed
     sys.path.insert(0, str(ROOT))
+
+from demo import private_temp_dir  # noqa: E402
+
+private_temp_dir()  # before Gradio is imported: it reads GRADIO_TEMP_DIR then (see demo/__init__.py)
 
 import fastapi  # noqa: E402
 import gradio as gr  # noqa: E402
 
 from demo import server, views, widgets  # noqa: E402
+from demo.api import attempt  # noqa: E402
 from pipeline import formats  # noqa: E402
 from pipeline.errors import UserError  # noqa: E402
 from pipeline.manifest import ManifestError, ModelEntry  # noqa: E402
@@ -58,18 +61,6 @@ def service(artifacts: Path | str = DEFAULT_ARTIFACTS) -> Service:
 def predict(model: str, fmt: str, device: str, features: str | list, artifacts: Path | str = DEFAULT_ARTIFACTS) -> dict:
     """`Service.predict` on the artifacts in `artifacts` (default ./artifacts), without any UI."""
     return service(artifacts).predict(model, fmt, device, features)
-
-
-def attempt(what: str, call: Callable[[], Any]) -> tuple[Any, str | None]:
-    """(call(), None), or (None, why in one line): a UserError's own message; anything else is a bug, logged in
-    full and named by its type only."""
-    try:
-        return call(), None
-    except (UserError, formats.UnknownFormat) as exc:
-        return None, str(exc)
-    except Exception as exc:  # noqa: BLE001 - a bug, not the caller's input
-        log.exception("%s failed", what)
-        return None, f"the {what} failed unexpectedly ({type(exc).__name__}); the server log has the details"
 
 
 def api_predict(svc: Service) -> Callable[[str, str, str, str | list], dict]:
@@ -296,7 +287,6 @@ def _build_page(svc: Service, entries: list[ModelEntry]) -> None:
         inputs=model,
         outputs=[*groups, fmt, model_info, *panel_outputs, *results],
         api_visibility="private",
-        queue=False,
     )
 
     def on_input(name: str, previous: str | None):

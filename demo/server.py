@@ -1,45 +1,179 @@
-"""The demo's HTTP server: request limits, the FastAPI app around the page, and uvicorn.
+"""The demo's HTTP server: every limit on what a client may send, the FastAPI app, and uvicorn.
 
-`create_app(service, page)` mounts the Gradio page at "/", the Open Inference Protocol routes at
-/v2 (pipeline/oip.py) and /healthz, all over the one Service; `serve(app, host, port)` runs it.
-Every limit on what a client may send is declared here.
+`create_app(service, page)` puts the Gradio page at "/", its `predict` routes (demo/api.py), the Open
+Inference Protocol at /v2 (pipeline/oip.py) and /healthz over the one Service, behind RequestLimits;
+`serve(app, sock)` runs it with uvicorn, with deadlines for slow clients. The limits, all here:
+
+- a request body: 16 MiB on /v2 (batches), 1 MiB elsewhere (one example is at most 200,000
+  characters), read whole before any route sees it; 413 over it, whether declared or streamed;
+- all bodies being read or handled at once: 64 MiB together; 503 (retry) past it;
+- a request's headers: 16 KiB, within 10 s of the connection (or of the previous response);
+  its body within 15 s of its headers (408); an idle keep-alive connection closes after 5 s;
+- POST only to the routes the page and its API use (404 elsewhere: no upload, recording or other
+  file-accepting route); a session_hash of 1 to 64 letters, digits, '-' or '_'; an fn_index of one
+  of the page's events, with as many inputs as it takes (400 otherwise, before Gradio parses anything);
+- Gradio keeps at most 64 sessions (the least recently used dropped first) and queues at most 32
+  page events (503 past it); the predict routes keep at most 1,024 unread results for 5 minutes;
+- at most 1,000 connections and requests at once (503 past it).
 """
 
 from __future__ import annotations
 
+import asyncio
+import ctypes
+import ctypes.util
 import json
-import logging
+import re
+import signal
 import socket
 import sys
+from collections import deque
+from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qs
 
 import fastapi
 import gradio as gr
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from demo.api import SESSION_HASH, api_paths, api_router
 from pipeline.oip import MAX_BODY_BYTES as OIP_MAX_BODY_BYTES
 from pipeline.oip import oip_router
 from pipeline.service import Service
 
-log = logging.getLogger("demo")
-
-# A predict request carries at most MAX_TEXT_CHARS (200,000) characters of input: 1 MiB of JSON is
-# plenty. /v2 (the Open Inference Protocol) takes batches, so a larger limit.
-MAX_REQUEST_BYTES = 1024 * 1024
+MAX_REQUEST_BYTES = 1024 * 1024  # a predict call: at most 200,000 characters of input, far below this
 BODY_LIMITS = (  # (path prefix, bytes, the key the error message goes under), the first match applies
     ("/v2/", OIP_MAX_BODY_BYTES, "error"),  # the protocol's error form
     ("/", MAX_REQUEST_BYTES, "detail"),  # FastAPI's and Gradio's
 )
-# The page has no file inputs: Gradio's upload route would only store (and serve back) strangers' files.
-REFUSED_ROUTES = ("/gradio_api/upload", "/upload")
-MAX_SESSIONS = 256  # Gradio sessions kept in memory, the least recently used dropped first (see create_app)
+MAX_BODIES_BYTES = 64 * 1024 * 1024  # all request bodies held at once, read or being handled
+BODY_TIMEOUT_S = 15.0  # from the end of a request's headers to the end of its body
+HEADER_TIMEOUT_S = 10.0  # from a connection (or its previous response) to the end of a request's headers
+KEEP_ALIVE_S = 5  # an idle keep-alive connection is closed after this
+MAX_HEADER_BYTES = 16 * 1024  # request line and headers
+MAX_CONNECTIONS = 1000  # connections and requests in progress; uvicorn answers 503 past it
+MAX_SESSIONS = 64  # Gradio sessions kept, each ~100 KB for this page (state for every component)
+MAX_QUEUED = 32  # page events waiting in Gradio's queue; Gradio answers 503 "queue full" past it
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
+TRIM_AFTER_BYTES = 1024 * 1024  # after a body this large, once no other is held, free heap pages go back
+MAX_UNREAD_SESSIONS = 4096  # sessions whose results nobody read that Gradio may keep event ids of
+# POST is refused (404) everywhere else: the page has no file inputs, so Gradio's upload, recording and
+# component-server routes would only store (and serve back) strangers' files.
+GRADIO_JSON_POSTS = frozenset({"/gradio_api/queue/join", "/gradio_api/cancel", "/gradio_api/reset"})
+POST_ROUTES = GRADIO_JSON_POSTS | api_paths()  # the page's own through Gradio; the API (demo/api.py)
+# The page's events that skip the queue POST to /gradio_api/run/predict naming an fn_index; they go to
+# Gradio's /run route under this name, which no API function has.
+PAGE_RUN_PATH = "/gradio_api/run/page"
+HEARTBEAT = re.compile(r"/gradio_api/heartbeat/(.*)")
+
+
+class Refused(Exception):
+    """A request answered by RequestLimits itself."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def _check_session(value: Any, where: str) -> None:
+    if value is not None and not (isinstance(value, str) and SESSION_HASH.fullmatch(value)):
+        shown = repr(value)
+        shown = shown if len(shown) <= 24 else shown[:20] + "..."
+        raise Refused(400, f"{where} is {shown}; expected 1 to 64 letters, digits, '-' or '_'")
+
+
+def _parse_call(body: bytes) -> dict:
+    try:
+        call = json.loads(body)
+    except (ValueError, RecursionError):
+        raise Refused(400, "the request body is not valid JSON; expected a JSON object") from None
+    if not isinstance(call, dict):
+        raise Refused(400, "the request body must be a JSON object")
+    return call
+
+
+def check_gradio_call(call: dict, fn_ids: frozenset[int] | dict[int, int], events: str = "event of this page") -> None:
+    """Refused (400) for a queue/join, cancel, reset or page /run body that Gradio would fail on with a 500
+    or keep too much of: a session_hash or event_id that is empty or long, an fn_index not in `fn_ids`,
+    'data' that is not a list."""
+    _check_session(call.get("session_hash"), "session_hash")
+    _check_session(call.get("event_id"), "event_id")
+    fn_index = call.get("fn_index")
+    if fn_index is not None and (type(fn_index) is not int or fn_index not in fn_ids):
+        raise Refused(400, f"fn_index {str(fn_index)[:20]} names no {events}")
+    if "data" in call and not isinstance(call["data"], list):
+        raise Refused(400, "'data' must be a list of the event's inputs")
+
+
+Accepts = tuple[str, Callable[[Any], bool]]  # what an input takes, in words, and the test of a value
+
+
+def accepts(component: Any) -> Accepts:
+    """What the page's own front end sends for an input of an event that skips the queue: a value that
+    Gradio's preprocessing takes without failing (and so without a 500 and a traceback)."""
+    if isinstance(component, gr.State):
+        return "anything (the session's state is used)", lambda value: True
+    if isinstance(component, gr.Dropdown):
+        choices = [value for _, value in component.choices]
+        return f"one of {choices}", lambda value: isinstance(value, (str, int, float)) and value in choices
+    if isinstance(component, gr.Dataset):
+        count = len(component.samples or [])
+        return f"an example's index, 0 to {count - 1}", lambda value: type(value) is int and 0 <= value < count
+    return "a number, text or null", lambda value: value is None or isinstance(value, (str, int, float))
+
+
+def page_event(path: str, body: bytes, skip_queue: dict[int, tuple[Accepts, ...]]) -> bool:
+    """Whether a POST to /gradio_api/run/... is one of the page's events that skip the queue (it names an
+    fn_index); Refused (400) when that fn_index is not such an event or its data is not what its inputs take."""
+    if not path.startswith("/gradio_api/run/") or b'"fn_index"' not in body:
+        return False
+    try:
+        call = _parse_call(body)
+    except Refused:
+        return False  # the API route answers it
+    if call.get("fn_index") is None:
+        return False
+    check_gradio_call(call, skip_queue, "event of this page that skips the queue")
+    inputs, data = skip_queue[call["fn_index"]], call.get("data") or []
+    if len(data) != len(inputs):
+        raise Refused(400, f"'data' holds {len(data)} values; event {call['fn_index']} takes {len(inputs)}")
+    for position, (value, (takes, test)) in enumerate(zip(data, inputs, strict=True)):
+        if not test(value):
+            raise Refused(400, f"input {position + 1} of event {call['fn_index']} must be {takes}"[:300])
+    return True
+
+
+def forget_unread_sessions(page: gr.Blocks, keep: int = MAX_UNREAD_SESSIONS) -> None:
+    """Gradio keeps the results of at most 2,000 sessions nobody reads (an LRU), but the ids of their events
+    for ever (about 0.5 KB a session): past `keep` sessions, drop the ids of those whose results it dropped.
+    These are Gradio's internals, so read defensively: if they change, nothing is dropped."""
+    queue = getattr(page, "_queue", None)
+    event_ids = getattr(queue, "pending_event_ids_session", None)
+    results = getattr(queue, "pending_messages_per_session", None)
+    if not isinstance(event_ids, dict) or results is None or len(event_ids) <= keep:
+        return
+    for session in [s for s in event_ids if s not in results]:
+        event_ids.pop(session, None)
 
 
 class RequestLimits:
-    """ASGI middleware: a request's whole body is read here, up to its route's limit (BODY_LIMITS), before
-    any route sees it: 413 for a body over the limit, declared or streamed; 404 for Gradio's upload route."""
+    """ASGI middleware that enforces the limits above before any route runs; it reads each request's
+    whole body (up to its route's limit), then hands it to the app."""
 
-    def __init__(self, app: Any, limits: tuple[tuple[str, int, str], ...] = BODY_LIMITS) -> None:
-        self.app, self.limits = app, limits
+    def __init__(
+        self,
+        app: Any,
+        fn_ids: frozenset[int] = frozenset(),
+        skip_queue: dict[int, tuple[Accepts, ...]] | None = None,
+        after_join: Callable[[], None] | None = None,
+        limits: tuple[tuple[str, int, str], ...] = BODY_LIMITS,
+        budget: int = MAX_BODIES_BYTES,
+        body_timeout: float = BODY_TIMEOUT_S,
+    ) -> None:
+        self.app, self.fn_ids, self.after_join, self.limits = app, fn_ids, after_join, limits
+        self.skip_queue = skip_queue or {}  # the page's events that skip the queue: fn_index -> its inputs
+        self.budget, self.body_timeout = budget, body_timeout
+        self.held = 0  # bytes of all bodies held now (one event loop: no lock needed)
 
     def limit(self, path: str) -> tuple[int, str]:
         """(bytes, error key) for a request to `path`."""
@@ -48,51 +182,111 @@ class RequestLimits:
                 return max_bytes, key
         return self.limits[-1][1], self.limits[-1][2]
 
+    def check_route(self, scope: dict, path: str) -> None:
+        """Refused for a POST to a route the page does not use, or a malformed session_hash in the URL."""
+        if scope["method"] == "POST" and path not in POST_ROUTES and not (path == "/v2" or path.startswith("/v2/")):
+            raise Refused(404, "not found")
+        if path == "/gradio_api/queue/data":
+            sessions = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("session_hash", [""])
+            _check_session(sessions[0], "session_hash")
+        heartbeat = HEARTBEAT.fullmatch(path)
+        if heartbeat:
+            _check_session(heartbeat.group(1), "session_hash")
+
+    async def read_body(self, scope: dict, receive: Any, max_bytes: int, held: list[int]) -> list[bytes] | None:
+        """The whole body as its chunks (None if the client left), counting its bytes in `held` and
+        self.held as they come."""
+        too_large = Refused(413, f"request body over the limit of {max_bytes:,} bytes")
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > max_bytes):
+            raise too_large
+        chunks, more = [], True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            if held[0] + len(chunk) > max_bytes:  # a chunked body with no Content-Length
+                raise too_large
+            if self.held + len(chunk) > self.budget:
+                raise Refused(503, "the server is busy reading other large requests; try again in a moment")
+            chunks.append(chunk)
+            held[0] += len(chunk)
+            self.held += len(chunk)
+            more = message.get("more_body", False)
+        return chunks
+
+    async def accept(
+        self, scope: dict, receive: Any, path: str, max_bytes: int, held: list[int]
+    ) -> tuple[list[bytes] | None, str]:
+        """(the request's body once every limit is met, or None if the client left; the path to route it
+        to), else Refused."""
+        self.check_route(scope, path)
+        try:
+            body = await asyncio.wait_for(self.read_body(scope, receive, max_bytes, held), self.body_timeout)
+        except asyncio.TimeoutError:
+            raise Refused(408, f"the request body did not arrive within {self.body_timeout:g} s") from None
+        if body is None or scope["method"] != "POST":
+            return body, path
+        if path in GRADIO_JSON_POSTS:
+            check_gradio_call(_parse_call(b"".join(body)), self.fn_ids)
+        elif page_event(path, b"".join(body), self.skip_queue):
+            return body, PAGE_RUN_PATH
+        return body, path
+
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         path = scope.get("path", "")
         max_bytes, key = self.limit(path)
-        if path.rstrip("/") in REFUSED_ROUTES:
-            return await _json_response(send, 404, key, "not found")
-        too_large = f"request body over the limit of {max_bytes:,} bytes"
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > max_bytes):
-            return await _json_response(send, 413, key, too_large)
-        chunks, seen, more = [], 0, True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
+        held = [0]
+        try:
+            try:
+                body, route = await self.accept(scope, receive, path, max_bytes, held)
+            except Refused as refused:
+                return await _json_response(send, refused.status, key, refused.message)
+            if body is None:
                 return None
-            chunks.append(message.get("body", b""))
-            seen += len(chunks[-1])
-            if seen > max_bytes:  # a chunked body with no Content-Length
-                return await _json_response(send, 413, key, too_large)
-            more = message.get("more_body", False)
-        replayed = False
+            if route != path:
+                scope = {**scope, "path": route, "raw_path": route.encode()}
+            chunks = deque(body)  # handed on one by one: each is freed once the route has read it
+            del body
 
-        async def replay() -> dict:
-            nonlocal replayed
-            if replayed:
-                return await receive()  # after the body: the client's disconnect, for streaming responses
-            replayed = True
-            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            async def replay() -> dict:
+                if not chunks:
+                    return await receive()  # after the body: the client's disconnect, for streaming responses
+                chunk = chunks.popleft()
+                return {"type": "http.request", "body": chunk, "more_body": bool(chunks)}
 
-        await self.app(scope, replay, send)
+            await self.app(scope, replay, send)
+            if path == "/gradio_api/queue/join" and self.after_join is not None:
+                self.after_join()
+        finally:
+            self.held -= held[0]
+            if held[0] > TRIM_AFTER_BYTES and self.held == 0:
+                LIBC.trim()  # the last large body is gone: return the heap pages its chunks took
 
 
 async def _json_response(send: Any, status: int, key: str, message: str) -> None:
     body = json.dumps({key: message}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if status == 503:
+        headers.append((b"retry-after", b"1"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
 def create_app(service: Service, page: gr.Blocks, *, css: str | None = None, js: str | None = None) -> fastapi.FastAPI:
-    """The FastAPI app: `page` at "/", the Open Inference Protocol at /v2, /healthz, and the request limits;
-    `app.state.service` is the one Service they all ask."""
+    """The FastAPI app: `page` at "/" with its predict routes, the Open Inference Protocol at /v2, /healthz,
+    and the request limits; `app.state.service` is the one Service they all ask."""
     app = fastapi.FastAPI(title="seed-pipeline demo", docs_url=None, redoc_url=None, openapi_url=None)
-    app.add_middleware(RequestLimits)  # oversized bodies and uploads are refused before any route sees them
+    # before any route sees a request
+    app.add_middleware(
+        RequestLimits,
+        fn_ids=frozenset(page.fns),
+        skip_queue={i: tuple(map(accepts, fn.inputs)) for i, fn in page.fns.items() if not fn.queue},
+        after_join=lambda: forget_unread_sessions(page),
+    )
     app.state.service = service
 
     @app.get("/healthz", include_in_schema=False)
@@ -106,10 +300,13 @@ def create_app(service: Service, page: gr.Blocks, *, css: str | None = None, js:
             "torch_imported": "torch" in sys.modules,
         }
 
-    app.include_router(oip_router(service))  # /v2/...: KServe v2 / Triton's HTTP API over the same predictors
-    # Gradio keeps state for each session, and an API call that names none (curl, httpx) gets a new
-    # one: about 130 KB for this page, 10,000 of them by default. Bounded, memory stays flat under load.
+    # /v2/...: KServe v2 / Triton's HTTP API over the same predictors, each model's largest batch fitting
+    # the body limit above as JSON
+    app.include_router(oip_router(service, max_body_bytes=OIP_MAX_BODY_BYTES))
+    app.include_router(api_router(service))  # before the page, so these answer /gradio_api/{call,run}/NAME
+    # Gradio keeps state for each session (gradio_client sends one per client; the page one per tab).
     page.state_session_capacity = MAX_SESSIONS
+    page.queue(max_size=MAX_QUEUED)
     return gr.mount_gradio_app(
         app,
         page,
@@ -120,6 +317,37 @@ def create_app(service: Service, page: gr.Blocks, *, css: str | None = None, js:
         css=css,
         js=js,
     )
+
+
+class TimedH11Protocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol with a deadline for each request's headers, which uvicorn lacks: a
+    client that connects and sends its request line and headers slowly, or not at all, is disconnected
+    HEADER_TIMEOUT_S after it connected or after its previous response."""
+
+    _deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        self._arm()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        waiting_after = self.cycle  # a new request replaces it
+        self._deadline = self.loop.call_later(HEADER_TIMEOUT_S, self._expire, waiting_after)
+
+    def _expire(self, waiting_after: Any) -> None:
+        if self.cycle is waiting_after and not self.transport.is_closing():
+            self.transport.close()
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -143,9 +371,37 @@ def url_of(host: str, sock: socket.socket) -> str:
     return f"http://[{host}]:{port}/" if sock.family == socket.AF_INET6 else f"http://{host}:{port}/"
 
 
-def serve(app: fastapi.FastAPI, sock: socket.socket, on_start: Any = None) -> None:
+class _Libc:
+    """glibc's malloc tuning, where the process runs on glibc; elsewhere each call does nothing."""
+
+    def __init__(self) -> None:
+        try:
+            self.libc: Any = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            self.libc.mallopt, self.libc.malloc_trim  # noqa: B018 - both must exist
+        except (OSError, AttributeError):
+            self.libc = None
+
+    def map_large_blocks(self) -> None:
+        """Map each allocation of 1 MiB or more on its own, unmapped when freed. By default glibc raises that
+        threshold to the largest block freed so far (up to 32 MiB), so after one 16 MiB body the next ones
+        come from the heap, which it keeps."""
+        if self.libc is not None:
+            self.libc.mallopt(M_MMAP_THRESHOLD, 1024 * 1024)
+
+    def trim(self) -> None:
+        """Give the free pages of every heap back to the system (the chunks a large body arrived in)."""
+        if self.libc is not None:
+            self.libc.malloc_trim(0)
+
+
+LIBC = _Libc()
+
+
+def serve(app: fastapi.FastAPI, sock: socket.socket, on_start: Callable[[], None] | None = None) -> None:
     """Run `app` with uvicorn on `sock` until interrupted; `on_start()` once it accepts connections."""
     import uvicorn
+
+    LIBC.map_large_blocks()
 
     class Server(uvicorn.Server):
         async def startup(self, sockets: Any = None) -> None:
@@ -153,8 +409,20 @@ def serve(app: fastapi.FastAPI, sock: socket.socket, on_start: Any = None) -> No
             if self.started and on_start is not None:
                 on_start()
 
-    server = Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))
+    config = uvicorn.Config(
+        app,
+        http=TimedH11Protocol,
+        log_level="warning",
+        timeout_graceful_shutdown=2,
+        timeout_keep_alive=KEEP_ALIVE_S,
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+        limit_concurrency=MAX_CONNECTIONS,
+    )
+    # uvicorn shuts down on SIGINT and SIGTERM, then raises the signal again with the handler it found:
+    # for SIGTERM the default one, which would end the process there, before its atexit cleanup (the
+    # private temp folder). As KeyboardInterrupt, both end here instead.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        server.run(sockets=[sock])
-    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled; it has shut down cleanly by now
+        Server(config).run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn re-raises the signal it handled; it has shut down cleanly by now
         pass

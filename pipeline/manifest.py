@@ -8,6 +8,7 @@ directory and must stay inside it; every file is checked against its sha256 befo
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,11 @@ class ModelEntry:
     @property
     def input_names(self) -> list[str]:
         return [t["name"] for t in self.inputs]
+
+    @property
+    def values_per_example(self) -> int:
+        """How many numbers one example holds, over every input (what a JSON request pays for)."""
+        return sum(math.prod(int(d) for d in t["shape"][1:]) for t in self.inputs)
 
     @property
     def flat(self) -> bool:

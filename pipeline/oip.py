@@ -16,13 +16,22 @@ names; a request may pick any other format with "parameters": {"format": NAME}) 
 `<model>_<format>` for every format Triton serves, with Triton's tensor names (pipeline/triton.py).
 
 Errors use the protocol's form, {"error": "<message>"}: 400 for a malformed request (wrong shape,
-datatype, tensor name, JSON), 404 for an unknown model, version or route, 503 when there is no
-manifest or an artifact cannot be loaded (e.g. it fails its sha256 check). The wire format itself is
-pipeline/oip_protocol.py; the body size limit is the server's (demo/server.py).
+datatype, tensor name, JSON) or inputs whose outputs overflow float32, 404 for an unknown model,
+version or route, 503 when there is no manifest or an artifact cannot be loaded (e.g. it fails its
+sha256 check). The wire format itself is pipeline/oip_protocol.py; the limit on the bytes a client
+may send is the server's (demo/server.py), and `max_body_bytes` here must match it: each model's
+largest batch is the one whose JSON request fits in it.
+
+Nothing heavy runs on the event loop that answers everyone else: a body over SMALL_BODY_BYTES, or a
+compressed one, is taken apart in a worker thread, one such body at a time, after
+oip_protocol.check_json_budget has bounded what parsing it may build; loading and inference run in
+worker threads too.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from importlib import metadata as importlib_metadata
 from typing import Any
 
@@ -35,13 +44,18 @@ from pipeline import oip_protocol as protocol
 from pipeline.errors import UserError
 from pipeline.manifest import ArtifactError, ManifestError
 from pipeline.naming import MAX_BATCH_SIZE, model_config
-from pipeline.oip_protocol import HEADER_LENGTH, OIPError, Target
+from pipeline.oip_protocol import HEADER_LENGTH, InferRequest, OIPError, Target
 from pipeline.runtime import Predictor, RuntimeUnavailable
 from pipeline.service import Loaded, Service
 
+log = logging.getLogger("pipeline.oip")
+
 SERVER_NAME = "seed-pipeline"
-# 1024 examples of the widest model (1000 features) are 4 MiB as binary tensors, about 12 MiB as JSON.
+# A request body, as sent or once inflated. 512 examples of the widest model (1000 features) are 12.8 MB
+# as tritonclient's JSON (2 MB as binary tensors), so its largest batch is 512; narrower models take 1024.
 MAX_BODY_BYTES = 16 * 1024 * 1024
+SMALL_BODY_BYTES = 64 * 1024  # parsed on the event loop (well under a millisecond); larger ones in a thread
+HEAVY_PARSES = 1  # large bodies taken apart at once: each may build ~50 MB of Python objects while parsed
 NO_MANIFEST = "no manifest is loaded: create the artifacts with `make train export`"
 
 
@@ -57,13 +71,37 @@ class Routes:
     ) -> None:
         self.service, self.device, self.default_format = service, device, default_format
         self.max_body_bytes, self.max_batch_size = max_body_bytes, max_batch_size
+        self.heavy = asyncio.Semaphore(HEAVY_PARSES)
 
     def resolve(self, name: str, version: str | None) -> tuple[Loaded, Target]:
         """The service's current manifest and predictors, and what `name` serves in them."""
         loaded = self.service.current()
         if loaded is None:
             raise OIPError(503, self.service.error or NO_MANIFEST)
-        return loaded, protocol.resolve_target(loaded.manifest, name, version, self.default_format)
+        target = protocol.resolve_target(
+            loaded.manifest, name, version, self.default_format, self.max_body_bytes, self.max_batch_size
+        )
+        return loaded, target
+
+    async def read(self, request: Request, target: Target) -> InferRequest:
+        """The request taken apart (oip_protocol.read_request): small ones here, large ones in a thread."""
+        body = await request.body()
+        encoding = request.headers.get("content-encoding")
+        args = (body, encoding, request.headers.get(HEADER_LENGTH), target, self.max_body_bytes)
+        if len(body) <= SMALL_BODY_BYTES and encoding is None:
+            return protocol.read_request(*args)
+        async with self.heavy:
+            return await run_in_threadpool(protocol.read_request, *args)
+
+    async def run(self, predictor: Predictor, batch: Any) -> list[Any]:
+        """The outputs, in a worker thread; 400 for outputs that overflow float32, 500 for a failure of ours."""
+        try:
+            return await run_in_threadpool(self.service.run_batch, predictor, batch)
+        except UserError as exc:
+            raise OIPError(400, str(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - answered with the protocol's error form, logged in full
+            log.exception("inference of %s (%s) failed", predictor.model, predictor.format)
+            raise OIPError(500, f"inference failed: {type(exc).__name__}: {exc}") from None
 
     async def predictor(self, loaded: Loaded, target: Target, fmt: str) -> Predictor:
         """The cached predictor (loaded in a worker thread on first use), or 404 / 503 saying why not."""
@@ -115,28 +153,18 @@ class Routes:
             target = self.resolve(name, version)[1]
         except OIPError as exc:
             return _error(exc.status, exc.message)
-        config = model_config(target.entry, target.format, self.max_batch_size)
+        config = model_config(target.entry, target.format, target.max_batch)
         return config if target.fixed else {**config, "name": target.name}
 
     async def infer(self, request: Request, name: str, version: str | None = None) -> Response:
         try:
             loaded, target = self.resolve(name, version)
-            body = protocol.decode_body(
-                await request.body(), request.headers.get("content-encoding"), self.max_body_bytes
-            )
-            header, binary = protocol.split_body(body, request.headers.get(HEADER_LENGTH))
-            req = protocol.parse_request(header)
-            fmt = protocol.requested_format(req, target)
-            batch = protocol.input_batch(req, target, binary, self.max_batch_size)
-            wanted = protocol.requested_outputs(req, target)
-            predictor = await self.predictor(loaded, target, fmt)
-            try:
-                outputs = await run_in_threadpool(predictor.run_batch, batch)
-            except Exception as exc:  # noqa: BLE001 - answered with the protocol's error form
-                raise OIPError(500, f"inference failed: {type(exc).__name__}: {exc}") from None
+            parsed = await self.read(request, target)
+            predictor = await self.predictor(loaded, target, parsed.format)
+            outputs = await self.run(predictor, parsed.batch)
         except OIPError as exc:
             return _error(exc.status, exc.message)
-        content, header_length = protocol.encode_reply(req, target, list(outputs), wanted)
+        content, header_length = protocol.encode_reply(parsed.request, target, outputs, parsed.outputs)
         if header_length is None:
             return Response(content, media_type="application/json")
         return Response(content, media_type="application/octet-stream", headers={HEADER_LENGTH: str(header_length)})
@@ -157,7 +185,8 @@ def oip_router(
 
     Predictors are loaded on `device` through the service's cache, so the routes share them with
     everything else using it. `max_body_bytes` bounds a body once decompressed (the bytes on the wire
-    are bounded by the server before any route reads them).
+    are bounded by the server before any route reads them) and sets each model's largest batch, at most
+    `max_batch_size`.
     """
     if default_format not in formats.TRITON_FORMATS:
         raise ValueError(f"default_format must be one of {', '.join(formats.TRITON_FORMATS)}; got {default_format!r}")

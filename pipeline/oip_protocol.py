@@ -12,12 +12,15 @@ pipeline/oip.py puts them behind HTTP routes. A request is taken apart in the or
     encode_reply     the outputs as the protocol's JSON, with binary tensors appended
 
 Every refusal is an OIPError carrying the HTTP status and one line naming what was expected.
+`read_request` runs them all; `check_json_budget` bounds what the JSON parser will build before it
+starts, so no request costs more than the largest batch its model accepts.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -25,14 +28,19 @@ from typing import Any
 import numpy as np
 
 from pipeline import formats
-from pipeline.manifest import Manifest, ModelEntry
-from pipeline.naming import VERSION, data_type, tensor_dims, tensor_names, triton_model_name
+from pipeline.manifest import Manifest, ManifestError, ModelEntry
+from pipeline.naming import MAX_BATCH_SIZE, VERSION, data_type, tensor_dims, tensor_names, triton_model_name
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 DATATYPE = "FP32"  # the datatype of every seed model's tensors; others declare theirs (pipeline/triton.py)
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 MAX_NESTING = 8  # levels of nested lists a tensor's "data" may use
+# The most bytes one FP32 value takes in a JSON request, separator included: tritonclient writes
+# float32 values as Python floats, e.g. "-1.2345678901234567e-05, " (25 bytes).
+JSON_BYTES_PER_VALUE = 25
+JSON_OVERHEAD = 64 * 1024  # names, shape, parameters: what a request holds besides its values
 _NUMBER = (int, float)  # bool is not a number here
+_DIGITS = re.compile(rb"[0-9]{1,12}")  # ASCII digits only: str.isdigit also accepts "²", which int() refuses
 
 
 class OIPError(Exception):
@@ -54,16 +62,57 @@ class Target:
     fixed: bool  # the name pins the format (<model>_<format>, as Triton names its models)
     inputs: list[str]
     outputs: list[str]
+    max_batch: int  # the largest batch it accepts (see max_batch_size)
+
+    @property
+    def width(self) -> int:
+        """Numbers per example, over every input."""
+        return self.entry.values_per_example
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    """A request taken apart: what to run, on what, and what to send back."""
+
+    request: dict[str, Any]
+    format: str
+    batch: Any  # one C-contiguous array for a one-input model, else input name -> array
+    outputs: list[tuple[int, str, bool]]  # (position, name, as binary)
+
+
+def max_batch_size(width: int, max_body_bytes: int, cap: int = MAX_BATCH_SIZE) -> int:
+    """The largest batch, a power of two up to `cap`, whose JSON request fits in `max_body_bytes` for a model
+    taking `width` features: 512 for 1000 features in 16 MiB, `cap` for narrow models."""
+    overhead = min(JSON_OVERHEAD, max_body_bytes // 8)
+    fits = (max_body_bytes - overhead) // (max(width, 1) * JSON_BYTES_PER_VALUE)
+    if fits < 1:
+        return 1
+    return min(cap, 1 << (int(fits).bit_length() - 1))
+
+
+def triton_formats_of(entry: ModelEntry) -> list[str]:
+    """The formats Triton serves that `entry` has an artifact of (derived ones may not apply to a model)."""
+    return [fmt for fmt in entry.served_formats() if fmt in formats.TRITON_FORMATS]
 
 
 def oip_names(manifest: Manifest) -> list[str]:
     """Every model name the routes answer to: each manifest model, then its Triton-style names."""
-    return [n for m in manifest.models for n in (m, *(triton_model_name(m, f) for f in formats.TRITON_FORMATS))]
+    return [
+        n for m, e in manifest.models.items() for n in (m, *(triton_model_name(m, f) for f in triton_formats_of(e)))
+    ]
 
 
-def resolve_target(manifest: Manifest, name: str, version: str | None, default_format: str) -> Target:
+def resolve_target(
+    manifest: Manifest,
+    name: str,
+    version: str | None,
+    default_format: str,
+    max_body_bytes: int,
+    max_batch: int = MAX_BATCH_SIZE,
+) -> Target:
     """The model `name` (and `version`) of a URL: a manifest model on `default_format`, or Triton's
-    <model>_<format> for each format Triton serves; 404 naming the models there are."""
+    <model>_<format> for each format Triton serves; 404 naming the models there are. Its largest batch
+    is the one whose JSON request fits in `max_body_bytes`."""
     if name in manifest.models:
         entry, fmt, fixed = manifest.models[name], default_format, False
     else:
@@ -75,6 +124,11 @@ def resolve_target(manifest: Manifest, name: str, version: str | None, default_f
                 f"(each also as <model>_{' and <model>_'.join(formats.TRITON_FORMATS)})",
             )
         entry, fmt, fixed = manifest.models[base], suffix, True
+        if fmt not in triton_formats_of(entry):
+            try:
+                entry.artifact(formats.get(fmt).artifact_kind)  # its ManifestError says why there is none
+            except ManifestError as exc:
+                raise OIPError(404, f"unknown model {name!r}: {exc}") from None
     if version not in (None, "", VERSION):
         raise OIPError(404, f"model {name!r} has no version {version!r}; it has version {VERSION}")
     triton = formats.get(fmt).triton
@@ -82,11 +136,13 @@ def resolve_target(manifest: Manifest, name: str, version: str | None, default_f
         ins, outs = tensor_names(entry, fmt)
     else:
         ins, outs = [t["name"] for t in entry.inputs], [t["name"] for t in entry.outputs]
-    return Target(name, entry, fmt, fixed, ins, outs)
+    largest = max_batch_size(entry.values_per_example, max_body_bytes, max_batch)
+    return Target(name, entry, fmt, fixed, ins, outs, largest)
 
 
 def model_metadata(target: Target) -> dict[str, Any]:
-    """The protocol's model metadata: name, versions, platform, and tensors of shape [-1, *dims], with datatypes."""
+    """The protocol's model metadata: name, versions, platform, tensors of shape [-1, *dims] with datatypes,
+    and in parameters the largest batch a request may carry."""
     entry = target.entry
 
     def tensors(specs: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
@@ -102,6 +158,7 @@ def model_metadata(target: Target) -> dict[str, Any]:
         "platform": triton.platform if triton else "",
         "inputs": tensors(entry.inputs, target.inputs),
         "outputs": tensors(entry.outputs, target.outputs),
+        "parameters": {"max_batch_size": target.max_batch},
     }
 
 
@@ -124,6 +181,10 @@ def decode_body(body: bytes, encoding: str | None, limit: int) -> bytes:
         raise OIPError(413, f"the decompressed request body is over the limit of {limit:,} bytes")
     if not inflater.eof:
         raise OIPError(400, f"the {encoding} body is truncated")
+    if inflater.unused_data:
+        raise OIPError(
+            400, f"{len(inflater.unused_data)} bytes follow the {encoding} data; expected one {encoding} stream"
+        )
     return out
 
 
@@ -131,13 +192,34 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     """(JSON header, binary tensor data) per Triton's binary tensor data extension."""
     if header_length is None:
         return body, b""
-    if not header_length.strip().isdigit() or not 0 < int(header_length) <= len(body):
+    text = header_length.strip().encode("utf-8", "replace")
+    if not _DIGITS.fullmatch(text) or not 0 < int(text) <= len(body):
+        shown = header_length if len(header_length) <= 20 else header_length[:20] + "..."
         raise OIPError(
             400,
-            f"{HEADER_LENGTH} is {header_length!r}; expected the JSON header's size, 1 to {len(body)} bytes",
+            f"{HEADER_LENGTH} is {shown!r}; expected the JSON header's size, 1 to {len(body)} bytes",
         )
-    n = int(header_length)
+    n = int(text)
     return body[:n], body[n:]
+
+
+def check_json_budget(header: bytes, target: Target) -> None:
+    """400 before any parsing when the JSON holds more values or arrays than a full batch of `target`
+    needs: a body of millions of empty lists or numbers would take seconds and hundreds of MB to parse."""
+    arrays = header.count(b"[") + header.count(b"{")
+    if arrays > 2 * target.max_batch + 1024:
+        raise OIPError(
+            400,
+            f"the request holds {arrays:,} arrays and objects; expected one input of at most {target.max_batch} rows",
+        )
+    max_values = target.max_batch * target.width
+    commas = header.count(b",")
+    if commas > max_values + 1024:
+        raise OIPError(
+            400,
+            f"the request holds about {commas:,} values; {target.name} takes at most "
+            f"{target.max_batch} x {target.width} = {max_values:,} per request",
+        )
 
 
 def _reject_constant(name: str) -> Any:
@@ -241,7 +323,7 @@ def _from_json(tensor: dict[str, Any], where: str, shape: list[int], spec: dict[
     return wide.astype(np.float32).reshape(shape)
 
 
-def input_batch(req: dict[str, Any], target: Target, binary: bytes, max_batch: int) -> Any:
+def input_batch(req: dict[str, Any], target: Target, binary: bytes) -> Any:
     """The request's inputs as the model's batch: one C-contiguous array for a one-input model (float32
     (batch, features) for the seed models), else input name -> array, each of its declared dtype and shape.
     Binary tensors follow the JSON header in the order the inputs are listed."""
@@ -268,7 +350,7 @@ def input_batch(req: dict[str, Any], target: Target, binary: bytes, max_batch: i
         datatype = data_type(spec, where)[1]
         if tensor.get("datatype") != datatype:
             raise OIPError(400, f"{where} has datatype {tensor.get('datatype')!r}; expected {datatype!r}")
-        shape = _shape(tensor, where, tensor_dims(spec, where), max_batch, target.entry.name)
+        shape = _shape(tensor, where, tensor_dims(spec, where), target.max_batch, target.entry.name)
         count = math.prod(shape)
         dtype = np.dtype(np.int64 if spec.get("dtype", "float32") == "int64" else np.float32).newbyteorder("<")
         params = tensor.get("parameters") or {}
@@ -318,7 +400,7 @@ def requested_outputs(req: dict[str, Any], target: Target) -> list[tuple[int, st
     if not isinstance(default_binary, bool):
         raise OIPError(400, "parameters.binary_data_output must be true or false")
     asked = req.get("outputs")
-    if asked is None:
+    if asked is None or asked == []:  # as Triton: no output named, every output
         return [(i, n, default_binary) for i, n in enumerate(target.outputs)]
     if not isinstance(asked, list) or not all(isinstance(o, dict) for o in asked):
         raise OIPError(400, "'outputs' must be a list of objects with a 'name'")
@@ -366,10 +448,23 @@ def encode_reply(
             tensor["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         else:
-            tensor["data"] = [v if math.isfinite(v) else None for v in out.ravel().tolist()]
+            tensor["data"] = out.ravel().tolist()
         tensors.append(tensor)
     reply["outputs"] = tensors
     header = json.dumps(reply, separators=(",", ":")).encode()
     if not blobs:
         return header, None
     return b"".join([header, *blobs]), len(header)
+
+
+def read_request(
+    body: bytes, encoding: str | None, header_length: str | None, target: Target, limit: int
+) -> InferRequest:
+    """A whole inference request for `target`, from the body as received to the arrays to run, each step
+    bounded before it starts (the body inflated to at most `limit` bytes, the JSON by check_json_budget)."""
+    header, binary = split_body(decode_body(body, encoding, limit), header_length)
+    check_json_budget(header, target)
+    req = parse_request(header)
+    return InferRequest(
+        req, requested_format(req, target), input_batch(req, target, binary), requested_outputs(req, target)
+    )

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline import formats
+
 from .demo_server import running_demo
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -60,7 +62,7 @@ def test_adder_mynet_sum_in_the_page(demo_url, browser, manifest, tmp_path):
         page.locator("#adder_mynet-x1 input").wait_for(state="visible")
         page.locator("#adder_mynet-x1 input").fill("10")
         page.locator("#adder_mynet-x2 input").fill("11")
-        page.locator("#format-picker").get_by_label("ONNX · onnxruntime", exact=True).check()
+        page.locator("#format-picker").get_by_role("radio", name=formats.label("onnx"), exact=True).check()
         page.locator("#predict-button").click()
         prediction = page.locator("#prediction")
         prediction.get_by_text(re.compile(r"sum = ")).wait_for(timeout=30_000)

@@ -19,11 +19,12 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from demo.server import RequestLimits
+from pipeline import formats
 from pipeline.inputs import InputError
 from pipeline.naming import TRITON_FORMATS, model_config, tensor_names, triton_model_name
 from pipeline.oip import oip_router
-from pipeline.oip_protocol import oip_names
-from pipeline.parity import DEFAULT_ATOL, DEFAULT_RTOL, compare, parity_inputs, verify
+from pipeline.oip_protocol import oip_names, triton_formats_of
+from pipeline.parity import compare, parity_inputs, verify
 from pipeline.runtime import PredictorCache, RuntimeUnavailable, load_predictor
 from pipeline.service import Service
 
@@ -78,9 +79,11 @@ def infer(client, name, input_name, batch, output_names, binary=True, **kwargs):
     return [result.as_numpy(n) for n in output_names]
 
 
-def assert_close(want, got, what):
+def assert_close(want, got, what, fmt=None):
+    """Within `fmt`'s parity rule (a derived format's is its own), the exact formats' by default."""
+    spec = formats.get(fmt or formats.DEFAULT_FORMAT)
     for w, g in zip(want, got, strict=True):
-        result = compare(w, g, DEFAULT_ATOL, DEFAULT_RTOL)
+        result = compare(w, g, spec.atol, spec.rtol, spec.scale)
         assert result.passed, f"{what}: {result.reason}"
 
 
@@ -96,9 +99,10 @@ def test_server_is_live_ready_and_describes_itself(client):
 def test_metadata_of_every_model_matches_the_manifest_and_the_triton_repository(client, manifest):
     """Each model under its own name and under the Triton repository's names, with the same tensors
     (names, FP32, [-1, N]) as the config.pbtxt `export --triton` writes for it."""
-    assert len(oip_names(manifest)) == 3 * len(manifest.models)
+    assert len(oip_names(manifest)) == sum(1 + len(triton_formats_of(e)) for e in manifest.models.values())
+    assert {"onnx", "torchscript"} <= set(triton_formats_of(manifest.model("adder_mynet")))
     for model, entry in manifest.models.items():
-        for fmt in (None, *TRITON_FORMATS):
+        for fmt in (None, *triton_formats_of(entry)):
             name = model if fmt is None else triton_model_name(model, fmt)
             meta = client.get_model_metadata(name)
             config = model_config(entry, fmt or "onnx")
@@ -114,12 +118,12 @@ def test_metadata_of_every_model_matches_the_manifest_and_the_triton_repository(
 def test_infer_gives_the_eager_outputs_for_every_model(client, manifest, eager):
     for model in manifest.models:
         batches = parity_inputs(manifest, model)  # the catalog examples, then random batches of 1, 2 and 7
-        for fmt in (None, *TRITON_FORMATS):
+        for fmt in (None, *triton_formats_of(manifest.model(model))):
             name = model if fmt is None else triton_model_name(model, fmt)
             input_name, output_names = names_of(manifest, model, fmt)
             for batch in (batches[0], batches[-1]):
                 got = infer(client, name, input_name, batch, output_names)
-                assert_close(eager(model, batch), got, f"{name} batch {len(batch)}")
+                assert_close(eager(model, batch), got, f"{name} batch {len(batch)}", fmt)
         # JSON tensors (no binary extension) give the same numbers
         input_name, output_names = names_of(manifest, model, None)
         got = infer(client, model, input_name, batches[1], output_names, binary=False)
@@ -144,6 +148,50 @@ def test_only_the_outputs_asked_for_come_back(client):
     # with no outputs named, every output comes back (tritonclient then asks for binary data)
     result = client.infer("adder_mynet_torchscript", [tensor])
     assert [o["name"] for o in result.get_response()["outputs"]] == ["sum__0", "hidden__1"]
+
+
+def test_an_empty_outputs_list_returns_every_output_as_triton_does(demo):
+    body = {**_x([10, 11]), "outputs": []}
+    answer = httpx.post(f"{demo}/v2/models/adder_mynet/infer", json=body, timeout=30)
+    assert answer.status_code == 200, answer.text
+    assert [(o["name"], o["shape"]) for o in answer.json()["outputs"]] == [("sum", [1, 1]), ("hidden", [1, 8])]
+
+
+def test_each_model_takes_the_largest_batch_whose_json_fits_the_body_limit(client, manifest):
+    """The metadata and config say each model's largest batch: 512 for the 1000-feature models, whose
+    1,024 rows would be ~25 MB as JSON, 1,024 for the others."""
+    for model, entry in manifest.models.items():
+        want = 512 if len(entry.features) == 1000 else 1024
+        for name in (model, triton_model_name(model, "onnx"), triton_model_name(model, "torchscript")):
+            assert client.get_model_metadata(name)["parameters"]["max_batch_size"] == want, name
+            assert client.get_model_config(name)["max_batch_size"] == want, name
+
+
+def test_a_full_batch_of_the_widest_model_goes_through_tritonclient_as_json(client, eager):
+    batch = np.random.default_rng(5).standard_normal((512, 1000)).astype(np.float32)
+    got = infer(client, "two_layer_net", "x", batch, ["y"], binary=False)  # JSON tensors both ways
+    assert got[0].shape == (512, 10)
+    assert_close(eager("two_layer_net", batch), got, "512 x 1000 as JSON")
+    too_many = httpclient.InferInput("x", [513, 1000], "FP32")
+    too_many.set_data_from_numpy(np.zeros((513, 1000), dtype=np.float32), binary_data=True)
+    with pytest.raises(InferenceServerException) as info:
+        client.infer("two_layer_net", [too_many])
+    assert info.value.status() == "400" and "batch from 1 to 512" in info.value.message()
+
+
+def test_outputs_that_overflow_float32_are_refused_as_json_and_as_binary(client):
+    for binary in (False, True):
+        tensor = httpclient.InferInput("x", [2, 2], "FP32")
+        tensor.set_data_from_numpy(np.array([[1, 2], [3e38, 3e38]], dtype=np.float32), binary_data=binary)
+        with pytest.raises(InferenceServerException) as info:
+            client.infer(
+                "adder_mynet_onnx", [tensor], outputs=[httpclient.InferRequestedOutput("sum", binary_data=binary)]
+            )
+        assert info.value.status() == "400", info.value
+        assert (
+            "adder_mynet's output sum is not finite" in info.value.message()
+            and "float32 overflow" in info.value.message()
+        )
 
 
 def test_tritonclient_sees_bad_requests_as_errors_with_a_message(client):
@@ -228,6 +276,39 @@ MALFORMED = [  # (what, model, body or raw bytes, headers, status, words the mes
     ("unknown model", "no_such_model", _x([1, 2]), {}, 404, ["unknown model", "adder_mynet", "_torchscript"]),
     ("unknown suffix", "adder_mynet_pt2", _x([1, 2]), {}, 404, ["unknown model"]),
     ("unknown version", "adder_mynet/versions/2", _x([1, 2]), {}, 404, ["version '2'"]),
+    (
+        "header length of 5,000 digits",
+        "adder_mynet",
+        _x([1, 2]),
+        {"Inference-Header-Content-Length": "9" * 5000},
+        400,
+        ["Inference-Header-Content-Length", "expected the JSON header's size"],
+    ),
+    (
+        "header length that is a digit to isdigit() only",
+        "adder_mynet",
+        _x([1, 2]),
+        {"Inference-Header-Content-Length": "²".encode()},
+        400,
+        ["Inference-Header-Content-Length"],
+    ),
+    (
+        "bytes after the gzip data",
+        "adder_mynet",
+        gzip.compress(json.dumps(_x([1, 2])).encode()) + b"trailing",
+        {"Content-Encoding": "gzip"},
+        400,
+        ["8 bytes follow the gzip data"],
+    ),
+    ("outputs that overflow", "adder_mynet", _x([3e38, 3e38]), {}, 400, ["not finite", "float32 overflow"]),
+    (
+        "millions of empty lists",
+        "adder_mynet",
+        b'{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","data":[' + b"[]," * 1_000_000 + b"[]]}]}",
+        {},
+        400,
+        ["arrays and objects", "at most 1024 rows"],
+    ),
 ]
 
 
@@ -261,7 +342,8 @@ def test_the_remote_runtime_passes_the_same_parity_check(demo, manifest):
     report = verify(manifest, list(manifest.models), device="cpu", remote=[demo])
     assert report.passed, report.table()
     remote = [r for r in report.rows if r.runtime == demo]
-    assert {(r.model, r.format) for r in remote} == {(m, f) for m in manifest.models for f in TRITON_FORMATS}
+    want = {(m, f) for m, e in manifest.models.items() for f in triton_formats_of(e)}
+    assert {(r.model, r.format) for r in remote} == want
     assert all(r.device == f"remote {demo} ({triton_model_name(r.model, r.format)})" for r in remote)
 
 
@@ -284,7 +366,7 @@ def test_the_remote_runtime_says_what_is_wrong(manifest):
         load_predictor(manifest, "linear_3x", "pt2", runtime="http://127.0.0.1:1")
     report = verify(manifest, ["linear_3x"], device="cpu", remote=[f"http://127.0.0.1:{free_port()}"])
     assert not report.passed  # a server asked for by URL is never skipped as "not at hand"
-    assert {r.format for r in report.failures()} == {"onnx", "torchscript"}
+    assert {r.format for r in report.failures()} == set(triton_formats_of(manifest.model("linear_3x")))
 
 
 def test_verify_remote_from_the_command_line(demo, artifacts_copy, capsys):

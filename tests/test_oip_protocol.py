@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline import formats
 from pipeline import oip_protocol as p
 from pipeline.manifest import Manifest
 from pipeline.oip_protocol import OIPError
@@ -35,6 +36,13 @@ def manifest():
         }
     }
     return Manifest.from_dict(Path("/nonexistent"), raw)
+
+
+LIMIT = 16 * 1024 * 1024
+
+
+def _target(manifest, name, max_batch=8, version=None):
+    return p.resolve_target(manifest, name, version, "onnx", LIMIT, max_batch)
 
 
 def _req(data=None, shape=(1, 2), name="x", datatype="FP32", **extra):
@@ -66,7 +74,7 @@ def _refused(status, *words):
 
 
 def test_names_resolve_to_the_manifest_model_and_the_triton_names(manifest):
-    bare = p.resolve_target(manifest, "adder", None, "onnx")
+    bare = _target(manifest, "adder")
     assert (bare.entry.name, bare.format, bare.fixed, bare.inputs, bare.outputs) == (
         "adder",
         "onnx",
@@ -74,9 +82,9 @@ def test_names_resolve_to_the_manifest_model_and_the_triton_names(manifest):
         ["x"],
         ["sum", "hidden"],
     )
-    onnx = p.resolve_target(manifest, "adder_onnx", "1", "onnx")
+    onnx = _target(manifest, "adder_onnx", version="1")
     assert (onnx.format, onnx.fixed, onnx.inputs, onnx.outputs) == ("onnx", True, ["x"], ["sum", "hidden"])
-    script = p.resolve_target(manifest, "adder_torchscript", "", "onnx")
+    script = _target(manifest, "adder_torchscript", version="")
     assert (script.format, script.inputs, script.outputs) == ("torchscript", ["x__0"], ["sum__0", "hidden__1"])
     assert p.oip_names(manifest) == [
         "adder",
@@ -87,13 +95,15 @@ def test_names_resolve_to_the_manifest_model_and_the_triton_names(manifest):
         "wide_net_onnx",
     ]
     with _refused(404, "unknown model 'adder_pt2'", "adder, wide_net", "<model>_torchscript"):
-        p.resolve_target(manifest, "adder_pt2", None, "onnx")
+        _target(manifest, "adder_pt2")
+    with _refused(404, "unknown model 'adder_onnx-int8'", "adder has no 'onnx-int8' artifact"):
+        _target(manifest, "adder_onnx-int8")  # a format Triton serves, which this model was not given
     with _refused(404, "no version '2'"):
-        p.resolve_target(manifest, "adder", "2", "onnx")
+        _target(manifest, "adder", version="2")
 
 
 def test_model_metadata_lists_fp32_tensors_with_a_variable_batch(manifest):
-    meta = p.model_metadata(p.resolve_target(manifest, "adder_torchscript", None, "onnx"))
+    meta = p.model_metadata(_target(manifest, "adder_torchscript"))
     assert meta == {
         "name": "adder_torchscript",
         "versions": ["1"],
@@ -103,7 +113,24 @@ def test_model_metadata_lists_fp32_tensors_with_a_variable_batch(manifest):
             {"name": "sum__0", "datatype": "FP32", "shape": [-1, 1]},
             {"name": "hidden__1", "datatype": "FP32", "shape": [-1, 3]},
         ],
+        "parameters": {"max_batch_size": 8},
     }
+
+
+def test_the_largest_batch_is_one_whose_json_fits_the_body_limit(manifest):
+    assert p.max_batch_size(2, LIMIT) == 1024 and p.max_batch_size(1000, LIMIT) == 512
+    assert p.max_batch_size(1000, 4096) == 1 and p.max_batch_size(10, 1_000_000, cap=8) == 8
+    assert _target(manifest, "wide_net", max_batch=1024).max_batch == 512
+    # a full batch of the widest model, as tritonclient writes JSON (json.dumps of Python floats), fits
+    rows = np.full((512, 1000), -1.2345678e-05, dtype=np.float32)
+    body = json.dumps(
+        {"inputs": [{"name": "x", "shape": [512, 1000], "datatype": "FP32", "data": [v.item() for v in rows.ravel()]}]}
+    )
+    assert len(body) < LIMIT
+    assert p.read_request(body.encode(), None, None, _target(manifest, "wide_net", 1024), LIMIT).batch.shape == (
+        512,
+        1000,
+    )
 
 
 # ---- bodies ------------------------------------------------------------------------------------------
@@ -122,12 +149,16 @@ def test_bodies_are_inflated_within_the_limit():
         p.decode_body(b"plain text", "gzip", 1000)
     with _refused(400, "'br'", "gzip, deflate or none"):
         p.decode_body(body, "br", 1000)
+    with _refused(400, "3 bytes follow the gzip data"):
+        p.decode_body(gzip.compress(body) + b"xyz", "gzip", 1000)
+    with _refused(400, "bytes follow the gzip data"):  # a second member is not read either
+        p.decode_body(gzip.compress(body) + gzip.compress(body), "gzip", 1000)
 
 
 def test_the_binary_extension_splits_header_from_tensors():
     assert p.split_body(b'{"a":1}rest', "7") == (b'{"a":1}', b"rest")
     assert p.split_body(b"{}", None) == (b"{}", b"")
-    for bad in ("0", "99", "-1", "x", ""):
+    for bad in ("0", "99", "-1", "x", "", "²", "٣", "7" * 5000, "1e1", "0x7"):
         with _refused(400, p.HEADER_LENGTH, "1 to 11 bytes"):
             p.split_body(b'{"a":1}rest', bad)
 
@@ -148,23 +179,37 @@ def test_requests_that_are_not_a_json_object_are_refused(header, words):
         p.parse_request(header)
 
 
+@pytest.mark.parametrize(
+    ("header", "words"),
+    [
+        (b'{"inputs": [{"data": [' + b"[]," * 100_000 + b"[]]}]}", ["100,005 arrays and objects", "at most 8 rows"]),
+        (b'{"inputs": [{"data": [' + b"{}," * 100_000 + b"{}]}]}", ["arrays and objects"]),
+        (b'{"inputs": [{"data": [' + b"1," * 100_000 + b"1]}]}", ["about 100,000", "8 x 2 = 16"]),
+    ],
+)
+def test_json_bigger_than_a_full_batch_is_refused_before_parsing(manifest, header, words):
+    with _refused(400, *words):
+        p.check_json_budget(header, _target(manifest, "adder"))
+    p.check_json_budget(json.dumps(_req([[1, 2]] * 8, shape=(8, 2))).encode(), _target(manifest, "adder"))
+
+
 # ---- the input -------------------------------------------------------------------------------------------
 
 
 def test_json_data_flat_or_nested_gives_a_float32_batch(manifest):
-    target = p.resolve_target(manifest, "adder", None, "onnx")
-    flat = p.input_batch(_req([1, 2, 3, 4], shape=(2, 2)), target, b"", 8)
-    nested = p.input_batch(_req([[1, 2], [3, 4]], shape=(2, 2)), target, b"", 8)
+    target = _target(manifest, "adder")
+    flat = p.input_batch(_req([1, 2, 3, 4], shape=(2, 2)), target, b"")
+    nested = p.input_batch(_req([[1, 2], [3, 4]], shape=(2, 2)), target, b"")
     for batch in (flat, nested):
         assert batch.dtype == np.float32 and batch.flags.c_contiguous
         np.testing.assert_array_equal(batch, [[1, 2], [3, 4]])
 
 
 def test_binary_data_gives_the_same_batch(manifest):
-    target = p.resolve_target(manifest, "adder", None, "onnx")
+    target = _target(manifest, "adder")
     values = np.array([[1.5, -2], [3, 4e-3]], dtype=np.float32)
     req = _req(shape=(2, 2), parameters={"binary_data_size": 16})
-    np.testing.assert_array_equal(p.input_batch(req, target, values.tobytes(), 8), values)
+    np.testing.assert_array_equal(p.input_batch(req, target, values.tobytes()), values)
 
 
 BAD_INPUTS = [  # (request, binary, status words)
@@ -200,20 +245,20 @@ BAD_INPUTS = [  # (request, binary, status words)
 
 @pytest.mark.parametrize(("req", "binary", "words"), BAD_INPUTS)
 def test_malformed_inputs_are_400_naming_what_was_expected(manifest, req, binary, words):
-    target = p.resolve_target(manifest, "adder", None, "onnx")
+    target = _target(manifest, "adder")
     with _refused(400, *words):
-        p.input_batch(req, target, binary, 8)
+        p.input_batch(req, target, binary)
 
 
 def test_a_bare_name_may_pick_another_format_and_a_triton_name_may_not(manifest):
-    bare = p.resolve_target(manifest, "adder", None, "onnx")
-    fixed = p.resolve_target(manifest, "adder_onnx", None, "onnx")
+    bare = _target(manifest, "adder")
+    fixed = _target(manifest, "adder_onnx")
     assert p.requested_format({}, bare) == "onnx"
     assert p.requested_format({"parameters": {"format": "pt2"}}, bare) == "pt2"
     assert p.requested_format({"parameters": {"format": "onnx"}}, fixed) == "onnx"
     with _refused(400, "onnx artifact only", "ask 'adder'"):
         p.requested_format({"parameters": {"format": "pt2"}}, fixed)
-    with _refused(400, "'tflite'", "torchscript, onnx, pt2, eager"):
+    with _refused(400, "'tflite'", ", ".join(formats.FORMATS)):
         p.requested_format({"parameters": {"format": "tflite"}}, bare)
 
 
@@ -221,8 +266,9 @@ def test_a_bare_name_may_pick_another_format_and_a_triton_name_may_not(manifest)
 
 
 def test_outputs_are_chosen_by_name_each_as_json_or_binary(manifest):
-    target = p.resolve_target(manifest, "adder", None, "onnx")
+    target = _target(manifest, "adder")
     assert p.requested_outputs({}, target) == [(0, "sum", False), (1, "hidden", False)]
+    assert p.requested_outputs({"outputs": []}, target) == [(0, "sum", False), (1, "hidden", False)]  # as Triton
     assert p.requested_outputs({"parameters": {"binary_data_output": True}}, target) == [
         (0, "sum", True),
         (1, "hidden", True),
@@ -242,7 +288,7 @@ def test_outputs_are_chosen_by_name_each_as_json_or_binary(manifest):
 
 
 def test_replies_carry_json_tensors_or_binary_ones_after_the_header(manifest):
-    target = p.resolve_target(manifest, "adder_torchscript", None, "onnx")
+    target = _target(manifest, "adder_torchscript")
     outs = [np.array([[21.0]], dtype=np.float32), np.arange(3, dtype=np.float32).reshape(1, 3)]
     body, header_length = p.encode_reply({"id": "r1"}, target, outs, [(0, "sum__0", False), (1, "hidden__1", False)])
     assert header_length is None
