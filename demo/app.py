@@ -122,7 +122,9 @@ def _chart(entry: ModelEntry, result: dict) -> Any:
     rows = []
     plotted = [o for o in entry.outputs if 2 <= len(result["outputs"][o["name"]]) <= PLOT_MAX]
     for spec in plotted:
-        for feat, v in zip(spec["features"] or spec.get("classes") or [], result["outputs"][spec["name"]]):
+        values = result["outputs"][spec["name"]]
+        names = spec["features"] or spec.get("classes") or [f"{spec['name']}[{i}]" for i in range(len(values))]
+        for feat, v in zip(names, values, strict=True):
             label = feat if len(plotted) == 1 else f"{spec['name']}:{feat}"
             rows.append({"value name": label, "value": v, "output": spec["name"]})
     if not rows:

@@ -267,7 +267,9 @@ def activation_frame(activation: str | None) -> Any:
     rows = []
     for name in order:
         label = ACTIVATION_LABELS[name] + (" (this model)" if name == activation else "")
-        rows += [{"x": float(a), "value": float(b), "function": label} for a, b in zip(x, ACTIVATIONS[name](x))]
+        rows += [
+            {"x": float(a), "value": float(b), "function": label} for a, b in zip(x, ACTIVATIONS[name](x), strict=True)
+        ]
     return pd.DataFrame(rows)
 
 

@@ -198,7 +198,7 @@ def measure(manifest: Any, models: Sequence[str], seconds: float = 0.5) -> list[
                 continue
             predictor = load_predictor(manifest, model, fmt, formats.ONNXRUNTIME.name, formats.CPU, threads=1)
             worst_abs = worst_frac = 0.0
-            for batch, want in zip(batches, expected):
+            for batch, want in zip(batches, expected, strict=True):
                 got = predictor.outputs(batch)
                 for name, ref in want.items():
                     diff = float(np.abs(np.asarray(got[name], np.float64) - ref).max())

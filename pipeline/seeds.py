@@ -59,7 +59,7 @@ def _predictions(rows: list[list[float]]) -> Callable[[nn.Module], dict[str, Any
         with torch.no_grad():
             out = model(torch.tensor(rows, dtype=torch.float32, device=param.device))
         first = out[0] if isinstance(out, tuple) else out
-        return {"predictions": {str(r): round(float(v), 4) for r, v in zip(rows, first.flatten())}}
+        return {"predictions": {str(r): round(float(v), 4) for r, v in zip(rows, first.flatten(), strict=True)}}
 
     return report
 

@@ -41,7 +41,9 @@ class TritonPythonModel:
                 for n in self.input_names
             ]
             sizes = [len(a) for a in feeds[0]]
-            outs = self.session.run(self.output_names, {n: np.concatenate(f) for n, f in zip(self.input_names, feeds)})
+            outs = self.session.run(
+                self.output_names, {n: np.concatenate(f) for n, f in zip(self.input_names, feeds, strict=True)}
+            )
         except Exception as exc:  # one line for each client, the server keeps running
             error = pb_utils.TritonError(f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
             return [pb_utils.InferenceResponse(output_tensors=[], error=error) for _ in requests]
@@ -49,7 +51,7 @@ class TritonPythonModel:
         for size in sizes:
             tensors = [
                 pb_utils.Tensor(n, np.ascontiguousarray(o[start : start + size]))
-                for n, o in zip(self.output_names, outs)
+                for n, o in zip(self.output_names, outs, strict=True)
             ]
             responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
             start += size

@@ -106,7 +106,7 @@ def test_parity_rows_hold_the_differences_measured_independently(artifacts, mani
         got = [predictor.outputs(b) for b in batches]
         for output in entry.output_names:
             row = next(r for r in rows if (r["format"], r["runtime"], r["output"]) == (fmt, runtime, output))
-            diffs = [np.abs(np.float64(g[output]) - np.float64(w[output])) for w, g in zip(want, got)]
+            diffs = [np.abs(np.float64(g[output]) - np.float64(w[output])) for w, g in zip(want, got, strict=True)]
             bounds = [
                 row["atol"]
                 + row["rtol"] * np.abs(np.float64(w[output]))
@@ -114,7 +114,7 @@ def test_parity_rows_hold_the_differences_measured_independently(artifacts, mani
                 for w in want
             ]
             assert row["max_abs"] == pytest.approx(max(d.max() for d in diffs), rel=1e-6, abs=1e-12), row
-            assert row["passed"] == all(bool((d <= b).all()) for d, b in zip(diffs, bounds)), row
+            assert row["passed"] == all(bool((d <= b).all()) for d, b in zip(diffs, bounds, strict=True)), row
 
 
 @pytest.mark.parametrize("name", list(CATALOG))

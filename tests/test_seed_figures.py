@@ -84,7 +84,7 @@ def _raw_descent_curve(seed: int, seed_relu_gradient: bool) -> list[float]:
 
 
 def _max_rel_diff(a: list[float], b: list[float]) -> float:
-    return max(abs(p - q) / abs(q) for p, q in zip(a, b))
+    return max(abs(p - q) / abs(q) for p, q in zip(a, b, strict=True))
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -113,13 +113,13 @@ def test_two_layer_raw_hand_written_gradients_equal_autograd():
     loss = (model(x) - y).pow(2).sum()
     loss.backward()
     assert torch.allclose(loss_manual, loss)
-    for g_manual, p in zip(manual, model.parameters()):
+    for g_manual, p in zip(manual, model.parameters(), strict=True):
         torch.testing.assert_close(g_manual, p.grad, rtol=1e-10, atol=1e-6)
 
 
 def test_two_layer_raw_manual_and_autograd_reach_the_same_weights():
     a, b = run("two_layer_raw", "manual").model, run("two_layer_raw", "autograd").model
-    for pa, pb in zip(a.parameters(), b.parameters()):
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
         torch.testing.assert_close(pa, pb, rtol=1e-3, atol=1e-3)
 
 
@@ -247,7 +247,7 @@ def _seed_finite_difference_curve(epochs: int = 100) -> list[float]:
 def test_sigmoid_net_tracks_the_seed_finite_difference_curve():
     losses = run("sigmoid_net").losses
     seed_curve = _seed_finite_difference_curve()
-    assert max(abs(a - b) for a, b in zip(losses, seed_curve)) < 1e-4
+    assert max(abs(a - b) for a, b in zip(losses, seed_curve, strict=True)) < 1e-4
     for epoch, want, tol in [(0, 0.3346, 1e-4), (10, 0.1669, 1e-4), (50, 0.0102, 1e-4), (99, 0.00033, 1e-5)]:
         assert losses[epoch] == pytest.approx(want, abs=tol), epoch
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from datetime import datetime
 
@@ -53,7 +54,7 @@ def test_history_seconds_is_the_duration_of_each_fit(trained):
         finished[name] = datetime.strptime(history["finished"], "%Y-%m-%dT%H:%M:%SZ")
         assert isinstance(history["seconds"], float) and history["seconds"] > 0
     names = list(CATALOG)
-    for before, name in zip(names, names[1:]):
+    for before, name in itertools.pairwise(names):
         seconds = json.loads((trained / name / HISTORY).read_text())["seconds"]
         assert seconds <= (finished[name] - finished[before]).total_seconds() + 1, (name, seconds)
 
@@ -68,7 +69,7 @@ def test_state_dict_reproduces_the_trained_model_outputs(tmp_path):
     fresh.load_state_dict(torch.load(tmp_path / spec.name / STATE_DICT, weights_only=True))
     x = torch.tensor([[10.0, 11.0], [1.5, 2.5]])
     with torch.no_grad():
-        for a, b in zip(result.model(x), fresh.eval()(x)):
+        for a, b in zip(result.model(x), fresh.eval()(x), strict=True):
             assert torch.equal(a, b)
 
 
