@@ -1,4 +1,4 @@
-"""Issue 6, parts 2 and 3 (loader level): names are not paths, and damaged or hostile artifacts are
+"""Robustness at the loader level: names are not paths, and damaged or hostile artifacts are
 refused with one line naming the file while every other model keeps working in the same cache.
 
 Two layers are exercised. A damaged file is first refused by its sha256 (Manifest.verified_path), before

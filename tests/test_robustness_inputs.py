@@ -1,4 +1,4 @@
-"""Issue 6, part 1 (library level): whatever a person types, the feature parser and the predict path
+"""Robustness at the library level: whatever a person types, the feature parser and the predict path
 either predict or raise InputError with one short line; nothing else escapes.
 
 The same properties over HTTP are in test_robustness_app.py.

@@ -1,4 +1,4 @@
-"""Issue 6, part 4: SIGKILL `train` and `export` at random points, and run them on a full disk.
+"""Robustness to interruptions: SIGKILL `train` and `export` at random points, and run them on a full disk.
 
 After every kill, every file the manifest lists exists, matches its sha256 and loads on every format,
 and a re-run completes. A full disk gives one `error:` line naming the file, and the artifacts that
