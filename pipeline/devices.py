@@ -16,30 +16,31 @@ class DeviceError(UserError, RuntimeError):
 
 
 @functools.cache
-def cuda_device_count() -> int:
-    """GPUs the CUDA driver sees, asked of libcuda directly (no torch, no onnxruntime noise)."""
+def _libcuda() -> ctypes.CDLL | None:
+    """The CUDA driver library, or None where there is none (no torch, no onnxruntime noise)."""
     for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
         try:
-            lib = ctypes.CDLL(name)
+            return ctypes.CDLL(name)
         except OSError:
             continue
-        count = ctypes.c_int(0)
-        if lib.cuInit(0) != 0 or lib.cuDeviceGetCount(ctypes.byref(count)) != 0:
-            return 0
-        return count.value
-    return 0
+    return None
+
+
+@functools.cache
+def cuda_device_count() -> int:
+    """GPUs the CUDA driver sees, asked of libcuda directly."""
+    lib, count = _libcuda(), ctypes.c_int(0)
+    if lib is None or lib.cuInit(0) != 0 or lib.cuDeviceGetCount(ctypes.byref(count)) != 0:
+        return 0
+    return count.value
 
 
 def cuda_driver_version() -> int | None:
     """The CUDA version the installed driver supports (13000 for 13.0), or None without a driver."""
-    for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
-        try:
-            lib = ctypes.CDLL(name)
-        except OSError:
-            continue
-        version = ctypes.c_int(0)
-        return version.value if lib.cuDriverGetVersion(ctypes.byref(version)) == 0 else None
-    return None
+    lib, version = _libcuda(), ctypes.c_int(0)
+    if lib is None or lib.cuDriverGetVersion(ctypes.byref(version)) != 0:
+        return None
+    return version.value
 
 
 def _cuda_number(version: str | None) -> int | None:

@@ -31,22 +31,9 @@ def parse_features(text: Any, model: str, features: Sequence[str]) -> list[float
     if isinstance(text, (list, tuple)):
         items: list[Any] = list(text)
     elif isinstance(text, str):
-        if len(text) > MAX_TEXT_CHARS:
-            raise InputError(
-                f"{want}; got {len(text):,} characters of input, more than the {MAX_TEXT_CHARS:,} accepted"
-            )
-        stripped = text.strip()
-        if not stripped:
-            raise InputError(f"{want}; got empty input")
-        if stripped.startswith("["):
-            try:
-                items = json.loads(stripped)
-            except (ValueError, RecursionError):  # ValueError: also an integer of more than 4300 digits
-                raise InputError(f"{want} as a JSON list; got text that is not valid JSON") from None
-            if not isinstance(items, list):
-                raise InputError(f"{want} as a JSON list; got another JSON value")
-        else:
-            items = [t for t in _SPLIT.split(stripped) if t]
+        items = _from_text(text, want)
+        if not isinstance(items, list):
+            raise InputError(f"{want} as a JSON list; got another JSON value")
     elif text is None:
         raise InputError(f"{want}; got no input")
     else:
@@ -57,6 +44,21 @@ def parse_features(text: Any, model: str, features: Sequence[str]) -> list[float
     for i, item in enumerate(items):
         values.append(_number(item, i, features, want))
     return values
+
+
+def _from_text(text: str, want: str) -> Any:
+    """What a person typed: its numbers split on commas, semicolons or spaces, or the JSON value of "[...]"."""
+    if len(text) > MAX_TEXT_CHARS:
+        raise InputError(f"{want}; got {len(text):,} characters of input, more than the {MAX_TEXT_CHARS:,} accepted")
+    stripped = text.strip()
+    if not stripped:
+        raise InputError(f"{want}; got empty input")
+    if not stripped.startswith("["):
+        return [t for t in _SPLIT.split(stripped) if t]
+    try:
+        return json.loads(stripped)
+    except (ValueError, RecursionError):  # ValueError: also an integer of more than 4300 digits
+        raise InputError(f"{want} as a JSON list; got text that is not valid JSON") from None
 
 
 def _number(item: Any, i: int, features: Sequence[str], want: str) -> float:
@@ -84,19 +86,7 @@ def _number(item: Any, i: int, features: Sequence[str], want: str) -> float:
 def _items(text: Any, want: str) -> list[Any]:
     """Text (numbers separated by commas, semicolons or spaces, or a JSON list, nested or not) or a list, flattened."""
     if isinstance(text, str):
-        if len(text) > MAX_TEXT_CHARS:
-            raise InputError(
-                f"{want}; got {len(text):,} characters of input, more than the {MAX_TEXT_CHARS:,} accepted"
-            )
-        stripped = text.strip()
-        if not stripped:
-            raise InputError(f"{want}; got empty input")
-        if not stripped.startswith("["):
-            return [t for t in _SPLIT.split(stripped) if t]
-        try:
-            text = json.loads(stripped)
-        except (ValueError, RecursionError):
-            raise InputError(f"{want} as a JSON list; got text that is not valid JSON") from None
+        text = _from_text(text, want)
     if text is None:
         raise InputError(f"{want}; got no input")
     if not isinstance(text, (list, tuple)):

@@ -100,3 +100,12 @@ def manifest(artifacts):
     from pipeline.manifest import Manifest
 
     return Manifest.load(artifacts)
+
+
+@pytest.fixture(scope="session")
+def eager_predictors(manifest):
+    """model -> its eager predictor (the reference every format is compared with), each loaded once."""
+    from pipeline.runtime import PredictorCache
+
+    cache = PredictorCache(manifest)
+    return lambda model: cache.get(model, "eager")

@@ -48,20 +48,35 @@ def browser():
         browser.close()
 
 
-def test_adder_mynet_sum_in_the_page(demo_url, browser, manifest, tmp_path):
-    from matplotlib import image as plt_image
+@pytest.fixture
+def adder(demo_url, browser):
+    """Opens pages with adder_mynet picked and (10, 11) entered; closes them after the test."""
+    pages = []
 
-    from pipeline.runtime import load_predictor
-
-    want = float(load_predictor(manifest, "adder_mynet", "eager").predict([10, 11])["sum"][0])
-    page = browser.new_page(viewport={"width": 1400, "height": 1600})
-    try:
+    def open_page(viewport=None):
+        page = browser.new_page(viewport=viewport or {"width": 1400, "height": 1600})
+        pages.append(page)
         page.goto(demo_url + "/")
         page.locator("#model-picker input").click()
         page.get_by_role("option", name=re.compile(r"^adder_mynet\b")).click()
         page.locator("#adder_mynet-x1 input").wait_for(state="visible")
         page.locator("#adder_mynet-x1 input").fill("10")
         page.locator("#adder_mynet-x2 input").fill("11")
+        return page
+
+    yield open_page
+    for page in pages:
+        page.close()
+
+
+def test_adder_mynet_sum_in_the_page(adder, manifest, tmp_path):
+    from matplotlib import image as plt_image
+
+    from pipeline.runtime import load_predictor
+
+    want = float(load_predictor(manifest, "adder_mynet", "eager").predict([10, 11])["sum"][0])
+    page = adder()
+    try:
         page.locator("#format-picker").get_by_role("radio", name=formats.label("onnx"), exact=True).check()
         page.locator("#predict-button").click()
         prediction = page.locator("#prediction")
@@ -97,27 +112,6 @@ def test_bad_input_shows_the_error_and_the_page_keeps_working(demo_url, browser)
         page.locator("#predict-button").click()
         page.locator("#prediction").get_by_text(re.compile(r"sum = ")).wait_for(timeout=30_000)
     finally:
-        page.close()
-
-
-@pytest.fixture
-def adder(demo_url, browser):
-    """Opens pages with adder_mynet picked and (10, 11) entered; closes them after the test."""
-    pages = []
-
-    def open_page(viewport=None):
-        page = browser.new_page(viewport=viewport or {"width": 1400, "height": 1600})
-        pages.append(page)
-        page.goto(demo_url + "/")
-        page.locator("#model-picker input").click()
-        page.get_by_role("option", name=re.compile(r"^adder_mynet\b")).click()
-        page.locator("#adder_mynet-x1 input").wait_for(state="visible")
-        page.locator("#adder_mynet-x1 input").fill("10")
-        page.locator("#adder_mynet-x2 input").fill("11")
-        return page
-
-    yield open_page
-    for page in pages:
         page.close()
 
 

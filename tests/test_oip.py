@@ -51,15 +51,8 @@ def client(demo):
 
 
 @pytest.fixture(scope="module")
-def eager(manifest):
-    cache = {}
-
-    def outputs(model, batch):
-        if model not in cache:
-            cache[model] = load_predictor(manifest, model, "eager", "torch", "cpu")
-        return cache[model].run_batch(batch)
-
-    return outputs
+def eager(eager_predictors):
+    return lambda model, batch: eager_predictors(model).run_batch(batch)
 
 
 def names_of(manifest, model, fmt):
