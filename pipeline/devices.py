@@ -67,6 +67,10 @@ def cuda_status(runtime: str) -> tuple[bool, str]:
     `auto` all ask here, per runtime, because torch and onnxruntime can disagree (a CPU-only torch, an
     onnxruntime without its CUDA provider, a driver older than the CUDA a build needs).
     """
+    if runtime not in ("torch", "onnxruntime"):
+        return False, f"{runtime} runs on the CPU only"
+    if cuda_device_count() == 0:  # asked of the driver first: no GPU, no need to import torch or onnxruntime
+        return False, "no CUDA GPU is visible (the NVIDIA driver reports none)"
     if runtime == "torch":
         import torch
 

@@ -35,7 +35,7 @@ def test_cuda_index_on_a_machine_without_gpus(monkeypatch):
         devices.cuda_index("cuda:0")
 
 
-def test_reason_names_a_cpu_only_torch(monkeypatch):
+def test_reason_names_a_cpu_only_torch(monkeypatch, one_gpu):  # a GPU the driver sees, a torch without CUDA
     import torch
 
     monkeypatch.setattr(torch.version, "cuda", None)

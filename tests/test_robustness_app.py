@@ -225,7 +225,7 @@ features_values = st.one_of(
     ),
     st.none(),
     st.integers(),
-    st.floats(),
+    st.floats(allow_nan=False, allow_infinity=False),  # NaN and infinity are not JSON: sent raw further down
     st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
 )
 
@@ -587,9 +587,9 @@ BAD_REQUESTS = [  # (method, path, JSON body or None, headers, words the one-lin
     (
         "POST",
         "/gradio_api/run/predict",
-        {"data": ["adder_mynet", "onnx", "cpu", "1 2"], "fn_index": 3},
+        {"data": ["adder_mynet", "onnx", "cpu", "1 2"], "fn_index": 9999},  # no event of the page
         {},
-        ["fn_index"],
+        ["fn_index 9999 names no"],
     ),
     ("POST", "/gradio_api/run/predict", {"nodata": 1}, {}, ["no 'data' list"]),
     ("POST", "/gradio_api/call/predict", {"data": ["adder_mynet", "onnx"]}, {}, ["'data' holds 2 values"]),
