@@ -29,17 +29,23 @@ BODY_LIMITS = (  # (path prefix, bytes, the key the error message goes under), t
     ("/v2/", OIP_MAX_BODY_BYTES, "error"),  # the protocol's error form
     ("/", MAX_REQUEST_BYTES, "detail"),  # FastAPI's and Gradio's
 )
-# The page has no file inputs: Gradio's upload route would only store (and serve back) strangers' files.
+# Gradio's upload route, refused unless a model takes a picture (the image editor uploads through it): on any
+# other page it would only store (and serve back) strangers' files.
 REFUSED_ROUTES = ("/gradio_api/upload", "/upload")
 MAX_SESSIONS = 256  # Gradio sessions kept in memory, the least recently used dropped first (see create_app)
 
 
 class RequestLimits:
     """ASGI middleware: a request's whole body is read here, up to its route's limit (BODY_LIMITS), before
-    any route sees it: 413 for a body over the limit, declared or streamed; 404 for Gradio's upload route."""
+    any route sees it: 413 for a body over the limit, declared or streamed; 404 for the `refused` routes."""
 
-    def __init__(self, app: Any, limits: tuple[tuple[str, int, str], ...] = BODY_LIMITS) -> None:
-        self.app, self.limits = app, limits
+    def __init__(
+        self,
+        app: Any,
+        limits: tuple[tuple[str, int, str], ...] = BODY_LIMITS,
+        refused: tuple[str, ...] = REFUSED_ROUTES,
+    ) -> None:
+        self.app, self.limits, self.refused = app, limits, refused
 
     def limit(self, path: str) -> tuple[int, str]:
         """(bytes, error key) for a request to `path`."""
@@ -53,7 +59,7 @@ class RequestLimits:
             return await self.app(scope, receive, send)
         path = scope.get("path", "")
         max_bytes, key = self.limit(path)
-        if path.rstrip("/") in REFUSED_ROUTES:
+        if path.rstrip("/") in self.refused:
             return await _json_response(send, 404, key, "not found")
         too_large = f"request body over the limit of {max_bytes:,} bytes"
         declared = dict(scope.get("headers") or []).get(b"content-length")
@@ -92,7 +98,10 @@ def create_app(service: Service, page: gr.Blocks, *, css: str | None = None, js:
     """The FastAPI app: `page` at "/", the Open Inference Protocol at /v2, /healthz, and the request limits;
     `app.state.service` is the one Service they all ask."""
     app = fastapi.FastAPI(title="seed-pipeline demo", docs_url=None, redoc_url=None, openapi_url=None)
-    app.add_middleware(RequestLimits)  # oversized bodies and uploads are refused before any route sees them
+    entries = service.manifest.models.values() if service.manifest else ()
+    pictures = any(t.get("image") for e in entries for t in e.inputs)
+    # oversized bodies, and uploads where no model takes a picture, are refused before any route sees them
+    app.add_middleware(RequestLimits, refused=() if pictures else REFUSED_ROUTES)
     app.state.service = service
 
     @app.get("/healthz", include_in_schema=False)
