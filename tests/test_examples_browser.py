@@ -68,27 +68,41 @@ def test_an_uploaded_held_out_digit_is_read_as_the_model_reads_the_data_set(digi
 
 
 @pytest.fixture(scope="module")
-def digits_page(built, tmp_path_factory):
-    """Opens the page with digits_cnn picked and a correctly read held-out digit uploaded: (page, label)."""
+def digits_demo(built):
+    """The demo on the examples' artifacts and a Chromium: (url, browser)."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
+    with running_demo(built, args=("--catalog", str(DIGITS))) as url, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield url, browser
+        browser.close()
+
+
+@pytest.fixture
+def digits_page(digits_demo):
+    """A fresh page with digits_cnn picked."""
+    url, browser = digits_demo
+    page = browser.new_page(viewport={"width": 1400, "height": 1600})
+    page.goto(url + "/")
+    page.locator("#model-picker input").click()
+    page.get_by_role("option", name=re.compile(r"^digits_cnn\b")).click()
+    yield page
+    page.close()
+
+
+@pytest.fixture
+def uploaded(built, digits_page, tmp_path):
+    """digits_page with a held-out digit the model reads right uploaded as a picture: (page, its label)."""
     from PIL import Image
 
     from pipeline.manifest import Manifest
 
     x, y = held_out()
     manifest = Manifest.load(built)
-    i = next(i for i in range(len(y)) if classify(manifest, x[i]) == y[i] and y[i] != 0)  # one the model reads right
-    path = tmp_path_factory.mktemp("digit") / "digit.png"
+    i = next(i for i in range(len(y)) if classify(manifest, x[i]) == y[i] and y[i] != 0)
+    path = tmp_path / "digit.png"
     Image.fromarray(picture(x[i])).save(path)
-    with running_demo(built, args=("--catalog", str(DIGITS))) as url, sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1600})
-        page.goto(url + "/")
-        page.locator("#model-picker input").click()
-        page.get_by_role("option", name=re.compile(r"^digits_cnn\b")).click()
-        page.locator("#digits_cnn-image input[type=file]").set_input_files(str(path))
-        yield page, str(int(y[i]))
-        browser.close()
+    digits_page.locator("#digits_cnn-image input[type=file]").set_input_files(str(path))
+    return digits_page, str(int(y[i]))
 
 
 def predicted(page, answer: str = "#prediction .predicted-class, #prediction :text('Predict failed')") -> str:
@@ -100,20 +114,33 @@ def predicted(page, answer: str = "#prediction .predicted-class, #prediction :te
 
 @pytest.mark.browser
 @needs_chromium
-@pytest.mark.xfail(strict=True, reason="the image editor sends its value before its pictures are uploaded")
-def test_the_first_predict_after_an_upload_names_the_digit(digits_page):
-    page, label = digits_page
+def test_the_first_predict_after_an_upload_names_the_digit(uploaded):
+    page, label = uploaded
     text = predicted(page)
     if SHOTS.is_dir():
-        page.screenshot(path=str(SHOTS / "digits-first-predict.png"), full_page=True)
-    assert f"scores: {label}" in text, text
+        page.screenshot(path=str(SHOTS / "digits-fixed.png"), full_page=True)
+    assert re.search(rf"scores: {label}\b", text) and "top classes" in text, text
+    assert (
+        "digits_cnn · digits.py"
+        in page.locator("#model-picker").inner_text() + page.locator("#model-picker input").input_value()
+    )
 
 
 @pytest.mark.browser
 @needs_chromium
-def test_an_uploaded_digit_is_named_on_the_page(digits_page):
-    page, label = digits_page
-    text = predicted(page, "#prediction .predicted-class")
+def test_a_digit_drawn_with_the_mouse_is_classified(digits_page):
+    page = digits_page
+    canvas = page.locator("#digits_cnn-image canvas").first
+    canvas.wait_for()
+    box = canvas.bounding_box()
+    x0, y0, side = box["x"], box["y"], min(box["width"], box["height"])
+    # A "1": one stroke down the middle of the canvas.
+    page.mouse.move(x0 + side * 0.5, y0 + side * 0.15)
+    page.mouse.down()
+    for k in range(1, 11):
+        page.mouse.move(x0 + side * 0.5, y0 + side * (0.15 + 0.07 * k), steps=3)
+    page.mouse.up()
+    text = predicted(page)
     if SHOTS.is_dir():
-        page.screenshot(path=str(SHOTS / "digits-uploaded.png"), full_page=True)
-    assert re.search(rf"scores: {label}\b", text) and "top classes" in text, text
+        page.screenshot(path=str(SHOTS / "digits-drawn.png"), full_page=True)
+    assert re.search(r"scores: \d\b", text) and "top classes" in text, text
