@@ -92,14 +92,22 @@ def api_compare(svc: Service) -> Callable[[str, str, str | list], list[dict]]:
 # ---- the face -------------------------------------------------------------------------------------
 
 
+def _source(entry: ModelEntry) -> str:
+    """Where a model comes from: its catalog file for a catalog model, else the seed file and section."""
+    catalog = entry.raw.get("catalog") or {}
+    if catalog.get("path"):
+        return Path(catalog["path"]).name
+    return f"seed {entry.seed}" if entry.seed else "source unknown"
+
+
 def _model_label(entry: ModelEntry) -> str:
-    return f"{entry.name} · seed {entry.seed}" if entry.seed else entry.name
+    return f"{entry.name} · {_source(entry)}"
 
 
 def _model_info(entry: ModelEntry) -> str:
     outs = ", ".join(f"{o['name']} ({width(o)})" for o in entry.outputs)
     ins = ", ".join(f"{t['name']} ({width(t)} {t.get('dtype', 'float32')})" for t in entry.inputs)
-    return f"**{entry.name}** — seed {entry.seed or 'unknown'}: {entry.description}  \ninput: {ins}; outputs: {outs}"
+    return f"**{entry.name}** — {_source(entry)}: {entry.description}  \ninput: {ins}; outputs: {outs}"
 
 
 def _image(svc: Service, rel: str | None) -> Any:
@@ -198,7 +206,7 @@ def _build_page(svc: Service, entries: list[ModelEntry]) -> None:
             model = gr.Dropdown(
                 choices=[(_model_label(e), e.name) for e in entries],
                 value=first.name,
-                label="Model (seed source)",
+                label="Model (source)",
                 elem_id="model-picker",
             )
             model_info = gr.Markdown(_model_info(first), elem_id="model-info")
@@ -299,8 +307,15 @@ def _build_page(svc: Service, entries: list[ModelEntry]) -> None:
             entry = None
         return views.stale(previous, entry), gr.update(visible=False), None, previous
 
+    stale = dict(fn=on_input, inputs=[model, shown], outputs=results, api_visibility="private", queue=False)
     for component in (fmt, device, *fields):
-        component.input(on_input, inputs=[model, shown], outputs=results, api_visibility="private", queue=False)
+        if isinstance(component, gr.ImageEditor):
+            # An input or change listener makes the editor send a blob id in place of its picture, and the first
+            # Predict after an upload then found none; with neither, Predict uploads what the canvas shows.
+            component.upload(**stale)
+            component.clear(**stale)
+        else:
+            component.input(**stale)
 
     def features_of(name: str, values: Sequence[Any]) -> Any:
         start, stop, layout = slots[name]

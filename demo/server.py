@@ -61,6 +61,8 @@ MAX_UNREAD_SESSIONS = 4096  # sessions whose results nobody read that Gradio may
 # component-server routes would only store (and serve back) strangers' files.
 GRADIO_JSON_POSTS = frozenset({"/gradio_api/queue/join", "/gradio_api/cancel", "/gradio_api/reset"})
 POST_ROUTES = GRADIO_JSON_POSTS | api_paths()  # the page's own through Gradio; the API (demo/api.py)
+# Gradio's upload route, opened only where a model takes a picture (the image editor uploads through it).
+UPLOAD_ROUTES = frozenset({"/gradio_api/upload"})
 # The page's events that skip the queue POST to /gradio_api/run/predict naming an fn_index; they go to
 # Gradio's /run route under this name, which no API function has.
 PAGE_RUN_PATH = "/gradio_api/run/page"
@@ -169,8 +171,10 @@ class RequestLimits:
         limits: tuple[tuple[str, int, str], ...] = BODY_LIMITS,
         budget: int = MAX_BODIES_BYTES,
         body_timeout: float = BODY_TIMEOUT_S,
+        post_routes: frozenset[str] = POST_ROUTES,
     ) -> None:
         self.app, self.fn_ids, self.after_join, self.limits = app, fn_ids, after_join, limits
+        self.post_routes = post_routes
         self.skip_queue = skip_queue or {}  # the page's events that skip the queue: fn_index -> its inputs
         self.budget, self.body_timeout = budget, body_timeout
         self.held = 0  # bytes of all bodies held now (one event loop: no lock needed)
@@ -184,7 +188,11 @@ class RequestLimits:
 
     def check_route(self, scope: dict, path: str) -> None:
         """Refused for a POST to a route the page does not use, or a malformed session_hash in the URL."""
-        if scope["method"] == "POST" and path not in POST_ROUTES and not (path == "/v2" or path.startswith("/v2/")):
+        if (
+            scope["method"] == "POST"
+            and path not in self.post_routes
+            and not (path == "/v2" or path.startswith("/v2/"))
+        ):
             raise Refused(404, "not found")
         if path == "/gradio_api/queue/data":
             sessions = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("session_hash", [""])
@@ -280,9 +288,12 @@ def create_app(service: Service, page: gr.Blocks, *, css: str | None = None, js:
     """The FastAPI app: `page` at "/" with its predict routes, the Open Inference Protocol at /v2, /healthz,
     and the request limits; `app.state.service` is the one Service they all ask."""
     app = fastapi.FastAPI(title="seed-pipeline demo", docs_url=None, redoc_url=None, openapi_url=None)
-    # before any route sees a request
+    entries = service.manifest.models.values() if service.manifest else ()
+    pictures = any(t.get("image") for e in entries for t in e.inputs)
+    # before any route sees a request; uploads only where a model takes a picture
     app.add_middleware(
         RequestLimits,
+        post_routes=POST_ROUTES | UPLOAD_ROUTES if pictures else POST_ROUTES,
         fn_ids=frozenset(page.fns),
         skip_queue={i: tuple(map(accepts, fn.inputs)) for i, fn in page.fns.items() if not fn.queue},
         after_join=lambda: forget_unread_sessions(page),

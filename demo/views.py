@@ -117,7 +117,7 @@ def placeholder(entry: ModelEntry) -> str:
         f"<li>the prediction: {outs}</li>",
         f"<li>what it should be, by the task's true function <code>{esc(truth)}</code>, and the error</li>"
         if truth
-        else "<li>(this task declares no true function: its targets are random)</li>",
+        else "<li>(no true function is declared for this task, so there is no expected value)</li>",
         "<li>the runtime and device that really ran it, and the latency</li>",
     ]
     return (

@@ -14,6 +14,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+EXAMPLE_CATALOGS = ["--catalog", str(EXAMPLES / "digits.py"), "--catalog", str(EXAMPLES / "two_inputs.py")]
+EXAMPLE_MODELS = "digits_cnn,mood_bag"
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 
@@ -109,3 +112,15 @@ def eager_predictors(manifest):
 
     cache = PredictorCache(manifest)
     return lambda model: cache.get(model, "eager")
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory) -> Path:
+    """A directory where the worked examples (examples/*.py) are trained and exported on the CPU by the CLI."""
+    root = tmp_path_factory.mktemp("examples") / "artifacts"
+    for command in ("train", "export"):
+        extra = ["--quiet"] if command == "train" else []
+        args = [*EXAMPLE_CATALOGS, "--models", EXAMPLE_MODELS, "--artifacts", str(root), "--device", "cpu", *extra]
+        result = run_cli(command, *args)
+        assert result.returncode == 0, result.stdout + result.stderr
+    return root

@@ -180,7 +180,7 @@ def test_compare_all_formats_shows_one_row_per_artifact_and_runtime(adder, manif
 
 def test_clicking_an_example_fills_and_runs_it(adder):
     page = adder()
-    page.get_by_role("row", name=re.compile(r"^\s*8\b")).first.click()  # the example (8, 9)
+    page.get_by_role("button", name="catalog example 2", exact=True).click()  # the example (8, 9)
     prediction = page.locator("#prediction")
     prediction.get_by_text("expected 17").wait_for(timeout=30_000)
     assert page.locator("#adder_mynet-x1 input").input_value() == "8"

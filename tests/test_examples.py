@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, run_cli
+from tests.conftest import EXAMPLE_CATALOGS as CATALOGS
+from tests.conftest import EXAMPLE_MODELS as MODELS
+from tests.conftest import EXAMPLES, run_cli
 
-DIGITS, TWO = ROOT / "examples" / "digits.py", ROOT / "examples" / "two_inputs.py"
-CATALOGS = ["--catalog", str(DIGITS), "--catalog", str(TWO)]
-MODELS = "digits_cnn,mood_bag"
+DIGITS, TWO = EXAMPLES / "digits.py", EXAMPLES / "two_inputs.py"
 pytest.importorskip("sklearn")
 
 
@@ -24,16 +24,6 @@ def load(path: Path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-@pytest.fixture(scope="session")
-def built(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("examples") / "artifacts"
-    for command in ("train", "export"):
-        extra = ["--quiet"] if command == "train" else []
-        result = run_cli(command, *CATALOGS, "--models", MODELS, "--artifacts", str(root), "--device", "cpu", *extra)
-        assert result.returncode == 0, result.stdout + result.stderr
-    return root
 
 
 def test_digits_reach_95_percent_on_held_out_digits_and_the_manifest_names_the_catalog(built):
