@@ -12,6 +12,9 @@ DEVICE ?= auto
 MODELS ?= all
 ARTIFACTS ?= artifacts
 PYTEST_ARGS ?=
+# Three processes on two cores: most tests wait on a server, a browser or a subprocess. A file stays in one
+# process (its module fixtures start one demo); PYTEST_WORKERS= runs the suite in one.
+PYTEST_WORKERS ?= -n 3 --dist loadfile
 # The pure core that `make mutate` mutates, as mutmut mutant-name globs ([tool.mutmut] in pyproject.toml
 # names the files and the fast tests run against them), and the kill rate it must reach.
 MUTATE ?= 'pipeline.inputs.*' 'pipeline.fileio.*' 'pipeline.manifest.*' \
@@ -50,7 +53,7 @@ demo: setup
 	$(PY) demo/app.py --artifacts $(ARTIFACTS) $(if $(PORT),--port $(PORT))
 
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check pipeline demo tests examples
