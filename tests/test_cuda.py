@@ -17,7 +17,7 @@ from pipeline import formats
 from pipeline.manifest import PARITY, Manifest
 from pipeline.runtime import load_predictor
 
-from .conftest import run_cli
+from .conftest import assert_matches_eager, run_cli
 
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available(),
@@ -51,6 +51,7 @@ def test_verify_on_cuda_checks_every_gpu_runtime_and_names_the_device(artifacts_
         # torch runs eager and TorchScript on cuda:0; onnxruntime runs ONNX on its CUDA provider
         assert (model, "eager", "torch", "cuda:0") in on_gpu, model
         assert (model, "torchscript", "torch", "cuda:0") in on_gpu, model
+        assert (model, "pt2", "torch", "cuda:0") in on_gpu, model
         assert (model, "onnx", "onnxruntime", "CUDAExecutionProvider") in on_gpu, model
     assert "cuda:0" in result.stdout and "CUDAExecutionProvider" in result.stdout
 
@@ -61,11 +62,29 @@ def test_predictors_on_cuda_report_the_gpu_and_give_the_cpu_outputs(manifest, fm
     if formats.CUDA not in formats.RUNTIMES[runtime].devices:
         pytest.skip(f"{runtime} runs on the CPU only")
     for model, entry in manifest.models.items():
+        if fmt not in entry.served_formats():
+            continue  # a derived format that does not apply to this model
         predictor = load_predictor(manifest, model, fmt, device="cuda")
         assert predictor.device in GPU_DEVICES, (model, fmt, predictor.device)
         reference = load_predictor(manifest, model, "eager", device="cpu")
         batch = np.asarray(entry.examples, dtype=np.float32)
         got, want = predictor.predict(batch), reference.predict(batch)
         assert list(got) == list(want)
-        for name in want:
-            np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-4, err_msg=f"{model}/{fmt}/{name}")
+        assert_matches_eager(fmt, got, want, f"{model}/{fmt}")
+
+
+def test_the_demo_predicts_on_cuda_and_says_the_gpu_ran_it(artifacts):
+    from pipeline.service import Service
+
+    service = Service(artifacts)
+    for fmt in ("onnx", "torchscript", "pt2", "eager"):
+        answer = service.predict("adder_mynet", fmt, "cuda", "10 11")
+        assert answer["device"] in GPU_DEVICES and answer["requested_device"] == "cuda", answer
+
+
+def test_bench_on_cuda_completes_with_gpu_rows(artifacts_copy):
+    result = run_cli("bench", "--quick", "--skip-http", "--device", "auto", "--artifacts", str(artifacts_copy))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    bench = json.loads((artifacts_copy / "bench.json").read_text())
+    devices = {r["device"] for r in bench["latency"]}
+    assert devices & GPU_DEVICES, devices  # the GPU rows are there, named by what ran them
