@@ -34,7 +34,7 @@ from typing import Any
 from pipeline import catalog, formats
 from pipeline.bench import roles
 from pipeline.bench.http import HTTP_CLIENTS, HTTP_FORMATS, bench_demo
-from pipeline.bench.latency import bench_devices, bench_latency, bench_throughput, latency_summary
+from pipeline.bench.latency import Sweep, bench_devices, bench_latency, bench_throughput, latency_summary
 from pipeline.bench.report import artifact_rows, figures, tables, targets
 from pipeline.bench.serving import bench_quantized, bench_triton
 from pipeline.bench.timing import BATCH_SIZES, FULL, QUICK, BenchError, Plan
@@ -168,12 +168,13 @@ def run_bench(
                 failed.append(exc)
         sections[name] = time.perf_counter() - start
 
+    sweep = Sweep(manifest, names, devices, plan, cache, skipped, log)
     with section("latency", "1. single-example latency"):
-        result["latency"] = bench_latency(manifest, names, devices, plan, cache, skipped, log)
+        result["latency"] = bench_latency(sweep)
         result["latency_summary"] = latency_summary(result["latency"])
         result["torch_threads"] = torch.get_num_threads()  # in effect once the predictors are loaded
     with section("throughput", "2. batch throughput"):
-        result["throughput"] = bench_throughput(manifest, names, devices, plan, cache, skipped, log)
+        result["throughput"] = bench_throughput(sweep)
     with section("tuning", "tuning: settings side by side"):
         tuned = result["roles"]["floor"]
         result["tuning"] = bench_tuning(manifest, tuned, plan, log) if tuned else []

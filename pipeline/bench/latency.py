@@ -10,7 +10,8 @@ Every (format, runtime) that pipeline/formats.py declares is measured, on each d
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,25 @@ from pipeline.runtime import PredictorCache
 from pipeline.tensors import examples_batch, random_batch
 
 Log = Callable[[str], None]
+
+
+@dataclass
+class Sweep:
+    """What the per-model measurements share: the models and devices to sweep, how long, and where to report."""
+
+    manifest: Manifest
+    models: Sequence[str]
+    devices: Sequence[str]
+    plan: Plan
+    cache: PredictorCache
+    skipped: list[str]  # what could not run, one line each
+    log: Log
+
+    def __iter__(self) -> Iterator[Any]:
+        """The fields in order, so a measurement can unpack what it uses."""
+        return iter((self.manifest, self.models, self.devices, self.plan, self.cache, self.skipped, self.log))
+
+
 FLOOR = ("numpy", "numpy (floor)")  # how the floor's rows name their format and runtime
 
 
@@ -72,16 +92,9 @@ def _check_same(model: str, what: str, got: Sequence[np.ndarray], want: Sequence
             raise BenchError(f"{model}: {what} does not compute what the NumPy floor computes")
 
 
-def bench_latency(
-    manifest: Manifest,
-    models: Sequence[str],
-    devices: Sequence[str],
-    plan: Plan,
-    cache: PredictorCache,
-    skipped: list[str],
-    log: Log,
-) -> list[dict[str, Any]]:
+def bench_latency(sweep: Sweep) -> list[dict[str, Any]]:
     """One example through the predictor, the bare call from the same load and the floor: a row per runtime."""
+    manifest, models, devices, plan, cache, skipped, log = sweep
     rows = []
     targets = {device: runtime_targets(device, skipped) for device in devices}
     for model in models:
@@ -159,16 +172,9 @@ def latency_summary(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def bench_throughput(
-    manifest: Manifest,
-    models: Sequence[str],
-    devices: Sequence[str],
-    plan: Plan,
-    cache: PredictorCache,
-    skipped: list[str],
-    log: Log,
-) -> list[dict[str, Any]]:
+def bench_throughput(sweep: Sweep) -> list[dict[str, Any]]:
     """Examples per second at each batch size, through every predictor and the floor."""
+    manifest, models, devices, plan, cache, skipped, log = sweep
     rows = []
     rng = np.random.default_rng(0)
     for model in models:
