@@ -98,6 +98,7 @@ def test_names_resolve_to_the_manifest_model_and_the_triton_names(manifest):
     )
     assert p.resolve_target(manifest, "pair", None, "pt2", LIMIT).inputs == ["tokens", "mask"]  # not a Triton format
     assert p.resolve_target(manifest, "adder", None, "onnx", LIMIT).max_batch == 1024  # the default cap
+    assert _target(manifest, "wide_net_onnx").entry.name == "wide_net"  # the format is after the last "_"
     assert p.oip_names(manifest) == [
         "adder",
         "adder_torchscript",
@@ -189,6 +190,7 @@ def test_the_largest_batch_is_one_whose_json_fits_the_body_limit(manifest):
     assert p.max_batch_size(1000, 80 * 1024) == 2
     # 57,142 bytes less an eighth (7,142) leave 50,000: exactly two rows; a byte less leaves one
     assert p.max_batch_size(1000, 57_142) == 2 and p.max_batch_size(1000, 57_141) == 1
+    assert p.max_batch_size(1, 57_142, cap=1 << 20) == 1024 and p.max_batch_size(2, 57_142, cap=1 << 20) == 512
     assert p.max_batch_size(1000, 25_000 + 4096) == 1 and p.max_batch_size(1000, 8) == 1
     assert _target(manifest, "wide_net", max_batch=1024).max_batch == 512
     # a full batch of the widest model, as tritonclient writes JSON (json.dumps of Python floats), fits
@@ -229,6 +231,19 @@ def test_inflating_stops_at_the_limit():
     assert fails(413, p.decode_body, gzip.compress(b"a" * 1001), "gzip", 1000).endswith("1,000 bytes")
 
 
+def test_a_compressed_bomb_is_stopped_without_inflating_it():
+    import tracemalloc
+
+    bomb = gzip.compress(b"\0" * 20_000_000)  # about 20 KB on the wire, 20 MB inflated
+    tracemalloc.start()
+    try:
+        message = fails(413, p.decode_body, bomb, "gzip", 1000)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert message == "the decompressed request body is over the limit of 1,000 bytes" and peak < 1_000_000, peak
+
+
 def test_bad_encodings_are_refused():
     body = json.dumps(_req([1, 2])).encode()
     assert fails(400, p.decode_body, body, "br", 1000) == (
@@ -256,7 +271,7 @@ def test_the_binary_extension_splits_header_from_tensors():
     assert p.split_body(b'{"a":1}', " 7 ") == (b'{"a":1}', b"")  # the whole body is the header
     assert p.split_body(b"ab", "1") == (b"a", b"b")
     assert p.split_body(b"{}", None) == (b"{}", b"")
-    for bad in ("0", "12", "99", "-1", "x", "", "²", "٣", "1e1", "0x7", "1.5", "1234567890123"):
+    for bad in ("\ud800", "0", "12", "99", "-1", "x", "", "²", "٣", "1e1", "0x7", "1.5", "1234567890123"):
         assert fails(400, p.split_body, b'{"a":1}rest', bad) == (
             f"{p.HEADER_LENGTH} is {bad!r}; expected the JSON header's size, 1 to 11 bytes"
         )
@@ -518,6 +533,10 @@ def test_binary_tensors_follow_the_header_in_the_order_the_inputs_are_listed(man
     assert fails(400, p.input_batch, {"inputs": short}, target, mask.tobytes() + tokens.tobytes()[:40]) == (
         f"{where}: binary_data_size is 48 with 40 bytes of binary data; expected 48 bytes (6 INT64 values)"
     )
+    too_short = [inputs[0], TOKENS]  # a binary input before a JSON one, with fewer bytes than it declares
+    assert fails(400, p.input_batch, {"inputs": too_short}, target, mask.tobytes()[:8]) == (
+        "input 'mask' of pair: binary_data_size is 16 with 8 bytes of binary data; expected 16 bytes (4 FP32 values)"
+    )
     first = [{**inputs[0], "parameters": {"binary_data_size": 16}}, TOKENS]  # bytes left over after the last
     assert fails(400, p.input_batch, {"inputs": first}, target, mask.tobytes() + b"\x00" * 8) == (
         "8 bytes of binary data are left after the inputs' binary_data_size (16 bytes); expected exactly 16 bytes"
@@ -526,6 +545,7 @@ def test_binary_tensors_follow_the_header_in_the_order_the_inputs_are_listed(man
 
 PAIR = "input 'tokens' of pair"
 BAD_PAIRS = [  # (inputs, message)
+    ([], "the request has no 'inputs' list; pair takes input 'tokens', 'mask'"),
     ([TOKENS], "pair takes 2 inputs, 'tokens', 'mask'; got 1"),
     ([TOKENS, MASK, MASK], "pair takes 2 inputs, 'tokens', 'mask'; got 3"),
     ([TOKENS, "mask"], "pair takes 2 inputs, 'tokens', 'mask'; got 2"),
