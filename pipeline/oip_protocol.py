@@ -323,6 +323,22 @@ def _from_json(tensor: dict[str, Any], where: str, shape: list[int], spec: dict[
     return wide.astype(np.float32).reshape(shape)
 
 
+def _check_binary_read(binary: bytes, offset: int) -> None:
+    """400 unless the inputs' binary_data_size took every byte after the JSON header."""
+    if binary and offset == 0:
+        raise OIPError(
+            400,
+            f"{len(binary)} bytes of binary data follow the JSON header, but no input "
+            "declares parameters.binary_data_size",
+        )
+    if offset != len(binary):  # a binary input listed before a JSON one: no last-input check saw the tail
+        raise OIPError(
+            400,
+            f"{len(binary) - offset} bytes of binary data are left after the inputs' binary_data_size "
+            f"({offset} bytes); expected exactly {offset} bytes",
+        )
+
+
 def input_batch(req: dict[str, Any], target: Target, binary: bytes) -> Any:
     """The request's inputs as the model's batch: one C-contiguous array for a one-input model (float32
     (batch, features) for the seed models), else input name -> array, each of its declared dtype and shape.
@@ -379,12 +395,7 @@ def input_batch(req: dict[str, Any], target: Target, binary: bytes) -> Any:
         if values is not None and arr.size and (arr.min() < values[0] or arr.max() >= values[1]):
             raise OIPError(400, f"{where} holds a value outside [{values[0]}, {values[1]})")
         arrays[name] = np.ascontiguousarray(arr)
-    if binary and offset == 0:
-        raise OIPError(
-            400,
-            f"{len(binary)} bytes of binary data follow the JSON header, but no input "
-            "declares parameters.binary_data_size",
-        )
+    _check_binary_read(binary, offset)
     if len({len(a) for a in arrays.values()}) > 1:
         raise OIPError(400, f"the inputs of {target.name} have different batch sizes")
     ordered = [arrays[n] for n in want]

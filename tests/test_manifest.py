@@ -334,3 +334,62 @@ def test_validation_does_not_change_what_it_was_given(tmp_path):
     before = copy.deepcopy(raw)
     load(tmp_path, raw)
     assert raw == before
+
+
+SPEC = {"name": "y", "shape": ["batch", 2], "dtype": "float32", "features": ["a", "b"]}
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"shape": None},
+        {"shape": "batch, 2"},
+        {"shape": ["batch"]},
+        {"shape": ["batch", 0]},
+        {"shape": ["batch", 2, 0]},
+        {"shape": ["batch", 2**31]},
+        {"shape": ["batch", 2.0]},
+        {"dtype": 5},
+        {"dtype": "float16"},
+        {"name": None},
+        {"features": None},
+    ],
+)
+def test_a_spec_wrong_in_one_field_is_refused(tmp_path, changes):
+    raw = entry()
+    raw["outputs"] = [*raw["outputs"], {**SPEC, **changes}]
+    assert refused(tmp_path, {"models": {"m": raw}}) == "manifest.json: model 'm' has a malformed input or output spec"
+
+
+def test_a_spec_without_a_dtype_is_float32_and_the_largest_dimension_is_accepted(tmp_path):
+    raw = entry()
+    spec = {k: v for k, v in SPEC.items() if k != "dtype"}
+    raw["outputs"] = [
+        *raw["outputs"],
+        {**spec, "shape": ["batch", 2**31 - 1, 1]},
+        {**SPEC, "name": "z", "dtype": "int64"},
+    ]
+    assert load(tmp_path, {"models": {"m": raw}}).model("m").outputs[-2]["shape"] == ["batch", 2**31 - 1, 1]
+
+
+def test_two_tensors_of_one_name_are_refused_listing_the_names(tmp_path):
+    raw = entry()
+    raw["inputs"] = raw["inputs"] * 2
+    assert refused(tmp_path, {"models": {"m": raw}}) == "manifest.json: model 'm' names two inputs alike (x, x)"
+
+
+@pytest.mark.parametrize(
+    "not_applicable",
+    [["onnx-int8"], {"tflite": "no such format"}, {ONNX: "listed as an artifact too"}, {"onnx-int8": 3}],
+)
+def test_a_malformed_not_applicable_is_refused(tmp_path, not_applicable):
+    raw = entry(not_applicable=not_applicable)
+    assert refused(tmp_path, {"models": {"m": raw}}) == (
+        "manifest.json: model 'm' has a malformed 'not_applicable' (format -> reason)"
+    )
+
+
+def test_a_format_found_not_applicable_reads_back_with_its_reason(tmp_path):
+    raw = entry(artifacts=[a for a in entry()["artifacts"] if a["format"] != "onnx-int8"])
+    raw["not_applicable"] = {"onnx-int8": "no MatMul"}
+    assert load(tmp_path, {"models": {"m": raw}}).model("m").not_applicable == {"onnx-int8": "no MatMul"}
