@@ -15,7 +15,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from pipeline.errors import UserError
-from pipeline.inputs import MAX_TEXT_CHARS, InputError, expected, parse_features
+from pipeline.inputs import MAX_TEXT_CHARS, InputError, expected, parse_features, parse_inputs, parse_tensor
 from pipeline.runtime import Predictor
 
 F2 = ("x1", "x2")
@@ -289,3 +289,84 @@ def test_every_accepted_input_yields_finite_outputs_or_a_one_line_refusal(text):
         ), message
         return
     assert all(np.isfinite(v).all() for v in outputs.values()), outputs
+
+
+# ---- any declared input: int64 ids with a range, named features, image-shaped tensors, several inputs ----
+
+WORDS = {"name": "words", "shape": ["batch", 3], "dtype": "int64", "values": [0, 50], "features": []}
+SIGNALS = {"name": "signals", "shape": ["batch", 2], "dtype": "float32", "features": ["s1", "s2"]}
+IMAGE = {"name": "image", "shape": ["batch", 1, 2, 2], "dtype": "float32", "features": []}
+TWO = [WORDS, SIGNALS]
+
+
+def test_a_tensor_reads_ids_as_ints_and_nested_lists_in_row_major_order():
+    ids = parse_tensor("1, 2 49", "m", WORDS)
+    assert ids == [1, 2, 49] and all(type(v) is int for v in ids)
+    assert parse_tensor("[[1, 2], [3, 4.5]]", "m", IMAGE) == [1.0, 2.0, 3.0, 4.5]
+    assert parse_tensor([[0.5], [1]], "m", SIGNALS) == [0.5, 1.0]
+
+
+@pytest.mark.parametrize(
+    ("text", "tensor", "message"),
+    [
+        ("1 2", WORDS, "m expects words: 3 whole numbers (shape [3]); got 2"),
+        ("1 2 3 4", WORDS, "m expects words: 3 whole numbers (shape [3]); got 4"),
+        ("1 2.5 3", WORDS, "m expects words: 3 whole numbers (shape [3]); value 2 is 2.5, not a whole number"),
+        ("1 2 50", WORDS, "m expects words: 3 whole numbers (shape [3]); value 3 is 50, outside [0, 50)"),
+        ("-1 2 3", WORDS, "m expects words: 3 whole numbers (shape [3]); value 1 is -1, outside [0, 50)"),
+        ("1 x", SIGNALS, "m expects signals: 2 numbers (shape [2]); s2 (position 2) is 'x', not a number"),
+        ("1 2 3 x", IMAGE, "m expects image: 4 numbers (shape [1, 2, 2]); image[3] (position 4) is 'x', not a number"),
+        (None, SIGNALS, "m expects signals: 2 numbers (shape [2]); got no input"),
+        (5, SIGNALS, "m expects signals: 2 numbers (shape [2]); got a int"),
+        ("   ", SIGNALS, "m expects signals: 2 numbers (shape [2]); got empty input"),
+        ("[1,", SIGNALS, "m expects signals: 2 numbers (shape [2]) as a JSON list; got text that is not valid JSON"),
+        ("[" * 10 + "1" + "]" * 10, IMAGE, "m expects image: 4 numbers (shape [1, 2, 2]); got lists nested too deeply"),
+        (
+            "[1, NaN]",
+            SIGNALS,
+            "m expects signals: 2 numbers (shape [2]); s2 (position 2) is nan, expected a finite number",
+        ),
+    ],
+)
+def test_a_tensor_refuses_with_one_line_naming_the_input(text, tensor, message):
+    with pytest.raises(InputError) as info:
+        parse_tensor(text, "m", tensor)
+    assert str(info.value) == message
+
+
+def test_ids_without_a_declared_range_take_any_whole_number_a_double_holds_exactly():
+    free = {**WORDS, "values": None}
+    assert parse_tensor([2**52, -(2**52), 0], "m", free) == [2**52, -(2**52), 0]
+    with pytest.raises(InputError, match=r"value 1 is 9\.0072e\+15, outside"):
+        parse_tensor([2**53, 0, 0], "m", free)
+
+
+def test_several_inputs_by_name_as_a_dict_or_a_json_object():
+    want = {"words": [1, 2, 3], "signals": [0.5, -1.0]}
+    assert parse_inputs({"signals": "0.5 -1", "words": [1, 2, 3]}, "m", TWO) == want
+    assert parse_inputs('{"words": "1 2 3", "signals": [0.5, -1]}', "m", TWO) == want
+    assert list(parse_inputs({"signals": "0.5 -1", "words": "1 2 3"}, "m", TWO)) == [
+        "words",
+        "signals",
+    ]  # declared order
+
+
+def test_one_input_takes_its_text_alone():
+    assert parse_inputs("1 2 3", "m", [WORDS]) == {"words": [1, 2, 3]}
+    assert parse_inputs({"words": "1 2 3"}, "m", [WORDS]) == {"words": [1, 2, 3]}
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ("{", "m expects inputs words, signals as a JSON object; got invalid JSON"),
+        ("1 2 3", "m expects inputs words, signals, one value each; got a str"),
+        ([1, 2, 3], "m expects inputs words, signals, one value each; got a list"),
+        ({"words": "1 2 3", "signals": "1 2", "extra": 1}, "m expects inputs words, signals; got extra"),
+        ({"words": "1 2 3"}, "m expects signals: 2 numbers (shape [2]); got no input"),
+    ],
+)
+def test_several_inputs_refuse_with_one_line_naming_them(given, message):
+    with pytest.raises(InputError) as info:
+        parse_inputs(given, "m", TWO)
+    assert str(info.value) == message
