@@ -86,7 +86,8 @@ class Predictor:
         if isinstance(x, dict) and self.inputs and set(x) == {self.inputs[0]["name"]}:
             x = x[self.inputs[0]["name"]]
         try:
-            arr = np.ascontiguousarray(x, dtype=np.float32)
+            with np.errstate(over="ignore"):  # a number beyond float32 becomes infinity, refused just below
+                arr = np.ascontiguousarray(x, dtype=np.float32)
         except (ValueError, TypeError):  # ragged rows, text, objects
             want = expected(self.model, self.features)
             raise InputError(f"{want}; got something that is not rows of numbers") from None

@@ -133,11 +133,17 @@ def test_the_answer_shows_what_it_should_be_and_enter_runs_predict(adder):
     assert "hidden = [" in text and "(4 more)" in text  # every output, the rest counted
 
 
-def test_typing_a_new_value_marks_the_old_answer_stale(adder):
-    page = adder()
+def _predicted(page):
+    """Press Predict, wait for the answer, and return the result area."""
     page.locator("#predict-button").click()
     prediction = page.locator("#prediction")
     prediction.get_by_text(re.compile(r"sum = ")).wait_for(timeout=30_000)
+    return prediction
+
+
+def test_typing_a_new_value_marks_the_old_answer_stale(adder):
+    page = adder()
+    prediction = _predicted(page)
     page.locator("#adder_mynet-x1 input").fill("12")
     prediction.get_by_text("Stale: the input changed since this answer").wait_for(timeout=10_000)
     page.locator("#predict-button").click()
@@ -147,9 +153,7 @@ def test_typing_a_new_value_marks_the_old_answer_stale(adder):
 
 def test_a_failed_predict_replaces_the_answer_and_its_reason_stays(adder):
     page = adder()
-    page.locator("#predict-button").click()
-    prediction = page.locator("#prediction")
-    prediction.get_by_text(re.compile(r"sum = ")).wait_for(timeout=30_000)
+    prediction = _predicted(page)
     page.locator("#adder_mynet-x1 input").fill("")
     page.locator("#predict-button").click()
     reason = "adder_mynet expects 2 numbers (x1, x2)"

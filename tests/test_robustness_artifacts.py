@@ -245,10 +245,15 @@ def test_torchscript_pickle_payload_never_runs(artifacts_copy, tmp_path):
     pickles = ("/data.pkl", "/constants.pkl")
     _rewrite_zip(artifacts_copy / rel, lambda name, data: evil if name.endswith(pickles) else data)
     rerecord(artifacts_copy, rel)
-    with pytest.raises(ArtifactError) as info:
-        load_predictor(Manifest.load(artifacts_copy), VICTIM, "torchscript")
+    _assert_refused_without_running(artifacts_copy, "torchscript", rel, marker)
+
+
+def _assert_refused_without_running(root: Path, fmt: str, rel: str, marker: Path, match: str | None = None) -> None:
+    """Loading VICTIM's `fmt` artifact is one ArtifactError naming `rel`, and the payload never ran."""
+    with pytest.raises(ArtifactError, match=match) as info:
+        load_predictor(Manifest.load(root), VICTIM, fmt)
     assert_one_line_naming(info.value, rel)
-    assert not marker.exists(), "the pickle payload ran"
+    assert not marker.exists(), f"the pickle payload in the {fmt} file ran"
 
 
 def _hostile_pt2(root: Path, marker: Path) -> str:
@@ -263,10 +268,7 @@ def _hostile_pt2(root: Path, marker: Path) -> str:
 def test_pt2_pickle_payload_is_refused_by_its_sha256(artifacts_copy, tmp_path):
     marker = tmp_path / "marker"
     rel = _hostile_pt2(artifacts_copy, marker)
-    with pytest.raises(ArtifactError, match="does not match its sha256") as info:
-        load_predictor(Manifest.load(artifacts_copy), VICTIM, "pt2")
-    assert_one_line_naming(info.value, rel)
-    assert not marker.exists()
+    _assert_refused_without_running(artifacts_copy, "pt2", rel, marker, "does not match its sha256")
 
 
 def test_pt2_pickle_payload_with_rerecorded_sha_never_runs(artifacts_copy, tmp_path):
@@ -274,10 +276,7 @@ def test_pt2_pickle_payload_with_rerecorded_sha_never_runs(artifacts_copy, tmp_p
     rel = _hostile_pt2(artifacts_copy, marker)
     rerecord(artifacts_copy, rel)
     # The sha256 vouches for the file now, so only the loader's forced weights_only stands in the way.
-    with pytest.raises(ArtifactError) as info:
-        load_predictor(Manifest.load(artifacts_copy), VICTIM, "pt2")
-    assert_one_line_naming(info.value, rel)
-    assert not marker.exists(), "the pickle payload in the .pt2 ran"
+    _assert_refused_without_running(artifacts_copy, "pt2", rel, marker)
 
 
 def _onnx_with_external_data(path: Path, location: str) -> None:
