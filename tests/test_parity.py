@@ -185,3 +185,26 @@ def test_artifacts_that_lost_an_output_fail_verify_on_every_runtime(artifacts_co
         assert not hidden[key]["passed"] and hidden[key]["failure"] == MISSING, hidden[key]
     assert hidden[("pt2", "torch")]["passed"]  # the untouched artifact still passes
     assert "missing output" in result.stderr
+
+
+# ---- the derived formats' third term: scale · max|ref| over the output ------------------------------
+
+
+@pytest.mark.parametrize(("delta", "passes"), [(0.004, True), (0.007, False)])
+def test_the_scale_term_is_a_share_of_the_largest_reference_value(delta, passes):
+    ref = np.array([[0.5, 0.0]])  # max|ref| 0.5: the allowance is 0.01 * 0.5 = 0.005 on every value
+    got = ref + np.array([[0.0, delta]])
+    result = compare(ref, got, 0.0, 0.0, 0.01)
+    assert result.passed is passes
+    if not passes:
+        assert result.reason == (
+            "|Δ| 0.007 > atol + rtol·|ref| + scale·max|ref| = 0.005 (atol 0, rtol 0, scale 0.01, max|ref| 0.5)"
+        )
+
+
+def test_compare_outputs_passes_each_term_to_its_place():
+    want = [_outputs(y=[[0.5, 0.0]])]
+    got = [_outputs(y=[[0.5, 0.004]])]
+    assert compare_outputs(want, got, 0.0, 0.0, 0.01)["y"].passed  # only the scale term admits 0.004 at ref 0
+    assert not compare_outputs(want, got, 0.0, 0.01, 0.0)["y"].passed  # as rtol it admits nothing at ref 0
+    assert compare_outputs(want, got, 0.005, 0.0, 0.0)["y"].passed  # as atol it does
