@@ -85,6 +85,8 @@ class Predictor:
         self._flat = not self.inputs or (
             len(self.inputs) == 1 and len(shape(self.inputs[0])) == 1 and dtype(self.inputs[0]) == "float32"
         )
+        # The file names its outputs as the manifest does (positional ones are counted on every call).
+        self._same_names = self.declared is None or list(self.declared) == list(self.output_names)
 
     def prepare(self, x: Any) -> tuple[Batch, bool]:
         """x as the model's batch (one C-contiguous array, or a dict of them), and whether it was one example."""
@@ -148,14 +150,16 @@ class Predictor:
     def predict(self, x: Any) -> dict[str, np.ndarray]:
         """Named outputs: (features,) arrays for one example, (batch, features) for a batch."""
         arr, single = self.prepare(x)
-        outs = self.outputs(arr)
-        if list(outs) != self.output_names:
+        names = self.output_names
+        outs = self.run_batch(arr)
+        if not self._same_names or len(outs) != len(names):
+            got = positional_names(names, len(outs)) if self.declared is None else self.declared
             raise ArtifactError(
-                f"{self.model} {self.format} on {self.runtime} gives outputs {', '.join(outs) or 'none'}; "
-                f"the manifest lists {', '.join(self.output_names)}: re-run `make export`"
+                f"{self.model} {self.format} on {self.runtime} gives outputs {', '.join(got) or 'none'}; "
+                f"the manifest lists {', '.join(names)}: re-run `make export`"
             )
-        check_finite(self.model, self.output_names, list(outs.values()))
-        return {name: (out[0] if single else out) for name, out in outs.items()}
+        check_finite(self.model, names, outs)
+        return {name: (out[0] if single else out) for name, out in zip(names, outs, strict=True)}
 
     __call__ = predict
 
