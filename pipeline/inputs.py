@@ -31,9 +31,7 @@ def parse_features(text: Any, model: str, features: Sequence[str]) -> list[float
     if isinstance(text, (list, tuple)):
         items: list[Any] = list(text)
     elif isinstance(text, str):
-        items = _from_text(text, want)
-        if not isinstance(items, list):
-            raise InputError(f"{want} as a JSON list; got another JSON value")
+        items = _from_text(text, want)  # a list: its tokens, or the JSON array that "[" opens
     elif text is None:
         raise InputError(f"{want}; got no input")
     else:

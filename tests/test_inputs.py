@@ -370,3 +370,20 @@ def test_several_inputs_refuse_with_one_line_naming_them(given, message):
     with pytest.raises(InputError) as info:
         parse_inputs(given, "m", TWO)
     assert str(info.value) == message
+
+
+def test_the_edges_of_the_any_input_parser():
+    assert parse_tensor("0 1 2", "m", WORDS) == [0, 1, 2]  # the range includes its low end
+    free = {**WORDS, "values": None}
+    with pytest.raises(InputError, match=r"value 1 is -9\.0072e\+15, outside"):
+        parse_tensor([-(2**53) - 2, 0, 0], "m", free)
+    plain = {"name": "v", "shape": ["batch", 2]}  # no dtype: float32, "numbers"
+    assert parse_tensor("1 2", "m", plain) == [1.0, 2.0]
+    with pytest.raises(InputError, match=r"^m expects v: 2 numbers \(shape \[2\]\); got 1$"):
+        parse_tensor("1", "m", plain)
+    odd = {**SIGNALS, "features": ["only one"]}  # names that do not match the count: positions instead
+    with pytest.raises(InputError, match=r"; value 2 \(position 2\) is 'x', not a number$"):
+        parse_tensor("1 x", "m", odd)
+    assert parse_tensor("[" * 9 + "1, 2, 3, 4" + "]" * 9, "m", IMAGE) == [1.0, 2.0, 3.0, 4.0]  # 9 levels: accepted
+    with pytest.raises(InputError, match=r"; got a, b$"):
+        parse_inputs({"words": "1 2 3", "signals": "1 2", "a": 1, "b": 2}, "m", TWO)
