@@ -53,9 +53,9 @@ class OutputOverflow(InputError):
 def check_finite(model: str, names: Sequence[str], outputs: Sequence[np.ndarray]) -> None:
     """OutputOverflow naming the first output that holds an infinity or NaN (float32 overflow)."""
     for name, value in zip(names, outputs, strict=True):
-        # A sum is one cheap reduction; only when it is not finite (NaN, inf, or finite values summing past
-        # float32) are the values themselves looked at.
-        if not math.isfinite(value.sum()) and not np.isfinite(value).all():
+        # A float64 sum is one cheap reduction, finite exactly when every float32 value is; only when it is
+        # not are the values themselves looked at.
+        if not math.isfinite(value.sum(dtype=np.float64)) and not np.isfinite(value).all():
             raise OutputOverflow(
                 f"{model}'s output {name} is not finite for this input (float32 overflow); "
                 "expected inputs of a smaller magnitude"
@@ -105,7 +105,7 @@ class Predictor:
         if arr.ndim != 2 or arr.shape[1] != len(self.features):
             got = arr.shape[-1] if arr.ndim else 0
             raise InputError(f"{expected(self.model, self.features)}; got {got}")
-        if math.isfinite(arr.sum()):  # one cheap reduction: every value is finite
+        if math.isfinite(arr.sum(dtype=np.float64)):  # one reduction: a float64 sum of float32 values is finite iff all are
             return arr, single
         finite = np.isfinite(arr)
         if not finite.all():  # NaN, infinity, or a number beyond float32 that the cast made infinite
