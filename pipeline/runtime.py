@@ -105,7 +105,9 @@ class Predictor:
         if arr.ndim != 2 or arr.shape[1] != len(self.features):
             got = arr.shape[-1] if arr.ndim else 0
             raise InputError(f"{expected(self.model, self.features)}; got {got}")
-        if math.isfinite(arr.sum(dtype=np.float64)):  # one reduction: a float64 sum of float32 values is finite iff all are
+        if math.isfinite(
+            arr.sum(dtype=np.float64)
+        ):  # one reduction: a float64 sum of float32 values is finite iff all are
             return arr, single
         finite = np.isfinite(arr)
         if not finite.all():  # NaN, infinity, or a number beyond float32 that the cast made infinite
