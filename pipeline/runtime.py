@@ -27,13 +27,6 @@ from pipeline.tensors import NUMPY_DTYPES, OIP_DATATYPES, Batch, describe, dtype
 DEVICES = ("cpu", "cuda", "auto")  # and cuda:N
 WARMUP_CALLS = 3  # probe calls at load: TorchScript's profiling runs, cuBLAS handles, lazy CUDA kernels
 
-# Views of pipeline/formats.py for modules that still read them here (the demo, oip and bench, until they move).
-PREDICT_FORMATS = tuple(formats.FORMATS)
-ARTIFACT_OF = {f.name: f.artifact_kind for f in formats.FORMATS.values()}
-RUNTIMES_OF = {f.name: f.runtimes for f in formats.FORMATS.values()}
-from pipeline.loaders import onnxruntime_providers, session_options  # noqa: E402,F401
-from pipeline.loaders import torch_device as _torch_device  # noqa: E402,F401
-
 __all__ = ["DEVICES", "Predictor", "PredictorCache", "RuntimeUnavailable", "is_remote", "load_predictor"]
 
 

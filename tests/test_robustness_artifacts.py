@@ -24,17 +24,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline import manifest as manifest_module
+from pipeline.formats import FORMATS
 from pipeline.formats import get as format_spec
 from pipeline.inputs import InputError
 from pipeline.manifest import MANIFEST, ArtifactError, Manifest, ManifestError
-from pipeline.runtime import ARTIFACT_OF, PREDICT_FORMATS, PredictorCache, RuntimeUnavailable, load_predictor
+from pipeline.runtime import PredictorCache, RuntimeUnavailable, load_predictor
 
 pytestmark = pytest.mark.robustness
 
 VICTIM = "linear_3x"  # the model whose files get damaged
 BYSTANDER = "adder_mynet"  # must keep working beside it
 # Neither has an int8 file: export finds no weight worth quantizing (test_quantize.py).
-SERVED = tuple(f for f in PREDICT_FORMATS if f != "onnx-int8")
+SERVED = tuple(f for f in FORMATS if f != "onnx-int8")  # the victim and bystander have no int8 file
 DAMAGES = ("truncated", "empty", "random")
 HOSTILE_NAMES = [
     "../../etc/passwd",
@@ -137,7 +138,7 @@ def references(manifest) -> dict[str, list[dict[str, np.ndarray]]]:
 def test_damaged_artifact_is_refused_naming_it_and_the_rest_keeps_working(
     artifacts_copy, references, fmt, how, sha_rerecorded
 ):
-    rel = rel_path(artifacts_copy, VICTIM, ARTIFACT_OF[fmt])
+    rel = rel_path(artifacts_copy, VICTIM, FORMATS[fmt].artifact_kind)
     damage(artifacts_copy / rel, how)
     if sha_rerecorded:
         rerecord(artifacts_copy, rel)
@@ -154,7 +155,7 @@ def test_damaged_artifact_is_refused_naming_it_and_the_rest_keeps_working(
 
 @pytest.mark.parametrize("fmt", SERVED)
 def test_missing_artifact_is_refused_naming_it(artifacts_copy, references, fmt):
-    rel = rel_path(artifacts_copy, VICTIM, ARTIFACT_OF[fmt])
+    rel = rel_path(artifacts_copy, VICTIM, FORMATS[fmt].artifact_kind)
     (artifacts_copy / rel).unlink()
     cache = PredictorCache(Manifest.load(artifacts_copy))
     with pytest.raises(ArtifactError, match="missing") as info:
@@ -515,7 +516,7 @@ def test_names_of_existing_files_are_not_models(manifest, path_calls):
         st.integers(),
         st.lists(st.text(max_size=3), max_size=2),
     ),
-    fmt=st.one_of(st.sampled_from(PREDICT_FORMATS), st.text(max_size=20), st.none()),
+    fmt=st.one_of(st.sampled_from(tuple(FORMATS)), st.text(max_size=20), st.none()),
     device=st.one_of(st.sampled_from(["cpu", "cuda", "cuda:7", "auto"]), st.text(max_size=20), st.none()),
 )
 def test_fuzzed_names_only_load_what_the_manifest_lists(manifest, model, fmt, device):
@@ -524,4 +525,4 @@ def test_fuzzed_names_only_load_what_the_manifest_lists(manifest, model, fmt, de
     except (ManifestError, InputError, RuntimeUnavailable) as exc:
         assert len(str(exc).splitlines()) == 1
         return
-    assert model in manifest.models and fmt in PREDICT_FORMATS
+    assert model in manifest.models and fmt in tuple(FORMATS)
