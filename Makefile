@@ -17,8 +17,8 @@ PYTEST_ARGS ?=
 PYTEST_WORKERS ?= -n 3 --dist loadfile
 # The pure core that `make mutate` mutates, as mutmut mutant-name globs ([tool.mutmut] in pyproject.toml
 # names the files and the fast tests run against them), and the kill rate it must reach.
-MUTATE ?= 'pipeline.inputs.*' 'pipeline.fileio.*' 'pipeline.manifest.*' \
-	'pipeline.parity.x_compare*' 'pipeline.parity.x_merge*' 'pipeline.oip_protocol.*'
+MUTATE ?= 'pipeline.runtime.inputs.*' 'pipeline.artifacts.fileio.*' 'pipeline.artifacts.manifest.*' \
+	'pipeline.runtime.parity.x_compare*' 'pipeline.runtime.parity.x_merge*' 'pipeline.serving.oip_protocol.*'
 MUTATE_MIN ?= 90
 
 .PHONY: setup triton-env train export verify demo test lint format bench triton triton-serve clean mutate
@@ -56,6 +56,7 @@ test: setup
 	$(PY) -m pytest $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 lint: setup
+	$(PY) -m pytest -q -p no:cacheprovider -o addopts= tests/test_layers.py
 	$(VENV)/bin/ruff check pipeline demo tests examples
 	$(VENV)/bin/ruff format --check pipeline demo tests examples
 

@@ -33,7 +33,7 @@ from starlette.concurrency import run_in_threadpool
 
 from pipeline import formats
 from pipeline.errors import UserError
-from pipeline.service import Service
+from pipeline.serving.service import Service
 
 log = logging.getLogger("demo")
 

@@ -3,7 +3,7 @@
     python demo/app.py [--artifacts DIR] [--host 127.0.0.1] [--port N] [--threads N]
 
 A thin face over `predict(model, fmt, device, features) -> dict`, which is
-`pipeline.service.Service.predict`: a plain function that can be called and tested without the UI.
+`pipeline.serving.service.Service.predict`: a plain function that can be called and tested without the UI.
 `build_demo(service)` builds the page, and `demo` (the page for ./artifacts, built on first use) is
 there as in Gradio's own demos; `create_app(artifacts)` puts the page, the Open Inference Protocol
 routes and the request limits into one FastAPI app (demo/server.py) and `main()` serves it.
@@ -35,11 +35,11 @@ import gradio as gr  # noqa: E402
 from demo import server, views, widgets  # noqa: E402
 from demo.api import attempt  # noqa: E402
 from pipeline import formats  # noqa: E402
+from pipeline.artifacts.manifest import ManifestError, ModelEntry  # noqa: E402
+from pipeline.artifacts.tensors import width  # noqa: E402
 from pipeline.errors import UserError  # noqa: E402
-from pipeline.manifest import ManifestError, ModelEntry  # noqa: E402
-from pipeline.runtime import DEVICES  # noqa: E402
-from pipeline.service import Service, cuda_unavailable_reason  # noqa: E402
-from pipeline.tensors import width  # noqa: E402
+from pipeline.runtime.predictor import DEVICES  # noqa: E402
+from pipeline.serving.service import Service, cuda_unavailable_reason  # noqa: E402
 
 log = logging.getLogger("demo")
 

@@ -1,7 +1,7 @@
 """The demo's HTTP server: every limit on what a client may send, the FastAPI app, and uvicorn.
 
 `create_app(service, page)` puts the Gradio page at "/", its `predict` routes (demo/api.py), the Open
-Inference Protocol at /v2 (pipeline/oip.py) and /healthz over the one Service, behind RequestLimits;
+Inference Protocol at /v2 (pipeline/serving/oip.py) and /healthz over the one Service, behind RequestLimits;
 `serve(app, sock)` runs it with uvicorn, with deadlines for slow clients. The limits, all here:
 
 - a request body: 16 MiB on /v2 (batches), 1 MiB elsewhere (one example is at most 200,000
@@ -37,9 +37,9 @@ import gradio as gr
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from demo.api import SESSION_HASH, api_paths, api_router
-from pipeline.oip import MAX_BODY_BYTES as OIP_MAX_BODY_BYTES
-from pipeline.oip import oip_router
-from pipeline.service import Service
+from pipeline.serving.oip import MAX_BODY_BYTES as OIP_MAX_BODY_BYTES
+from pipeline.serving.oip import oip_router
+from pipeline.serving.service import Service
 
 MAX_REQUEST_BYTES = 1024 * 1024  # a predict call: at most 200,000 characters of input, far below this
 BODY_LIMITS = (  # (path prefix, bytes, the key the error message goes under), the first match applies

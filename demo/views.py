@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from pipeline import formats
-from pipeline.manifest import ModelEntry
-from pipeline.tensors import width
+from pipeline.artifacts.manifest import ModelEntry
+from pipeline.artifacts.tensors import width
 
 HEADLINE_VALUES = 4  # an output with more values shows this many, then "…(N more)"
 COMPARE_VALUES = 8  # values per output in a comparison row before "…(N more)"

@@ -14,9 +14,9 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
-from pipeline.inputs import InputError
-from pipeline.manifest import ModelEntry
-from pipeline.tensors import dtype, examples_batch, shape, width
+from pipeline.artifacts.manifest import ModelEntry
+from pipeline.artifacts.tensors import dtype, examples_batch, shape, width
+from pipeline.runtime.inputs import InputError
 
 SMALL_INPUT = 16  # up to this many features: one number field each; wider inputs: one text area
 CANVAS = 280  # the drawing canvas, in pixels a side

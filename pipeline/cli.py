@@ -90,16 +90,16 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_summary(args: argparse.Namespace) -> int:
     from pipeline.catalog import get
-    from pipeline.summary import layer_table
+    from pipeline.train.summary import layer_table
 
     print(layer_table(get(args.name), batch=args.batch))
     return EXIT_OK
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from pipeline.artifacts.fileio import exclusive
     from pipeline.catalog import select
-    from pipeline.devices import resolve_torch_device
-    from pipeline.fileio import exclusive
+    from pipeline.runtime.devices import resolve_torch_device
     from pipeline.tables import text_table
     from pipeline.train import Diverged, train_model
 
@@ -143,8 +143,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    from pipeline.artifacts.fileio import exclusive
     from pipeline.catalog import get
-    from pipeline.fileio import exclusive
     from pipeline.train import import_weights
 
     spec = get(args.model)
@@ -163,7 +163,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def _parity_device(requested: str) -> str:
     """The device parity adds to the CPU rows: auto (CUDA where each runtime can), cuda[:N] (required), or cpu."""
-    from pipeline.devices import cuda_index
+    from pipeline.runtime.devices import cuda_index
 
     requested = (requested or "auto").strip().lower()
     if requested == "mps":
@@ -205,9 +205,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.triton is not None:  # the old spelling of `triton [DIR]`
         args.dir = Path(args.triton) if args.triton else None
         return cmd_triton(args)
+    from pipeline.artifacts.fileio import exclusive
     from pipeline.catalog import select
     from pipeline.export import run_export
-    from pipeline.fileio import exclusive
 
     specs = select(args.models)
     device = _parity_device(args.device)
@@ -225,9 +225,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_triton(args: argparse.Namespace) -> int:
     """`triton [DIR]`: a Triton model repository from the manifest as it is (nothing re-exported, no torch)."""
-    from pipeline.fileio import exclusive
-    from pipeline.manifest import ArtifactError, Manifest
-    from pipeline.triton import TritonError, build_repository
+    from pipeline.artifacts.fileio import exclusive
+    from pipeline.artifacts.manifest import ArtifactError, Manifest
+    from pipeline.serving.triton import TritonError, build_repository
 
     out = args.artifacts / "triton" if args.dir is None else Path(args.dir)
     names = None if args.models == "all" else [n.strip() for n in args.models.split(",") if n.strip()]
@@ -247,10 +247,10 @@ def cmd_triton(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from pipeline.fileio import atomic_write_json
-    from pipeline.manifest import PARITY, Manifest
-    from pipeline.parity import verify
-    from pipeline.runtime import is_remote
+    from pipeline.artifacts.fileio import atomic_write_json
+    from pipeline.artifacts.manifest import PARITY, Manifest
+    from pipeline.runtime.parity import verify
+    from pipeline.runtime.predictor import is_remote
 
     manifest = Manifest.load(args.artifacts)
     names = (
@@ -303,7 +303,7 @@ class _HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def _add_tolerances(p: argparse.ArgumentParser) -> None:
-    from pipeline.parity import DEFAULT_ATOL, DEFAULT_RTOL
+    from pipeline.runtime.parity import DEFAULT_ATOL, DEFAULT_RTOL
 
     p.add_argument(
         "--atol",
@@ -431,7 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_bench)
 
-    from pipeline.triton_server import register_cli  # `triton-serve`: the real Triton server, its own module
+    from pipeline.serving.triton_server import register_cli  # `triton-serve`: the real Triton server, its own module
 
     register_cli(command, DEFAULT_ARTIFACTS)
     return parser

@@ -35,7 +35,7 @@ FP16_RTOL = 1e-3  # float16's own epsilon
 
 @dataclass(frozen=True)
 class Runtime:
-    """An engine that runs artifacts in this process (a URL is a remote runtime, see pipeline.runtime)."""
+    """An engine that runs artifacts in this process (a URL is a remote runtime, see pipeline.runtime.predictor)."""
 
     name: str  # what a person passes as `runtime`
     label: str  # how the demo and reports name it
@@ -110,7 +110,7 @@ FORMATS: dict[str, Format] = {
         Format(
             "torchscript",
             "TorchScript",
-            (Loader(TORCH, "pipeline.loaders:load_torchscript"),),
+            (Loader(TORCH, "pipeline.runtime.loaders:load_torchscript"),),
             filename="model.torchscript.pt",
             exporter="pipeline.export:export_torchscript",
             triton=TritonPlatform("pytorch_libtorch", "model.pt", True, (("INFERENCE_MODE", "true"),)),
@@ -119,8 +119,8 @@ FORMATS: dict[str, Format] = {
             "onnx",
             "ONNX",
             (
-                Loader(ONNXRUNTIME, "pipeline.loaders:load_onnxruntime"),
-                Loader(ONNX_REFERENCE, "pipeline.loaders:load_onnx_reference"),
+                Loader(ONNXRUNTIME, "pipeline.runtime.loaders:load_onnxruntime"),
+                Loader(ONNX_REFERENCE, "pipeline.runtime.loaders:load_onnx_reference"),
             ),
             filename="model.onnx",
             exporter="pipeline.export:export_onnx",
@@ -129,11 +129,11 @@ FORMATS: dict[str, Format] = {
         Format(
             "pt2",
             "torch.export .pt2",
-            (Loader(TORCH, "pipeline.loaders:load_pt2"),),
+            (Loader(TORCH, "pipeline.runtime.loaders:load_pt2"),),
             filename="model.pt2",
             exporter="pipeline.export:export_pt2",
         ),
-        # Derived from the ONNX file by onnxruntime's own tools (pipeline/quantize.py). Their errors scale
+        # Derived from the ONNX file by onnxruntime's own tools (pipeline/export/quantize.py). Their errors scale
         # with the outputs' magnitude, so each declares a `scale` term, chosen from the deviations measured
         # on every catalog model (README, "Derived formats"). onnx.reference computes float16 MatMul/Gemm
         # with float16 sums in NumPy, not the float32 accumulation onnxruntime uses, so it is not a loader
@@ -142,11 +142,11 @@ FORMATS: dict[str, Format] = {
             "onnx-int8",
             "ONNX int8 (dynamic)",
             (
-                Loader(ONNXRUNTIME, "pipeline.loaders:load_onnxruntime"),
-                Loader(ONNX_REFERENCE, "pipeline.loaders:load_onnx_reference"),
+                Loader(ONNXRUNTIME, "pipeline.runtime.loaders:load_onnxruntime"),
+                Loader(ONNX_REFERENCE, "pipeline.runtime.loaders:load_onnx_reference"),
             ),
             filename="model.int8.onnx",
-            exporter="pipeline.quantize:export_onnx_int8",
+            exporter="pipeline.export.quantize:export_onnx_int8",
             source="onnx",
             triton=TritonPlatform("onnxruntime_onnx", "model.onnx", False),
             scale=INT8_SCALE,
@@ -155,9 +155,9 @@ FORMATS: dict[str, Format] = {
         Format(
             "onnx-fp16",
             "ONNX float16",
-            (Loader(ONNXRUNTIME, "pipeline.loaders:load_onnxruntime"),),
+            (Loader(ONNXRUNTIME, "pipeline.runtime.loaders:load_onnxruntime"),),
             filename="model.fp16.onnx",
-            exporter="pipeline.quantize:export_onnx_fp16",
+            exporter="pipeline.export.quantize:export_onnx_fp16",
             source="onnx",
             triton=TritonPlatform("onnxruntime_onnx", "model.onnx", False),
             scale=FP16_SCALE,
@@ -167,7 +167,7 @@ FORMATS: dict[str, Format] = {
         Format(
             "eager",
             "eager state_dict",
-            (Loader(TORCH, "pipeline.loaders:load_eager"),),
+            (Loader(TORCH, "pipeline.runtime.loaders:load_eager"),),
             artifact=STATE_DICT,
             needs_catalog=True,
         ),
@@ -175,6 +175,7 @@ FORMATS: dict[str, Format] = {
 }
 
 REFERENCE = ("eager", TORCH.name, CPU)  # (format, runtime, device) every other row is compared with
+REMOTE_LOADER = "pipeline.serving.remote:load_remote_predictor"  # runtime=URL: a server as a runtime
 DEFAULT_FORMAT = "onnx"  # what the demo and the OIP routes serve when nobody asks for a format
 EXPORTED = tuple(f.name for f in FORMATS.values() if f.exporter)  # written by `export`, in this order
 DERIVED = tuple(f.name for f in FORMATS.values() if f.source)  # made from another format's file by export

@@ -39,7 +39,7 @@ def assert_matches_eager(fmt: str, got: dict, want: dict, what: str = "") -> Non
     import numpy as np
 
     from pipeline import formats
-    from pipeline.parity import compare_outputs
+    from pipeline.runtime.parity import compare_outputs
 
     spec = formats.get(fmt)
     as_arrays = lambda outs: {k: np.asarray(v, dtype=np.float64) for k, v in outs.items()}  # noqa: E731
@@ -100,7 +100,7 @@ def artifacts_copy(artifacts, tmp_path) -> Path:
 
 @pytest.fixture(scope="session")
 def manifest(artifacts):
-    from pipeline.manifest import Manifest
+    from pipeline.artifacts.manifest import Manifest
 
     return Manifest.load(artifacts)
 
@@ -108,7 +108,7 @@ def manifest(artifacts):
 @pytest.fixture(scope="session")
 def eager_predictors(manifest):
     """model -> its eager predictor (the reference every format is compared with), each loaded once."""
-    from pipeline.runtime import PredictorCache
+    from pipeline.runtime.predictor import PredictorCache
 
     cache = PredictorCache(manifest)
     return lambda model: cache.get(model, "eager")

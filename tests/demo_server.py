@@ -26,8 +26,8 @@ from typing import Any
 
 import httpx
 
-from pipeline.client import PredictError  # noqa: F401 - re-exported for the tests
-from pipeline.client import call_predict as _call_predict
+from pipeline.serving.client import PredictError  # noqa: F401 - re-exported for the tests
+from pipeline.serving.client import call_predict as _call_predict
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "demo" / "app.py"

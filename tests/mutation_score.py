@@ -1,7 +1,7 @@
 """The kill rate of a `mutmut run`, per module, and every mutant that survived with its diff.
 
 Usage (what `make mutate` runs after mutmut): python -m tests.mutation_score [--min PERCENT] GLOB...
-GLOB selects mutants by name, as `mutmut run` does (e.g. "pipeline.inputs.*"). Exits 1 when fewer
+GLOB selects mutants by name, as `mutmut run` does (e.g. "pipeline.runtime.inputs.*"). Exits 1 when fewer
 than PERCENT of the selected mutants were killed. Reads mutmut's results under mutants/.
 """
 
@@ -31,7 +31,7 @@ def results(root: Path, globs: list[str]) -> dict[str, int | None]:
 
 
 def module_of(name: str) -> str:
-    """pipeline.oip.x__input__mutmut_3 -> pipeline.oip"""
+    """pipeline.serving.oip.x__input__mutmut_3 -> pipeline.serving.oip"""
     return re.sub(r"\.x[_ǁ].*$", "", name)
 
 

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from pipeline import formats
-from pipeline.manifest import Manifest
+from pipeline.artifacts.manifest import Manifest
 from pipeline.spec import BENCH_ROLES
 
 from .conftest import run_cli
@@ -95,7 +95,7 @@ def test_the_quick_run_measures_the_models_the_catalog_gives_each_role(quick_run
 
 @pytest.mark.slow
 def test_derived_formats_are_measured_beside_their_source_in_the_same_run(quick_run):
-    from pipeline.quantize import compared
+    from pipeline.export.quantize import compared
 
     result, stdout, root, _ = quick_run
     manifest = Manifest.load(root)
@@ -119,7 +119,7 @@ def test_derived_formats_are_measured_beside_their_source_in_the_same_run(quick_
 @pytest.mark.slow
 def test_the_demo_is_compared_with_real_triton_or_the_run_says_why_not(quick_run):
     from pipeline.bench.serving import TRITON_CLIENTS
-    from pipeline.triton_server import TritonServerError, find_env
+    from pipeline.serving.triton_server import TritonServerError, find_env
 
     result, stdout, _, _ = quick_run
     try:

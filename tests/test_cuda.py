@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from pipeline import formats
-from pipeline.manifest import PARITY, Manifest
-from pipeline.runtime import load_predictor
+from pipeline.artifacts.manifest import PARITY, Manifest
+from pipeline.runtime.predictor import load_predictor
 
 from .conftest import assert_matches_eager, run_cli
 
@@ -74,7 +74,7 @@ def test_predictors_on_cuda_report_the_gpu_and_give_the_cpu_outputs(manifest, fm
 
 
 def test_the_demo_predicts_on_cuda_and_says_the_gpu_ran_it(artifacts):
-    from pipeline.service import Service
+    from pipeline.serving.service import Service
 
     service = Service(artifacts)
     for fmt in ("onnx", "torchscript", "pt2", "eager"):

@@ -15,7 +15,7 @@ import pytest
 
 from pipeline.catalog import CATALOG
 from pipeline.formats import FORMATS
-from pipeline.runtime import load_predictor
+from pipeline.runtime.predictor import load_predictor
 
 from .conftest import assert_matches_eager
 from .demo_server import ROOT, PredictError, call_predict, running_demo
@@ -135,7 +135,7 @@ def test_bad_input_is_one_line_naming_what_was_expected(demo_url, eager_10_11, m
 
 
 def test_cuda_where_there_is_none_is_refused_with_the_reason(demo_url):
-    from pipeline.devices import cuda_device_count
+    from pipeline.runtime.devices import cuda_device_count
 
     if cuda_device_count() > 0:
         pytest.skip("this machine has a CUDA GPU")

@@ -72,7 +72,7 @@ def adder(demo_url, browser):
 def test_adder_mynet_sum_in_the_page(adder, manifest, tmp_path):
     from matplotlib import image as plt_image
 
-    from pipeline.runtime import load_predictor
+    from pipeline.runtime.predictor import load_predictor
 
     want = float(load_predictor(manifest, "adder_mynet", "eager").predict([10, 11])["sum"][0])
     page = adder()

@@ -10,8 +10,8 @@ import types
 
 import pytest
 
-from pipeline import devices, loaders, parity
-from pipeline.devices import DeviceError
+from pipeline.runtime import devices, loaders, parity
+from pipeline.runtime.devices import DeviceError
 from tests.conftest import run_cli
 
 

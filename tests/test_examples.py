@@ -50,7 +50,7 @@ def test_verify_passes_every_row_with_the_catalog_and_eager_asks_for_it_without(
 
 def test_the_service_predicts_every_format_and_names_the_digit(built):
     from pipeline import formats
-    from pipeline.service import Service
+    from pipeline.serving.service import Service
 
     svc = Service(built)
     digits = load(DIGITS)
@@ -71,10 +71,10 @@ def test_the_service_predicts_every_format_and_names_the_digit(built):
 
 def test_oip_infer_with_tritonclient_gives_the_onnx_predictors_outputs(built):
     httpclient = pytest.importorskip("tritonclient.http")
-    from pipeline.launch import demo
-    from pipeline.manifest import Manifest
-    from pipeline.parity import parity_inputs
-    from pipeline.runtime import load_predictor
+    from pipeline.artifacts.manifest import Manifest
+    from pipeline.runtime.parity import parity_inputs
+    from pipeline.runtime.predictor import load_predictor
+    from pipeline.serving.launch import demo
 
     manifest = Manifest.load(built)
     with demo(built, args=CATALOGS) as running:
@@ -117,9 +117,9 @@ def test_triton_configs_parse_with_the_right_dims_and_data_types(built, tmp_path
 def test_import_of_a_saved_state_dict_predicts_as_the_trained_model(built, tmp_path):
     import torch
 
-    from pipeline.manifest import Manifest
-    from pipeline.parity import parity_inputs
-    from pipeline.runtime import load_predictor
+    from pipeline.artifacts.manifest import Manifest
+    from pipeline.runtime.parity import parity_inputs
+    from pipeline.runtime.predictor import load_predictor
 
     two = load(TWO)
     module = two.MoodBag()

@@ -38,7 +38,7 @@ def picture(digit: np.ndarray) -> np.ndarray:
 
 def classify(manifest, values) -> int:
     """The digit the ONNX artifact reads in 64 values (8x8)."""
-    from pipeline.runtime import load_predictor
+    from pipeline.runtime.predictor import load_predictor
 
     onnx = load_predictor(manifest, "digits_cnn", "onnx")
     return int(np.argmax(onnx.predict(np.asarray(values, dtype=np.float32).reshape(1, 1, 8, 8))["scores"][0]))
@@ -46,14 +46,14 @@ def classify(manifest, values) -> int:
 
 @pytest.fixture(scope="module")
 def digits_manifest(built):
-    from pipeline.manifest import Manifest
+    from pipeline.artifacts.manifest import Manifest
 
     return Manifest.load(built)
 
 
 def test_an_uploaded_held_out_digit_is_read_as_the_model_reads_the_data_set(digits_manifest):
     from demo.widgets import image_values
-    from pipeline.runtime import load_predictor
+    from pipeline.runtime.predictor import load_predictor
 
     x, y = held_out()
     image = digits_manifest.model("digits_cnn").inputs[0]["image"]
@@ -94,7 +94,7 @@ def uploaded(built, digits_page, tmp_path):
     """digits_page with a held-out digit the model reads right uploaded as a picture: (page, its label)."""
     from PIL import Image
 
-    from pipeline.manifest import Manifest
+    from pipeline.artifacts.manifest import Manifest
 
     x, y = held_out()
     manifest = Manifest.load(built)

@@ -15,11 +15,11 @@ import pytest
 from onnx import numpy_helper
 
 from pipeline import formats
+from pipeline.artifacts.fileio import sha256_file
+from pipeline.artifacts.manifest import FORMATS, Manifest
 from pipeline.catalog import CATALOG
-from pipeline.fileio import sha256_file
-from pipeline.manifest import FORMATS, Manifest
-from pipeline.parity import parity_inputs
-from pipeline.runtime import load_predictor
+from pipeline.runtime.parity import parity_inputs
+from pipeline.runtime.predictor import load_predictor
 
 from .conftest import run_cli
 

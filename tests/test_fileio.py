@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import fileio
-from pipeline.errors import UserError
-from pipeline.fileio import (
+from pipeline.artifacts import fileio
+from pipeline.artifacts.fileio import (
     TMP_PREFIX,
     Busy,
     atomic_write,
@@ -27,6 +26,7 @@ from pipeline.fileio import (
     remove_stale_temps,
     sha256_file,
 )
+from pipeline.errors import UserError
 
 OLD = b"the previous version, complete\n" * 100
 NEW = b"the new version\n" * 1000

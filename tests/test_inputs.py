@@ -15,8 +15,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from pipeline.errors import UserError
-from pipeline.inputs import MAX_TEXT_CHARS, InputError, expected, parse_features, parse_inputs, parse_tensor
-from pipeline.runtime import Predictor
+from pipeline.runtime.inputs import MAX_TEXT_CHARS, InputError, expected, parse_features, parse_inputs, parse_tensor
+from pipeline.runtime.predictor import Predictor
 
 F2 = ("x1", "x2")
 WANT2 = "m expects 2 numbers (x1, x2)"

@@ -1,4 +1,4 @@
-"""pipeline.launch: the demo in a child process, ready when it answers, gone after the block."""
+"""pipeline.serving.launch: the demo in a child process, ready when it answers, gone after the block."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import socket
 import httpx
 import pytest
 
-from pipeline import launch
+from pipeline.serving import launch
 
 
 def test_free_port_is_bindable():

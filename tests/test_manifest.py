@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from pipeline import formats
+from pipeline.artifacts.manifest import MANIFEST, Artifact, ArtifactError, Manifest, ManifestError
 from pipeline.errors import UserError
-from pipeline.manifest import MANIFEST, Artifact, ArtifactError, Manifest, ManifestError
 
 KINDS = formats.ARTIFACT_KINDS  # what a manifest may list: the trained weights and every exported file
 ONNX = formats.DEFAULT_FORMAT

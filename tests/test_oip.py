@@ -20,13 +20,13 @@ from fastapi.testclient import TestClient
 
 from demo.server import RequestLimits
 from pipeline import formats
-from pipeline.inputs import InputError
-from pipeline.naming import TRITON_FORMATS, model_config, tensor_names, triton_model_name
-from pipeline.oip import oip_router
-from pipeline.oip_protocol import oip_names, triton_formats_of
-from pipeline.parity import compare, parity_inputs, verify
-from pipeline.runtime import PredictorCache, RuntimeUnavailable, load_predictor
-from pipeline.service import Service
+from pipeline.runtime.inputs import InputError
+from pipeline.runtime.parity import compare, parity_inputs, verify
+from pipeline.runtime.predictor import PredictorCache, RuntimeUnavailable, load_predictor
+from pipeline.serving.naming import TRITON_FORMATS, model_config, tensor_names, triton_model_name
+from pipeline.serving.oip import oip_router
+from pipeline.serving.oip_protocol import oip_names, triton_formats_of
+from pipeline.serving.service import Service
 
 from .demo_server import ROOT, free_port, running_demo
 

@@ -1,4 +1,4 @@
-"""The Open Inference Protocol's wire format (pipeline/oip_protocol.py), without a server or artifacts:
+"""The Open Inference Protocol's wire format (pipeline/serving/oip_protocol.py), without a server or artifacts:
 names to targets, bodies to arrays, arrays to replies, and each refusal's status and words."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from pipeline import formats
-from pipeline import oip_protocol as p
-from pipeline.manifest import Manifest
-from pipeline.oip_protocol import OIPError
+from pipeline.artifacts.manifest import Manifest
+from pipeline.serving import oip_protocol as p
+from pipeline.serving.oip_protocol import OIPError
 
 
 def _tensor(name, width):

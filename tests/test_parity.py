@@ -8,10 +8,11 @@ import math
 import numpy as np
 import pytest
 
-from pipeline import formats, parity
-from pipeline.fileio import sha256_file
-from pipeline.manifest import Manifest
-from pipeline.parity import EXTRA, MISSING, NON_FINITE, SHAPE, TOLERANCE, compare, compare_outputs
+from pipeline import formats
+from pipeline.artifacts.fileio import sha256_file
+from pipeline.artifacts.manifest import Manifest
+from pipeline.runtime import parity
+from pipeline.runtime.parity import EXTRA, MISSING, NON_FINITE, SHAPE, TOLERANCE, compare, compare_outputs
 from tests.conftest import run_cli
 
 ATOL, RTOL = 1e-5, 1e-4

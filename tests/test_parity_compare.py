@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.parity import EXTRA, MISSING, NON_FINITE, TOLERANCE, Comparison, compare, compare_outputs, merge
+from pipeline.runtime.parity import EXTRA, MISSING, NON_FINITE, TOLERANCE, Comparison, compare, compare_outputs, merge
 
 ATOL, RTOL = 1e-5, 1e-4
 

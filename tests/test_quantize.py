@@ -11,11 +11,13 @@ import numpy as np
 import onnx
 import pytest
 
-from pipeline import formats, parity, quantize
+from pipeline import formats
+from pipeline.artifacts.manifest import Manifest, ManifestError
 from pipeline.catalog import CATALOG
-from pipeline.manifest import Manifest, ManifestError
-from pipeline.parity import TOLERANCE, compare
-from pipeline.runtime import load_predictor
+from pipeline.export import quantize
+from pipeline.runtime import parity
+from pipeline.runtime.parity import TOLERANCE, compare
+from pipeline.runtime.predictor import load_predictor
 from tests.conftest import run_cli
 
 INT8, FP16 = "onnx-int8", "onnx-fp16"
@@ -232,7 +234,7 @@ def test_float16_tolerates_its_own_rounding_near_zero_whatever_the_output_size()
     Seen on a user's model (targets x1 * x2, outputs up to 0.027): |Δ| 2.4e-4 after float16 compute, which a
     bound made only of rtol·|ref| and scale·max|ref| (1.5e-4 there) refused, so `export` published nothing.
     """
-    from pipeline.parity import compare
+    from pipeline.runtime.parity import compare
 
     fp16 = formats.get("onnx-fp16")
     ref = np.array([[0.027], [0.0004]])

@@ -33,10 +33,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from pipeline import formats
-from pipeline.inputs import MAX_TEXT_CHARS
-from pipeline.manifest import MANIFEST, Manifest
-from pipeline.parity import compare
-from pipeline.runtime import load_predictor
+from pipeline.artifacts.manifest import MANIFEST, Manifest
+from pipeline.runtime.inputs import MAX_TEXT_CHARS
+from pipeline.runtime.parity import compare
+from pipeline.runtime.predictor import load_predictor
 
 from .demo_server import APP, ROOT, PredictError, call_predict, free_port
 

@@ -23,12 +23,12 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline import manifest as manifest_module
+from pipeline.artifacts import manifest as manifest_module
+from pipeline.artifacts.manifest import MANIFEST, ArtifactError, Manifest, ManifestError
 from pipeline.formats import FORMATS
 from pipeline.formats import get as format_spec
-from pipeline.inputs import InputError
-from pipeline.manifest import MANIFEST, ArtifactError, Manifest, ManifestError
-from pipeline.runtime import PredictorCache, RuntimeUnavailable, load_predictor
+from pipeline.runtime.inputs import InputError
+from pipeline.runtime.predictor import PredictorCache, RuntimeUnavailable, load_predictor
 
 pytestmark = pytest.mark.robustness
 
@@ -212,9 +212,9 @@ def test_state_dict_pickle_payload_never_runs(artifacts_copy, tmp_path, referenc
 
 def test_export_never_runs_a_pickle_payload_in_trained_weights(artifacts_copy, tmp_path):
     """A hostile state_dict in a model's training outputs (history re-pointed at it) is not exported."""
+    from pipeline.artifacts.fileio import sha256_file
     from pipeline.catalog import get
     from pipeline.export import run_export
-    from pipeline.fileio import sha256_file
 
     marker = tmp_path / "marker"
     state, history = artifacts_copy / VICTIM / "state_dict.pt", artifacts_copy / VICTIM / "history.json"

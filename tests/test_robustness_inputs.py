@@ -15,10 +15,10 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from pipeline import inputs
 from pipeline.formats import FORMATS
-from pipeline.inputs import MAX_TEXT_CHARS, InputError, expected, parse_features
-from pipeline.runtime import OutputOverflow, PredictorCache
+from pipeline.runtime import inputs
+from pipeline.runtime.inputs import MAX_TEXT_CHARS, InputError, expected, parse_features
+from pipeline.runtime.predictor import OutputOverflow, PredictorCache
 
 pytestmark = pytest.mark.robustness
 

@@ -22,9 +22,9 @@ import pytest
 import torch
 
 from pipeline import formats
-from pipeline.fileio import TMP_PREFIX, sha256_file
-from pipeline.manifest import MANIFEST, PARITY, Manifest
-from pipeline.runtime import load_predictor
+from pipeline.artifacts.fileio import TMP_PREFIX, sha256_file
+from pipeline.artifacts.manifest import MANIFEST, PARITY, Manifest
+from pipeline.runtime.predictor import load_predictor
 from tests.conftest import assert_matches_eager
 
 from .conftest import ROOT, run_cli

@@ -12,7 +12,7 @@ from matplotlib import image as plt_image
 
 from pipeline import catalog
 from pipeline.catalog import CATALOG
-from pipeline.seeds import SIGMOID_NET_INIT
+from pipeline.catalog.seeds import SIGMOID_NET_INIT
 from pipeline.train import fit
 
 
@@ -152,14 +152,14 @@ def test_legendre3_sin_matches_the_seed_run():
 
 
 def test_legendre_custom_backward_passes_gradcheck():
-    from pipeline.models import LegendreP3
+    from pipeline.catalog.models import LegendreP3
 
     t = torch.randn(20, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(LegendreP3.apply, (t,), eps=1e-6, atol=1e-4)
 
 
 def test_legendre_export_form_equals_the_function():
-    from pipeline.models import Legendre3Inference
+    from pipeline.catalog.models import Legendre3Inference
 
     model = run("legendre3_sin").model
     x = torch.linspace(-4, 4, 101).unsqueeze(1)

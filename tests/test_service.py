@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pipeline.artifacts.manifest import ArtifactError, Manifest, ManifestError
 from pipeline.catalog import CATALOG
 from pipeline.errors import UserError
 from pipeline.formats import FORMATS, REFERENCE
-from pipeline.manifest import ArtifactError, Manifest, ManifestError
-from pipeline.runtime import OutputOverflow, RuntimeUnavailable
-from pipeline.service import Service, TruthError, cuda_unavailable_reason, truth_value
+from pipeline.runtime.predictor import OutputOverflow, RuntimeUnavailable
+from pipeline.serving.service import Service, TruthError, cuda_unavailable_reason, truth_value
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from pipeline import catalog
+from pipeline.artifacts.fileio import sha256_file
 from pipeline.catalog import CATALOG
-from pipeline.fileio import sha256_file
 from pipeline.train import HISTORY, LOSS_PLOT, LOSSES, STATE_DICT, first_output, train_model
 
 from .conftest import run_cli

@@ -1,4 +1,4 @@
-"""The Triton model repository `export --triton` writes (pipeline/triton.py), checked without Triton.
+"""The Triton model repository `export --triton` writes (pipeline/serving/triton.py), checked without Triton.
 
 Every config.pbtxt must parse into Triton's own ModelConfig protobuf, and its tensor names, types
 and dims must match what the copied model file really has: the ONNX graph for onnxruntime_onnx and
@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.artifacts.fileio import sha256_file
+from pipeline.artifacts.manifest import Manifest
 from pipeline.cli import main as cli
-from pipeline.fileio import sha256_file
-from pipeline.manifest import Manifest
-from pipeline.naming import MAX_BATCH_SIZE, TRITON_FORMATS, flavours_of
-from pipeline.triton import MARKER, PYTHON_MODEL_SOURCE, build_repository
+from pipeline.serving.naming import MAX_BATCH_SIZE, TRITON_FORMATS, flavours_of
+from pipeline.serving.triton import MARKER, PYTHON_MODEL_SOURCE, build_repository
 
 model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2")
 text_format = pytest.importorskip("google.protobuf.text_format")
@@ -190,7 +190,7 @@ def test_cli_builds_replaces_and_refuses(artifacts_copy, tmp_path, capsys):
 
 
 def test_a_damaged_artifact_fails_and_keeps_the_previous_repository(artifacts_copy, tmp_path, capsys):
-    from pipeline.manifest import ArtifactError, Manifest
+    from pipeline.artifacts.manifest import ArtifactError, Manifest
 
     manifest = Manifest.load(artifacts_copy)
     out = tmp_path / "repo"

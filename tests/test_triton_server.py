@@ -22,8 +22,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.manifest import Manifest
-from pipeline.naming import (
+from pipeline.artifacts.manifest import Manifest
+from pipeline.runtime.parity import DEFAULT_ATOL, DEFAULT_RTOL, compare, parity_inputs, verify
+from pipeline.runtime.predictor import NotServed, load_predictor
+from pipeline.serving.naming import (
     FLAVOURS,
     MAX_BATCH_SIZE,
     PYTHON_FLAVOUR,
@@ -32,11 +34,9 @@ from pipeline.naming import (
     served_names,
     tensor_names,
 )
-from pipeline.naming import TRITON_FORMATS as PLATFORMS
-from pipeline.parity import DEFAULT_ATOL, DEFAULT_RTOL, compare, parity_inputs, verify
-from pipeline.runtime import NotServed, load_predictor
-from pipeline.triton import build_repository
-from pipeline.triton_server import TritonServerError, find_env, measure_oip, start_server
+from pipeline.serving.naming import TRITON_FORMATS as PLATFORMS
+from pipeline.serving.triton import build_repository
+from pipeline.serving.triton_server import TritonServerError, find_env, measure_oip, start_server
 
 from .demo_server import ROOT, free_port, running_demo
 
@@ -148,7 +148,7 @@ def test_server_is_live_ready_and_describes_itself(client):
 
 def test_metadata_and_config_of_every_model_match_the_manifest(client, manifest, request):
     from demo.server import OIP_MAX_BODY_BYTES
-    from pipeline.oip_protocol import max_batch_size
+    from pipeline.serving.oip_protocol import max_batch_size
 
     on_demo = request.node.callspec.params["server"] == "demo"
     for model, entry in manifest.models.items():

@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import catalog, formats
+from pipeline.artifacts.fileio import atomic_write_json
+from pipeline.artifacts.manifest import Manifest
 from pipeline.bench import roles
 from pipeline.bench.http import HTTP_CLIENTS, HTTP_FORMATS, bench_demo
 from pipeline.bench.latency import Sweep, bench_devices, bench_latency, bench_throughput, latency_summary
@@ -40,12 +42,10 @@ from pipeline.bench.serving import bench_quantized, bench_triton
 from pipeline.bench.timing import BATCH_SIZES, FULL, QUICK, BenchError, Plan
 from pipeline.bench.training import bench_device_timing, bench_training, bench_walls
 from pipeline.bench.tuning import bench_tuning
-from pipeline.devices import cuda_status, resolve_torch_device
 from pipeline.errors import one_line
-from pipeline.fileio import atomic_write_json
-from pipeline.loaders import quiet_torchscript
-from pipeline.manifest import Manifest
-from pipeline.runtime import PredictorCache
+from pipeline.runtime.devices import cuda_status, resolve_torch_device
+from pipeline.runtime.loaders import quiet_torchscript
+from pipeline.runtime.predictor import PredictorCache
 
 __all__ = ["BATCH_SIZES", "HTTP_CLIENTS", "HTTP_FORMATS", "BenchError", "figures", "run_bench", "tables"]
 

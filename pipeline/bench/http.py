@@ -1,6 +1,6 @@
 """The demo over HTTP: its cold start, then its routes under load.
 
-cold start: seconds from `python demo/app.py` to the first successful prediction (pipeline.launch).
+cold start: seconds from `python demo/app.py` to the first successful prediction (pipeline.serving.launch).
 http: the demo's `predict` over loopback with each of HTTP_CLIENTS concurrent clients: Gradio's
 documented /call route, the same with a session_hash per client (as gradio_client sends), Gradio's
 one-request /run route and the Open Inference Protocol route, each where the demo answers it. Any
@@ -21,11 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import formats, launch
+from pipeline import formats
+from pipeline.artifacts.manifest import Manifest
 from pipeline.bench import roles
 from pipeline.bench.timing import BenchError, Plan
 from pipeline.errors import one_line
-from pipeline.manifest import Manifest
+from pipeline.serving import launch
 
 # The default format and every other float32 format Triton serves (the derived ones are timed by latency alone).
 HTTP_FORMATS = (
@@ -51,7 +52,7 @@ class Target:
 def gradio_predict(client: Any, base: str, target: Target, session: bool = False) -> dict[str, Any]:
     """The demo's Gradio `predict` route as curl calls it (README), or with one session_hash per client
     connection as gradio_client sends it. Any error fails the run."""
-    from pipeline.client import PredictError, call_predict
+    from pipeline.serving.client import PredictError, call_predict
 
     what = f"predict({target.model}, {target.format})"
     hash_ = f"bench-{id(client):x}" if session else None
@@ -166,7 +167,7 @@ def import_seconds(module: str) -> float:
 
 
 def first_prediction(target: Target) -> Callable[[Any, str], bool]:
-    """A readiness probe for pipeline.launch: the demo gave `target`'s prediction (a few refusals allowed)."""
+    """A readiness probe for pipeline.serving.launch: the demo gave `target`'s prediction (a few refusals allowed)."""
     refusals = 0
 
     def ready(client: Any, base: str) -> bool:

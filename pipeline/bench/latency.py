@@ -17,12 +17,12 @@ from typing import Any
 import numpy as np
 
 from pipeline import catalog, formats
+from pipeline.artifacts.manifest import Manifest
+from pipeline.artifacts.tensors import examples_batch, random_batch
 from pipeline.bench.timing import BATCH_SIZES, BenchError, Candidate, Plan, percentiles_us, side_by_side, timed_for
-from pipeline.devices import cuda_status
 from pipeline.errors import one_line
-from pipeline.manifest import Manifest
-from pipeline.runtime import PredictorCache
-from pipeline.tensors import examples_batch, random_batch
+from pipeline.runtime.devices import cuda_status
+from pipeline.runtime.predictor import PredictorCache
 
 Log = Callable[[str], None]
 
@@ -80,7 +80,7 @@ def numpy_floor(cache: PredictorCache, model: str) -> Callable[[np.ndarray], tup
     if spec.numpy_forward is None:
         return None
     fmt, runtime, device = formats.REFERENCE
-    module = cache.get(model, fmt, device, runtime).native  # the trained state_dict, read by pipeline.weights
+    module = cache.get(model, fmt, device, runtime).native  # the trained state_dict, read by pipeline.artifacts.weights
     state = {k: v.detach().cpu().numpy().astype(np.float32) for k, v in module.state_dict().items()}
     return spec.numpy_forward(state)
 

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from pipeline import formats
+from pipeline.artifacts.manifest import Manifest
 from pipeline.bench.timing import BATCH_SIZES
-from pipeline.manifest import Manifest
 from pipeline.tables import text_table
 
 GOALS = {

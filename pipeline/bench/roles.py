@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pipeline import catalog
-from pipeline.manifest import Manifest
+from pipeline.artifacts.manifest import Manifest
 
 
 def declared(manifest: Manifest, role: str, among: Sequence[str] | None = None) -> list[str]:

@@ -17,9 +17,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline import formats, launch
+from pipeline import formats
+from pipeline.artifacts.manifest import Manifest
 from pipeline.bench.timing import Plan
-from pipeline.manifest import Manifest
+from pipeline.serving import launch
 
 TRITON_CLIENTS = (1, 16)
 OIP_SECONDS = {False: 1.5, True: 0.3}  # per server, turn and client count: (full, quick)
@@ -34,9 +35,9 @@ def bench_triton(
     {"skipped": why} when there is no Triton environment (`make triton-env` makes it); TritonServerError
     (one line) when the server does not start.
     """
-    from pipeline.naming import PYTHON_FLAVOUR
-    from pipeline.triton import build_repository
-    from pipeline.triton_server import TritonServerError, find_env, measure_oip, start_server
+    from pipeline.serving.naming import PYTHON_FLAVOUR
+    from pipeline.serving.triton import build_repository
+    from pipeline.serving.triton_server import TritonServerError, find_env, measure_oip, start_server
 
     try:
         env = find_env()
@@ -87,7 +88,7 @@ def bench_quantized(
     manifest: Manifest, models: Sequence[str], plan: Plan, log: Callable[[str], None]
 ) -> dict[str, Any]:
     """Each derived format beside its source: size, p50 at batch 1 and 64, deviation; and where none was written."""
-    from pipeline import quantize
+    from pipeline.export import quantize
 
     flat = [m for m in models if manifest.model(m).flat]  # quantize.measure feeds one float32 row
     rows = quantize.measure(manifest, flat, QUANT_SECONDS[plan.quick])

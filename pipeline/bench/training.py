@@ -20,8 +20,8 @@ import numpy as np
 
 from pipeline import catalog, formats
 from pipeline.bench.timing import BenchError, Plan
-from pipeline.devices import cuda_status
-from pipeline.launch import ROOT
+from pipeline.runtime.devices import cuda_status
+from pipeline.serving.launch import ROOT
 
 Log = Callable[[str], None]
 

@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 
 from pipeline import formats
+from pipeline.artifacts.manifest import Manifest
 from pipeline.bench.timing import BATCH_SIZES, WARMUP_PER_SHAPE, Candidate, Plan, percentiles_us, side_by_side
-from pipeline.loaders import session_options
-from pipeline.manifest import Manifest
-from pipeline.runtime import load_predictor
+from pipeline.runtime.loaders import session_options
+from pipeline.runtime.predictor import load_predictor
 
 
 def _format_loaded_by(function: str) -> str:
@@ -29,8 +29,8 @@ def _format_loaded_by(function: str) -> str:
     )
 
 
-ONNXRUNTIME_FORMAT = _format_loaded_by("pipeline.loaders:load_onnxruntime")  # tuned: session options
-TORCHSCRIPT_FORMAT = _format_loaded_by("pipeline.loaders:load_torchscript")  # tuned: threads, guards, freezing
+ONNXRUNTIME_FORMAT = _format_loaded_by("pipeline.runtime.loaders:load_onnxruntime")  # tuned: session options
+TORCHSCRIPT_FORMAT = _format_loaded_by("pipeline.runtime.loaders:load_torchscript")  # tuned: threads, guards, freezing
 
 
 def _ort_options(threads: int | None = None, **changes: Any) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline.fileio import atomic_write
+from pipeline.artifacts.fileio import atomic_write
 
 
 def _pyplot():

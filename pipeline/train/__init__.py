@@ -20,11 +20,11 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm import tqdm
 
-from pipeline import plots
+from pipeline.artifacts.fileio import atomic_write, atomic_write_json, sha256_file
+from pipeline.artifacts.weights import load_state_dict
 from pipeline.errors import UserError
-from pipeline.fileio import atomic_write, atomic_write_json, sha256_file
 from pipeline.spec import ModelSpec, Recipe
-from pipeline.weights import load_state_dict
+from pipeline.train import plots
 
 STATE_DICT = "state_dict.pt"
 HISTORY = "history.json"

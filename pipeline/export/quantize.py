@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from pipeline import formats
-from pipeline.fileio import atomic_write, atomic_write_bytes
+from pipeline.artifacts.fileio import atomic_write, atomic_write_bytes
 
 # A MatMul/Gemm weight with fewer elements saves under 768 bytes as int8, less than the nodes that
 # quantize and dequantize it add, and a per-tensor int8 scale costs small weights the most accuracy
@@ -182,8 +182,8 @@ def measure(manifest: Any, models: Sequence[str], seconds: float = 0.5) -> list[
     """Per model and format (the float32 ONNX and its derived ones): size, p50 latency at batch 1 and 64
     on onnxruntime's CPU provider (the runtime's own call) and the largest deviation from eager on the
     parity batches, absolute and as a fraction of the output's largest |value|."""
-    from pipeline import parity
-    from pipeline.runtime import load_predictor
+    from pipeline.runtime import parity
+    from pipeline.runtime.predictor import load_predictor
 
     out = []
     for model in models:
@@ -237,12 +237,12 @@ def measure_table(rows: Sequence[dict[str, Any]], markdown: bool = False) -> str
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """python -m pipeline.quantize [ARTIFACTS] [--markdown]: print `measure`'s table for every model."""
+    """python -m pipeline.export.quantize [ARTIFACTS] [--markdown]: print `measure`'s table for every model."""
     import argparse
 
-    from pipeline.manifest import Manifest
+    from pipeline.artifacts.manifest import Manifest
 
-    parser = argparse.ArgumentParser(prog="python -m pipeline.quantize", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m pipeline.export.quantize", description=main.__doc__)
     parser.add_argument("artifacts", nargs="?", default="artifacts")
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--seconds", type=float, default=0.5, help="timing per (model, format, batch)")

@@ -26,15 +26,15 @@ from typing import Any
 import numpy as np
 
 from pipeline import formats
-from pipeline.devices import cuda_status
+from pipeline.artifacts.manifest import MANIFEST, Manifest, ManifestError, ModelEntry
+from pipeline.artifacts.tensors import NUMPY_DTYPES, Batch, dtype, pack, shape
 from pipeline.errors import one_line
-from pipeline.inputs import InputError, parse_features, parse_inputs
-from pipeline.manifest import MANIFEST, Manifest, ManifestError, ModelEntry
-from pipeline.parity import compare as compare_values
-from pipeline.runtime import DEVICES, Predictor, PredictorCache, RuntimeUnavailable, check_finite
-from pipeline.tensors import NUMPY_DTYPES, Batch, dtype, pack, shape
+from pipeline.runtime.devices import cuda_status
+from pipeline.runtime.inputs import InputError, parse_features, parse_inputs
+from pipeline.runtime.parity import compare as compare_values
+from pipeline.runtime.predictor import DEVICES, Predictor, PredictorCache, RuntimeUnavailable, check_finite
 
-log = logging.getLogger("pipeline.service")
+log = logging.getLogger("pipeline.serving.service")
 
 
 @dataclass
@@ -47,7 +47,7 @@ class Loaded:
 
 
 def cuda_unavailable_reason() -> str | None:
-    """Why CUDA cannot be picked here, or None where a runtime can use a GPU (pipeline.devices.cuda_status)."""
+    """Why CUDA cannot be picked here, or None where a runtime can use a GPU (pipeline.runtime.devices.cuda_status)."""
     reasons = {}
     for name, runtime in formats.RUNTIMES.items():
         if formats.CUDA in runtime.devices:
@@ -285,7 +285,7 @@ class Service:
 
     def compare(self, model: str, device: str, features: str | list) -> list[dict]:
         """One example through every artifact × runtime of `model` at hand for `device` (cpu, cuda or auto),
-        each against the eager model on the CPU by its format's parity rule (pipeline.parity.compare).
+        each against the eager model on the CPU by its format's parity rule (pipeline.runtime.parity.compare).
 
         Returns one dict per row: "format", "runtime", "label", "device" (what really ran it, or the device
         asked for when it did not load), "outputs" {name: [floats]}, "max_abs_diff" (largest |value - eager|),

@@ -1,7 +1,7 @@
 """A Triton Inference Server model repository built from the manifest.
 
 `python -m pipeline export --triton [DIR]` (or `make triton`) writes, for every model the manifest
-lists, one Triton model per flavour (pipeline/naming.py names them) of each file it has:
+lists, one Triton model per flavour (pipeline/serving/naming.py names them) of each file it has:
 
     DIR/
       README.md                             what was built, from which manifest, which flavour to use when
@@ -10,7 +10,7 @@ lists, one Triton model per flavour (pipeline/naming.py names them) of each file
       <model>_torchscript/config.pbtxt      platform pytorch_libtorch, tensor names <name>__<index>
       <model>_torchscript/1/model.pt
       <model>_onnx_python/config.pbtxt      backend python, the ONNX tensor names
-      <model>_onnx_python/1/model.py        runs model.onnx with onnxruntime (pipeline/triton_python_model.py)
+      <model>_onnx_python/1/model.py        runs model.onnx with onnxruntime (pipeline/serving/triton_python_model.py)
       <model>_onnx_python/1/model.onnx
       <model>_onnx-int8/..., <model>_onnx-int8_python/...   the same for each format derived from the ONNX file
 
@@ -18,7 +18,7 @@ The model files are copies (never links, so the directory can be mounted into a 
 own) of the artifacts the manifest lists, checked against their sha256. The repository is built in
 a sibling temp directory and swapped in with renames, so Triton never sees half of one; an existing
 DIR is replaced only if an earlier run of this command wrote it. Platforms and file names come from
-pipeline/formats.py; model and tensor names, data types and the ModelConfig from pipeline/naming.py.
+pipeline/formats.py; model and tensor names, data types and the ModelConfig from pipeline/serving/naming.py.
 
 No torch here: building a repository exports nothing.
 """
@@ -33,10 +33,18 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import formats
+from pipeline.artifacts.fileio import atomic_write, atomic_write_bytes, sha256_file
+from pipeline.artifacts.manifest import Manifest, ModelEntry
 from pipeline.errors import UserError
-from pipeline.fileio import atomic_write, atomic_write_bytes, sha256_file
-from pipeline.manifest import Manifest, ModelEntry
-from pipeline.naming import FLAVOURS, MAX_BATCH_SIZE, TRITON_FORMATS, VERSION, Flavour, flavours_of, model_config
+from pipeline.serving.naming import (
+    FLAVOURS,
+    MAX_BATCH_SIZE,
+    TRITON_FORMATS,
+    VERSION,
+    Flavour,
+    flavours_of,
+    model_config,
+)
 
 MARKER = "<!-- seed-pipeline triton repository: written by `python -m pipeline export --triton` -->"
 README = "README.md"

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline import models
+from pipeline.catalog import models
 from pipeline.spec import ModelSpec, NumpyForward, NumpyPrepare, Recipe, Study, TensorSpec
 
 # ---- data: each returns (x, y) float32 tensors of shape (n, features) and (n, outputs) ----------

@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.artifacts.fileio import atomic_write
 from pipeline.errors import UserError
-from pipeline.fileio import atomic_write
 
 TRITON_ENV = Path(".venv-triton")  # `make triton-env` makes it; PIPELINE_TRITON_ENV or --triton-env moves it
 HOST = "127.0.0.1"  # loopback only: the server has no authentication
@@ -369,9 +369,9 @@ def register_cli(command: Any, artifacts_default: Path) -> None:
 
 def _repository_for(artifacts: Path, repository: Path, names: list[str]) -> None:
     """Build the repository when it is missing one of `names` or is older than the manifest."""
-    from pipeline.fileio import exclusive
-    from pipeline.manifest import Manifest
-    from pipeline.triton import README, build_repository
+    from pipeline.artifacts.fileio import exclusive
+    from pipeline.artifacts.manifest import Manifest
+    from pipeline.serving.triton import README, build_repository
 
     manifest_file = Manifest.load(artifacts).root / "manifest.json"
     readme = repository / README
@@ -384,9 +384,9 @@ def _repository_for(artifacts: Path, repository: Path, names: list[str]) -> None
 
 def cmd_triton_serve(args: argparse.Namespace) -> int:
     """Serve the Python-backend flavours of every model until Ctrl-C or SIGTERM."""
-    from pipeline.manifest import Manifest
-    from pipeline.naming import PYTHON_FLAVOURS, flavours_of
-    from pipeline.triton import TritonError
+    from pipeline.artifacts.manifest import Manifest
+    from pipeline.serving.naming import PYTHON_FLAVOURS, flavours_of
+    from pipeline.serving.triton import TritonError
 
     env = find_env(args.triton_env)  # first: a missing environment is the likeliest failure
     manifest = Manifest.load(args.artifacts)

@@ -26,7 +26,7 @@ from typing import Any
 
 from pipeline.errors import UserError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 APP = ROOT / "demo" / "app.py"
 SERVING = "demo: serving"  # what demo/app.py prints once it listens
 STOP_SECONDS = 10.0  # how long SIGTERM may take before the child is killed

@@ -1,7 +1,7 @@
 """How Triton and the Open Inference Protocol name what we serve: models, tensors, platforms, data types.
 
-The repository writer (pipeline/triton.py), the demo's protocol routes (pipeline/oip.py) and the
-remote runtime (pipeline/runtime.py) all read these rules, so what is written, served and asked for
+The repository writer (pipeline/serving/triton.py), the demo's protocol routes (pipeline/serving/oip.py) and the
+remote runtime (pipeline/runtime/predictor.py) all read these rules, so what is written, served and asked for
 cannot disagree. Format facts (platform, file name, tensor naming) come from pipeline/formats.py.
 
 Model names, one Triton model per manifest model and flavour:
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline import formats
-from pipeline.manifest import ManifestError, ModelEntry
+from pipeline.artifacts.manifest import ManifestError, ModelEntry
 
 VERSION = "1"  # each model has one version directory; a new export rewrites the repository
 MAX_BATCH_SIZE = 1024  # the largest batch Triton (and the demo's OIP routes) accept per request

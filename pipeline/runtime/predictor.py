@@ -2,7 +2,7 @@
 
 The parity check, the demo, the tests and the benchmarks all load artifacts here, so what is
 verified is what is served. Which loader serves which (format, runtime) is declared in
-pipeline/formats.py; the loaders themselves are in pipeline/loaders.py. ONNX through onnxruntime
+pipeline/formats.py; the loaders themselves are in pipeline/runtime/loaders.py. ONNX through onnxruntime
 never imports torch; torch is imported only for the torch runtimes.
 """
 
@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 
 from pipeline import formats
+from pipeline.artifacts.manifest import ArtifactError, Manifest, ModelEntry
+from pipeline.artifacts.tensors import NUMPY_DTYPES, Batch, describe, dtype, random_batch, shape
 from pipeline.errors import one_line
-from pipeline.inputs import InputError, expected
-from pipeline.loaders import RuntimeUnavailable
-from pipeline.manifest import ArtifactError, Manifest, ModelEntry
-from pipeline.tensors import NUMPY_DTYPES, OIP_DATATYPES, Batch, describe, dtype, feeds, random_batch, shape
+from pipeline.runtime.inputs import InputError, expected
+from pipeline.runtime.loaders import RuntimeUnavailable
 
 DEVICES = ("cpu", "cuda", "auto")  # and cuda:N
 WARMUP_CALLS = 3  # probe calls at load: TorchScript's profiling runs, cuBLAS handles, lazy CUDA kernels
@@ -205,7 +205,7 @@ def load_predictor(
         raise InputError(str(exc)) from None
     runtime = runtime or spec.default_runtime
     if is_remote(runtime):
-        return load_remote_predictor(entry, fmt, runtime)
+        return formats.resolve(formats.REMOTE_LOADER)(entry, fmt, runtime)
     load = spec.loader(runtime) if isinstance(runtime, str) else None
     if load is None:
         raise InputError(f"format {fmt} runs on {', '.join(spec.runtimes)}; got runtime {runtime!r}")
@@ -252,84 +252,6 @@ REMOTE_SCHEMES = ("http://", "https://")
 def is_remote(runtime: Any) -> bool:
     """Whether `runtime` names a remote server by URL rather than a local runtime."""
     return isinstance(runtime, str) and runtime.startswith(REMOTE_SCHEMES)
-
-
-def load_remote_predictor(entry: ModelEntry, fmt: str, url: str) -> Predictor:
-    """A predictor that runs `entry`'s `fmt` model on the Open Inference Protocol server at `url`.
-
-    The server is asked for the Triton model `<model>_<fmt>`, else another flavour serving the same
-    file (pipeline/naming.py names them), with its tensor names, through tritonclient's HTTP client
-    and binary tensors; the model's metadata is checked against the manifest before the predictor is
-    returned. The server keeps its own copy of
-    the artifact and picks its own device: no local file is read and `device` does not apply.
-    """
-    from pipeline.naming import TRITON_FORMATS, served_names, tensor_names
-
-    if fmt not in TRITON_FORMATS:
-        raise InputError(f"a remote server serves the formats {', '.join(TRITON_FORMATS)}; got {fmt!r}")
-    try:
-        import tritonclient.http as httpclient
-        from tritonclient.utils import InferenceServerException
-    except ImportError:
-        hint = "pip install 'tritonclient[http]'"
-        raise RuntimeUnavailable(f"the remote runtime needs tritonclient: {hint}") from None
-    start = time.perf_counter()
-    address = url.split("://", 1)[1].rstrip("/")
-    in_names, out_names = tensor_names(entry, fmt)
-    local = threading.local()  # tritonclient's clients are not thread-safe: one per thread
-
-    def client() -> Any:
-        if getattr(local, "client", None) is None:
-            local.client = httpclient.InferenceServerClient(
-                address, ssl=url.startswith("https://"), connection_timeout=10.0, network_timeout=60.0
-            )
-        return local.client
-
-    names, refusals, meta = served_names(entry.name, fmt), [], None
-    for name in names:  # the format's own backend first, then a flavour that runs the same file
-        try:
-            meta = client().get_model_metadata(name)
-            break
-        except InferenceServerException as exc:
-            refusals.append(exc.message())
-        except Exception as exc:  # noqa: BLE001 - refused connections, DNS, TLS: one line
-            raise RuntimeUnavailable(f"cannot reach {url}: {type(exc).__name__}: {exc}") from None
-    if meta is None:
-        raise NotServed(f"{url} does not serve {' or '.join(names)}: {refusals[0]}")
-    got_in = [(t.get("name"), t.get("datatype"), list(t.get("shape", []))) for t in meta.get("inputs", [])]
-    got_out = {t.get("name"): t.get("datatype") for t in meta.get("outputs", [])}
-    want_in = [(n, OIP_DATATYPES[dtype(t)], [-1, *shape(t)]) for n, t in zip(in_names, entry.inputs, strict=True)]
-    want_out = {n: OIP_DATATYPES[dtype(t)] for n, t in zip(out_names, entry.outputs, strict=True)}
-    if got_in != want_in or any(got_out.get(n) != d for n, d in want_out.items()):
-        raise RuntimeUnavailable(
-            f"{url} serves {name} with inputs {got_in} and outputs {sorted(got_out)}; the manifest "
-            f"expects {want_in} -> {', '.join(out_names)} (is it serving these artifacts?)"
-        )
-
-    served = [t.get("name") for t in meta.get("outputs", [])]  # every output the server declares, in its order
-    manifest_name = dict(zip(out_names, entry.output_names, strict=True))
-
-    def run_batch(x: Any) -> Sequence[np.ndarray]:
-        tensors = []
-        for n, t, a in zip(in_names, entry.inputs, feeds(entry.input_names, x), strict=True):
-            tensor = httpclient.InferInput(n, list(a.shape), OIP_DATATYPES[dtype(t)])
-            tensor.set_data_from_numpy(np.ascontiguousarray(a, dtype=NUMPY_DTYPES[dtype(t)]), binary_data=True)
-            tensors.append(tensor)
-        result = client().infer(name, tensors)  # no outputs named: all of them, as binary tensors
-        return [result.as_numpy(n) for n in served]
-
-    return Predictor(
-        model=entry.name,
-        format=fmt,
-        runtime=url,
-        device=f"remote {url} ({name})",
-        features=entry.features,
-        output_names=entry.output_names,
-        run_batch=run_batch,
-        declared=[manifest_name.get(n, n) for n in served],
-        load_seconds=time.perf_counter() - start,
-        inputs=entry.inputs,
-    )
 
 
 class PredictorCache:

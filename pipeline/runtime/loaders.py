@@ -3,7 +3,7 @@
 Each loader is called as loader(entry, path, device, threads) with a sha256-checked path and returns
 a `Loaded`: the batch function, the device or provider that really runs it, the runtime's own object
 (session, ScriptModule, exported program's module, nn.Module) and its bare call, which the benchmarks
-time against the predictor from the same load. Only pipeline/runtime.py calls these, through the
+time against the predictor from the same load. Only pipeline/runtime/predictor.py calls these, through the
 formats' declarations; torch is imported only by the torch loaders.
 """
 
@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.devices import DeviceError, cuda_index, cuda_status
+from pipeline.artifacts.manifest import ModelEntry
+from pipeline.artifacts.tensors import feeds, random_batch
 from pipeline.errors import UserError
-from pipeline.manifest import ModelEntry
-from pipeline.tensors import feeds, random_batch
+from pipeline.runtime.devices import DeviceError, cuda_index, cuda_status
 
 
 class RuntimeUnavailable(UserError, RuntimeError):
@@ -275,7 +275,7 @@ def load_eager(entry: ModelEntry, path: str, device: str, threads: int | None) -
     _set_threads(threads)
     dev = torch_device(device)
     from pipeline import catalog
-    from pipeline.weights import load_state_dict
+    from pipeline.artifacts.weights import load_state_dict
 
     if entry.name not in catalog.CATALOG:  # a catalog runs code: loaded only from --catalog, never from here
         where = (entry.raw.get("catalog") or {}).get("path", "its catalog file")

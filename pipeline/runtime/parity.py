@@ -4,7 +4,7 @@ Follows optimum's validator: compare per named output, check names and shapes be
 every check, then report all failures, each with its typed reason. The outputs compared are the ones
 the artifact itself declares, by name and count, so a file that lost or gained an output fails.
 Which (format, runtime, device) exist and how close each must be is declared in pipeline/formats.py;
-the artifacts are loaded through pipeline.runtime, the same loader the demo serves with.
+the artifacts are loaded through pipeline.runtime.predictor, the same loader the demo serves with.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 
 from pipeline import formats
-from pipeline.devices import DeviceError, cuda_index, cuda_status
+from pipeline.artifacts.manifest import Manifest
+from pipeline.artifacts.tensors import Batch, examples_batch, random_batch
 from pipeline.errors import one_line
-from pipeline.manifest import Manifest
-from pipeline.runtime import NotServed, RuntimeUnavailable, load_predictor
-from pipeline.tensors import Batch, examples_batch, random_batch
+from pipeline.runtime.devices import DeviceError, cuda_index, cuda_status
+from pipeline.runtime.predictor import NotServed, RuntimeUnavailable, load_predictor
 
 DEFAULT_ATOL = formats.DEFAULT_ATOL
 DEFAULT_RTOL = formats.DEFAULT_RTOL

@@ -35,7 +35,7 @@ from pipeline.spec import (  # noqa: F401 - the public spec API, importable from
     with_recipe,
 )
 
-SEED_CATALOG = "pipeline.seeds"  # loaded by default, checked by the tests rather than at every start
+SEED_CATALOG = "pipeline.catalog.seeds"  # loaded by default, checked by the tests rather than at every start
 
 CATALOG: dict[str, ModelSpec] = {}
 SOURCES: dict[str, dict[str, str]] = {}  # model name -> {"path", "sha256"} of the catalog it came from

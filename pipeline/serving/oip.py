@@ -13,12 +13,12 @@ process as they would to NVIDIA Triton serving the repository `export --triton` 
 
 Each manifest model answers to its own name (formats.DEFAULT_FORMAT's artifact, the manifest's tensor
 names; a request may pick any other format with "parameters": {"format": NAME}) and to Triton's
-`<model>_<format>` for every format Triton serves, with Triton's tensor names (pipeline/triton.py).
+`<model>_<format>` for every format Triton serves, with Triton's tensor names (pipeline/serving/triton.py).
 
 Errors use the protocol's form, {"error": "<message>"}: 400 for a malformed request (wrong shape,
 datatype, tensor name, JSON) or inputs whose outputs overflow float32, 404 for an unknown model,
 version or route, 503 when there is no manifest or an artifact cannot be loaded (e.g. it fails its
-sha256 check). The wire format itself is pipeline/oip_protocol.py; the limit on the bytes a client
+sha256 check). The wire format itself is pipeline/serving/oip_protocol.py; the limit on the bytes a client
 may send is the server's (demo/server.py), and `max_body_bytes` here must match it: each model's
 largest batch is the one whose JSON request fits in it.
 
@@ -40,15 +40,15 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from pipeline import formats
-from pipeline import oip_protocol as protocol
+from pipeline.artifacts.manifest import ArtifactError, ManifestError
 from pipeline.errors import UserError
-from pipeline.manifest import ArtifactError, ManifestError
-from pipeline.naming import MAX_BATCH_SIZE, model_config
-from pipeline.oip_protocol import HEADER_LENGTH, InferRequest, OIPError, Target
-from pipeline.runtime import Predictor, RuntimeUnavailable
-from pipeline.service import Loaded, Service
+from pipeline.runtime.predictor import Predictor, RuntimeUnavailable
+from pipeline.serving import oip_protocol as protocol
+from pipeline.serving.naming import MAX_BATCH_SIZE, model_config
+from pipeline.serving.oip_protocol import HEADER_LENGTH, InferRequest, OIPError, Target
+from pipeline.serving.service import Loaded, Service
 
-log = logging.getLogger("pipeline.oip")
+log = logging.getLogger("pipeline.serving.oip")
 
 SERVER_NAME = "seed-pipeline"
 # A request body, as sent or once inflated. 512 examples of the widest model (1000 features) are 12.8 MB

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.artifacts.fileio import sha256_file
+from pipeline.artifacts.tensors import NUMPY_DTYPES as DTYPES
 from pipeline.errors import UserError
-from pipeline.fileio import sha256_file
 from pipeline.formats import ARTIFACT_KINDS
 from pipeline.formats import FORMATS as FORMAT_SPECS
-from pipeline.tensors import NUMPY_DTYPES as DTYPES
 
 MANIFEST = "manifest.json"
 PARITY = "parity.json"

@@ -1,6 +1,6 @@
 """A Triton Python-backend model that runs one ONNX file with onnxruntime, batched.
 
-The repository writer (pipeline/triton.py) copies this file, as it is, to
+The repository writer (pipeline/serving/triton.py) copies this file, as it is, to
 <model>_onnx_python/1/model.py beside the model's ONNX file. Triton's Python backend runs it in a
 stub process with the Python of the server's environment (.venv-triton: numpy<2 and onnxruntime,
 no pipeline package), so it imports nothing from the pipeline: the file it runs (parameter

@@ -25,16 +25,23 @@ from typing import Any
 import torch
 from torch import nn
 
-from pipeline import catalog, formats, parity, train
+from pipeline import catalog, formats, train
+from pipeline.artifacts.fileio import (
+    atomic_write,
+    atomic_write_bytes,
+    atomic_write_json,
+    remove_stale_temps,
+    sha256_file,
+)
+from pipeline.artifacts.manifest import MANIFEST, PARITY, SCHEMA, Manifest, ManifestError
+from pipeline.artifacts.weights import WeightsError, load_state_dict
 from pipeline.errors import UserError, one_line
-from pipeline.fileio import atomic_write, atomic_write_bytes, atomic_write_json, remove_stale_temps, sha256_file
-from pipeline.loaders import quiet_torchscript
-from pipeline.manifest import MANIFEST, PARITY, SCHEMA, Manifest, ManifestError
-from pipeline.quantize import NotApplicable
-from pipeline.quantize import summary as quantize_summary
+from pipeline.export.quantize import NotApplicable
+from pipeline.export.quantize import summary as quantize_summary
+from pipeline.runtime import parity
+from pipeline.runtime.loaders import quiet_torchscript
 from pipeline.spec import ModelSpec
-from pipeline.summary import layer_table
-from pipeline.weights import WeightsError, load_state_dict
+from pipeline.train.summary import layer_table
 
 DEFAULT_OPSET = 18
 PRODUCER = "seed-pipeline"

@@ -1,7 +1,7 @@
 """The Open Inference Protocol (KServe v2) on the wire: bytes and JSON to arrays and back.
 
 Pure functions over a manifest, with no web framework, so every rule is testable on its own;
-pipeline/oip.py puts them behind HTTP routes. A request is taken apart in the order it arrives:
+pipeline/serving/oip.py puts them behind HTTP routes. A request is taken apart in the order it arrives:
 
     decode_body      Content-Encoding gzip or deflate, inflated up to a limit
     split_body       the JSON header and Triton's binary tensor data (Inference-Header-Content-Length)
@@ -28,11 +28,11 @@ from typing import Any
 import numpy as np
 
 from pipeline import formats
-from pipeline.manifest import Manifest, ManifestError, ModelEntry
-from pipeline.naming import MAX_BATCH_SIZE, VERSION, data_type, tensor_dims, tensor_names, triton_model_name
+from pipeline.artifacts.manifest import Manifest, ManifestError, ModelEntry
+from pipeline.serving.naming import MAX_BATCH_SIZE, VERSION, data_type, tensor_dims, tensor_names, triton_model_name
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
-DATATYPE = "FP32"  # the datatype of every seed model's tensors; others declare theirs (pipeline/triton.py)
+DATATYPE = "FP32"  # the datatype of every seed model's tensors; others declare theirs (pipeline/serving/triton.py)
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 MAX_NESTING = 8  # levels of nested lists a tensor's "data" may use
 # The most bytes one FP32 value takes in a JSON request, separator included: tritonclient writes

@@ -1,0 +1,97 @@
+"""A server as a runtime: a predictor that runs a model on any Open Inference Protocol server (Triton, KServe,
+the demo's /v2 routes) through tritonclient's HTTP client and binary tensors.
+
+`load_predictor(..., runtime=URL)` comes here through `formats.REMOTE_LOADER`, so the runtime stage never
+imports the serving stage.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from pipeline.artifacts.manifest import ModelEntry
+from pipeline.artifacts.tensors import NUMPY_DTYPES, OIP_DATATYPES, dtype, feeds, shape
+from pipeline.runtime.inputs import InputError
+from pipeline.runtime.predictor import NotServed, Predictor, RuntimeUnavailable
+from pipeline.serving.naming import TRITON_FORMATS, served_names, tensor_names
+
+
+def load_remote_predictor(entry: ModelEntry, fmt: str, url: str) -> Predictor:
+    """A predictor that runs `entry`'s `fmt` model on the Open Inference Protocol server at `url`.
+
+    The server is asked for the Triton model `<model>_<fmt>`, else another flavour serving the same
+    file (pipeline/serving/naming.py names them), with its tensor names, through tritonclient's HTTP client
+    and binary tensors; the model's metadata is checked against the manifest before the predictor is
+    returned. The server keeps its own copy of
+    the artifact and picks its own device: no local file is read and `device` does not apply.
+    """
+    if fmt not in TRITON_FORMATS:
+        raise InputError(f"a remote server serves the formats {', '.join(TRITON_FORMATS)}; got {fmt!r}")
+    try:
+        import tritonclient.http as httpclient
+        from tritonclient.utils import InferenceServerException
+    except ImportError:
+        hint = "pip install 'tritonclient[http]'"
+        raise RuntimeUnavailable(f"the remote runtime needs tritonclient: {hint}") from None
+    start = time.perf_counter()
+    address = url.split("://", 1)[1].rstrip("/")
+    in_names, out_names = tensor_names(entry, fmt)
+    local = threading.local()  # tritonclient's clients are not thread-safe: one per thread
+
+    def client() -> Any:
+        if getattr(local, "client", None) is None:
+            local.client = httpclient.InferenceServerClient(
+                address, ssl=url.startswith("https://"), connection_timeout=10.0, network_timeout=60.0
+            )
+        return local.client
+
+    names, refusals, meta = served_names(entry.name, fmt), [], None
+    for name in names:  # the format's own backend first, then a flavour that runs the same file
+        try:
+            meta = client().get_model_metadata(name)
+            break
+        except InferenceServerException as exc:
+            refusals.append(exc.message())
+        except Exception as exc:  # noqa: BLE001 - refused connections, DNS, TLS: one line
+            raise RuntimeUnavailable(f"cannot reach {url}: {type(exc).__name__}: {exc}") from None
+    if meta is None:
+        raise NotServed(f"{url} does not serve {' or '.join(names)}: {refusals[0]}")
+    got_in = [(t.get("name"), t.get("datatype"), list(t.get("shape", []))) for t in meta.get("inputs", [])]
+    got_out = {t.get("name"): t.get("datatype") for t in meta.get("outputs", [])}
+    want_in = [(n, OIP_DATATYPES[dtype(t)], [-1, *shape(t)]) for n, t in zip(in_names, entry.inputs, strict=True)]
+    want_out = {n: OIP_DATATYPES[dtype(t)] for n, t in zip(out_names, entry.outputs, strict=True)}
+    if got_in != want_in or any(got_out.get(n) != d for n, d in want_out.items()):
+        raise RuntimeUnavailable(
+            f"{url} serves {name} with inputs {got_in} and outputs {sorted(got_out)}; the manifest "
+            f"expects {want_in} -> {', '.join(out_names)} (is it serving these artifacts?)"
+        )
+
+    served = [t.get("name") for t in meta.get("outputs", [])]  # every output the server declares, in its order
+    manifest_name = dict(zip(out_names, entry.output_names, strict=True))
+
+    def run_batch(x: Any) -> Sequence[np.ndarray]:
+        tensors = []
+        for n, t, a in zip(in_names, entry.inputs, feeds(entry.input_names, x), strict=True):
+            tensor = httpclient.InferInput(n, list(a.shape), OIP_DATATYPES[dtype(t)])
+            tensor.set_data_from_numpy(np.ascontiguousarray(a, dtype=NUMPY_DTYPES[dtype(t)]), binary_data=True)
+            tensors.append(tensor)
+        result = client().infer(name, tensors)  # no outputs named: all of them, as binary tensors
+        return [result.as_numpy(n) for n in served]
+
+    return Predictor(
+        model=entry.name,
+        format=fmt,
+        runtime=url,
+        device=f"remote {url} ({name})",
+        features=entry.features,
+        output_names=entry.output_names,
+        run_batch=run_batch,
+        declared=[manifest_name.get(n, n) for n in served],
+        load_seconds=time.perf_counter() - start,
+        inputs=entry.inputs,
+    )
