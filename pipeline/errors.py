@@ -14,6 +14,11 @@ class UserError(Exception):
     """Bad input, a missing prerequisite or an unusable file: the CLI prints the message as one line."""
 
 
+def printable(text: str) -> str:
+    """`text` with every character a terminal would act on (newlines, ESC, other controls) escaped as repr does."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def one_line(exc: BaseException, limit: int = 300) -> str:
     """`Type: message` on one line (whitespace folded), for reports and one-line errors."""
     detail = " ".join(str(exc).split())
