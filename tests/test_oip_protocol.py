@@ -397,7 +397,7 @@ def test_data_nested_nine_lists_deep_is_read_and_ten_is_refused(manifest):
 
 
 WHERE = "input 'x' of adder"
-RANGE = f"{WHERE}: a value is beyond FP32's range (about 3.4e38)"
+RANGE = f"{WHERE}: value 2 is {{}}, beyond float32's range (±3.4028235e+38)"
 BAD_INPUTS = [  # (request, binary, message)
     ({}, b"", "the request has no 'inputs' list; adder takes input 'x'"),
     ({"inputs": []}, b"", "the request has no 'inputs' list; adder takes input 'x'"),
@@ -451,12 +451,12 @@ BAD_INPUTS = [  # (request, binary, message)
     (_req([1, None]), b"", f"{WHERE}: 'data' holds null, which is not a number (datatype FP32)"),
     (_req([[1], {"a": 2}]), b"", f"{WHERE}: 'data' holds {{\"a\": 2}}, which is not a number (datatype FP32)"),
     (_req([1, "x" * 40]), b"", f"{WHERE}: 'data' holds \"{'x' * 19}, which is not a number (datatype FP32)"),
-    (_req([1, 1e39]), b"", RANGE),
-    (_req([1, -1e39]), b"", RANGE),
-    (_req([1, -(10**39)]), b"", RANGE),
-    (_req([1, 10**400]), b"", RANGE),
-    (_req([float("-inf"), 1]), b"", RANGE),
-    (_req([1, float("nan")]), b"", f"{WHERE} holds NaN or infinity; expected finite numbers"),
+    (_req([1, 1e39]), b"", RANGE.format("1e+39")),
+    (_req([1, -1e39]), b"", RANGE.format("-1e+39")),
+    (_req([1, -(10**39)]), b"", RANGE.format("-1e+39")),
+    (_req([1, 10**400]), b"", f"{WHERE}: a value is beyond FP32's range"),
+    (_req([float("-inf"), 1]), b"", f"{WHERE}: value 1 is -inf, expected a finite number"),
+    (_req([1, float("nan")]), b"", f"{WHERE}: value 2 is nan, expected a finite number"),
     (
         _req(parameters={"binary_data_size": 4}),
         b"\x00" * 4,
@@ -480,12 +480,12 @@ BAD_INPUTS = [  # (request, binary, message)
     (
         _req(parameters={"binary_data_size": 8}),
         np.array([1, np.nan], dtype="<f4").tobytes(),
-        f"{WHERE} holds NaN or infinity; expected finite numbers",
+        f"{WHERE}: value 2 is nan, expected a finite number",
     ),
     (
         _req(parameters={"binary_data_size": 8}),
         np.array([np.inf, 1], dtype="<f4").tobytes(),
-        f"{WHERE} holds NaN or infinity; expected finite numbers",
+        f"{WHERE}: value 1 is inf, expected a finite number",
     ),
 ]
 
@@ -557,11 +557,11 @@ BAD_PAIRS = [  # (inputs, message)
     ),
     (
         [{**TOKENS, "data": [1, 2, 3, 4, 5, 6.5]}, MASK],
-        f"{PAIR}: 'data' holds a value that is not a whole number (datatype INT64)",
+        f"{PAIR}: value 6 is 6.5, not a whole number",
     ),
-    ([{**TOKENS, "data": [1, 2, 3, 4, 5, 2**63]}, MASK], f"{PAIR}: a value is beyond INT64's range"),
-    ([{**TOKENS, "data": [1, 2, 3, 4, 5, 10]}, MASK], f"{PAIR} holds a value outside [0, 10)"),
-    ([{**TOKENS, "data": [-1, 2, 3, 4, 5, 6]}, MASK], f"{PAIR} holds a value outside [0, 10)"),
+    ([{**TOKENS, "data": [1, 2, 3, 4, 5, 2**63]}, MASK], f"{PAIR}: value 6 is 9.22337e+18, outside [0, 10)"),
+    ([{**TOKENS, "data": [1, 2, 3, 4, 5, 10]}, MASK], f"{PAIR}: value 6 is 10, outside [0, 10)"),
+    ([{**TOKENS, "data": [-1, 2, 3, 4, 5, 6]}, MASK], f"{PAIR}: value 1 is -1, outside [0, 10)"),
     ([{**TOKENS, "shape": [1, 3], "data": [1, 2, 3]}, MASK], "the inputs of pair have different batch sizes"),
 ]
 

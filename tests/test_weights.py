@@ -1,4 +1,4 @@
-"""The one state_dict reader as `import` meets it: every hostile file is one line, exit 2, and nothing on disk changes."""
+"""The one state_dict reader as `import` meets it: each hostile file is one line, exit 2, nothing on disk changes."""
 
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ ESC = "\x1b"
 
 def tree_hash(root: Path) -> dict[str, str]:
     """Every file under `root` (names and bytes): what 'byte-identical' compares."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()
+    }
 
 
 def clean_state() -> dict[str, torch.Tensor]:
@@ -97,7 +99,10 @@ def imported(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("import")
     torch.save(clean_state(), root / "good.pt")
     artifacts = root / "artifacts"
-    assert cli.main(["import", "--model", MODEL, "--state-dict", str(root / "good.pt"), "--artifacts", str(artifacts)]) == 0
+    assert (
+        cli.main(["import", "--model", MODEL, "--state-dict", str(root / "good.pt"), "--artifacts", str(artifacts)])
+        == 0
+    )
     (artifacts / MODEL / "loss.png").write_bytes(b"\x89PNG\r\n\x1a\n a plot of earlier training")
     return artifacts
 
@@ -136,5 +141,7 @@ def test_float16_and_exact_float64_weights_import_as_their_float32_values(tmp_pa
         module = load_state_dict(get(MODEL).build(), tmp_path / "w.pt")
         got = module.state_dict()
         assert all(got[k].dtype == torch.float32 and torch.equal(got[k], wanted[k]) for k in state), dtype
-        code = cli.main(["import", "--model", MODEL, "--state-dict", str(tmp_path / "w.pt"), "--artifacts", str(tmp_path / "a")])
+        code = cli.main(
+            ["import", "--model", MODEL, "--state-dict", str(tmp_path / "w.pt"), "--artifacts", str(tmp_path / "a")]
+        )
         assert code == 0, capsys.readouterr().err

@@ -93,7 +93,10 @@ def mismatches(module: Any, state: dict[str, Any]) -> str | None:
     if unexpected:
         parts.append(f"unexpected keys {_names(unexpected)}")
     if shapes:
-        parts.append(f"shape mismatch {', '.join(shapes[:SHOWN])}" + (f" and {len(shapes) - SHOWN} more" if len(shapes) > SHOWN else ""))
+        parts.append(
+            f"shape mismatch {', '.join(shapes[:SHOWN])}"
+            + (f" and {len(shapes) - SHOWN} more" if len(shapes) > SHOWN else "")
+        )
     return "; ".join(parts) or None
 
 
@@ -105,11 +108,14 @@ def tensor_problem(name: str, value: Any, target: Any) -> str | None:
     if not isinstance(value, torch.Tensor):
         return f"{name} is a {type(value).__name__}; expected a tensor"
     if value.layout != torch.strided or value.is_quantized:
-        return f"{name} is a {'quantized' if value.is_quantized else 'sparse'} tensor ({value.layout}); expected a dense tensor"
+        what = "quantized" if value.is_quantized else "sparse"
+        return f"{name} is a {what} tensor ({value.layout}); expected a dense tensor"
     src, dst = value.dtype, target.dtype
     kind = str(src).removeprefix("torch.")
     if dst.is_floating_point and not src.is_floating_point:
-        return f"{name} is {kind}; expected a floating dtype that casts to {str(dst).removeprefix('torch.')} without loss"
+        return (
+            f"{name} is {kind}; expected a floating dtype that casts to {str(dst).removeprefix('torch.')} without loss"
+        )
     if not dst.is_floating_point and src != dst and torch.promote_types(src, dst) != dst:
         return f"{name} is {kind}; expected {str(dst).removeprefix('torch.')}"
     if src.is_floating_point:

@@ -29,11 +29,11 @@ import numpy as np
 
 from pipeline import formats
 from pipeline.artifacts.manifest import Manifest, ManifestError, ModelEntry
+from pipeline.runtime.values import Problem, ValueRule
 from pipeline.serving.naming import MAX_BATCH_SIZE, VERSION, data_type, tensor_dims, tensor_names, triton_model_name
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 DATATYPE = "FP32"  # the datatype of every seed model's tensors; others declare theirs (pipeline/serving/triton.py)
-FLOAT32_MAX = float(np.finfo(np.float32).max)
 MAX_NESTING = 8  # levels of nested lists a tensor's "data" may use
 # The most bytes one FP32 value takes in a JSON request, separator included: tritonclient writes
 # float32 values as Python floats, e.g. "-1.2345678901234567e-05, " (25 bytes).
@@ -257,7 +257,7 @@ def requested_format(req: dict[str, Any], target: Target) -> str:
     return fmt  # the bare name keeps the manifest's tensor names whatever the format
 
 
-def _flat_numbers(data: Any, where: str, depth: int = 0) -> list[Any]:
+def _flat_numbers(data: Any, where: str, rule: ValueRule, depth: int = 0) -> list[Any]:
     """`data` (a flat or nested JSON array) as one flat list of numbers, or OIPError."""
     if not isinstance(data, list):
         raise OIPError(400, f"{where}: 'data' must be a JSON array of numbers")
@@ -268,12 +268,16 @@ def _flat_numbers(data: Any, where: str, depth: int = 0) -> list[Any]:
     flat: list[Any] = []
     for v in data:
         if isinstance(v, list):
-            flat.extend(_flat_numbers(v, where, depth + 1))
-        elif type(v) in _NUMBER:
-            flat.append(v)
-        else:
+            flat.extend(_flat_numbers(v, where, rule, depth + 1))
+            continue
+        try:
+            rule.scalar(v, len(flat))
+        except Problem:
             shown = json.dumps(v)[:20]
-            raise OIPError(400, f"{where}: 'data' holds {shown}, which is not a number (datatype {DATATYPE})")
+            raise OIPError(
+                400, f"{where}: 'data' holds {shown}, which is not a number (datatype {rule.datatype})"
+            ) from None
+        flat.append(v)
     return flat
 
 
@@ -300,27 +304,26 @@ def _shape(tensor: dict[str, Any], where: str, dims: list[int], max_batch: int, 
 
 
 def _from_json(tensor: dict[str, Any], where: str, shape: list[int], spec: dict[str, Any]) -> np.ndarray:
-    datatype = data_type(spec, where)[1]
+    rule = ValueRule.of(spec)
     if "data" not in tensor:
         raise OIPError(400, f"{where} has no 'data'")
     count = math.prod(shape)
-    flat = _flat_numbers(tensor["data"], where)
+    flat = _flat_numbers(tensor["data"], where, rule)
     if len(flat) != count:
         raise OIPError(400, f"{where} has {len(flat)} values in 'data'; shape {shape} needs {count}")
-    if spec.get("dtype", "float32") == "int64":
-        if not all(isinstance(v, int) or (isinstance(v, float) and v.is_integer()) for v in flat):
-            raise OIPError(400, f"{where}: 'data' holds a value that is not a whole number (datatype {datatype})")
-        try:
-            return np.array(flat, dtype=np.int64).reshape(shape)
-        except OverflowError:
-            raise OIPError(400, f"{where}: a value is beyond {datatype}'s range") from None
     try:
-        wide = np.array(flat, dtype=np.float64)
-    except OverflowError:
-        raise OIPError(400, f"{where}: a value is beyond {datatype}'s range (about 3.4e38)") from None
-    if np.any(np.abs(wide) > FLOAT32_MAX):
-        raise OIPError(400, f"{where}: a value is beyond {datatype}'s range (about 3.4e38)")
-    return wide.astype(np.float32).reshape(shape)
+        return _checked(rule, np.array(flat, dtype=np.float64), where).reshape(shape)
+    except OverflowError:  # an integer beyond float64: beyond every datatype served here
+        raise OIPError(400, f"{where}: a value is beyond {rule.datatype}'s range") from None
+
+
+def _checked(rule: ValueRule, arr: np.ndarray, where: str) -> np.ndarray:
+    """`arr` as the rule's dtype once its values keep the tensor's rule (pipeline/runtime/values.py), else 400."""
+    try:
+        return rule.check(arr)
+    except Problem as problem:
+        label = f"value {problem.index + 1}" if problem.index is not None else "'data'"
+        raise OIPError(400, f"{where}: {problem.at(label)}") from None
 
 
 def _check_binary_read(binary: bytes, offset: int) -> None:
@@ -381,20 +384,12 @@ def input_batch(req: dict[str, Any], target: Target, binary: bytes) -> Any:
                     f"{where}: binary_data_size is {size!r} with {len(binary) - offset} bytes of binary "
                     f"data; expected {count * dtype.itemsize} bytes ({count} {datatype} values)",
                 )
-            arr = (
-                np.frombuffer(binary[offset : offset + size], dtype=dtype)
-                .reshape(shape)
-                .astype(dtype.newbyteorder("="))
-            )
+            raw = np.frombuffer(binary[offset : offset + size], dtype=dtype).reshape(shape)
+            arr = _checked(ValueRule.of(spec), raw.astype(dtype.newbyteorder("=")), where)
             offset += size
         else:
             arr = _from_json(tensor, where, shape, spec)
-        if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
-            raise OIPError(400, f"{where} holds NaN or infinity; expected finite numbers")
-        values = spec.get("values")
-        if values is not None and arr.size and (arr.min() < values[0] or arr.max() >= values[1]):
-            raise OIPError(400, f"{where} holds a value outside [{values[0]}, {values[1]})")
-        arrays[name] = np.ascontiguousarray(arr)
+        arrays[name] = arr
     _check_binary_read(binary, offset)
     if len({len(a) for a in arrays.values()}) > 1:
         raise OIPError(400, f"the inputs of {target.name} have different batch sizes")

@@ -324,7 +324,9 @@ def import_weights(spec: ModelSpec, weights: Path, artifacts: Path) -> dict[str,
                 history["accuracy"] = history["test"]["accuracy"]
         json.dumps(history, allow_nan=False)  # what history.json will hold: finite figures only
     except (ValueError, RuntimeError, OverflowError) as exc:
-        raise WeightsError(f"{weights}: its weights give non-finite or failing results ({one_line(exc, 160)})") from None
+        raise WeightsError(
+            f"{weights}: its weights give non-finite or failing results ({one_line(exc, 160)})"
+        ) from None
     _write(model, history, out_dir)
     stale = out_dir / LOSS_PLOT  # a plot of an earlier training would describe other weights; removed last
     if stale.exists():
