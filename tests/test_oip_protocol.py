@@ -478,6 +478,16 @@ BAD_INPUTS = [  # (request, binary, message)
         f"{WHERE}: binary_data_size is '8' with 8 bytes of binary data; expected 8 bytes (2 FP32 values)",
     ),
     (
+        _req(parameters={"binary_data_size": 8.0}),
+        b"\x00" * 8,
+        f"{WHERE}: binary_data_size is 8.0 with 8 bytes of binary data; expected 8 bytes (2 FP32 values)",
+    ),
+    (
+        _req(parameters={"binary_data_size": True}),
+        b"\x00" * 8,
+        f"{WHERE}: binary_data_size is True with 8 bytes of binary data; expected 8 bytes (2 FP32 values)",
+    ),
+    (
         _req(parameters={"binary_data_size": 8}),
         np.array([1, np.nan], dtype="<f4").tobytes(),
         f"{WHERE}: value 2 is nan, expected a finite number",
@@ -563,6 +573,8 @@ BAD_PAIRS = [  # (inputs, message)
     ([{**TOKENS, "data": [1, 2, 3, 4, 5, 10]}, MASK], f"{PAIR}: value 6 is 10, outside [0, 10)"),
     ([{**TOKENS, "data": [-1, 2, 3, 4, 5, 6]}, MASK], f"{PAIR}: value 1 is -1, outside [0, 10)"),
     ([{**TOKENS, "shape": [1, 3], "data": [1, 2, 3]}, MASK], "the inputs of pair have different batch sizes"),
+    ([TOKENS, TOKENS], "input 'tokens' is listed twice; pair takes 'tokens' and 'mask' once each"),
+    ([MASK, MASK], "input 'mask' is listed twice; pair takes 'tokens' and 'mask' once each"),
 ]
 
 
@@ -728,3 +740,9 @@ def test_a_whole_request_is_read_in_order_each_step_bounded(manifest):
     assert fails(413, p.read_request, body, "gzip", str(len(header)), target, 10).startswith("the decompressed")
     big = b'{"inputs": [{"data": [' + b"1," * 2000 + b"1]}]}"
     assert fails(400, p.read_request, big, None, None, target, LIMIT).startswith("the request holds about 2,000 values")
+
+
+@pytest.mark.parametrize("fmt", [["onnx"], {"onnx": 1}, 5, True])
+def test_a_format_parameter_that_is_not_a_name_is_a_400(manifest, fmt):
+    message = fails(400, p.requested_format, {"parameters": {"format": fmt}}, _target(manifest, "adder"))
+    assert message.startswith(f"parameters.format is {fmt!r}; expected one of: torchscript, onnx")

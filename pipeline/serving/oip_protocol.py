@@ -246,6 +246,8 @@ def requested_format(req: dict[str, Any], target: Target) -> str:
     fmt = req.get("parameters", {}).get("format")
     if fmt is None or fmt == target.format:
         return target.format
+    if not isinstance(fmt, str):
+        raise OIPError(400, f"parameters.format is {fmt!r}; expected one of: {', '.join(formats.FORMATS)}")
     if target.fixed:
         raise OIPError(
             400,
@@ -355,11 +357,17 @@ def input_batch(req: dict[str, Any], target: Target, binary: bytes) -> Any:
         if len(want) == 1:
             raise OIPError(400, f"{target.name} takes exactly one input, {want[0]!r}; got {len(inputs)}")
         raise OIPError(400, f"{target.name} takes {len(want)} inputs, {', '.join(map(repr, want))}; got {len(inputs)}")
+    seen: set[str] = set()
     for tensor in inputs:
-        if tensor.get("name") not in want:
-            got = tensor.get("name")
+        got = tensor.get("name")
+        if not isinstance(got, str) or got not in want:
             expected = want[0] if len(want) == 1 else " and ".join(map(repr, want))
             raise OIPError(400, f"unexpected input {got!r} for model {target.name!r}; expected {expected!r}")
+        if got in seen:
+            raise OIPError(
+                400, f"input {got!r} is listed twice; {target.name} takes {' and '.join(map(repr, want))} once each"
+            )
+        seen.add(got)
     arrays: dict[str, np.ndarray] = {}
     offset = 0
     for tensor in inputs:  # the binary data is in the request's order
@@ -378,7 +386,12 @@ def input_batch(req: dict[str, Any], target: Target, binary: bytes) -> Any:
         if "binary_data_size" in params:
             size = params["binary_data_size"]
             last = tensor is inputs[-1]
-            if size != count * dtype.itemsize or offset + size > len(binary) or (last and offset + size != len(binary)):
+            if (
+                type(size) is not int
+                or size != count * dtype.itemsize
+                or offset + size > len(binary)
+                or (last and offset + size != len(binary))
+            ):
                 raise OIPError(
                     400,
                     f"{where}: binary_data_size is {size!r} with {len(binary) - offset} bytes of binary "
