@@ -21,6 +21,7 @@ import argparse
 import contextlib
 import ctypes
 import json
+import logging
 import os
 import re
 import shutil
@@ -41,6 +42,7 @@ from typing import Any
 from pipeline.artifacts.fileio import atomic_write
 from pipeline.errors import UserError
 
+logger = logging.getLogger("pipeline.serving.triton_server")
 TRITON_ENV = Path(".venv-triton")  # `make triton-env` makes it; PIPELINE_TRITON_ENV or --triton-env moves it
 HOST = "127.0.0.1"  # loopback only: the server has no authentication
 EXIT_TIMEOUT_S = 5  # how long Triton waits for in-flight requests after SIGTERM (it stops in about 4 s)
@@ -209,6 +211,68 @@ def _python_envs() -> set[Path]:
     return set(Path("/tmp").glob("python_env_*"))
 
 
+# ---- what a hard-killed run leaves ------------------------------------------------------------------
+# A run names its regions seed-triton-<owner pid>-<8 hex>-...: SIGKILL of the owner and the server leaves
+# them in /dev/shm (and /tmp/python_env_*), and the next start removes those whose owner is dead.
+REGION_PREFIX = "seed-triton-"
+_OWNED = re.compile(rf"^{REGION_PREFIX}(\d{{1,10}})-[0-9a-f]{{8}}-")
+CLAIMS = "claims"  # a run's file (beside its regions) listing the /tmp folders its server made
+_CLAIMABLE = re.compile(r"^/tmp/python_env_[A-Za-z0-9]{6}$")  # what Triton's mkdtemp names: nothing else is removed
+
+
+def region_prefix(owner: int | None = None) -> str:
+    """The name every shared memory region of one run starts with: its owner's PID and a random part."""
+    return f"{REGION_PREFIX}{owner or os.getpid()}-{uuid.uuid4().hex[:8]}-"
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` exists (a reused PID counts as alive: its regions are kept, the safe side)."""
+    if Path("/proc/self").is_dir():
+        return Path(f"/proc/{pid}").exists()
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_leftovers(shm: Path = SHM) -> list[Path]:
+    """Remove what earlier runs killed hard left: regions named by `region_prefix` whose owner PID is dead, and
+    the empty /tmp/python_env_* folders their claims list. Anything else, a live owner's above all, is kept."""
+    removed: list[Path] = []
+    for path in sorted(shm.glob(f"{REGION_PREFIX}*")):
+        owner = _OWNED.match(path.name)
+        if owner is None or _alive(int(owner.group(1))):
+            continue
+        if path.name.endswith(CLAIMS):
+            for folder in _claimed(path):
+                with contextlib.suppress(OSError):  # gone already, or not empty: then not ours to judge
+                    folder.rmdir()
+                    removed.append(folder)
+        with contextlib.suppress(OSError):
+            path.unlink()
+            removed.append(path)
+    return removed
+
+
+def _claimed(claims: Path) -> list[Path]:
+    """The folders a claims file lists, only those named as Triton names its /tmp folders."""
+    try:
+        lines = claims.read_text(errors="replace").splitlines()[:64]
+    except OSError:
+        return []
+    return [Path(line) for line in lines if _CLAIMABLE.match(line)]
+
+
+def _claim(prefix: str, folders: set[Path]) -> None:
+    """Record the /tmp folders this run's server made, so a start after a hard kill can remove them."""
+    if folders:
+        with contextlib.suppress(OSError):
+            (SHM / f"{prefix}{CLAIMS}").write_text("".join(f"{f}\n" for f in sorted(folders)))
+
+
 def _get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as answer:  # noqa: S310 - our own loopback URL
@@ -242,6 +306,9 @@ def start_server(
     Raises TritonServerError with one line: no environment, the port taken, a model that failed to
     load, or no answer within `timeout` s. The server is stopped again on any failure.
     """
+    removed = remove_leftovers()  # a previous run killed hard: its regions and folders, never a live run's
+    if removed:
+        logger.warning("removed %d leftovers of Triton runs killed earlier: %s", len(removed), " ".join(map(str, removed)))
     env = env or find_env()
     repository = Path(repository).resolve()
     if port is None:
@@ -252,7 +319,7 @@ def start_server(
         fd, name = tempfile.mkstemp(prefix="tritonserver-", suffix=".log")
         os.close(fd)
         log = Path(name)
-    prefix = f"seed-triton-{uuid.uuid4().hex[:8]}-"
+    prefix = region_prefix()
     cmd = [
         str(env.binary),
         f"--model-repository={repository}",
@@ -288,6 +355,7 @@ def start_server(
                 status, body = _get(server.url + "/v2/health/ready")
                 if status == 200:
                     server.version = json.loads(_get(server.url + "/v2")[1]).get("version", "")
+                    _claim(prefix, _python_envs() - tmp_before)
                     return server
             except (OSError, ValueError):
                 pass
