@@ -28,6 +28,8 @@ LIMIT_MODULES = (
     "pipeline/serving/service.py",
     "pipeline/serving/naming.py",
     "pipeline/runtime/inputs.py",
+    "pipeline/runtime/values.py",
+    "pipeline/artifacts/weights.py",
 )
 LIMIT_WORDS = ("MAX", "MIN", "LIMIT", "TTL", "TIMEOUT", "BUDGET", "KEEP_ALIVE", "CAP")
 # (module, constant): the tests (file::function) that take it just inside and just outside.
@@ -50,7 +52,8 @@ EDGE_TESTS: dict[tuple[str, str], tuple[str, ...]] = {
     ("demo/api.py", "RESULT_TTL_S"): ("test_limits.py::test_a_result_at_its_time_to_live",),
     ("pipeline/serving/naming.py", "MAX_BATCH_SIZE"): ("test_limits.py::test_a_batch_at_the_largest_size",),
     ("pipeline/serving/oip_protocol.py", "MAX_NESTING"): ("test_limits.py::test_nested_data_at_its_depth_limit",),
-    ("pipeline/serving/oip_protocol.py", "FLOAT32_MAX"): ("test_limits.py::test_values_at_the_edges_of_their_range",),
+    ("pipeline/runtime/values.py", "FLOAT32_MAX"): ("test_limits.py::test_values_at_the_edges_of_their_range",),
+    ("pipeline/artifacts/weights.py", "STATE_SLACK_BYTES"): ("test_weights.py::test_an_archive_at_its_size_budget",),
     ("pipeline/serving/service.py", "TRUTH_MAX_CHARS"): (
         "test_limits.py::test_a_truth_expression_at_its_length_limit",
     ),
@@ -352,27 +355,28 @@ def _predictor(inputs, calls, features=()):
 
 def test_values_at_the_edges_of_their_range() -> None:
     from pipeline.runtime.inputs import InputError
+    from pipeline.runtime.values import FLOAT32_MAX
     from pipeline.serving import oip_protocol as protocol
 
     calls: list = []
     ids = _predictor([{"name": "ids", "shape": ["batch", 3], "dtype": "int64", "values": [0, 100]}], calls)
     assert ids.predict([0, 99, 5])["y"].shape == (1,)  # the first and the last id in range reach the model
     for outside in ([0, 100, 5], [-1, 5, 5]):
-        with pytest.raises(InputError, match=r"ids holds a value outside \[0, 100\)"):
+        with pytest.raises(InputError, match=r"ids value \d is -?\d+, outside \[0, 100\)"):
             ids.predict(outside)
     assert len(calls) == 1  # the refused ones never reached the runtime
 
     flat = _predictor([{"name": "x", "shape": ["batch", 2], "dtype": "float32"}], calls, ["x1", "x2"])
     top = float(np.finfo(np.float32).max)
     assert flat.predict([top, -top])["y"].shape == (1,)
-    with pytest.raises(InputError, match="not a finite float32 number"):
+    with pytest.raises(InputError, match="beyond float32's range"):
         flat.predict([top * 1.0001, 0.0])
 
     spec = {"name": "x", "shape": [2], "dtype": "float32"}
-    at = protocol._from_json({"data": [protocol.FLOAT32_MAX, 1.0]}, "input x", [1, 2], spec)
+    at = protocol._from_json({"data": [FLOAT32_MAX, 1.0]}, "input x", [1, 2], spec)
     assert at.dtype == np.float32 and np.isfinite(at).all()
-    with pytest.raises(protocol.OIPError, match="beyond FP32's range"):
-        protocol._from_json({"data": [protocol.FLOAT32_MAX * 1.0001, 1.0]}, "input x", [1, 2], spec)
+    with pytest.raises(protocol.OIPError, match="beyond float32's range"):
+        protocol._from_json({"data": [FLOAT32_MAX * 1.0001, 1.0]}, "input x", [1, 2], spec)
 
 
 # ---- what Gradio and uvicorn enforce for us: our settings, applied, and the cap taken at its edge ---------

@@ -145,3 +145,21 @@ def test_float16_and_exact_float64_weights_import_as_their_float32_values(tmp_pa
             ["import", "--model", MODEL, "--state-dict", str(tmp_path / "w.pt"), "--artifacts", str(tmp_path / "a")]
         )
         assert code == 0, capsys.readouterr().err
+
+
+def test_an_archive_at_its_size_budget(tmp_path):
+    """Unpacked bytes equal to the budget pass; one byte over is refused before anything is unpacked."""
+    import zipfile as zf
+
+    from pipeline.artifacts.weights import STATE_BYTES_FACTOR, STATE_SLACK_BYTES, WeightsError, check_archive, own_bytes
+
+    module = get(MODEL).build()
+    assert STATE_BYTES_FACTOR * own_bytes(module) + STATE_SLACK_BYTES == 2 * 404_440 + 2**20
+    torch.save(clean_state(), tmp_path / "w.pt")
+    with zf.ZipFile(tmp_path / "w.pt") as archive:
+        unpacked = sum(m.file_size for m in archive.infolist())
+    check_archive(tmp_path / "w.pt", unpacked)
+    with pytest.raises(
+        WeightsError, match=f"holds {unpacked:,} bytes of tensors and pickle; .* at most {unpacked - 1:,}"
+    ):
+        check_archive(tmp_path / "w.pt", unpacked - 1)
