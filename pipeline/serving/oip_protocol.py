@@ -344,6 +344,21 @@ def _check_binary_read(binary: bytes, offset: int) -> None:
         )
 
 
+def _check_names(inputs: list[dict[str, Any]], want: list[str], model: str) -> None:
+    """400 unless every input names one of `want`, and none twice."""
+    seen: set[str] = set()
+    for tensor in inputs:
+        got = tensor.get("name")
+        if not isinstance(got, str) or got not in want:
+            expected = want[0] if len(want) == 1 else " and ".join(map(repr, want))
+            raise OIPError(400, f"unexpected input {got!r} for model {model!r}; expected {expected!r}")
+        if got in seen:
+            raise OIPError(
+                400, f"input {got!r} is listed twice; {model} takes {' and '.join(map(repr, want))} once each"
+            )
+        seen.add(got)
+
+
 def input_batch(req: dict[str, Any], target: Target, binary: bytes) -> Any:
     """The request's inputs as the model's batch: one C-contiguous array for a one-input model (float32
     (batch, features) for the seed models), else input name -> array, each of its declared dtype and shape.
@@ -357,17 +372,7 @@ def input_batch(req: dict[str, Any], target: Target, binary: bytes) -> Any:
         if len(want) == 1:
             raise OIPError(400, f"{target.name} takes exactly one input, {want[0]!r}; got {len(inputs)}")
         raise OIPError(400, f"{target.name} takes {len(want)} inputs, {', '.join(map(repr, want))}; got {len(inputs)}")
-    seen: set[str] = set()
-    for tensor in inputs:
-        got = tensor.get("name")
-        if not isinstance(got, str) or got not in want:
-            expected = want[0] if len(want) == 1 else " and ".join(map(repr, want))
-            raise OIPError(400, f"unexpected input {got!r} for model {target.name!r}; expected {expected!r}")
-        if got in seen:
-            raise OIPError(
-                400, f"input {got!r} is listed twice; {target.name} takes {' and '.join(map(repr, want))} once each"
-            )
-        seen.add(got)
+    _check_names(inputs, want, target.name)
     arrays: dict[str, np.ndarray] = {}
     offset = 0
     for tensor in inputs:  # the binary data is in the request's order

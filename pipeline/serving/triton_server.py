@@ -254,6 +254,10 @@ def remove_leftovers(shm: Path = SHM) -> list[Path]:
         with contextlib.suppress(OSError):
             path.unlink()
             removed.append(path)
+    if removed:
+        logger.warning(
+            "removed %d leftovers of Triton runs killed earlier: %s", len(removed), " ".join(map(str, removed))
+        )
     return removed
 
 
@@ -306,9 +310,7 @@ def start_server(
     Raises TritonServerError with one line: no environment, the port taken, a model that failed to
     load, or no answer within `timeout` s. The server is stopped again on any failure.
     """
-    removed = remove_leftovers()  # a previous run killed hard: its regions and folders, never a live run's
-    if removed:
-        logger.warning("removed %d leftovers of Triton runs killed earlier: %s", len(removed), " ".join(map(str, removed)))
+    remove_leftovers()  # a previous run killed hard: its regions and folders, never a live run's
     env = env or find_env()
     repository = Path(repository).resolve()
     if port is None:
@@ -347,24 +349,30 @@ def start_server(
         )
     server = TritonServer(process, f"http://{HOST}:{port}", log, list(models), prefix, tmp_before, own_log)
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                raise TritonServerError(_failure(server.log_text(20000), process.returncode))
-            try:
-                status, body = _get(server.url + "/v2/health/ready")
-                if status == 200:
-                    server.version = json.loads(_get(server.url + "/v2")[1]).get("version", "")
-                    _claim(prefix, _python_envs() - tmp_before)
-                    return server
-            except (OSError, ValueError):
-                pass
-            if time.monotonic() > deadline:
-                raise TritonServerError(f"Triton did not become ready on {server.url} within {timeout:.0f} s")
-            time.sleep(0.05)
+        _wait_ready(server, timeout)
     except BaseException:
         server.stop()
         raise
+    _claim(prefix, _python_envs() - tmp_before)  # what a start after a hard kill may remove
+    return server
+
+
+def _wait_ready(server: TritonServer, timeout: float) -> None:
+    """Return once `server` answers ready (its version read); TritonServerError if it exits or `timeout` s pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if server.process.poll() is not None:
+            raise TritonServerError(_failure(server.log_text(20000), server.process.returncode))
+        try:
+            status, _ = _get(server.url + "/v2/health/ready")
+            if status == 200:
+                server.version = json.loads(_get(server.url + "/v2")[1]).get("version", "")
+                return
+        except (OSError, ValueError):
+            pass
+        if time.monotonic() > deadline:
+            raise TritonServerError(f"Triton did not become ready on {server.url} within {timeout:.0f} s")
+        time.sleep(0.05)
 
 
 # ---- Open Inference Protocol latency and throughput (the demo's routes or Triton), for the benchmarks ----
