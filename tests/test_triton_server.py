@@ -402,12 +402,12 @@ def leftovers(owner: int) -> tuple[list[Path], Path]:
     """Regions and a claims file as a run owned by `owner` names them, and the empty /tmp folder it claims."""
     import secrets
 
-    from pipeline.serving.triton_server import CLAIMS, SHM, region_prefix
+    from pipeline.serving.triton_server import CLAIMS, CLAIMS_DIR, SHM, region_prefix
 
     folder = Path(f"/tmp/python_env_{secrets.token_hex(3)}")
     folder.mkdir()
     prefix = region_prefix(owner)
-    regions = [SHM / f"{prefix}{part}" for part in ("region_0", "region_1", CLAIMS)]
+    regions = [SHM / f"{prefix}region_0", SHM / f"{prefix}region_1", CLAIMS_DIR / f"{prefix}{CLAIMS}"]
     for region in regions[:2]:
         region.write_bytes(b"\0" * 4096)
     regions[2].write_text(f"{folder}\n/etc\n")  # a line that is not Triton's folder is never touched

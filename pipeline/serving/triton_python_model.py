@@ -39,6 +39,12 @@ def value_ranges(text):
     return ranges
 
 
+def refusal(message):
+    """A TritonError for the client's input: INVALID_ARG (HTTP 400, as the demo answers) where the backend has it."""
+    code = getattr(pb_utils.TritonError, "INVALID_ARG", None)
+    return pb_utils.TritonError(message) if code is None else pb_utils.TritonError(message, code)
+
+
 def problem(name, arr, span):
     """Why input `name` cannot run, as the demo words it, or None."""
     if arr.dtype.kind == "f":
@@ -93,7 +99,7 @@ class TritonPythonModel:
         for i, request in enumerate(requests):
             arrays, why = self.feeds(request)
             if why:
-                responses[i] = pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(why))
+                responses[i] = pb_utils.InferenceResponse(output_tensors=[], error=refusal(why))
             else:
                 good.append(i)
                 feeds.append(arrays)
@@ -123,7 +129,7 @@ class TritonPythonModel:
                     f"output {overflow!r} is not finite for this input (float32 overflow); "
                     "expected inputs of a smaller magnitude"
                 )
-                responses[i] = pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(why))
+                responses[i] = pb_utils.InferenceResponse(output_tensors=[], error=refusal(why))
                 continue
             tensors = [pb_utils.Tensor(n, o) for n, o in zip(self.output_names, parts, strict=True)]
             responses[i] = pb_utils.InferenceResponse(output_tensors=tensors)

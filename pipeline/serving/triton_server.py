@@ -193,6 +193,7 @@ class TritonServer:
                 self.process.wait(timeout=10)
         for region in SHM.glob(f"{self.shm_prefix}*"):
             region.unlink(missing_ok=True)
+        (CLAIMS_DIR / f"{self.shm_prefix}{CLAIMS}").unlink(missing_ok=True)
         for folder in _python_envs() - self.tmp_before:  # empty unless an execution env was unpacked (never)
             with contextlib.suppress(OSError):
                 folder.rmdir()
@@ -216,7 +217,8 @@ def _python_envs() -> set[Path]:
 # them in /dev/shm (and /tmp/python_env_*), and the next start removes those whose owner is dead.
 REGION_PREFIX = "seed-triton-"
 _OWNED = re.compile(rf"^{REGION_PREFIX}(\d{{1,10}})-[0-9a-f]{{8}}-")
-CLAIMS = "claims"  # a run's file (beside its regions) listing the /tmp folders its server made
+CLAIMS = "claims"  # a run's file, named with its prefix, listing the /tmp folders its server made
+CLAIMS_DIR = Path("/tmp")  # not /dev/shm: the backend's stubs clear their prefix there when the server dies
 _CLAIMABLE = re.compile(r"^/tmp/python_env_[A-Za-z0-9]{6}$")  # what Triton's mkdtemp names: nothing else is removed
 
 
@@ -228,7 +230,10 @@ def region_prefix(owner: int | None = None) -> str:
 def _alive(pid: int) -> bool:
     """Whether process `pid` exists (a reused PID counts as alive: its regions are kept, the safe side)."""
     if Path("/proc/self").is_dir():
-        return Path(f"/proc/{pid}").exists()
+        try:  # a zombie (killed, not yet reaped by its parent) is dead: its state letter is Z
+            return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+        except (OSError, IndexError):
+            return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -238,11 +243,11 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def remove_leftovers(shm: Path = SHM) -> list[Path]:
+def remove_leftovers(shm: Path = SHM, claims: Path = CLAIMS_DIR) -> list[Path]:
     """Remove what earlier runs killed hard left: regions named by `region_prefix` whose owner PID is dead, and
     the empty /tmp/python_env_* folders their claims list. Anything else, a live owner's above all, is kept."""
     removed: list[Path] = []
-    for path in sorted(shm.glob(f"{REGION_PREFIX}*")):
+    for path in sorted([*shm.glob(f"{REGION_PREFIX}*"), *claims.glob(f"{REGION_PREFIX}*{CLAIMS}")]):
         owner = _OWNED.match(path.name)
         if owner is None or _alive(int(owner.group(1))):
             continue
@@ -274,7 +279,7 @@ def _claim(prefix: str, folders: set[Path]) -> None:
     """Record the /tmp folders this run's server made, so a start after a hard kill can remove them."""
     if folders:
         with contextlib.suppress(OSError):
-            (SHM / f"{prefix}{CLAIMS}").write_text("".join(f"{f}\n" for f in sorted(folders)))
+            (CLAIMS_DIR / f"{prefix}{CLAIMS}").write_text("".join(f"{f}\n" for f in sorted(folders)))
 
 
 def _get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
