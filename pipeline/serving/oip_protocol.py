@@ -40,6 +40,7 @@ MAX_NESTING = 8  # levels of nested lists a tensor's "data" may use
 JSON_BYTES_PER_VALUE = 25
 JSON_OVERHEAD = 64 * 1024  # names, shape, parameters: what a request holds besides its values
 _NUMBER = (int, float)  # bool is not a number here
+FP32 = ValueRule("data", "float32", ())  # the rule of a seed model's input (every manifest input has its own)
 _DIGITS = re.compile(rb"[0-9]{1,12}")  # ASCII digits only: str.isdigit also accepts "²", which int() refuses
 
 
@@ -259,7 +260,7 @@ def requested_format(req: dict[str, Any], target: Target) -> str:
     return fmt  # the bare name keeps the manifest's tensor names whatever the format
 
 
-def _flat_numbers(data: Any, where: str, rule: ValueRule, depth: int = 0) -> list[Any]:
+def _flat_numbers(data: Any, where: str, rule: ValueRule = FP32, depth: int = 0) -> list[Any]:
     """`data` (a flat or nested JSON array) as one flat list of numbers, or OIPError."""
     if not isinstance(data, list):
         raise OIPError(400, f"{where}: 'data' must be a JSON array of numbers")
