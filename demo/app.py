@@ -39,7 +39,8 @@ from pipeline.artifacts.manifest import ManifestError, ModelEntry  # noqa: E402
 from pipeline.artifacts.tensors import width  # noqa: E402
 from pipeline.errors import UserError  # noqa: E402
 from pipeline.runtime.predictor import DEVICES  # noqa: E402
-from pipeline.serving.service import Service, cuda_unavailable_reason  # noqa: E402
+from pipeline.runtime.targets import cuda_unavailable_reason  # noqa: E402
+from pipeline.serving.service import Service  # noqa: E402
 
 log = logging.getLogger("demo")
 

@@ -113,8 +113,8 @@ def test_onnxruntime_cuda_session_has_its_cpu_fallback_disabled(monkeypatch, man
 
 
 def test_requested_cuda_that_cannot_run_is_a_failed_row_not_a_skip(monkeypatch, manifest):
-    monkeypatch.setattr(parity, "cuda_index", lambda device: 0)  # the GPU exists...
-    monkeypatch.setattr(parity, "cuda_status", lambda runtime: (False, f"{runtime} cannot reach it (fake)"))
+    monkeypatch.setattr(devices, "cuda_index", lambda device: 0)  # the GPU exists...
+    monkeypatch.setattr(devices, "cuda_status", lambda runtime: (False, f"{runtime} cannot reach it (fake)"))
     report = parity.verify(manifest, ["linear_3x"], "cuda")
     gpu_rows = [r for r in report.rows if r.device == "cuda"]
     assert not report.passed
@@ -130,7 +130,7 @@ def test_requested_cuda_that_cannot_run_is_a_failed_row_not_a_skip(monkeypatch, 
 
 
 def test_auto_skips_cuda_rows_it_cannot_run_and_says_why(monkeypatch, manifest):
-    monkeypatch.setattr(parity, "cuda_status", lambda runtime: (False, "no GPU (fake)"))
+    monkeypatch.setattr(devices, "cuda_status", lambda runtime: (False, "no GPU (fake)"))
     report = parity.verify(manifest, ["linear_3x"], "auto")
     assert report.passed and not [r for r in report.rows if r.device.startswith("cuda")]
     assert report.skipped == [

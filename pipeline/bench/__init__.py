@@ -36,7 +36,7 @@ from pipeline.artifacts.fileio import atomic_write_json
 from pipeline.artifacts.manifest import Manifest
 from pipeline.bench import roles
 from pipeline.bench.http import HTTP_CLIENTS, HTTP_FORMATS, bench_demo
-from pipeline.bench.latency import Sweep, bench_devices, bench_latency, bench_throughput, latency_summary
+from pipeline.bench.latency import Sweep, bench_latency, bench_targets, bench_throughput, latency_summary
 from pipeline.bench.report import artifact_rows, figures, tables, targets
 from pipeline.bench.serving import bench_quantized, bench_triton
 from pipeline.bench.timing import BATCH_SIZES, FULL, QUICK, BenchError, Plan
@@ -124,9 +124,10 @@ def run_bench(
     artifacts = Path(artifacts)
     manifest = Manifest.load(artifacts)
     names = select_models(manifest, models, quick)
-    devices = bench_devices(device)
+    runnable, not_here = bench_targets(device)
+    devices = list(dict.fromkeys(t.device for t in runnable))
     train_device = training_device(device)
-    skipped: list[str] = []
+    skipped: list[str] = list(not_here)
     failed: list[BenchError] = []
     cache = PredictorCache(manifest, threads=threads)  # threads: torch.set_num_threads and onnxruntime's
     result: dict[str, Any] = {
@@ -168,7 +169,7 @@ def run_bench(
                 failed.append(exc)
         sections[name] = time.perf_counter() - start
 
-    sweep = Sweep(manifest, names, devices, plan, cache, skipped, log)
+    sweep = Sweep(manifest, names, runnable, plan, cache, skipped, log)
     with section("latency", "1. single-example latency"):
         result["latency"] = bench_latency(sweep)
         result["latency_summary"] = latency_summary(result["latency"])

@@ -306,7 +306,7 @@ def run_export(
 ) -> tuple[parity.ParityReport, list[str]]:
     """Export, verify and publish `specs`; returns the parity report and the per-model errors.
 
-    Parity runs on the CPU and, for `device` auto or cuda[:N], on the GPU too (see parity.targets).
+    Parity runs on the CPU and, for `device` auto or cuda[:N], on the GPU too (see pipeline.runtime.targets.plan).
     `atol`/`rtol` override every format's declared tolerance. Models that fail to export or to match
     keep their previous manifest entry, if any.
     """

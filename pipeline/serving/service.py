@@ -29,10 +29,10 @@ from pipeline import formats
 from pipeline.artifacts.manifest import MANIFEST, Manifest, ManifestError, ModelEntry
 from pipeline.artifacts.tensors import NUMPY_DTYPES, Batch, dtype, pack, shape
 from pipeline.errors import one_line
-from pipeline.runtime.devices import cuda_status
 from pipeline.runtime.inputs import InputError, parse_features, parse_inputs
 from pipeline.runtime.parity import compare as compare_values
 from pipeline.runtime.predictor import DEVICES, Predictor, PredictorCache, RuntimeUnavailable, check_finite
+from pipeline.runtime.targets import Target, cuda_unavailable_reason, plan
 
 log = logging.getLogger("pipeline.serving.service")
 
@@ -44,18 +44,6 @@ class Loaded:
     manifest: Manifest
     predictors: PredictorCache
     served: set[tuple[str, str, str]] = field(default_factory=set)  # (model, format, device) answered once
-
-
-def cuda_unavailable_reason() -> str | None:
-    """Why CUDA cannot be picked here, or None where a runtime can use a GPU (pipeline.runtime.devices.cuda_status)."""
-    reasons = {}
-    for name, runtime in formats.RUNTIMES.items():
-        if formats.CUDA in runtime.devices:
-            ok, why = cuda_status(name)
-            if ok:
-                return None
-            reasons.setdefault(why, []).append(name)
-    return "; ".join(f"{', '.join(names)}: {why}" for why, names in reasons.items())
 
 
 # ---- what the answer should be: the task's true function, declared in the catalog ------------------
@@ -143,27 +131,10 @@ def class_labels(entry: ModelEntry, outputs: dict[str, list[float]]) -> dict[str
     return labels
 
 
-def compare_targets(entry: ModelEntry, device: str) -> list[tuple[str, str, str, str | None]]:
-    """(format, runtime, device, why it cannot run or None) for every artifact of `entry` and every runtime
-    pipeline/formats.py declares for it. cpu: all on the CPU; auto: also on CUDA where the runtime can use a
-    GPU here; cuda[:N]: on the GPU (a runtime that cannot is a row with its reason), CPU-only runtimes on the CPU.
-    """
-    rows = []
-    for spec in formats.FORMATS.values():
-        if spec.artifact_kind not in entry.artifacts:
-            continue
-        for load in spec.loaders:
-            runtime, gpu = load.runtime.name, formats.CUDA in load.runtime.devices
-            if device == formats.CPU or (not gpu and device != "auto"):
-                rows.append((spec.name, runtime, formats.CPU, None))
-            elif device == "auto":
-                rows.append((spec.name, runtime, formats.CPU, None))
-                if gpu and cuda_status(runtime)[0]:
-                    rows.append((spec.name, runtime, formats.CUDA, None))
-            else:
-                ok, why = cuda_status(runtime)
-                rows.append((spec.name, runtime, device, None if ok else why))
-    return rows
+def compare_targets(entry: ModelEntry, device: str) -> list[Target]:
+    """The targets of pipeline.runtime.targets.plan for `device` whose artifact `entry` has: what parity
+    checks on that device, plus the reference itself."""
+    return [t for t in plan(device).targets if formats.get(t.format).artifact_kind in entry.artifacts]
 
 
 def _choice(value: Any, default: str = "") -> str:
@@ -325,12 +296,12 @@ class Service:
         self,
         loaded: Loaded,
         model: str,
-        target: tuple[str, str, str, str | None],
+        target: Target,
         batch: np.ndarray,
         reference: dict[str, np.ndarray] | None,
         ref_reason: str | None,
     ) -> dict:
-        fmt, runtime, device, unavailable = target
+        fmt, runtime, device, unavailable = target.format, target.runtime, target.device, target.unavailable
         spec = formats.get(fmt)
         row: dict[str, Any] = {
             "format": fmt,
