@@ -560,6 +560,10 @@ BAD_PAIRS = [  # (inputs, message)
         f"{PAIR}: 'data' holds a value that is not a whole number (datatype INT64)",
     ),
     ([{**TOKENS, "data": [1, 2, 3, 4, 5, 2**63]}, MASK], f"{PAIR}: a value is beyond INT64's range"),
+    (
+        [{**TOKENS, "data": [1, 2, 3, 4, 5, "6"]}, MASK],
+        f"{PAIR}: 'data' holds \"6\", which is not a number (datatype INT64)",
+    ),
     ([{**TOKENS, "data": [1, 2, 3, 4, 5, 10]}, MASK], f"{PAIR} holds a value outside [0, 10)"),
     ([{**TOKENS, "data": [-1, 2, 3, 4, 5, 6]}, MASK], f"{PAIR} holds a value outside [0, 10)"),
     ([{**TOKENS, "shape": [1, 3], "data": [1, 2, 3]}, MASK], "the inputs of pair have different batch sizes"),

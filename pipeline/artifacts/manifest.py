@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.artifacts.fileio import sha256_file
-from pipeline.artifacts.tensors import NUMPY_DTYPES as DTYPES
+from pipeline.artifacts.tensors import dtype
+from pipeline.dtypes import DEFAULT_DTYPE, DTYPES
 from pipeline.errors import UserError
 from pipeline.formats import ARTIFACT_KINDS
 from pipeline.formats import FORMATS as FORMAT_SPECS
@@ -80,7 +81,7 @@ class ModelEntry:
     def flat(self) -> bool:
         """Whether the model takes one float32 row of features, as every seed model does."""
         t = self.input
-        return len(self.inputs) == 1 and len(t["shape"]) == 2 and t.get("dtype", "float32") == "float32"
+        return len(self.inputs) == 1 and len(t["shape"]) == 2 and dtype(t) == DEFAULT_DTYPE
 
     @property
     def output_names(self) -> list[str]:
@@ -182,8 +183,7 @@ def _model_entry(root: Path, name: str, entry: Any, where: str) -> ModelEntry:
             or not isinstance(spec.get("shape"), list)
             or len(spec["shape"]) < 2
             or not all(isinstance(d, int) and 0 < d < 2**31 for d in spec["shape"][1:])
-            or not isinstance(spec.get("dtype", "float32"), str)
-            or spec.get("dtype", "float32") not in DTYPES
+            or dtype(spec) not in DTYPES
         ):
             raise ManifestError(f"{where}: model {name!r} has a malformed input or output spec")
     if not inputs:

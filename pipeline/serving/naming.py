@@ -28,6 +28,8 @@ from typing import Any
 
 from pipeline import formats
 from pipeline.artifacts.manifest import ManifestError, ModelEntry
+from pipeline.artifacts.tensors import dtype
+from pipeline.dtypes import DTYPES
 
 VERSION = "1"  # each model has one version directory; a new export rewrites the repository
 MAX_BATCH_SIZE = 1024  # the largest batch Triton (and the demo's OIP routes) accept per request
@@ -35,13 +37,6 @@ PYTHON_BACKEND = "python"  # Triton's backend that runs a model.py in a stub pro
 TRITON_FORMATS: dict[str, formats.TritonPlatform] = {
     name: formats.get(name).triton
     for name in formats.TRITON_FORMATS  # type: ignore[misc]
-}
-DATA_TYPES = {  # manifest dtype -> (ModelConfig data type, Open Inference Protocol datatype)
-    "float32": ("TYPE_FP32", "FP32"),
-    "float16": ("TYPE_FP16", "FP16"),
-    "float64": ("TYPE_FP64", "FP64"),
-    "int64": ("TYPE_INT64", "INT64"),
-    "int32": ("TYPE_INT32", "INT32"),
 }
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
@@ -124,11 +119,11 @@ def tensor_dims(spec: dict[str, Any], where: str) -> list[int]:
 
 def data_type(spec: dict[str, Any], where: str) -> tuple[str, str]:
     """(ModelConfig data type, Open Inference Protocol datatype) of a manifest tensor spec."""
-    dtype = spec.get("dtype", "float32")
-    if dtype not in DATA_TYPES:
+    kind = dtype(spec)
+    if kind not in DTYPES:
         name = spec.get("name")
-        raise ManifestError(f"{where}: tensor {name!r} has dtype {dtype!r}, which is not mapped to a Triton type")
-    return DATA_TYPES[dtype]
+        raise ManifestError(f"{where}: tensor {name!r} has dtype {kind!r}, which is not mapped to a Triton type")
+    return DTYPES[kind].triton, DTYPES[kind].oip
 
 
 def model_config(

@@ -29,10 +29,10 @@ import numpy as np
 
 from pipeline import formats
 from pipeline.artifacts.manifest import Manifest, ManifestError, ModelEntry
+from pipeline.artifacts.tensors import dtype_of
 from pipeline.serving.naming import MAX_BATCH_SIZE, VERSION, data_type, tensor_dims, tensor_names, triton_model_name
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
-DATATYPE = "FP32"  # the datatype of every seed model's tensors; others declare theirs (pipeline/serving/triton.py)
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 MAX_NESTING = 8  # levels of nested lists a tensor's "data" may use
 # The most bytes one FP32 value takes in a JSON request, separator included: tritonclient writes
@@ -257,7 +257,7 @@ def requested_format(req: dict[str, Any], target: Target) -> str:
     return fmt  # the bare name keeps the manifest's tensor names whatever the format
 
 
-def _flat_numbers(data: Any, where: str, depth: int = 0) -> list[Any]:
+def _flat_numbers(data: Any, where: str, datatype: str, depth: int = 0) -> list[Any]:
     """`data` (a flat or nested JSON array) as one flat list of numbers, or OIPError."""
     if not isinstance(data, list):
         raise OIPError(400, f"{where}: 'data' must be a JSON array of numbers")
@@ -268,12 +268,12 @@ def _flat_numbers(data: Any, where: str, depth: int = 0) -> list[Any]:
     flat: list[Any] = []
     for v in data:
         if isinstance(v, list):
-            flat.extend(_flat_numbers(v, where, depth + 1))
+            flat.extend(_flat_numbers(v, where, datatype, depth + 1))
         elif type(v) in _NUMBER:
             flat.append(v)
         else:
             shown = json.dumps(v)[:20]
-            raise OIPError(400, f"{where}: 'data' holds {shown}, which is not a number (datatype {DATATYPE})")
+            raise OIPError(400, f"{where}: 'data' holds {shown}, which is not a number (datatype {datatype})")
     return flat
 
 
@@ -304,10 +304,10 @@ def _from_json(tensor: dict[str, Any], where: str, shape: list[int], spec: dict[
     if "data" not in tensor:
         raise OIPError(400, f"{where} has no 'data'")
     count = math.prod(shape)
-    flat = _flat_numbers(tensor["data"], where)
+    flat = _flat_numbers(tensor["data"], where, datatype)
     if len(flat) != count:
         raise OIPError(400, f"{where} has {len(flat)} values in 'data'; shape {shape} needs {count}")
-    if spec.get("dtype", "float32") == "int64":
+    if dtype_of(spec).whole:
         if not all(isinstance(v, int) or (isinstance(v, float) and v.is_integer()) for v in flat):
             raise OIPError(400, f"{where}: 'data' holds a value that is not a whole number (datatype {datatype})")
         try:
@@ -368,7 +368,7 @@ def input_batch(req: dict[str, Any], target: Target, binary: bytes) -> Any:
             raise OIPError(400, f"{where} has datatype {tensor.get('datatype')!r}; expected {datatype!r}")
         shape = _shape(tensor, where, tensor_dims(spec, where), target.max_batch, target.entry.name)
         count = math.prod(shape)
-        dtype = np.dtype(np.int64 if spec.get("dtype", "float32") == "int64" else np.float32).newbyteorder("<")
+        dtype = dtype_of(spec).wire()
         params = tensor.get("parameters") or {}
         if not isinstance(params, dict):
             raise OIPError(400, f"{where}: 'parameters' must be a JSON object")
@@ -452,7 +452,7 @@ def encode_reply(
     for index, name, binary in wanted:
         spec = target.entry.outputs[index]
         datatype = data_type(spec, target.name)[1]
-        out = np.ascontiguousarray(outputs[index], dtype="<i8" if datatype == "INT64" else "<f4")
+        out = np.ascontiguousarray(outputs[index], dtype=dtype_of(spec).wire())
         tensor: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(out.shape)}
         if binary:
             blob = out.tobytes()

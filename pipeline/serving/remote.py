@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.artifacts.manifest import ModelEntry
-from pipeline.artifacts.tensors import NUMPY_DTYPES, OIP_DATATYPES, dtype, feeds, shape
+from pipeline.artifacts.tensors import dtype_of, feeds, numpy_dtype, shape
 from pipeline.runtime.inputs import InputError
 from pipeline.runtime.predictor import NotServed, Predictor, RuntimeUnavailable
 from pipeline.serving.naming import TRITON_FORMATS, served_names, tensor_names
@@ -63,8 +63,8 @@ def load_remote_predictor(entry: ModelEntry, fmt: str, url: str) -> Predictor:
         raise NotServed(f"{url} does not serve {' or '.join(names)}: {refusals[0]}")
     got_in = [(t.get("name"), t.get("datatype"), list(t.get("shape", []))) for t in meta.get("inputs", [])]
     got_out = {t.get("name"): t.get("datatype") for t in meta.get("outputs", [])}
-    want_in = [(n, OIP_DATATYPES[dtype(t)], [-1, *shape(t)]) for n, t in zip(in_names, entry.inputs, strict=True)]
-    want_out = {n: OIP_DATATYPES[dtype(t)] for n, t in zip(out_names, entry.outputs, strict=True)}
+    want_in = [(n, dtype_of(t).oip, [-1, *shape(t)]) for n, t in zip(in_names, entry.inputs, strict=True)]
+    want_out = {n: dtype_of(t).oip for n, t in zip(out_names, entry.outputs, strict=True)}
     if got_in != want_in or any(got_out.get(n) != d for n, d in want_out.items()):
         raise RuntimeUnavailable(
             f"{url} serves {name} with inputs {got_in} and outputs {sorted(got_out)}; the manifest "
@@ -77,8 +77,8 @@ def load_remote_predictor(entry: ModelEntry, fmt: str, url: str) -> Predictor:
     def run_batch(x: Any) -> Sequence[np.ndarray]:
         tensors = []
         for n, t, a in zip(in_names, entry.inputs, feeds(entry.input_names, x), strict=True):
-            tensor = httpclient.InferInput(n, list(a.shape), OIP_DATATYPES[dtype(t)])
-            tensor.set_data_from_numpy(np.ascontiguousarray(a, dtype=NUMPY_DTYPES[dtype(t)]), binary_data=True)
+            tensor = httpclient.InferInput(n, list(a.shape), dtype_of(t).oip)
+            tensor.set_data_from_numpy(np.ascontiguousarray(a, dtype=numpy_dtype(t)), binary_data=True)
             tensors.append(tensor)
         result = client().infer(name, tensors)  # no outputs named: all of them, as binary tensors
         return [result.as_numpy(n) for n in served]

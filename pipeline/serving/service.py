@@ -27,7 +27,7 @@ import numpy as np
 
 from pipeline import formats
 from pipeline.artifacts.manifest import MANIFEST, Manifest, ManifestError, ModelEntry
-from pipeline.artifacts.tensors import NUMPY_DTYPES, Batch, dtype, pack, shape
+from pipeline.artifacts.tensors import Batch, numpy_dtype, pack, shape
 from pipeline.errors import one_line
 from pipeline.runtime.inputs import InputError, parse_features, parse_inputs
 from pipeline.runtime.parity import compare as compare_values
@@ -113,8 +113,7 @@ def example_batch(entry: ModelEntry, given: Any) -> tuple[Batch, list[float] | N
         return np.asarray([values], dtype=np.float32), values
     parsed = parse_inputs(given, entry.name, entry.inputs)
     arrays = {
-        t["name"]: np.asarray([parsed[t["name"]]], dtype=NUMPY_DTYPES[dtype(t)]).reshape(1, *shape(t))
-        for t in entry.inputs
+        t["name"]: np.asarray([parsed[t["name"]]], dtype=numpy_dtype(t)).reshape(1, *shape(t)) for t in entry.inputs
     }
     return pack(entry.inputs, arrays), None
 
