@@ -37,6 +37,7 @@ import gradio as gr
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from demo.api import SESSION_HASH, api_paths, api_router
+from pipeline.errors import Refused
 from pipeline.serving.oip import MAX_BODY_BYTES as OIP_MAX_BODY_BYTES
 from pipeline.serving.oip import oip_router
 from pipeline.serving.service import Service
@@ -67,14 +68,6 @@ UPLOAD_ROUTES = frozenset({"/gradio_api/upload"})
 # Gradio's /run route under this name, which no API function has.
 PAGE_RUN_PATH = "/gradio_api/run/page"
 HEARTBEAT = re.compile(r"/gradio_api/heartbeat/(.*)")
-
-
-class Refused(Exception):
-    """A request answered by RequestLimits itself."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status, self.message = status, message
 
 
 def _check_session(value: Any, where: str) -> None:

@@ -13,8 +13,8 @@ import pytest
 
 from pipeline import formats
 from pipeline.artifacts.manifest import Manifest
+from pipeline.errors import Refused
 from pipeline.serving import oip_protocol as p
-from pipeline.serving.oip_protocol import OIPError
 
 
 def _tensor(name, width):
@@ -57,8 +57,8 @@ def _req(data=None, shape=(1, 2), name="x", datatype="FP32", **extra):
 
 
 def fails(status, call, *args):
-    """The message of the OIPError `call(*args)` raises, after checking its status."""
-    with pytest.raises(OIPError) as info:
+    """The message of the Refused `call(*args)` raises, after checking its status."""
+    with pytest.raises(Refused) as info:
         call(*args)
     assert info.value.status == status, info.value.message
     assert str(info.value) == info.value.message and "\n" not in info.value.message

@@ -14,7 +14,6 @@ import pytest
 from pipeline import formats
 from pipeline.artifacts.manifest import Manifest, ManifestError
 from pipeline.catalog import CATALOG
-from pipeline.export import quantize
 from pipeline.runtime import parity
 from pipeline.runtime.parity import TOLERANCE, compare
 from pipeline.runtime.predictor import load_predictor
@@ -207,20 +206,6 @@ def test_the_manifest_refuses_a_malformed_not_applicable(manifest, artifacts, da
     raw["models"]["linear_3x"]["not_applicable"] = damage
     with pytest.raises(ManifestError, match="malformed 'not_applicable'"):
         Manifest.from_dict(artifacts, raw)
-
-
-def test_measure_gives_size_latency_and_deviation_for_onnx_and_both_derived_formats(manifest):
-    rows = quantize.measure(manifest, ["two_layer_net", "linear_3x"], seconds=0.02)
-    got = {(r["model"], r["format"]): r for r in rows}
-    assert set(got) == {("two_layer_net", f) for f in ("onnx", INT8, FP16)} | {("linear_3x", f) for f in ("onnx", FP16)}
-    for (model, fmt), row in got.items():
-        assert row["bytes"] == manifest.model(model).artifact(fmt).bytes
-        assert row["p50_ms_b1"] > 0 and row["p50_ms_b64"] > 0
-        assert row["max_frac"] <= (formats.get(fmt).scale or 1e-4), (model, fmt, row)
-    assert got[("two_layer_net", "onnx")]["max_frac"] < got[("two_layer_net", FP16)]["max_frac"]
-    assert got[("two_layer_net", FP16)]["max_frac"] < got[("two_layer_net", INT8)]["max_frac"]
-    table = quantize.measure_table(rows, markdown=True)
-    assert table.count("\n") == len(rows) + 1 and "| two_layer_net | onnx-int8 |" in table
 
 
 def test_parity_rows_carry_the_derived_tolerance(manifest):

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 from pipeline.artifacts.manifest import Manifest
+from pipeline.bench.http import measure_oip
 from pipeline.runtime.parity import DEFAULT_ATOL, DEFAULT_RTOL, compare, parity_inputs, verify
 from pipeline.runtime.predictor import NotServed, load_predictor
 from pipeline.serving.naming import (
@@ -36,7 +37,7 @@ from pipeline.serving.naming import (
 )
 from pipeline.serving.naming import TRITON_FORMATS as PLATFORMS
 from pipeline.serving.triton import build_repository
-from pipeline.serving.triton_server import TritonServerError, find_env, measure_oip, start_server
+from pipeline.serving.triton_server import TritonServerError, find_env, start_server
 
 from .demo_server import ROOT, free_port, running_demo
 

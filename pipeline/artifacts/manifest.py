@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from pipeline.formats import FORMATS as FORMAT_SPECS
 MANIFEST = "manifest.json"
 PARITY = "parity.json"
 SCHEMA = 1
+ALL = "all"  # the --models value that means every model
 FORMATS = ARTIFACT_KINDS  # the artifact kinds a manifest may list, declared in pipeline/formats.py
 
 
@@ -100,6 +102,15 @@ class ModelEntry:
         return self.artifacts[fmt]
 
 
+def model_names(models: str | Sequence[str] | None) -> list[str] | None:
+    """The names a --models value lists ('a, b' or a list), or None for every model ('all' or None)."""
+    if models is None or models == ALL or (not isinstance(models, str) and list(models) == [ALL]):
+        return None
+    if isinstance(models, str):
+        return [n.strip() for n in models.split(",") if n.strip()]
+    return list(models)
+
+
 @dataclass(frozen=True)
 class Manifest:
     """A loaded, validated manifest bound to its artifacts directory."""
@@ -139,6 +150,17 @@ class Manifest:
         if not isinstance(name, str) or name not in self.models:
             raise ManifestError(f"unknown model {name!r}; expected one of: {', '.join(self.models)}")
         return self.models[name]
+
+    def select(self, models: str | Sequence[str] | None) -> list[str]:
+        """The models of a --models value ('all', 'a,b' or a list; model_names), in manifest order; ManifestError
+        naming the models there are for an unknown one or none."""
+        names = model_names(models)
+        if names is None:
+            return list(self.models)
+        if not names:
+            raise ManifestError(f"no model named; expected 'all' or some of: {', '.join(self.models)}")
+        wanted = {self.model(n).name for n in names}
+        return [name for name in self.models if name in wanted]
 
     def path_of(self, rel: str) -> Path:
         """Absolute path of a manifest-relative path, refused if it leaves the artifacts directory."""

@@ -7,9 +7,9 @@ what could not run listed under "skipped" in DIR/bench.json with the reason, in 
   predictor, its bare call from the same load, and the NumPy floor;
 - artifacts (report.py): each exported file's size and largest parity deviation, from the manifest;
 - tuning (tuning.py): the settings that are ours to choose, side by side on one model;
-- quantized (serving.py): each derived ONNX format's size, latency and deviation beside its source;
+- quantized (quantized.py): each derived ONNX format's size, latency and deviation beside its source;
 - http, cold_start (http.py): the demo started in a child process, then its routes under load;
-- triton (serving.py): the demo's OIP routes against the real Triton server, the same model and tensors;
+- triton (triton.py): the demo's OIP routes against the real Triton server, the same model and tensors;
 - training, device_timing (training.py): trainer against a seed-style loop, train/export wall time,
   and seed 004 §10.8's matrix product;
 - targets (report.py): each goal, the figure it is judged on and whether it is met.
@@ -31,16 +31,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from pipeline import catalog, formats
+from pipeline import formats
 from pipeline.artifacts.fileio import atomic_write_json
-from pipeline.artifacts.manifest import Manifest
+from pipeline.artifacts.manifest import Manifest, model_names
 from pipeline.bench import roles
 from pipeline.bench.http import HTTP_CLIENTS, HTTP_FORMATS, bench_demo
 from pipeline.bench.latency import Sweep, bench_latency, bench_targets, bench_throughput, latency_summary
+from pipeline.bench.quantized import bench_quantized
 from pipeline.bench.report import artifact_rows, figures, tables, targets
-from pipeline.bench.serving import bench_quantized, bench_triton
 from pipeline.bench.timing import BATCH_SIZES, FULL, QUICK, BenchError, Plan
 from pipeline.bench.training import bench_device_timing, bench_training, bench_walls
+from pipeline.bench.triton import bench_triton
 from pipeline.bench.tuning import bench_tuning
 from pipeline.errors import one_line
 from pipeline.runtime.devices import cuda_status, resolve_torch_device
@@ -54,8 +55,8 @@ BENCH_JSON = "bench.json"
 
 def select_models(manifest: Manifest, models: str, quick: bool) -> list[str]:
     """The models to measure: 'all' (the manifest's; with --quick, the ones the goals name) or a,b,c."""
-    if models != "all":
-        return [manifest.model(spec.name).name for spec in catalog.select(models)]
+    if model_names(models) is not None:
+        return manifest.select(models)
     return roles.quick_models(manifest) if quick else list(manifest.models)
 
 

@@ -17,7 +17,6 @@ What starting the wheel's server by hand takes (each one a silent failure when m
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import ctypes
 import json
@@ -29,7 +28,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -40,6 +38,7 @@ from typing import Any
 
 from pipeline.artifacts.fileio import atomic_write
 from pipeline.errors import UserError
+from pipeline.serving.launch import free_port
 
 TRITON_ENV = Path(".venv-triton")  # `make triton-env` makes it; PIPELINE_TRITON_ENV or --triton-env moves it
 HOST = "127.0.0.1"  # loopback only: the server has no authentication
@@ -127,13 +126,6 @@ def backend_directory(env: TritonEnv) -> Path:
         if not target.exists() or target.stat().st_size != src.stat().st_size:
             atomic_write(target, lambda tmp, src=src: shutil.copy2(src, tmp))
     return dest
-
-
-def free_port(host: str = HOST) -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 def _check_port(host: str, port: int) -> None:
@@ -299,72 +291,7 @@ def start_server(
         raise
 
 
-# ---- Open Inference Protocol latency and throughput (the demo's routes or Triton), for the benchmarks ----
-
-
-def measure_oip(url: str, model: str, clients: int = 1, seconds: float = 3.0) -> dict[str, float]:
-    """{p50_ms, throughput}: `clients` threads each sending one-example requests to `model` at `url`.
-
-    `model` is the Triton model name (e.g. adder_mynet_onnx, or adder_mynet_onnx_python); the input is
-    zeros of the width the server's metadata gives, sent as a binary tensor through tritonclient, as
-    the remote runtime sends it. Throughput is requests per second over all clients.
-    """
-    import numpy as np
-    import tritonclient.http as httpclient
-
-    address = url.split("://", 1)[1].rstrip("/")
-    with httpclient.InferenceServerClient(address) as probe:
-        meta = probe.get_model_metadata(model)
-    spec = meta["inputs"][0]
-    x = np.zeros([1, *spec["shape"][1:]], dtype=np.float32)
-    latencies: list[list[float]] = [[] for _ in range(clients)]
-    warmed = threading.Barrier(clients + 1)
-    go = threading.Event()
-    deadline = [0.0]
-
-    def worker(i: int) -> None:
-        with httpclient.InferenceServerClient(address) as client:
-            tensor = httpclient.InferInput(spec["name"], list(x.shape), spec["datatype"])
-            tensor.set_data_from_numpy(x, binary_data=True)
-            client.infer(model, [tensor])  # a warm-up call (connection, first run), not counted
-            warmed.wait()
-            go.wait()
-            while time.perf_counter() < deadline[0]:
-                t0 = time.perf_counter()
-                client.infer(model, [tensor])
-                latencies[i].append(time.perf_counter() - t0)
-
-    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(clients)]
-    for t in threads:
-        t.start()
-    warmed.wait()
-    began = time.perf_counter()
-    deadline[0] = began + seconds
-    go.set()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - began
-    every = [v for per in latencies for v in per]
-    return {"p50_ms": float(np.median(every) * 1000) if every else float("nan"), "throughput": len(every) / elapsed}
-
-
-# ---- `python -m pipeline triton-serve` ------------------------------------------------------------------
-
-
-def register_cli(command: Any, artifacts_default: Path) -> None:
-    """Add `triton-serve` through the CLI's `command(name, summary) -> ArgumentParser`."""
-    p = command("triton-serve", "serve the models on the real Triton server (Python backend) on 127.0.0.1")
-    p.add_argument("--models", default="all", help="'all' or comma-separated catalog names")
-    p.add_argument("--artifacts", type=Path, default=artifacts_default, help="artifacts directory")
-    p.add_argument("--repository", type=Path, default=None, help="model repository (default: ARTIFACTS/triton)")
-    p.add_argument("--port", type=int, default=8000, help="HTTP port on 127.0.0.1")
-    p.add_argument(
-        "--triton-env",
-        type=Path,
-        default=None,
-        help="the environment `make triton-env` made (default: $PIPELINE_TRITON_ENV, else .venv-triton)",
-    )
-    p.set_defaults(func=cmd_triton_serve)
+# ---- `python -m pipeline triton-serve` (its options are declared in pipeline/cli.py) ----------------------
 
 
 def _repository_for(artifacts: Path, repository: Path, names: list[str]) -> None:
@@ -382,33 +309,28 @@ def _repository_for(artifacts: Path, repository: Path, names: list[str]) -> None
         print(f"built the Triton model repository {repository}/")
 
 
-def cmd_triton_serve(args: argparse.Namespace) -> int:
-    """Serve the Python-backend flavours of every model until Ctrl-C or SIGTERM."""
+def serve(artifacts: Path, models: str, repository: Path | None, port: int, triton_env: Path | None = None) -> None:
+    """Serve the Python-backend flavours of `models` ('all' or a,b) until Ctrl-C or SIGTERM."""
     from pipeline.artifacts.manifest import Manifest
     from pipeline.serving.naming import PYTHON_FLAVOURS, flavours_of
     from pipeline.serving.triton import TritonError
 
-    env = find_env(args.triton_env)  # first: a missing environment is the likeliest failure
-    manifest = Manifest.load(args.artifacts)
-    models = (
-        list(manifest.models)
-        if args.models == "all"
-        else [manifest.model(m.strip()).name for m in args.models.split(",") if m.strip()]
-    )
-    names = [f.model_name(m) for m in models for f in flavours_of(manifest.model(m), PYTHON_FLAVOURS)]
-    repository = args.repository or args.artifacts / "triton"
+    env = find_env(triton_env)  # first: a missing environment is the likeliest failure
+    manifest = Manifest.load(artifacts)
+    names = [f.model_name(m) for m in manifest.select(models) for f in flavours_of(manifest.model(m), PYTHON_FLAVOURS)]
+    repository = repository or artifacts / "triton"
     try:
-        _repository_for(args.artifacts, repository, names)
+        _repository_for(artifacts, repository, names)
     except TritonError as exc:
         raise TritonServerError(str(exc)) from None
-    log = args.artifacts / "triton-server.log"
+    log = artifacts / "triton-server.log"
 
     def on_sigterm(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        with start_server(repository, names, env, port=args.port, log=log) as server:
+        with start_server(repository, names, env, port=port, log=log) as server:
             print(f"Triton Inference Server {server.version} at {server.url} serving {len(names)} models:")
             print("  " + ", ".join(names))
             print(f"log: {log}; Ctrl-C or SIGTERM stops it", flush=True)
@@ -422,4 +344,3 @@ def cmd_triton_serve(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
     print("Triton stopped")
-    return 0
