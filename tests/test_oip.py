@@ -20,10 +20,11 @@ from fastapi.testclient import TestClient
 
 from demo.server import RequestLimits
 from pipeline import formats
+from pipeline.formats import TRITON_FORMATS
 from pipeline.runtime.inputs import InputError
 from pipeline.runtime.parity import compare, parity_inputs, verify
 from pipeline.runtime.predictor import PredictorCache, RuntimeUnavailable, load_predictor
-from pipeline.serving.naming import TRITON_FORMATS, model_config, tensor_names, triton_model_name
+from pipeline.serving.naming import model_config, tensor_names, triton_model_name
 from pipeline.serving.oip import oip_router
 from pipeline.serving.oip_protocol import oip_names, triton_formats_of
 from pipeline.serving.service import Service

@@ -169,7 +169,7 @@ def test_onnx_reference_runtime_refuses_damaged_file_too(artifacts_copy):
     damage(artifacts_copy / rel, "truncated")
     rerecord(artifacts_copy, rel)
     with pytest.raises(ArtifactError, match="onnx-reference") as info:
-        load_predictor(Manifest.load(artifacts_copy), VICTIM, "onnx", "onnx-reference")
+        load_predictor(Manifest.load(artifacts_copy), VICTIM, "onnx", runtime="onnx-reference")
     assert_one_line_naming(info.value, rel)
 
 
@@ -308,7 +308,7 @@ def test_onnx_external_data_outside_its_folder_is_refused(artifacts_copy, runtim
     _onnx_with_external_data(artifacts_copy / rel, location)
     rerecord(artifacts_copy, rel)
     with pytest.raises(ArtifactError) as info:
-        load_predictor(Manifest.load(artifacts_copy), VICTIM, "onnx", runtime)
+        load_predictor(Manifest.load(artifacts_copy), VICTIM, "onnx", runtime=runtime)
     assert_one_line_naming(info.value, rel)
 
 

@@ -35,7 +35,7 @@ from pipeline.serving.naming import (
     served_names,
     tensor_names,
 )
-from pipeline.serving.naming import TRITON_FORMATS as PLATFORMS
+from pipeline.serving.naming import TRITON_PLATFORMS as PLATFORMS
 from pipeline.serving.triton import build_repository
 from pipeline.serving.triton_server import TritonServerError, find_env, start_server
 

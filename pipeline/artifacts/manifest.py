@@ -18,14 +18,12 @@ from pipeline.artifacts.fileio import sha256_file
 from pipeline.artifacts.tensors import dtype
 from pipeline.dtypes import DEFAULT_DTYPE, DTYPES
 from pipeline.errors import UserError
-from pipeline.formats import ARTIFACT_KINDS
-from pipeline.formats import FORMATS as FORMAT_SPECS
+from pipeline.formats import ARTIFACT_KINDS, FORMATS
 
 MANIFEST = "manifest.json"
 PARITY = "parity.json"
 SCHEMA = 1
 ALL = "all"  # the --models value that means every model
-FORMATS = ARTIFACT_KINDS  # the artifact kinds a manifest may list, declared in pipeline/formats.py
 
 
 class ManifestError(UserError, ValueError):
@@ -91,7 +89,7 @@ class ModelEntry:
 
     def served_formats(self) -> list[str]:
         """The formats this model can be served in (its artifact is listed), in the order formats.py declares them."""
-        return [name for name, spec in FORMAT_SPECS.items() if spec.artifact_kind in self.artifacts]
+        return [name for name, spec in FORMATS.items() if spec.artifact_kind in self.artifacts]
 
     def artifact(self, fmt: str) -> Artifact:
         """The artifact of format `fmt`, or a ManifestError listing the formats this model has."""
@@ -220,13 +218,13 @@ def _model_entry(root: Path, name: str, entry: Any, where: str) -> ModelEntry:
             art = Artifact(str(item["format"]), item["path"], str(item["sha256"]), int(item["bytes"]))
         except (KeyError, TypeError, ValueError, OverflowError):
             raise ManifestError(f"{where}: model {name!r} has a malformed artifact entry") from None
-        if art.format not in FORMATS:
+        if art.format not in ARTIFACT_KINDS:
             raise ManifestError(f"{where}: model {name!r} lists unknown format {art.format!r}")
         _inside(root, art.path, where)
         artifacts[art.format] = art
     not_applicable = entry.get("not_applicable") or {}
     if not isinstance(not_applicable, dict) or not all(
-        fmt in FORMATS and fmt not in artifacts and isinstance(why, str) for fmt, why in not_applicable.items()
+        fmt in ARTIFACT_KINDS and fmt not in artifacts and isinstance(why, str) for fmt, why in not_applicable.items()
     ):
         raise ManifestError(f"{where}: model {name!r} has a malformed 'not_applicable' (format -> reason)")
     for key in ("history", "plot"):

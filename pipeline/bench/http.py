@@ -43,7 +43,7 @@ MAX_REFUSALS = 20  # predictions refused while the demo is listening but not rea
 
 
 @dataclass(frozen=True)
-class Target:
+class PredictCall:
     """One prediction to ask the demo for."""
 
     model: str
@@ -53,7 +53,7 @@ class Target:
     features: list[float]
 
 
-def gradio_predict(client: Any, base: str, target: Target, session: bool = False) -> dict[str, Any]:
+def gradio_predict(client: Any, base: str, target: PredictCall, session: bool = False) -> dict[str, Any]:
     """The demo's Gradio `predict` route as curl calls it (README), or with one session_hash per client
     connection as gradio_client sends it. Any error fails the run."""
     from pipeline.serving.client import PredictError, call_predict
@@ -69,12 +69,12 @@ def gradio_predict(client: Any, base: str, target: Target, session: bool = False
     return result
 
 
-def gradio_predict_session(client: Any, base: str, target: Target) -> dict[str, Any]:
+def gradio_predict_session(client: Any, base: str, target: PredictCall) -> dict[str, Any]:
     """gradio_predict with a session_hash."""
     return gradio_predict(client, base, target, session=True)
 
 
-def gradio_run(client: Any, base: str, target: Target) -> dict[str, Any]:
+def gradio_run(client: Any, base: str, target: PredictCall) -> dict[str, Any]:
     """Gradio's direct route for the same function: one POST /gradio_api/run/predict, no queue."""
     body = {"data": [target.model, target.format, target.device, target.features]}
     answer = client.post(base + "/gradio_api/run/predict", json=body)
@@ -86,7 +86,7 @@ def gradio_run(client: Any, base: str, target: Target) -> dict[str, Any]:
     return data[0]
 
 
-def oip_infer(client: Any, base: str, target: Target) -> dict[str, Any]:
+def oip_infer(client: Any, base: str, target: PredictCall) -> dict[str, Any]:
     """The Open Inference Protocol route: POST /v2/models/{model}/infer with a JSON tensor."""
     tensor = {
         "name": target.input_name,
@@ -105,7 +105,7 @@ def oip_infer(client: Any, base: str, target: Target) -> dict[str, Any]:
     return data
 
 
-Request = Callable[[Any, str, Target], dict[str, Any]]
+Request = Callable[[Any, str, PredictCall], dict[str, Any]]
 ROUTES: dict[str, Request] = {
     "gradio /call/predict": gradio_predict,  # the documented route (README's curl, tests/demo_server.py)
     "gradio /call/predict + session_hash": gradio_predict_session,  # what gradio_client sends
@@ -167,7 +167,7 @@ def run_clients(
 
 
 def load_test(
-    request: Request, base: str, target: Target, clients: int, requests: int
+    request: Request, base: str, target: PredictCall, clients: int, requests: int
 ) -> tuple[list[float], list[float], list[str], float]:
     """`request` to the demo from `clients` connections, `requests` calls each (run_clients):
     (latencies in s, server-side predict times in ms where the route reports them, errors, wall s)."""
@@ -218,7 +218,7 @@ def import_seconds(module: str) -> float:
     return float(proc.stdout.strip().splitlines()[-1])
 
 
-def first_prediction(target: Target) -> Callable[[Any, str], bool]:
+def first_prediction(target: PredictCall) -> Callable[[Any, str], bool]:
     """A readiness probe for pipeline.serving.launch: the demo gave `target`'s prediction (a few refusals allowed)."""
     refusals = 0
 
@@ -236,7 +236,7 @@ def first_prediction(target: Target) -> Callable[[Any, str], bool]:
     return ready
 
 
-def _row(route: str, tgt: Target, clients: int, lat: list[float], server_ms: list[float], wall: float) -> dict:
+def _row(route: str, tgt: PredictCall, clients: int, lat: list[float], server_ms: list[float], wall: float) -> dict:
     ms = np.asarray(lat) * 1e3
     row = {
         "route": route,
@@ -291,12 +291,12 @@ def bench_demo(
     return {"routes": routes, "rows": rows, "errors": "none: any failed request fails the run"}, cold
 
 
-def _target(manifest: Manifest, model: str, fmt: str) -> Target:
+def _target(manifest: Manifest, model: str, fmt: str) -> PredictCall:
     entry = manifest.model(model)
-    return Target(model, fmt, formats.CPU, entry.input["name"], [float(v) for v in entry.examples[0]])
+    return PredictCall(model, fmt, formats.CPU, entry.input["name"], [float(v) for v in entry.examples[0]])
 
 
-def answered_routes(base: str, target: Target, skipped: list[str]) -> list[str]:
+def answered_routes(base: str, target: PredictCall, skipped: list[str]) -> list[str]:
     """The primary route and every other route the demo answers (the others are skipped, with why)."""
     import httpx
 
@@ -313,7 +313,7 @@ def answered_routes(base: str, target: Target, skipped: list[str]) -> list[str]:
     return routes
 
 
-def route_rows(route: str, base: str, tgt: Target, plan: Plan, log: Callable[[str], None]) -> list[dict[str, Any]]:
+def route_rows(route: str, base: str, tgt: PredictCall, plan: Plan, log: Callable[[str], None]) -> list[dict[str, Any]]:
     """`route` for `tgt` with each of HTTP_CLIENTS concurrent clients: a row each; any failed request is an error."""
     rows = []
     for clients in HTTP_CLIENTS:

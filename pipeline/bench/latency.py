@@ -68,7 +68,8 @@ def numpy_floor(cache: PredictorCache, model: str) -> Callable[[np.ndarray], tup
     if spec.numpy_forward is None:
         return None
     fmt, runtime, device = formats.REFERENCE
-    module = cache.get(model, fmt, device, runtime).native  # the trained state_dict, read by pipeline.artifacts.weights
+    # the trained state_dict, read by pipeline.artifacts.weights
+    module = cache.get(model, fmt, runtime=runtime, device=device).native
     state = {k: v.detach().cpu().numpy().astype(np.float32) for k, v in module.state_dict().items()}
     return spec.numpy_forward(state)
 
@@ -93,7 +94,7 @@ def bench_latency(sweep: Sweep) -> list[dict[str, Any]]:
         for fmt, runtime, device in ((t.format, t.runtime, t.device) for t in targets if t.format in served):
             label = f"{model} {fmt}/{runtime} on {device}"
             try:
-                predictor = cache.get(model, fmt, device, runtime)
+                predictor = cache.get(model, fmt, runtime=runtime, device=device)
             except Exception as exc:  # noqa: BLE001 - a runtime this machine lacks is a skip, with why
                 skipped.append(f"latency {label}: {one_line(exc)}")
                 continue
@@ -173,7 +174,7 @@ def bench_throughput(sweep: Sweep) -> list[dict[str, Any]]:
         served = manifest.model(model).served_formats()
         for fmt, runtime, device in ((t.format, t.runtime, t.device) for t in targets if t.format in served):
             try:
-                predictor = cache.get(model, fmt, device, runtime)
+                predictor = cache.get(model, fmt, runtime=runtime, device=device)
             except Exception as exc:  # noqa: BLE001
                 skipped.append(f"throughput {model} {fmt}/{runtime} on {device}: {one_line(exc)}")
                 continue

@@ -37,14 +37,17 @@ def measure(manifest: Manifest, models: Sequence[str], seconds: float = 0.5) -> 
     for model in models:
         entry = manifest.model(model)
         batches = parity.parity_inputs(manifest, model)
-        reference = load_predictor(manifest, model, *formats.REFERENCE)
+        ref_format, ref_runtime, ref_device = formats.REFERENCE
+        reference = load_predictor(manifest, model, ref_format, runtime=ref_runtime, device=ref_device)
         expected = [reference.outputs(b) for b in batches]
         rng = np.random.default_rng(1)
         timing = {n: rng.standard_normal((n, len(entry.features))).astype(np.float32) for n in (1, 64)}
         for fmt in quantize.compared():
             if fmt not in entry.artifacts:
                 continue
-            predictor = load_predictor(manifest, model, fmt, formats.ONNXRUNTIME.name, formats.CPU, threads=1)
+            predictor = load_predictor(
+                manifest, model, fmt, runtime=formats.ONNXRUNTIME.name, device=formats.CPU, threads=1
+            )
             worst_abs = worst_frac = 0.0
             for batch, want in zip(batches, expected, strict=True):
                 got = predictor.outputs(batch)

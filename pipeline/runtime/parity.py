@@ -232,7 +232,7 @@ def targets(device: str = formats.CPU, remote: Sequence[str] = ()) -> tuple[list
 
 def _reference_outputs(manifest: Manifest, model: str, batches: list[Batch]) -> list[dict[str, np.ndarray]]:
     fmt, runtime, device = formats.REFERENCE
-    reference = load_predictor(manifest, model, fmt, runtime, device)
+    reference = load_predictor(manifest, model, fmt, runtime=runtime, device=device)
     return [reference.outputs(b) for b in batches]
 
 
@@ -287,7 +287,7 @@ def _check_target(
     if target.unavailable:
         return [failed(target.unavailable, UNAVAILABLE)]
     try:
-        predictor = load_predictor(manifest, model, target.format, target.runtime, target.device)
+        predictor = load_predictor(manifest, model, target.format, runtime=target.runtime, device=target.device)
     except NotServed:
         raise  # check_model decides, from what else the server serves
     except RuntimeUnavailable as exc:  # asked for (targets() skips what auto cannot run): a failure

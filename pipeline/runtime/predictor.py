@@ -189,9 +189,9 @@ def load_predictor(
     manifest: Manifest,
     model: str,
     fmt: str,
+    *,
     runtime: str | None = None,
     device: str = "cpu",
-    *,
     threads: int | None = None,
 ) -> Predictor:
     """A predictor for `model`'s `fmt` artifact on `runtime` (default: the format's first) and `device`.
@@ -264,7 +264,7 @@ class PredictorCache:
         self._predictors: dict[tuple[str, str, str | None, str], Predictor] = {}
         self._lock = threading.Lock()
 
-    def get(self, model: str, fmt: str, device: str = "cpu", runtime: str | None = None) -> Predictor:
+    def get(self, model: str, fmt: str, *, runtime: str | None = None, device: str = "cpu") -> Predictor:
         """The cached predictor, loading (and sha256-checking) it on first use."""
         key = (model, fmt, runtime, device)
         predictor = self._predictors.get(key)
@@ -272,6 +272,8 @@ class PredictorCache:
             with self._lock:
                 predictor = self._predictors.get(key)
                 if predictor is None:
-                    predictor = load_predictor(self.manifest, model, fmt, runtime, device, threads=self.threads)
+                    predictor = load_predictor(
+                        self.manifest, model, fmt, runtime=runtime, device=device, threads=self.threads
+                    )
                     self._predictors[key] = predictor
         return predictor

@@ -45,8 +45,8 @@ from pipeline.errors import Refused, UserError
 from pipeline.runtime.predictor import Predictor, RuntimeUnavailable
 from pipeline.serving import oip_protocol as protocol
 from pipeline.serving.naming import MAX_BATCH_SIZE, model_config
-from pipeline.serving.oip_protocol import HEADER_LENGTH, InferRequest, Target
-from pipeline.serving.service import Loaded, Service
+from pipeline.serving.oip_protocol import HEADER_LENGTH, InferRequest, ServedModel
+from pipeline.serving.service import Service, Snapshot
 
 log = logging.getLogger("pipeline.serving.oip")
 
@@ -73,7 +73,7 @@ class Routes:
         self.max_body_bytes, self.max_batch_size = max_body_bytes, max_batch_size
         self.heavy = asyncio.Semaphore(HEAVY_PARSES)
 
-    def resolve(self, name: str, version: str | None) -> tuple[Loaded, Target]:
+    def resolve(self, name: str, version: str | None) -> tuple[Snapshot, ServedModel]:
         """The service's current manifest and predictors, and what `name` serves in them."""
         loaded = self.service.current()
         if loaded is None:
@@ -83,7 +83,7 @@ class Routes:
         )
         return loaded, target
 
-    async def read(self, request: Request, target: Target) -> InferRequest:
+    async def read(self, request: Request, target: ServedModel) -> InferRequest:
         """The request taken apart (oip_protocol.read_request): small ones here, large ones in a thread."""
         body = await request.body()
         encoding = request.headers.get("content-encoding")
@@ -103,7 +103,7 @@ class Routes:
             log.exception("inference of %s (%s) failed", predictor.model, predictor.format)
             raise Refused(500, f"inference failed: {type(exc).__name__}: {exc}") from None
 
-    async def predictor(self, loaded: Loaded, target: Target, fmt: str) -> Predictor:
+    async def predictor(self, loaded: Snapshot, target: ServedModel, fmt: str) -> Predictor:
         """The cached predictor (loaded in a worker thread on first use), or 404 / 503 saying why not."""
         try:
             return await run_in_threadpool(self.service.predictor, loaded, target.entry.name, fmt, self.device)

@@ -45,7 +45,7 @@ _DIGITS = re.compile(rb"[0-9]{1,12}")  # ASCII digits only: str.isdigit also acc
 
 
 @dataclass(frozen=True)
-class Target:
+class ServedModel:
     """What a model name in a URL serves: a manifest model, an artifact format and tensor names."""
 
     name: str  # as the client wrote it
@@ -101,7 +101,7 @@ def resolve_target(
     default_format: str,
     max_body_bytes: int,
     max_batch: int = MAX_BATCH_SIZE,
-) -> Target:
+) -> ServedModel:
     """The model `name` (and `version`) of a URL: a manifest model on `default_format`, or Triton's
     <model>_<format> for each format Triton serves; 404 naming the models there are. Its largest batch
     is the one whose JSON request fits in `max_body_bytes`."""
@@ -129,10 +129,10 @@ def resolve_target(
     else:
         ins, outs = [t["name"] for t in entry.inputs], [t["name"] for t in entry.outputs]
     largest = max_batch_size(entry.values_per_example, max_body_bytes, max_batch)
-    return Target(name, entry, fmt, fixed, ins, outs, largest)
+    return ServedModel(name, entry, fmt, fixed, ins, outs, largest)
 
 
-def model_metadata(target: Target) -> dict[str, Any]:
+def model_metadata(target: ServedModel) -> dict[str, Any]:
     """The protocol's model metadata: name, versions, platform, tensors of shape [-1, *dims] with datatypes,
     and in parameters the largest batch a request may carry."""
     entry = target.entry
@@ -195,7 +195,7 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     return body[:n], body[n:]
 
 
-def check_json_budget(header: bytes, target: Target) -> None:
+def check_json_budget(header: bytes, target: ServedModel) -> None:
     """400 before any parsing when the JSON holds more values or arrays than a full batch of `target`
     needs: a body of millions of empty lists or numbers would take seconds and hundreds of MB to parse."""
     arrays = header.count(b"[") + header.count(b"{")
@@ -229,7 +229,7 @@ def parse_request(header: bytes) -> dict[str, Any]:
     return req
 
 
-def requested_format(req: dict[str, Any], target: Target) -> str:
+def requested_format(req: dict[str, Any], target: ServedModel) -> str:
     """The format to run: the target's, or on a bare model name any format asked for in parameters.format."""
     fmt = req.get("parameters", {}).get("format")
     if fmt is None or fmt == target.format:
@@ -327,7 +327,7 @@ def _check_binary_read(binary: bytes, offset: int) -> None:
         )
 
 
-def input_batch(req: dict[str, Any], target: Target, binary: bytes) -> Any:
+def input_batch(req: dict[str, Any], target: ServedModel, binary: bytes) -> Any:
     """The request's inputs as the model's batch: one C-contiguous array for a one-input model (float32
     (batch, features) for the seed models), else input name -> array, each of its declared dtype and shape.
     Binary tensors follow the JSON header in the order the inputs are listed."""
@@ -392,7 +392,7 @@ def input_batch(req: dict[str, Any], target: Target, binary: bytes) -> Any:
     return {t["name"]: a for t, a in zip(specs, ordered, strict=True)}  # keyed by the manifest's names
 
 
-def requested_outputs(req: dict[str, Any], target: Target) -> list[tuple[int, str, bool]]:
+def requested_outputs(req: dict[str, Any], target: ServedModel) -> list[tuple[int, str, bool]]:
     """(position, name, binary) of each output to return, in the order asked for."""
     params = req.get("parameters", {})
     default_binary = params.get("binary_data_output", False)
@@ -429,7 +429,7 @@ def requested_outputs(req: dict[str, Any], target: Target) -> list[tuple[int, st
 
 
 def encode_reply(
-    req: dict[str, Any], target: Target, outputs: list[np.ndarray], wanted: list[tuple[int, str, bool]]
+    req: dict[str, Any], target: ServedModel, outputs: list[np.ndarray], wanted: list[tuple[int, str, bool]]
 ) -> tuple[bytes, int | None]:
     """(body, JSON header length) of the inference response: the header length is None when no output is
     binary (the body is then JSON alone), else the size of the JSON header before the binary tensors."""
@@ -457,7 +457,7 @@ def encode_reply(
 
 
 def read_request(
-    body: bytes, encoding: str | None, header_length: str | None, target: Target, limit: int
+    body: bytes, encoding: str | None, header_length: str | None, target: ServedModel, limit: int
 ) -> InferRequest:
     """A whole inference request for `target`, from the body as received to the arrays to run, each step
     bounded before it starts (the body inflated to at most `limit` bytes, the JSON by check_json_budget)."""

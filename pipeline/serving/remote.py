@@ -16,9 +16,10 @@ import numpy as np
 
 from pipeline.artifacts.manifest import ModelEntry
 from pipeline.artifacts.tensors import dtype_of, feeds, numpy_dtype, shape
+from pipeline.formats import TRITON_FORMATS
 from pipeline.runtime.inputs import InputError
 from pipeline.runtime.predictor import NotServed, Predictor, RuntimeUnavailable
-from pipeline.serving.naming import TRITON_FORMATS, served_names, tensor_names
+from pipeline.serving.naming import served_names, tensor_names
 
 
 def load_remote_predictor(entry: ModelEntry, fmt: str, url: str) -> Predictor:

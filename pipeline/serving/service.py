@@ -38,7 +38,7 @@ log = logging.getLogger("pipeline.serving.service")
 
 
 @dataclass
-class Loaded:
+class Snapshot:
     """One manifest and the predictors loaded from it, replaced as a whole when the manifest changes."""
 
     manifest: Manifest
@@ -155,13 +155,13 @@ class Service:
         self.artifacts = Path(artifacts)
         self.threads = threads  # intra-op threads per runtime; None: the runtime's default
         self.error: str | None = None
-        self._loaded: Loaded | None = None
+        self._loaded: Snapshot | None = None
         self._signature: tuple[int, int, int] | None = None  # the manifest file `_loaded` was read from
         self._read = False
         self._lock = threading.Lock()
         self.current()
 
-    def current(self) -> Loaded | None:
+    def current(self) -> Snapshot | None:
         """The manifest and predictors to serve this request with, re-read if the manifest file changed;
         None (and `error` saying why) while there is no usable manifest."""
         path = self.artifacts / MANIFEST
@@ -180,7 +180,7 @@ class Service:
             except ManifestError as exc:
                 self._loaded, self.error = None, str(exc)
             else:
-                self._loaded, self.error = Loaded(manifest, PredictorCache(manifest, threads=self.threads)), None
+                self._loaded, self.error = Snapshot(manifest, PredictorCache(manifest, threads=self.threads)), None
             if self._read:
                 log.warning("manifest changed on disk: reloaded %s", path)
             self._signature, self._read = signature, True
@@ -192,7 +192,7 @@ class Service:
         loaded = self.current()
         return loaded.manifest if loaded else None
 
-    def require(self) -> Loaded:
+    def require(self) -> Snapshot:
         """The current manifest and predictors, or ManifestError saying how to create them."""
         loaded = self.current()
         if loaded is None:
@@ -203,7 +203,7 @@ class Service:
         """The current manifest's entry for `model`, or ManifestError listing the models there are."""
         return self.require().manifest.model(model.strip() if isinstance(model, str) else model)
 
-    def predictor(self, loaded: Loaded, model: str, fmt: Any, device: Any) -> Predictor:
+    def predictor(self, loaded: Snapshot, model: str, fmt: Any, device: Any) -> Predictor:
         """`model`'s `fmt` predictor on `device` from `loaded`'s cache, loaded (sha256 first) on first use.
 
         CUDA where no GPU is visible is refused here, before anything is loaded or torch imported; the
@@ -213,7 +213,7 @@ class Service:
         reason = cuda_unavailable_reason()
         if device.startswith(formats.CUDA) and reason:
             raise RuntimeUnavailable(f"device {device} is unavailable: {reason}; use cpu or auto")
-        return loaded.predictors.get(model, _choice(fmt), device)
+        return loaded.predictors.get(model, _choice(fmt), device=device)
 
     def predict(self, model: str, fmt: str, device: str, features: str | list | dict) -> dict:
         """One example through `model`'s `fmt` artifact on `device` (cpu, cuda or auto).
@@ -284,16 +284,16 @@ class Service:
         ]
 
     def _outputs(
-        self, loaded: Loaded, model: str, fmt: str, runtime: str, device: str, batch: np.ndarray
+        self, loaded: Snapshot, model: str, fmt: str, runtime: str, device: str, batch: np.ndarray
     ) -> tuple[dict[str, np.ndarray], Predictor, float]:
-        predictor = loaded.predictors.get(model, fmt, device, runtime)
+        predictor = loaded.predictors.get(model, fmt, runtime=runtime, device=device)
         start = time.perf_counter()
         outputs = predictor.outputs(batch)
         return outputs, predictor, (time.perf_counter() - start) * 1000.0
 
     def _compare_row(
         self,
-        loaded: Loaded,
+        loaded: Snapshot,
         model: str,
         target: Target,
         batch: np.ndarray,
