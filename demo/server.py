@@ -141,7 +141,9 @@ def page_event(path: str, body: bytes, skip_queue: dict[int, tuple[Accepts, ...]
 def forget_unread_sessions(page: gr.Blocks, keep: int = MAX_UNREAD_SESSIONS) -> None:
     """Gradio keeps the results of at most 2,000 sessions nobody reads (an LRU), but the ids of their events
     for ever (about 0.5 KB a session): past `keep` sessions, drop the ids of those whose results it dropped.
-    These are Gradio's internals, so read defensively: if they change, nothing is dropped."""
+
+    The one place the demo reads Gradio's private state (the page's `_queue` and two of its dicts): Gradio
+    (5.x) has no public way to bound them. Read defensively: if they change, nothing is dropped."""
     queue = getattr(page, "_queue", None)
     event_ids = getattr(queue, "pending_event_ids_session", None)
     results = getattr(queue, "pending_messages_per_session", None)

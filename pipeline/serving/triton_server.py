@@ -5,14 +5,10 @@ backend; it pins numpy<2, hence its own environment) and the CPU onnxruntime tha
 `python -m pipeline triton-serve` (`make triton-serve`) builds the repository if needed and serves
 the `<model>_onnx_python` flavour on loopback until Ctrl-C or SIGTERM.
 
-What starting the wheel's server by hand takes (each one a silent failure when missed):
-- a backend directory holding the Python backend and the stub built for the environment's Python;
-- LD_LIBRARY_PATH with the wheel's nvidia_pytriton.libs (else the stub cannot find libcudart and the
-  model load hangs) and the lib directory of the Python the environment was made from (else the stub
-  runs the system's libpython against another standard library);
-- the environment's bin first on PATH: the stub's embedded Python finds its site-packages from it;
-- SIGTERM to stop it (SIGINT from a non-interactive shell is ignored); a killed server leaves shared
-  memory regions in /dev/shm and a python_env_* folder in /tmp, which `stop` removes.
+The environment it runs in (find_env, what it takes to start the wheel's server by hand) is
+pipeline/serving/triton_env.py. SIGTERM stops it (SIGINT from a non-interactive shell is ignored); a
+killed server leaves shared memory regions in /dev/shm and a python_env_* folder in /tmp, which `stop`
+removes.
 """
 
 from __future__ import annotations
@@ -22,7 +18,6 @@ import ctypes
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -36,96 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.artifacts.fileio import atomic_write
-from pipeline.errors import UserError
 from pipeline.serving.launch import free_port
+from pipeline.serving.triton_env import TritonEnv, TritonServerError, backend_directory, find_env
 
-TRITON_ENV = Path(".venv-triton")  # `make triton-env` makes it; PIPELINE_TRITON_ENV or --triton-env moves it
 HOST = "127.0.0.1"  # loopback only: the server has no authentication
 EXIT_TIMEOUT_S = 5  # how long Triton waits for in-flight requests after SIGTERM (it stops in about 4 s)
 SHM = Path("/dev/shm")
-_PROBE = """import json, sys, sysconfig
-try:
-    import numpy, onnxruntime
-    missing = None
-except ImportError as exc:
-    missing = exc.name
-print(json.dumps({"site": sysconfig.get_paths()["purelib"], "libdir": sysconfig.get_config_var("LIBDIR"),
-                  "ldlibrary": sysconfig.get_config_var("LDLIBRARY"), "missing": missing,
-                  "version": f"{sys.version_info[0]}.{sys.version_info[1]}"}))
-"""
-
-
-class TritonServerError(UserError, RuntimeError):
-    """The server's environment is missing, its port is taken, or it did not start; one line says which."""
-
-
-@dataclass(frozen=True)
-class TritonEnv:
-    """The environment `make triton-env` makes, and where the wheel keeps the server in it."""
-
-    root: Path
-    site: Path  # its site-packages
-    python_libdir: Path  # the lib directory of the Python it was made from (libpython3.X.so)
-    python_version: str  # "3.11": picks the backend stub built for it
-
-    @property
-    def server(self) -> Path:
-        return self.site / "pytriton" / "tritonserver"
-
-    @property
-    def binary(self) -> Path:
-        return self.server / "bin" / "tritonserver"
-
-    def run_env(self) -> dict[str, str]:
-        """The server's environment variables: the traps in the module docstring, avoided."""
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
-        libs = [str(self.site / "nvidia_pytriton.libs"), str(self.python_libdir)]
-        env["LD_LIBRARY_PATH"] = os.pathsep.join(libs + [p for p in [env.get("LD_LIBRARY_PATH")] if p])
-        env["PATH"] = os.pathsep.join([str(self.root.absolute() / "bin"), env.get("PATH", "")])
-        return env
-
-
-def find_env(root: Path | str | None = None) -> TritonEnv:
-    """The Triton environment at `root` (default: $PIPELINE_TRITON_ENV or .venv-triton), checked."""
-    root = Path(root or os.environ.get("PIPELINE_TRITON_ENV") or TRITON_ENV)
-    python = root / "bin" / "python"
-    hint = "run `make triton-env`"
-    if not python.exists():
-        raise TritonServerError(f"no Triton environment at {root}: {hint}")
-    probe = subprocess.run([str(python), "-c", _PROBE], capture_output=True, text=True, timeout=120)
-    if probe.returncode != 0:
-        raise TritonServerError(f"the Python of {root} does not run ({probe.stderr.strip()[-200:]}): {hint}")
-    facts = json.loads(probe.stdout)
-    env = TritonEnv(root, Path(facts["site"]), Path(facts["libdir"]), facts["version"])
-    if not env.binary.is_file():
-        raise TritonServerError(f"{root} has no Triton server (the nvidia-pytriton wheel): {hint}")
-    if facts["missing"]:
-        raise TritonServerError(f"{root} lacks {facts['missing']}, which the Python backend's model.py needs: {hint}")
-    if not (env.python_libdir / facts["ldlibrary"]).exists() or not facts["ldlibrary"].endswith(".so"):
-        raise TritonServerError(
-            f"the Python that made {root} has no shared libpython ({facts['ldlibrary']}), which Triton's "
-            "backend stub needs: make the environment with a Python built with --enable-shared"
-        )
-    if not (env.server / "python_backend_stubs" / env.python_version).is_dir():
-        raise TritonServerError(f"the Triton wheel in {root} has no backend stub for Python {env.python_version}")
-    return env
-
-
-def backend_directory(env: TritonEnv) -> Path:
-    """A backend directory (python/: the backend, its utilities, the stub for the env's Python), made once."""
-    dest = env.root / "triton-backends"
-    wheel = env.server
-    files = [
-        wheel / "backends" / "python" / "libtriton_python.so",
-        wheel / "backends" / "python" / "triton_python_backend_utils.py",
-        wheel / "python_backend_stubs" / env.python_version / "triton_python_backend_stub",
-    ]
-    for src in files:
-        target = dest / "python" / src.name
-        if not target.exists() or target.stat().st_size != src.stat().st_size:
-            atomic_write(target, lambda tmp, src=src: shutil.copy2(src, tmp))
-    return dest
 
 
 def _check_port(host: str, port: int) -> None:
@@ -235,7 +146,6 @@ def start_server(
     load, or no answer within `timeout` s. The server is stopped again on any failure.
     """
     env = env or find_env()
-    repository = Path(repository).resolve()
     if port is None:
         port = free_port()
     _check_port(HOST, port)
@@ -245,7 +155,29 @@ def start_server(
         os.close(fd)
         log = Path(name)
     prefix = f"seed-triton-{uuid.uuid4().hex[:8]}-"
-    cmd = [
+    tmp_before = _python_envs()
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            _command(env, Path(repository).resolve(), models, port, prefix),
+            env=env.run_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches us, and we stop it with SIGTERM
+            preexec_fn=_die_with_parent() if sys.platform.startswith("linux") else None,
+        )
+    server = TritonServer(process, f"http://{HOST}:{port}", log, list(models), prefix, tmp_before, own_log)
+    try:
+        _wait_ready(server, timeout)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def _command(env: TritonEnv, repository: Path, models: list[str], port: int, shm_prefix: str) -> list[str]:
+    """tritonserver's command line: loopback HTTP only, explicit model control, our shared-memory prefix."""
+    return [
         str(env.binary),
         f"--model-repository={repository}",
         f"--backend-directory={backend_directory(env).resolve()}",
@@ -257,38 +189,26 @@ def start_server(
         *(f"--load-model={m}" for m in models),
         "--disable-auto-complete-config",  # the configs are complete; filling them in costs a second at start
         f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
-        f"--backend-config=python,shm-region-prefix-name={prefix}",  # ours to remove after a kill
+        f"--backend-config=python,shm-region-prefix-name={shm_prefix}",  # ours to remove after a kill
     ]
-    tmp_before = _python_envs()
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            cmd,
-            env=env.run_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # Ctrl-C reaches us, and we stop it with SIGTERM
-            preexec_fn=_die_with_parent() if sys.platform.startswith("linux") else None,
-        )
-    server = TritonServer(process, f"http://{HOST}:{port}", log, list(models), prefix, tmp_before, own_log)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                raise TritonServerError(_failure(server.log_text(20000), process.returncode))
-            try:
-                status, body = _get(server.url + "/v2/health/ready")
-                if status == 200:
-                    server.version = json.loads(_get(server.url + "/v2")[1]).get("version", "")
-                    return server
-            except (OSError, ValueError):
-                pass
-            if time.monotonic() > deadline:
-                raise TritonServerError(f"Triton did not become ready on {server.url} within {timeout:.0f} s")
-            time.sleep(0.05)
-    except BaseException:
-        server.stop()
-        raise
+
+
+def _wait_ready(server: TritonServer, timeout: float) -> None:
+    """Until the server answers ready (its version then read), or TritonServerError saying why not."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if server.process.poll() is not None:
+            raise TritonServerError(_failure(server.log_text(20000), server.process.returncode))
+        try:
+            status, _ = _get(server.url + "/v2/health/ready")
+            if status == 200:
+                server.version = json.loads(_get(server.url + "/v2")[1]).get("version", "")
+                return
+        except (OSError, ValueError):
+            pass
+        if time.monotonic() > deadline:
+            raise TritonServerError(f"Triton did not become ready on {server.url} within {timeout:.0f} s")
+        time.sleep(0.05)
 
 
 # ---- `python -m pipeline triton-serve` (its options are declared in pipeline/cli.py) ----------------------
