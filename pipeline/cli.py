@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from pipeline.dtypes import DEFAULT_DTYPE
 from pipeline.errors import UserError
 
 DEFAULT_ARTIFACTS = Path("artifacts")
@@ -70,7 +71,7 @@ def _parse_recipes(values: list[str], names: list[str]) -> dict[str, str]:
 
 
 def _dims(t) -> str:
-    return f"{t.name}[{','.join(map(str, t.shape))}]" + ("" if t.dtype == "float32" else f" {t.dtype}")
+    return f"{t.name}[{','.join(map(str, t.shape))}]" + ("" if t.dtype == DEFAULT_DTYPE else f" {t.dtype}")
 
 
 def cmd_list(args: argparse.Namespace) -> int:

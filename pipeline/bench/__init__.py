@@ -118,8 +118,6 @@ def run_bench(
     A section that fails is listed under "skipped" and the others still run; bench.json is written
     either way. A failed HTTP request then fails the run (BenchError), as the section promises.
     """
-    import torch
-
     plan: Plan = QUICK if quick else FULL
     started = time.perf_counter()
     artifacts = Path(artifacts)
@@ -128,10 +126,64 @@ def run_bench(
     runnable, not_here = bench_targets(device)
     devices = list(dict.fromkeys(t.device for t in runnable))
     train_device = training_device(device)
-    skipped: list[str] = list(not_here)
-    failed: list[BenchError] = []
+    result = _header(manifest, names, quick, threads)
+    log(f"bench ({'quick' if quick else 'full'}): models {', '.join(names)}; devices {', '.join(devices)}")
+    sections = Sections(log, list(not_here))
     cache = PredictorCache(manifest, threads=threads)  # threads: torch.set_num_threads and onnxruntime's
-    result: dict[str, Any] = {
+    _runtime_sections(result, sections, Sweep(manifest, names, runnable, plan, cache, sections.skipped, log))
+    del cache
+    gc.collect()
+    _serving_sections(result, sections, artifacts, manifest, names, plan, http)
+    with sections("training", "4. training"):
+        result["training"]["steps"] = bench_training(names, train_device, plan, log)
+    with sections("walls", "4. wall time of train and export"):
+        result["training"]["walls"] = bench_walls(result["roles"]["walls"], train_device, log)
+    with sections("device_timing", "6. seed 004 §10.8 device timing"):
+        result["device_timing"] = bench_device_timing(plan, log)
+    result["section_seconds"] = sections.seconds
+    result["targets"] = targets(result)
+    result["skipped"] = sections.skipped
+    result["seconds"] = time.perf_counter() - started
+    if hasattr(os, "getloadavg"):
+        result["machine"]["load_average_1m_at_end"] = os.getloadavg()[0]
+    out = Path(output) if output else artifacts / BENCH_JSON
+    atomic_write_json(out, result)
+    log("")
+    log(tables(result))
+    log(f"\nbench took {result['seconds']:.0f} s; results in {out}")
+    if sections.failed:
+        raise BenchError(f"{sections.failed[0]} (the other figures are in {out})")
+    return result
+
+
+class Sections:
+    """Runs each section, timing it; one that fails is listed under "skipped" and the others still run."""
+
+    def __init__(self, log: Callable[[str], None], skipped: list[str]) -> None:
+        self.log, self.skipped = log, skipped
+        self.failed: list[BenchError] = []  # failed HTTP requests: they fail the run once bench.json is written
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str, title: str) -> Iterator[None]:
+        self.log(title)
+        start = time.perf_counter()
+        try:
+            with quiet_torchscript():  # TorchScript is deprecated in favour of .pt2; it is measured on purpose
+                yield
+        except Exception as exc:  # noqa: BLE001 - one section's failure must not lose the others' figures
+            self.skipped.append(f"section {name}: {one_line(exc)}")
+            self.log(f"  {name} failed: {one_line(exc)}")
+            if name == "http" and isinstance(exc, BenchError):
+                self.failed.append(exc)
+        self.seconds[name] = time.perf_counter() - start
+
+
+def _header(manifest: Manifest, names: list[str], quick: bool, threads: int | None) -> dict[str, Any]:
+    """bench.json before any measurement: the command, the machine, the versions, every section empty."""
+    import torch
+
+    return {
         "command": " ".join(["python -m pipeline bench", *sys.argv[2:]]) if sys.argv[1:2] == ["bench"] else "",
         "quick": quick,
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -153,64 +205,44 @@ def run_bench(
         "device_timing": [],
         "roles": roles.roles(manifest, names, quick),
     }
-    log(f"bench ({'quick' if quick else 'full'}): models {', '.join(names)}; devices {', '.join(devices)}")
-    sections: dict[str, float] = {}
 
-    @contextlib.contextmanager
-    def section(name: str, title: str) -> Iterator[None]:
-        log(title)
-        start = time.perf_counter()
-        try:
-            with quiet_torchscript():  # TorchScript is deprecated in favour of .pt2; it is measured on purpose
-                yield
-        except Exception as exc:  # noqa: BLE001 - one section's failure must not lose the others' figures
-            skipped.append(f"section {name}: {one_line(exc)}")
-            log(f"  {name} failed: {one_line(exc)}")
-            if name == "http" and isinstance(exc, BenchError):
-                failed.append(exc)
-        sections[name] = time.perf_counter() - start
 
-    sweep = Sweep(manifest, names, runnable, plan, cache, skipped, log)
-    with section("latency", "1. single-example latency"):
+def _runtime_sections(result: dict[str, Any], sections: Sections, sweep: Sweep) -> None:
+    """Latency, throughput, tuning and the derived formats: the runtimes in this process."""
+    import torch
+
+    manifest, names, plan, log = sweep.manifest, sweep.models, sweep.plan, sweep.log
+    with sections("latency", "1. single-example latency"):
         result["latency"] = bench_latency(sweep)
         result["latency_summary"] = latency_summary(result["latency"])
         result["torch_threads"] = torch.get_num_threads()  # in effect once the predictors are loaded
-    with section("throughput", "2. batch throughput"):
+    with sections("throughput", "2. batch throughput"):
         result["throughput"] = bench_throughput(sweep)
-    with section("tuning", "tuning: settings side by side"):
+    with sections("tuning", "tuning: settings side by side"):
         tuned = result["roles"]["floor"]
         result["tuning"] = bench_tuning(manifest, tuned, plan, log) if tuned else []
-    with section("quantized", "derived ONNX formats beside their source"):
+    with sections("quantized", "derived ONNX formats beside their source"):
         result["quantized"] = bench_quantized(manifest, names, plan, log)
-    del cache
-    gc.collect()
-    if http:
-        with section("http", "3 and 5. the demo: cold start, then HTTP"):
-            result["http"], result["cold_start"] = bench_demo(artifacts, manifest, names, plan, skipped, log)
-        with section("triton", "the demo's OIP routes against the real Triton server"):
-            result["triton"] = bench_triton(artifacts, manifest, result["roles"]["http"], plan, log)
-        if "skipped" in result["triton"]:
-            skipped.append(f"triton: {result['triton']['skipped']}")
-    else:
+
+
+def _serving_sections(
+    result: dict[str, Any],
+    sections: Sections,
+    artifacts: Path,
+    manifest: Manifest,
+    names: list[str],
+    plan: Plan,
+    http: bool,
+) -> None:
+    """The demo over HTTP and its cold start, then the demo against Triton; all skipped with --skip-http."""
+    if not http:
         result["http"], result["cold_start"] = {"skipped": "--skip-http"}, {"skipped": "--skip-http"}
         result["triton"] = {"skipped": "--skip-http"}
-    with section("training", "4. training"):
-        result["training"]["steps"] = bench_training(names, train_device, plan, log)
-    with section("walls", "4. wall time of train and export"):
-        result["training"]["walls"] = bench_walls(result["roles"]["walls"], train_device, log)
-    with section("device_timing", "6. seed 004 §10.8 device timing"):
-        result["device_timing"] = bench_device_timing(plan, log)
-    result["section_seconds"] = sections
-    result["targets"] = targets(result)
-    result["skipped"] = skipped
-    result["seconds"] = time.perf_counter() - started
-    if hasattr(os, "getloadavg"):
-        result["machine"]["load_average_1m_at_end"] = os.getloadavg()[0]
-    out = Path(output) if output else artifacts / BENCH_JSON
-    atomic_write_json(out, result)
-    log("")
-    log(tables(result))
-    log(f"\nbench took {result['seconds']:.0f} s; results in {out}")
-    if failed:
-        raise BenchError(f"{failed[0]} (the other figures are in {out})")
-    return result
+        return
+    log = sections.log
+    with sections("http", "3 and 5. the demo: cold start, then HTTP"):
+        result["http"], result["cold_start"] = bench_demo(artifacts, manifest, names, plan, sections.skipped, log)
+    with sections("triton", "the demo's OIP routes against the real Triton server"):
+        result["triton"] = bench_triton(artifacts, manifest, result["roles"]["http"], plan, log)
+    if "skipped" in result["triton"]:
+        sections.skipped.append(f"triton: {result['triton']['skipped']}")

@@ -331,20 +331,9 @@ def input_batch(req: dict[str, Any], target: ServedModel, binary: bytes) -> Any:
     """The request's inputs as the model's batch: one C-contiguous array for a one-input model (float32
     (batch, features) for the seed models), else input name -> array, each of its declared dtype and shape.
     Binary tensors follow the JSON header in the order the inputs are listed."""
-    inputs = req.get("inputs")
+    inputs = _named_inputs(req, target)
     specs = target.entry.inputs
     want = target.inputs
-    if not isinstance(inputs, list) or not inputs:
-        raise Refused(400, f"the request has no 'inputs' list; {target.name} takes input {', '.join(map(repr, want))}")
-    if len(inputs) != len(want) or not all(isinstance(t, dict) for t in inputs):
-        if len(want) == 1:
-            raise Refused(400, f"{target.name} takes exactly one input, {want[0]!r}; got {len(inputs)}")
-        raise Refused(400, f"{target.name} takes {len(want)} inputs, {', '.join(map(repr, want))}; got {len(inputs)}")
-    for tensor in inputs:
-        if tensor.get("name") not in want:
-            got = tensor.get("name")
-            expected = want[0] if len(want) == 1 else " and ".join(map(repr, want))
-            raise Refused(400, f"unexpected input {got!r} for model {target.name!r}; expected {expected!r}")
     arrays: dict[str, np.ndarray] = {}
     offset = 0
     for tensor in inputs:  # the binary data is in the request's order
@@ -355,26 +344,12 @@ def input_batch(req: dict[str, Any], target: ServedModel, binary: bytes) -> Any:
         if tensor.get("datatype") != datatype:
             raise Refused(400, f"{where} has datatype {tensor.get('datatype')!r}; expected {datatype!r}")
         shape = _shape(tensor, where, tensor_dims(spec, where), target.max_batch, target.entry.name)
-        count = math.prod(shape)
-        dtype = dtype_of(spec).wire()
         params = tensor.get("parameters") or {}
         if not isinstance(params, dict):
             raise Refused(400, f"{where}: 'parameters' must be a JSON object")
         if "binary_data_size" in params:
-            size = params["binary_data_size"]
-            last = tensor is inputs[-1]
-            if size != count * dtype.itemsize or offset + size > len(binary) or (last and offset + size != len(binary)):
-                raise Refused(
-                    400,
-                    f"{where}: binary_data_size is {size!r} with {len(binary) - offset} bytes of binary "
-                    f"data; expected {count * dtype.itemsize} bytes ({count} {datatype} values)",
-                )
-            arr = (
-                np.frombuffer(binary[offset : offset + size], dtype=dtype)
-                .reshape(shape)
-                .astype(dtype.newbyteorder("="))
-            )
-            offset += size
+            arr = _from_binary(binary, offset, params["binary_data_size"], tensor is inputs[-1], where, shape, spec)
+            offset += params["binary_data_size"]
         else:
             arr = _from_json(tensor, where, shape, spec)
         if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
@@ -390,6 +365,39 @@ def input_batch(req: dict[str, Any], target: ServedModel, binary: bytes) -> Any:
     if len(ordered) == 1:
         return ordered[0]
     return {t["name"]: a for t, a in zip(specs, ordered, strict=True)}  # keyed by the manifest's names
+
+
+def _named_inputs(req: dict[str, Any], target: ServedModel) -> list[dict[str, Any]]:
+    """The request's 'inputs': one object per input the model takes, each named as the model names it."""
+    inputs = req.get("inputs")
+    want = target.inputs
+    if not isinstance(inputs, list) or not inputs:
+        raise Refused(400, f"the request has no 'inputs' list; {target.name} takes input {', '.join(map(repr, want))}")
+    if len(inputs) != len(want) or not all(isinstance(t, dict) for t in inputs):
+        if len(want) == 1:
+            raise Refused(400, f"{target.name} takes exactly one input, {want[0]!r}; got {len(inputs)}")
+        raise Refused(400, f"{target.name} takes {len(want)} inputs, {', '.join(map(repr, want))}; got {len(inputs)}")
+    for tensor in inputs:
+        if tensor.get("name") not in want:
+            got = tensor.get("name")
+            expected = want[0] if len(want) == 1 else " and ".join(map(repr, want))
+            raise Refused(400, f"unexpected input {got!r} for model {target.name!r}; expected {expected!r}")
+    return inputs
+
+
+def _from_binary(
+    binary: bytes, offset: int, size: Any, last: bool, where: str, shape: list[int], spec: dict[str, Any]
+) -> np.ndarray:
+    """The `size` bytes at `offset` of the binary data as the input's array; the last input must take the rest."""
+    dtype = dtype_of(spec).wire()
+    count = math.prod(shape)
+    if size != count * dtype.itemsize or offset + size > len(binary) or (last and offset + size != len(binary)):
+        raise Refused(
+            400,
+            f"{where}: binary_data_size is {size!r} with {len(binary) - offset} bytes of binary "
+            f"data; expected {count * dtype.itemsize} bytes ({count} {dtype_of(spec).oip} values)",
+        )
+    return np.frombuffer(binary[offset : offset + size], dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
 
 
 def requested_outputs(req: dict[str, Any], target: ServedModel) -> list[tuple[int, str, bool]]:
