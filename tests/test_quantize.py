@@ -58,16 +58,6 @@ def test_the_scale_term_defaults_to_zero_and_float32_formats_declare_zero():
         assert formats.get(name).scale == 0.0
 
 
-def test_derived_formats_follow_their_source_and_are_served_by_triton():
-    for name in (INT8, FP16):
-        spec = formats.get(name)
-        assert spec.source == "onnx" and 0 < spec.scale < 0.1
-        assert formats.EXPORTED.index(spec.source) < formats.EXPORTED.index(name)
-        assert name in formats.TRITON_FORMATS and spec.triton.platform == "onnxruntime_onnx"
-        assert spec.default_runtime == "onnxruntime"
-    assert "onnx-reference" in formats.get(INT8).runtimes and "onnx-reference" not in formats.get(FP16).runtimes
-
-
 # ---- the files ----------------------------------------------------------------------------------
 
 
