@@ -13,15 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
 
 from pipeline.artifacts.fileio import sha256_file
 from pipeline.artifacts.manifest import Manifest
 from pipeline.cli import main as cli
 from pipeline.serving.naming import MAX_BATCH_SIZE, TRITON_PLATFORMS, flavours_of
 from pipeline.serving.triton import MARKER, PYTHON_MODEL_SOURCE, build_repository
-
-model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2")
-text_format = pytest.importorskip("google.protobuf.text_format")
 
 ONNX_TYPES = {1: "TYPE_FP32", 10: "TYPE_FP16", 11: "TYPE_FP64", 7: "TYPE_INT64", 6: "TYPE_INT32"}
 
