@@ -1,6 +1,6 @@
 """Runtime latency and throughput, and how far each runtime is from the NumPy floor.
 
-Every (format, runtime) that pipeline/formats.py declares is measured, on each device asked for:
+Every target of pipeline/runtime/targets.py for the device asked for is measured (what verify checks):
 - latency: one example through the demo's predictor (PredictorCache), the bare runtime call from
   the same load (`predictor.bare`: session.run on a prepared feed, the module on a prepared tensor,
   with the host-to-device copies and back on CUDA, as the predictor pays them) and the catalog's
