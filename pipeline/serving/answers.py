@@ -5,6 +5,7 @@ probabilities. Pure NumPy over the manifest's declarations; no runtime, no web f
 from __future__ import annotations
 
 import ast
+import functools
 import logging
 from collections.abc import Sequence
 
@@ -48,12 +49,20 @@ def truth_value(expression: str, names: Sequence[str], values: Sequence[float]) 
                 return float(TRUTH_FUNCTIONS[fn](ev(arg)))
         raise TruthError(f"truth expression {expression!r}: {ast.unparse(node)!r} is not allowed")
 
-    try:
-        tree = ast.parse(expression, mode="eval")
-    except SyntaxError:
-        raise TruthError(f"truth expression {expression!r} does not parse") from None
+    tree = _parsed(expression)
     with np.errstate(all="ignore"):
         return ev(tree.body)
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed(expression: str) -> ast.Expression:
+    """The parsed expression, parsed once: every prediction evaluates it, and CPython 3.11's parser is not
+    safe to run in several threads at once ("AST constructor recursion depth mismatch" while an export
+    thread compiles too), so the request threads should not all parse."""
+    try:
+        return ast.parse(expression, mode="eval")
+    except SyntaxError:
+        raise TruthError(f"truth expression {expression!r} does not parse") from None
 
 
 def expected_answer(entry: ModelEntry, values: Sequence[float], outputs: dict[str, list[float]]) -> dict | None:
