@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from pipeline.artifacts.manifest import Manifest
+from pipeline.errors import Refused
 from pipeline.runtime.inputs import InputError, parse_tensor
 from pipeline.runtime.predictor import Predictor
 from pipeline.runtime.values import FLOAT32_MAX, Problem, ValueRule
 from pipeline.serving import oip_protocol as p
-from pipeline.serving.oip_protocol import OIPError
 
 WORDS = {"name": "words", "shape": ["batch", 3], "dtype": "int64", "values": [0, 50], "features": []}
 SIGNALS = {"name": "signals", "shape": ["batch", 2], "dtype": "float32", "features": ["s1", "s2"]}
@@ -56,7 +56,7 @@ def refusals(target, words, signals) -> list[str]:
         try:
             call()
             said.append("accepted")
-        except (InputError, OIPError) as exc:
+        except (InputError, Refused) as exc:
             said.append(str(exc))
     return said
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.artifacts.tensors import dtype_of
 from pipeline.errors import UserError
 from pipeline.runtime.values import Problem, ValueRule
 
@@ -131,8 +132,8 @@ def parse_tensor(text: Any, model: str, tensor: dict[str, Any]) -> list[Any]:
     """One example of a manifest input: its values in row-major order, checked for count, dtype and range."""
     dims = [int(d) for d in tensor["shape"][1:]]
     count = math.prod(dims)
-    kind = tensor.get("dtype", "float32")
-    noun = "whole numbers" if kind == "int64" else "numbers"
+    whole = dtype_of(tensor).whole
+    noun = "whole numbers" if whole else "numbers"
     want = f"{model} expects {tensor['name']}: {count} {noun} (shape {dims})"
     items = _items(text, want)
     if len(items) != count:

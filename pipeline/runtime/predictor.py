@@ -20,6 +20,7 @@ import numpy as np
 from pipeline import formats
 from pipeline.artifacts.manifest import ArtifactError, Manifest, ModelEntry
 from pipeline.artifacts.tensors import Batch, describe, dtype, random_batch, shape
+from pipeline.dtypes import DEFAULT_DTYPE
 from pipeline.errors import one_line
 from pipeline.runtime.inputs import FLOATS, InputError, expected
 from pipeline.runtime.loaders import RuntimeUnavailable
@@ -77,7 +78,7 @@ class Predictor:
     def __post_init__(self) -> None:
         # One float32 row of features, as every seed model takes: the fast path, decided once.
         self._flat = not self.inputs or (
-            len(self.inputs) == 1 and len(shape(self.inputs[0])) == 1 and dtype(self.inputs[0]) == "float32"
+            len(self.inputs) == 1 and len(shape(self.inputs[0])) == 1 and dtype(self.inputs[0]) == DEFAULT_DTYPE
         )
         # The file names its outputs as the manifest does (positional ones are counted on every call).
         self._same_names = self.declared is None or list(self.declared) == list(self.output_names)
@@ -181,9 +182,9 @@ def load_predictor(
     manifest: Manifest,
     model: str,
     fmt: str,
+    *,
     runtime: str | None = None,
     device: str = "cpu",
-    *,
     threads: int | None = None,
 ) -> Predictor:
     """A predictor for `model`'s `fmt` artifact on `runtime` (default: the format's first) and `device`.
@@ -256,7 +257,7 @@ class PredictorCache:
         self._predictors: dict[tuple[str, str, str | None, str], Predictor] = {}
         self._lock = threading.Lock()
 
-    def get(self, model: str, fmt: str, device: str = "cpu", runtime: str | None = None) -> Predictor:
+    def get(self, model: str, fmt: str, *, runtime: str | None = None, device: str = "cpu") -> Predictor:
         """The cached predictor, loading (and sha256-checking) it on first use."""
         key = (model, fmt, runtime, device)
         predictor = self._predictors.get(key)
@@ -264,6 +265,8 @@ class PredictorCache:
             with self._lock:
                 predictor = self._predictors.get(key)
                 if predictor is None:
-                    predictor = load_predictor(self.manifest, model, fmt, runtime, device, threads=self.threads)
+                    predictor = load_predictor(
+                        self.manifest, model, fmt, runtime=runtime, device=device, threads=self.threads
+                    )
                     self._predictors[key] = predictor
         return predictor

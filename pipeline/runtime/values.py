@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.artifacts.tensors import NUMPY_DTYPES, OIP_DATATYPES, dtype, shape
+from pipeline.artifacts.tensors import dtype, shape
+from pipeline.dtypes import DTYPES
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # the one float32 ceiling
 WHOLE_RANGE = (-(2**53), 2**53)  # an int64 input that declares no range: what float64 holds exactly
@@ -46,7 +47,7 @@ class ValueRule:
     """The rules one tensor spec sets for its values."""
 
     name: str
-    dtype: str  # float32 or int64
+    dtype: str  # a name in pipeline/dtypes.py: float32 or int64
     dims: tuple[int, ...]  # the shape after the batch axis
     low: float = WHOLE_RANGE[0]
     high: float = WHOLE_RANGE[1]
@@ -60,12 +61,12 @@ class ValueRule:
     @property
     def datatype(self) -> str:
         """The Open Inference Protocol's name of the dtype (FP32, INT64): what messages name."""
-        return OIP_DATATYPES.get(self.dtype, self.dtype)
+        return DTYPES[self.dtype].oip
 
     @property
     def whole(self) -> bool:
         """Whether the values are whole numbers (int64)."""
-        return self.dtype == "int64"
+        return DTYPES[self.dtype].whole
 
     def scalar(self, item: Any, index: int) -> None:
         """Problem unless `item` (one JSON or Python value) is a number: true and false are not."""
@@ -101,7 +102,7 @@ class ValueRule:
                 i = int(np.argmax(out))
                 raise Problem(i, f"is {flat[i]:g}, outside [{self.low:g}, {self.high:g})")
         with np.errstate(over="ignore"):  # a value beyond float32 becomes infinity here: found just below
-            out = np.ascontiguousarray(arr, dtype=NUMPY_DTYPES[self.dtype])
+            out = np.ascontiguousarray(arr, dtype=DTYPES[self.dtype].numpy)
         if not self.whole and arr.dtype != np.float32 and not math.isfinite(out.sum(dtype=np.float64)):
             i = int(np.argmax(~np.isfinite(out.reshape(-1))))
             raise Problem(i, f"is {flat[i]:.9g}, beyond float32's range (±{FLOAT32_MAX:.8g})")
