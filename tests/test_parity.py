@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from pipeline import formats
+from pipeline.formats import Tolerance
 from pipeline.artifacts.fileio import sha256_file
 from pipeline.artifacts.manifest import Manifest
 from pipeline.runtime import parity
@@ -16,6 +17,7 @@ from pipeline.runtime.parity import EXTRA, MISSING, NON_FINITE, SHAPE, TOLERANCE
 from tests.conftest import run_cli
 
 ATOL, RTOL = 1e-5, 1e-4
+TOL = Tolerance(ATOL, RTOL)
 
 
 def test_default_tolerance_is_the_float32_one_every_format_declares():
@@ -39,7 +41,7 @@ def test_default_tolerance_is_the_float32_one_every_format_declares():
 def test_the_bound_is_atol_plus_rtol_times_the_reference(ref, delta, passes):
     want = np.array([[ref, 1.0]])
     got = want + np.array([[delta, 0.0]])
-    result = compare(want, got, ATOL, RTOL)
+    result = compare(want, got, TOL)
     assert result.passed is passes
     assert result.max_abs == pytest.approx(abs(delta), rel=1e-9)
     if not passes:
@@ -51,7 +53,7 @@ def test_the_bound_is_atol_plus_rtol_times_the_reference(ref, delta, passes):
 def test_the_reason_names_the_worst_offender_not_the_first():
     want = np.array([[1.0, 100.0, 0.0]])
     got = np.array([[1.0 + 2e-5, 100.0, 5e-3]])  # both out; the third is furthest past its bound
-    result = compare(want, got, ATOL, RTOL)
+    result = compare(want, got, TOL)
     assert result.failure == TOLERANCE and result.reason.startswith("|Δ| 0.005 >")
     assert result.max_abs == pytest.approx(5e-3)
 
@@ -61,13 +63,13 @@ def test_the_reason_names_the_worst_offender_not_the_first():
 def test_non_finite_on_either_side_fails(side, bad):
     want, got = np.zeros((2, 3)), np.zeros((2, 3))
     (got if side == "got" else want)[1, 2] = bad
-    result = compare(want, got, ATOL, RTOL)
+    result = compare(want, got, TOL)
     assert not result.passed and result.failure == NON_FINITE
     assert ("artifact" if side == "got" else "reference") in result.reason
 
 
 def test_a_shape_mismatch_fails_naming_both_shapes():
-    result = compare(np.zeros((1, 1)), np.zeros((1, 8)), ATOL, RTOL)
+    result = compare(np.zeros((1, 1)), np.zeros((1, 8)), TOL)
     assert result.failure == SHAPE and result.reason == "shape (1, 8), expected (1, 1)"
 
 
@@ -78,7 +80,7 @@ def _outputs(**arrays):
 def test_every_output_is_compared_not_only_the_first():
     want = [_outputs(sum=[[21.0]], hidden=[[1.0, 2.0]])]
     got = [_outputs(sum=[[21.0]], hidden=[[1.0, 2.5]])]
-    result = compare_outputs(want, got, ATOL, RTOL)
+    result = compare_outputs(want, got, TOL)
     assert result["sum"].passed
     assert result["hidden"].failure == TOLERANCE and result["hidden"].max_abs == pytest.approx(0.5)
 
@@ -86,7 +88,7 @@ def test_every_output_is_compared_not_only_the_first():
 def test_a_missing_and_an_extra_output_each_fail_by_name():
     want = [_outputs(sum=[[21.0]], hidden=[[1.0, 2.0]])]
     got = [_outputs(sum=[[21.0]], logits=[[0.0]])]
-    result = compare_outputs(want, got, ATOL, RTOL)
+    result = compare_outputs(want, got, TOL)
     assert list(result) == ["sum", "hidden", "logits"]
     assert result["sum"].passed
     assert result["hidden"].failure == MISSING and result["logits"].failure == EXTRA
@@ -95,7 +97,7 @@ def test_a_missing_and_an_extra_output_each_fail_by_name():
 def test_the_worst_batch_decides_and_its_reason_is_kept():
     want = [_outputs(y=[[1.0]]), _outputs(y=[[1.0]]), _outputs(y=[[1.0]])]
     got = [_outputs(y=[[1.0]]), _outputs(y=[[1.5]]), _outputs(y=[[1.2]])]
-    result = compare_outputs(want, got, ATOL, RTOL)["y"]
+    result = compare_outputs(want, got, TOL)["y"]
     assert not result.passed and result.max_abs == pytest.approx(0.5) and result.reason.startswith("|Δ| 0.5 ")
 
 
@@ -195,7 +197,7 @@ def test_artifacts_that_lost_an_output_fail_verify_on_every_runtime(artifacts_co
 def test_the_scale_term_is_a_share_of_the_largest_reference_value(delta, passes):
     ref = np.array([[0.5, 0.0]])  # max|ref| 0.5: the allowance is 0.01 * 0.5 = 0.005 on every value
     got = ref + np.array([[0.0, delta]])
-    result = compare(ref, got, 0.0, 0.0, 0.01)
+    result = compare(ref, got, Tolerance(0.0, 0.0, 0.01))
     assert result.passed is passes
     if not passes:
         assert result.reason == (
@@ -206,6 +208,6 @@ def test_the_scale_term_is_a_share_of_the_largest_reference_value(delta, passes)
 def test_compare_outputs_passes_each_term_to_its_place():
     want = [_outputs(y=[[0.5, 0.0]])]
     got = [_outputs(y=[[0.5, 0.004]])]
-    assert compare_outputs(want, got, 0.0, 0.0, 0.01)["y"].passed  # only the scale term admits 0.004 at ref 0
-    assert not compare_outputs(want, got, 0.0, 0.01, 0.0)["y"].passed  # as rtol it admits nothing at ref 0
-    assert compare_outputs(want, got, 0.005, 0.0, 0.0)["y"].passed  # as atol it does
+    assert compare_outputs(want, got, Tolerance(0.0, 0.0, 0.01))["y"].passed  # only the scale term admits 0.004 at ref 0
+    assert not compare_outputs(want, got, Tolerance(0.0, 0.01, 0.0))["y"].passed  # as rtol it admits nothing at ref 0
+    assert compare_outputs(want, got, Tolerance(0.005, 0.0, 0.0))["y"].passed  # as atol it does

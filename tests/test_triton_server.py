@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 from pipeline.artifacts.manifest import Manifest
+from pipeline.formats import Tolerance
 from pipeline.runtime.parity import DEFAULT_ATOL, DEFAULT_RTOL, compare, parity_inputs, verify
 from pipeline.runtime.predictor import NotServed, load_predictor
 from pipeline.serving.naming import (
@@ -132,7 +133,7 @@ def infer(client, name, input_name, batch, output_names, binary=True):
 
 def assert_close(want, got, what):
     for w, g in zip(want, got, strict=True):
-        result = compare(w, g, DEFAULT_ATOL, DEFAULT_RTOL)
+        result = compare(w, g, Tolerance())
         assert result.passed, f"{what}: {result.reason}"
 
 
