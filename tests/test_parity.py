@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from pipeline import formats
-from pipeline.formats import Tolerance
 from pipeline.artifacts.fileio import sha256_file
 from pipeline.artifacts.manifest import Manifest
+from pipeline.formats import Tolerance
 from pipeline.runtime import parity
 from pipeline.runtime.parity import EXTRA, MISSING, NON_FINITE, SHAPE, TOLERANCE, compare, compare_outputs
 from tests.conftest import run_cli
@@ -208,6 +208,6 @@ def test_the_scale_term_is_a_share_of_the_largest_reference_value(delta, passes)
 def test_compare_outputs_passes_each_term_to_its_place():
     want = [_outputs(y=[[0.5, 0.0]])]
     got = [_outputs(y=[[0.5, 0.004]])]
-    assert compare_outputs(want, got, Tolerance(0.0, 0.0, 0.01))["y"].passed  # only the scale term admits 0.004 at ref 0
+    assert compare_outputs(want, got, Tolerance(0.0, 0.0, 0.01))["y"].passed  # only scale admits 0.004 at ref 0
     assert not compare_outputs(want, got, Tolerance(0.0, 0.01, 0.0))["y"].passed  # as rtol it admits nothing at ref 0
     assert compare_outputs(want, got, Tolerance(0.005, 0.0, 0.0))["y"].passed  # as atol it does

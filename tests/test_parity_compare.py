@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.runtime.parity import EXTRA, MISSING, NON_FINITE, TOLERANCE, Comparison, compare, compare_outputs
 from pipeline.formats import Tolerance
+from pipeline.runtime.parity import EXTRA, MISSING, NON_FINITE, TOLERANCE, Comparison, compare, compare_outputs
 
 ATOL, RTOL = 1e-5, 1e-4
 TOL = Tolerance(ATOL, RTOL)

@@ -12,10 +12,10 @@ import onnx
 import pytest
 
 from pipeline import formats
-from pipeline.formats import Tolerance
 from pipeline.artifacts.manifest import Manifest, ManifestError
 from pipeline.catalog import CATALOG
 from pipeline.export import quantize
+from pipeline.formats import Tolerance
 from pipeline.runtime import parity
 from pipeline.runtime.parity import TOLERANCE, compare
 from pipeline.runtime.predictor import load_predictor

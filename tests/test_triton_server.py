@@ -24,7 +24,7 @@ import pytest
 
 from pipeline.artifacts.manifest import Manifest
 from pipeline.formats import Tolerance
-from pipeline.runtime.parity import DEFAULT_ATOL, DEFAULT_RTOL, compare, parity_inputs, verify
+from pipeline.runtime.parity import compare, parity_inputs, verify
 from pipeline.runtime.predictor import NotServed, load_predictor
 from pipeline.serving.naming import (
     FLAVOURS,

@@ -309,7 +309,17 @@ class ParityReport:
         """The report as a fixed-width text table, the pass rule under it."""
         from pipeline.tables import text_table
 
-        head = ("model", "format", "runtime", "device", "output", "max abs", "|Δ| mean/p99 @worst · min atol", "rule", "result")
+        head = (
+            "model",
+            "format",
+            "runtime",
+            "device",
+            "output",
+            "max abs",
+            "|Δ| mean/p99 @worst · min atol",
+            "rule",
+            "result",
+        )
         rows = [
             (
                 r.model,
