@@ -25,7 +25,7 @@ import numpy as np
 
 from pipeline import formats
 from pipeline.artifacts.manifest import Manifest
-from pipeline.artifacts.tensors import Batch, feeds
+from pipeline.artifacts.tensors import Batch, feeds, size
 from pipeline.errors import UserError
 from pipeline.runtime import parity
 from pipeline.runtime.predictor import PredictorCache
@@ -68,6 +68,7 @@ class Explanation:
     layers: list[Layer]
     nodes: list[Layer] = field(default_factory=list)  # derived files: each value against the float32 file
     diffs: list[float] = field(default_factory=list)  # |Δ| of every value of `output` in the batch
+    bound: float | None = None  # the tightest bound over `output`'s values (where |eager| is smallest)
 
     @property
     def first(self) -> str | None:
@@ -93,6 +94,7 @@ class Explanation:
             "layers": [asdict(x) for x in self.layers],
             "nodes": [asdict(x) for x in self.nodes],
             "diffs": self.diffs,
+            "bound": self.bound,
         }
 
     def table(self) -> str:
@@ -473,17 +475,9 @@ def explain(
             layers.append(compare_layer(name, kind, ref, val, tol, note))
     artifact = cache.get(model, fmt, runtime=runtime).outputs(x)
     expected = reference.outputs(x)
-    diffs = np.abs(np.asarray(artifact[output], np.float64) - np.asarray(expected[output], np.float64)).reshape(-1)
+    ref = np.asarray(expected[output], np.float64)
+    diffs = np.abs(np.asarray(artifact[output], np.float64) - ref).reshape(-1)
+    tightest = float(tol.bound(ref).min()) if ref.size else None
     return Explanation(
-        model,
-        fmt,
-        runtime,
-        index,
-        len(x) if isinstance(x, np.ndarray) else len(next(iter(x.values()))),
-        output,
-        tol,
-        method,
-        layers,
-        nodes,
-        diffs.tolist(),
+        model, fmt, runtime, index, size(x), output, tol, method, layers, nodes, diffs.tolist(), tightest
     )

@@ -369,6 +369,15 @@ class Service:
         row["stats"] = {name: stats_dict(c.stats) for name, c in checks.items()}
         return row
 
+    def explain(self, model: str, fmt: str, runtime: str | None = None) -> dict:
+        """`verify --explain MODEL:FORMAT` for one compare row: the worst parity batch through eager and the
+        artifact layer by layer (pipeline.runtime.explain), as JSON; nothing is written."""
+        from pipeline.runtime.explain import explain
+
+        loaded = self.require()
+        entry = loaded.manifest.model(model.strip() if isinstance(model, str) else model)
+        return explain(loaded.manifest, entry.name, _choice(fmt), runtime or None).as_dict()
+
     def run_batch(self, predictor: Predictor, batch: np.ndarray) -> list[np.ndarray]:
         """`predictor`'s outputs for a float32 (batch, features) array, refused if any is not finite."""
         outputs = list(predictor.run_batch(batch))
