@@ -81,3 +81,18 @@ def test_bad_requests_are_refused_in_one_line(manifest):
         explain(manifest, "linear_3x", "onnx", output="z")
     with pytest.raises(ExplainError, match="eager is the reference"):
         explain(manifest, "linear_3x", "eager")
+
+
+def test_a_layer_the_file_records_no_scope_for_says_so_and_is_not_guessed(artifacts_copy):
+    import onnx
+
+    rel = rel_path(artifacts_copy, "two_layer_net", "onnx")
+    proto = onnx.load(str(artifacts_copy / rel))
+    for node in proto.graph.node:
+        if node.op_type == "Relu":
+            del node.metadata_props[:]  # as an exporter that records no scope would write it
+    onnx.save(proto, str(artifacts_copy / rel))
+    rerecord(artifacts_copy, rel)
+    layers = {x.name: x for x in explain(Manifest.load(artifacts_copy), "two_layer_net", "onnx").layers}
+    assert layers["relu"].note == "no ONNX node records this module's scope" and layers["relu"].max_abs is None
+    assert layers["linear1"].note is None and layers["linear2"].note is None and not layers["linear2"].beyond

@@ -140,7 +140,7 @@ def test_check_model_fails_a_predictor_that_breaks_an_output(monkeypatch, manife
 def test_the_report_states_its_pass_rule(manifest):
     report = parity.verify(manifest, ["linear_3x"], "cpu")
     assert report.passed
-    assert "atol + rtol * |eager|" in report.table().splitlines()[-1]
+    assert "|got - eager| <= atol + rtol·|eager| + scale·max|eager|" in report.table().splitlines()[-1]
     assert report.as_dict()["rule"] == parity.RULE
 
 

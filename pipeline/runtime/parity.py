@@ -421,7 +421,9 @@ def check_model(
         expected = _reference_outputs(manifest, model, batches)
     except Exception as exc:  # noqa: BLE001 - reported as a failed row, never swallowed
         fmt, runtime, device = formats.REFERENCE
-        return [ParityRow(model, fmt, runtime, device, "*", False, formats.get(fmt).tolerance, one_line(exc), ERROR)]
+        why = one_line(exc)
+        tol = formats.get(fmt).tolerance
+        return [ParityRow(model, fmt, runtime, device, "*", passed=False, tolerance=tol, error=why, failure=ERROR)]
     rows: list[ParityRow] = []
     not_served: dict[str, list[ParityRow]] = {}
     for target in chosen:
@@ -429,9 +431,8 @@ def check_model(
         try:
             rows += _check_target(manifest, model, target, batches, expected, tol)
         except NotServed as exc:  # a server without that format's backend: a failure only if it serves none
-            row = ParityRow(
-                model, target.format, target.runtime, target.device, "*", False, tol, one_line(exc), UNAVAILABLE
-            )
+            where = (model, target.format, target.runtime, target.device, "*")
+            row = ParityRow(*where, passed=False, tolerance=tol, error=one_line(exc), failure=UNAVAILABLE)
             not_served.setdefault(target.runtime, []).append(row)
     for url, missing in not_served.items():
         if not any(r.runtime == url for r in rows):
@@ -454,7 +455,8 @@ def _check_target(
     tol: Tolerance,
 ) -> list[ParityRow]:
     def failed(why: str, kind: str, device: str = target.device, output: str = "*") -> ParityRow:
-        return ParityRow(model, target.format, target.runtime, device, output, False, tol, why, kind)
+        where = (model, target.format, target.runtime, device, output)
+        return ParityRow(*where, passed=False, tolerance=tol, error=why, failure=kind)
 
     if target.unavailable:
         return [failed(target.unavailable, UNAVAILABLE)]
@@ -472,7 +474,12 @@ def _check_target(
         return [failed(one_line(exc), ERROR, predictor.device, name) for name in expected[0]]
     return [
         ParityRow(
-            model, target.format, target.runtime, predictor.device, name, c.passed, tol, c.reason, c.failure, c.stats
+            *(model, target.format, target.runtime, predictor.device, name),
+            passed=c.passed,
+            tolerance=tol,
+            error=c.reason,
+            failure=c.failure,
+            stats=c.stats,
         )
         for name, c in compare_outputs(expected, got, tol, batches).items()
     ]
