@@ -435,10 +435,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--explain",
         metavar="MODEL[:FORMAT]",
         help="check nothing: run one parity batch through eager and the artifact layer by layer and mark the "
-        "first layer beyond its rule (default FORMAT: the failing row of parity.json, else the largest |Δ|)",
+        "first layer beyond its rule (default: off; FORMAT defaults to the failing row of parity.json, else the "
+        "row furthest past its atol)",
     )
-    p.add_argument("--runtime", help="with --explain: the runtime (default: the row's, else the format's first)")
-    p.add_argument("--batch", type=int, help="with --explain: the parity batch, 0-3 (default: the worst one)")
+    p.add_argument("--runtime", help="with --explain: the runtime (default: the row's, else the format's first one)")
+    p.add_argument("--batch", type=int, help="with --explain: the parity batch, 0 to 3 (default: the worst one)")
     p.add_argument("--output", help="with --explain: the output whose |Δ| is shown (default: the worst one)")
     p.set_defaults(func=cmd_verify)
 
