@@ -134,3 +134,37 @@ def test_a_passing_output_needs_no_atol_and_its_rule_is_written_once():
     assert result.passed and result.stats.min_atol == 0.0 and result.stats.mean_abs == 0.0
     assert Tolerance(1e-3, 1e-3, 0.005).describe() == "|value - eager| <= 0.001 + 0.001·|eager| + 0.005·max|eager|"
     assert Tolerance().describe() == "|value - eager| <= 1e-05 + 0.0001·|eager|"
+
+
+def test_a_row_writes_its_statistics_and_the_verify_table_shows_them_in_one_column():
+    from pipeline.runtime.parity import ParityReport, ParityRow
+
+    ref, got, inputs = _known_pair()
+    tol = Tolerance(1e-5, 1e-4, 0.01)
+    c = compare_outputs([{"y": r} for r in ref], [{"y": g} for g in got], tol, inputs)["y"]
+    row = ParityRow("m", "onnx", "onnxruntime", "cpu", "y", c.passed, tol, c.reason, c.failure, c.stats)
+    written = row.as_dict()
+    assert written["worst"] == {
+        "batch": 1,
+        "row": 2,
+        "index": 3,
+        "eager": ref[1][2, 3],
+        "got": got[1][2, 3],
+        "input": c.stats.worst.input,
+    }
+    assert (written["max_abs"], written["min_atol"], written["values"]) == (c.stats.max_abs, c.stats.min_atol, 32)
+    assert (written["atol"], written["rtol"], written["scale"]) == (1e-5, 1e-4, 0.01)
+    assert written["rule"] == "|value - eager| <= 1e-05 + 0.0001·|eager| + 0.01·max|eager|"
+    line = ParityReport([row]).table().splitlines()[1]
+    s = c.stats
+    assert f"{s.mean_abs:.1e}/{s.p99_abs:.1e} @b1[2][3] · {s.min_atol:.1e}".replace("e-0", "e-") in line, line
+    empty = ParityRow("m", "onnx", "onnxruntime", "cpu", "*", False, tol, "gone", "error").as_dict()
+    assert empty["worst"] is None and empty["mean_abs"] is None and empty["max_abs"] is None
+
+
+def test_an_input_row_is_quoted_short_and_by_name():
+    from pipeline.runtime.parity import input_text
+
+    assert input_text(np.arange(20, dtype=np.float32).reshape(2, 10), 1) == "[10, 11, 12, 13, 14, 15, … (10 values)]"
+    assert input_text({"a": np.array([[1.5]]), "b": np.array([[2, 3]])}, 0) == "a=[1.5] b=[2, 3]"
+    assert input_text(None, 0) == ""
