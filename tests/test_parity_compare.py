@@ -168,3 +168,47 @@ def test_an_input_row_is_quoted_short_and_by_name():
     assert input_text(np.arange(20, dtype=np.float32).reshape(2, 10), 1) == "[10, 11, 12, 13, 14, 15, … (10 values)]"
     assert input_text({"a": np.array([[1.5]]), "b": np.array([[2, 3]])}, 0) == "a=[1.5] b=[2, 3]"
     assert input_text(None, 0) == ""
+
+
+def test_the_worst_value_of_a_flat_output_and_of_an_empty_one():
+    result = compare(
+        np.zeros(3),
+        np.array([0.0, 0.5, 0.25]),
+        TOL,
+    )
+    worst = result.stats.worst
+    assert (worst.batch, worst.row, worst.index, worst.got) == (0, 1, 0, 0.5)
+    assert result.stats.mean_abs == 0.25 and result.stats.max_rel == pytest.approx(0.5 / np.finfo(np.float32).tiny)
+    empty = compare(np.zeros((0, 3)), np.zeros((0, 3)), TOL).stats
+    assert (empty.max_abs, empty.mean_abs, empty.p99_abs, empty.min_atol, empty.values, empty.worst) == (
+        0,
+        0,
+        0,
+        0,
+        0,
+        None,
+    )
+
+
+def test_float32_outputs_are_compared_in_float64_on_both_sides():
+    top = np.finfo(np.float32).max
+    big = np.array([[top, -top]], dtype=np.float32)
+    result = compare(big, -big, Tolerance(0.0, 0.0))
+    assert result.stats.max_abs == pytest.approx(2 * float(top)) and np.isfinite(result.stats.mean_abs)
+    assert result.stats.worst.index == 0 and result.stats.worst.eager == float(top)
+    assert np.isfinite(compare(-big, big, Tolerance(0.0, 0.0)).stats.p99_abs)
+
+
+def test_an_input_of_exactly_the_quoted_length_is_quoted_whole():
+    from pipeline.runtime.parity import INPUT_VALUES, input_text
+
+    row = np.arange(INPUT_VALUES, dtype=np.float32)[None, :]
+    assert input_text(row, 0) == "[" + ", ".join(str(v) for v in range(INPUT_VALUES)) + "]"
+    assert input_text(np.ones((1, 2, 3)), 0) == "[1, 1, 1, 1, 1, 1]"  # every value of the example, flat
+
+
+def test_batches_after_a_failing_one_are_still_measured():
+    want = [{"y": np.ones(2)}, {"y": np.ones(2)}]
+    got = [{"y": np.array([np.nan, 1.0])}, {"y": np.array([1.0, 1.5])}]
+    result = compare_outputs(want, got, TOL)["y"]
+    assert result.failure == NON_FINITE and result.max_abs == 0.5 and result.stats.worst.batch == 1

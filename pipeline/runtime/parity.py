@@ -141,25 +141,25 @@ def input_text(batch: Batch | None, row: int) -> str:
 def error_stats(
     pairs: Sequence[tuple[int, np.ndarray, np.ndarray]], tol: Tolerance, batches: Sequence[Batch] | None = None
 ) -> ErrorStats:
-    """Statistics of |got - ref| over (batch index, ref, got) pairs of one output, all in float64."""
+    """Statistics of |got - ref| over (batch index, ref, got) pairs of one output (at least one pair), in float64."""
     diffs = [np.abs(got - ref) for _, ref, got in pairs]
-    flat = np.concatenate([d.reshape(-1) for d in diffs]) if diffs else np.zeros(0)
-    rel = [d / np.maximum(np.abs(ref), np.finfo(np.float32).tiny) for d, (_, ref, _) in zip(diffs, pairs, strict=True)]
-    worst = None
-    if flat.size:
-        k = max(range(len(diffs)), key=lambda j: float(diffs[j].max(initial=-1.0)))
-        b, ref, got = pairs[k]
-        if diffs[k].size:
-            at = np.unravel_index(int(np.argmax(diffs[k])), diffs[k].shape)
-            row, index = (int(at[0]), int(np.ravel_multi_index(at[1:], diffs[k].shape[1:]))) if len(at) > 1 else (0, 0)
-            batch = batches[b] if batches is not None else None
-            worst = Worst(b, row, index, float(ref[at]), float(got[at]), input_text(batch, row))
+    flat = np.concatenate([d.ravel() for d in diffs])
+    if not flat.size:  # outputs with no values: nothing moved
+        return ErrorStats(0.0, 0.0, 0.0, 0.0, 0.0, 0, None)
+    tiny = np.finfo(np.float32).tiny  # a zero reference is divided by float32's smallest normal, not by zero
+    rel = np.concatenate([(np.abs(got - ref) / np.maximum(np.abs(ref), tiny)).ravel() for _, ref, got in pairs])
+    k = int(np.argmax([d.max(initial=0.0) for d in diffs]))
+    b, ref, got = pairs[k]
+    at = np.unravel_index(int(np.argmax(diffs[k])), diffs[k].shape)
+    index = int(np.ravel_multi_index(at[1:], diffs[k].shape[1:])) if len(at) > 1 else 0
+    batch = None if batches is None else batches[b]
+    worst = Worst(b, int(at[0]), index, float(ref[at]), float(got[at]), input_text(batch, int(at[0])))
     return ErrorStats(
-        max_abs=float(flat.max(initial=0.0)),
-        mean_abs=float(flat.mean()) if flat.size else 0.0,
-        p99_abs=float(np.percentile(flat, 99)) if flat.size else 0.0,
-        max_rel=max((float(r.max(initial=0.0)) for r in rel), default=0.0),
-        min_atol=max((tol.min_atol(ref, got) for _, ref, got in pairs), default=0.0),
+        max_abs=float(flat.max()),
+        mean_abs=float(flat.mean()),
+        p99_abs=float(np.percentile(flat, 99)),
+        max_rel=float(rel.max()),
+        min_atol=max(tol.min_atol(ref, got) for _, ref, got in pairs),
         values=int(flat.size),
         worst=worst,
     )
