@@ -260,6 +260,17 @@ def test_http_predict_refuses_non_json_numbers(demo, features):
     assert "event: error" in stream and UNEXPECTED not in stream, stream[:500]
 
 
+@pytest.mark.parametrize("written", ["1_0", "\u0661\u0660", "\uff11\uff10"])
+def test_gradio_routes_read_only_ascii_numbers(demo, written):
+    """'1_0', Arabic-Indic and fullwidth digits are what Python's float() reads as 10; the demo refuses them."""
+    for features in (f"{written} 1", [written, "1"]):
+        with pytest.raises(PredictError, match="not a number") as info:
+            call_predict(demo.url, "adder_mynet", "onnx", "cpu", features)
+        _assert_refused_cleanly(info.value)
+        answer = httpx.post(demo.url + "/gradio_api/run/predict", json={"data": ["adder_mynet", "onnx", "cpu", features]})
+        assert answer.status_code == 400 and "not a number" in answer.json()["error"], answer.text[:300]
+
+
 def test_oversized_requests_are_refused_before_parsing(demo):
     url = demo.url + "/gradio_api/call/predict"
     big = "1," * (5 * 1024 * 1024)  # 10 MB of text

@@ -12,6 +12,10 @@ from pipeline.errors import UserError
 
 MAX_TEXT_CHARS = 200_000  # far above 1000 features written out in full; refused before parsing
 _SPLIT = re.compile(r"[\s,;]+")
+# What a number may be written as: ASCII decimal or scientific notation, or the NaN and infinity the finiteness check
+# names. Python's float() also reads '1_0' as 10, any script's digits (Arabic-Indic, fullwidth) and surrounding
+# Unicode spaces; none of those is a number a client means.
+_NUMBER = re.compile(r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf|infinity|nan)", re.ASCII | re.I)
 
 
 class InputError(UserError, ValueError):
@@ -64,6 +68,8 @@ def _number(item: Any, i: int, features: Sequence[str], want: str) -> float:
     if isinstance(item, bool) or not isinstance(item, (int, float, str)):
         raise InputError(f"{want}; {where} is not a number")
     try:
+        if isinstance(item, str) and not _NUMBER.fullmatch(item):
+            raise ValueError(item)
         value = float(item)
     except (ValueError, OverflowError):
         text = str(item)
