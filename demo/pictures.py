@@ -67,7 +67,12 @@ def check_header(data: bytes, budget: PictureBudget) -> tuple[str, tuple[int, in
     try:
         with Image.open(io.BytesIO(data), formats=FORMATS) as img:  # lazy: reads the header only
             fmt, size = img.format, img.size
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError):
+    except Image.DecompressionBombError:  # PIL's own limit (demo/server.py lowers it): far past the budget
+        raise PictureRefused(
+            f"a picture declares over {Image.MAX_IMAGE_PIXELS * 2:,} pixels; at most {budget.side}x{budget.side} "
+            "(the drawing canvas) accepted"
+        ) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
         raise PictureRefused(f"expected a picture ({', '.join(FORMATS)}); got a file that is not one") from None
     width, height = size
     if not (0 < width <= budget.side and 0 < height <= budget.side):
