@@ -65,15 +65,16 @@ MAX_QUEUED = 32  # page events waiting in Gradio's queue; Gradio answers 503 "qu
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
 TRIM_AFTER_BYTES = 1024 * 1024  # after a body this large, once no other is held, free heap pages go back
 MAX_UNREAD_SESSIONS = 4096  # sessions whose results nobody read that Gradio may keep event ids of
-PICTURES = PictureBudget(
-    side=280,  # pixels a side: the editor's canvas, which the page fits any upload into (fixed_canvas)
-    layers=1,  # drawing layers: the page's editor has one
-    file_bytes=512 * 1024,  # one picture file; a 280x280 RGBA PNG stored uncompressed is 314 KB
-    uploads=256,  # uploaded files kept at once (the page uploads 3 per Predict); the oldest removed past it
-    upload_bytes=32 * 1024 * 1024,  # their bytes together
-    ttl_s=120.0,  # an upload no event has read is removed after this
-)
+MAX_PICTURE_SIDE = 280  # pixels a side: the editor's canvas, which the page fits any upload into (fixed_canvas)
+MAX_PICTURE_LAYERS = 1  # drawing layers in one event: the page's editor has one
+MAX_PICTURE_BYTES = 512 * 1024  # one picture file; a 280x280 RGBA PNG stored uncompressed is 314 KB
+MAX_UPLOADS = 256  # uploaded files kept at once (the page uploads 3 per Predict); the oldest removed past it
+MAX_UPLOAD_BYTES = 32 * 1024 * 1024  # their bytes together
+UPLOAD_TTL_S = 120.0  # an upload no event has read is removed after this
 MAX_DECODE_PIXELS = 4_000_000  # PIL refuses to decode past twice this (its decompression-bomb limit; default 89 M)
+PICTURES = PictureBudget(
+    MAX_PICTURE_SIDE, MAX_PICTURE_LAYERS, MAX_PICTURE_BYTES, MAX_UPLOADS, MAX_UPLOAD_BYTES, UPLOAD_TTL_S
+)
 UPLOADS = Uploads(PICTURES)  # the files clients uploaded to this process
 # POST is refused (404) everywhere else: the page has no file inputs, so Gradio's upload, recording and
 # component-server routes would only store (and serve back) strangers' files.

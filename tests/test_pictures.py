@@ -151,3 +151,95 @@ def test_an_upload_that_is_not_a_picture_is_removed(uploads):
     with pytest.raises(PictureRefused, match="expected a picture"):
         uploads.admit([str(folder / "x.html")])
     assert not (folder / "x.html").exists() and uploads.disk_usage() == (0, 0)
+
+
+# ---- each declared limit at its edge (tests/test_limits.py lists them) ----------------------------------------------
+
+
+def sized(width: int, height: int) -> bytes:
+    """A PNG of width x height (blank: a few KB whatever its size)."""
+    out = io.BytesIO()
+    Image.new("1", (width, height)).save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_a_picture_at_the_side_limit():
+    from demo.server import MAX_PICTURE_SIDE
+
+    side = MAX_PICTURE_SIDE
+    assert check_header(sized(side, side), PICTURES)[1] == (side, side)
+    for width, height in ((side + 1, side), (side, side + 1)):
+        with pytest.raises(PictureRefused, match=f"{width}x{height} pixels; at most {side}x{side}"):
+            check_header(sized(width, height), PICTURES)
+
+
+def test_layers_at_their_limit(tmp_path):
+    from demo.server import MAX_PICTURE_LAYERS
+
+    uploads = Uploads(PICTURES, tmp_path)
+    path = uploaded(uploads, picture())
+    assert len(checked_editor_value(editor(path, layers=MAX_PICTURE_LAYERS), uploads)["layers"]) == MAX_PICTURE_LAYERS
+    with pytest.raises(PictureRefused, match=f"at most {MAX_PICTURE_LAYERS} layer.*got {MAX_PICTURE_LAYERS + 1}"):
+        checked_editor_value(editor(path, layers=MAX_PICTURE_LAYERS + 1), uploads)
+
+
+def test_a_picture_file_at_its_byte_limit():
+    from demo.server import MAX_PICTURE_BYTES
+
+    png = picture()
+    at = png + b"\x00" * (MAX_PICTURE_BYTES - len(png))  # bytes after the PNG's end: read, ignored
+    assert len(at) == MAX_PICTURE_BYTES and check_header(at, PICTURES)[0] == "PNG"
+    with pytest.raises(PictureRefused, match=f"{MAX_PICTURE_BYTES + 1:,} bytes; at most {MAX_PICTURE_BYTES:,}"):
+        check_header(at + b"\x00", PICTURES)
+    url = "data:image/png;base64,"  # inline: its length is the limit's, before anything is decoded
+    with pytest.raises(PictureRefused, match=f"over {MAX_PICTURE_BYTES:,} bytes"):
+        checked_editor_value(editor(url + "A" * ((MAX_PICTURE_BYTES + 2) // 3 * 4 + 4)), Uploads(PICTURES))
+
+
+def test_uploads_at_their_count_and_byte_caps(tmp_path):
+    from demo.server import MAX_UPLOAD_BYTES, MAX_UPLOADS
+
+    uploads = Uploads(PictureBudget(280, 1, 512 * 1024, MAX_UPLOADS, 10**12, 60.0), tmp_path / "count")
+    uploads.folder.mkdir()
+    first = uploaded(uploads, picture(8, seed=0))
+    for i in range(1, MAX_UPLOADS):
+        uploaded(uploads, picture(8, seed=i))
+    assert uploads.disk_usage()[0] == MAX_UPLOADS and Path(first).exists()  # at the cap: all kept
+    uploaded(uploads, picture(8, seed=MAX_UPLOADS))
+    assert uploads.disk_usage()[0] == MAX_UPLOADS and not Path(first).exists()  # one past: the oldest goes
+    one = len(picture(8, seed=0))
+    by_bytes = Uploads(PictureBudget(280, 1, 512 * 1024, 10**6, MAX_UPLOAD_BYTES, 60.0), tmp_path / "bytes")
+    by_bytes.folder.mkdir()
+    with by_bytes.lock:  # as many bytes as the cap allows, less one file
+        by_bytes.kept["/elsewhere/held"] = (1e18, MAX_UPLOAD_BYTES - one)
+    kept = uploaded(by_bytes, picture(8, seed=0))
+    assert by_bytes.disk_usage() == (2, MAX_UPLOAD_BYTES) and Path(kept).exists()  # exactly at the cap
+    uploaded(by_bytes, picture(8, seed=1))
+    files, size = by_bytes.disk_usage()
+    assert size <= MAX_UPLOAD_BYTES and Path(kept).exists() and "/elsewhere/held" not in by_bytes.kept
+
+
+def test_an_upload_at_its_time_to_live(tmp_path, monkeypatch):
+    import demo.pictures
+    from demo.server import UPLOAD_TTL_S
+
+    now = [1000.0]
+    monkeypatch.setattr(demo.pictures.time, "monotonic", lambda: now[0])
+    uploads = Uploads(PICTURES, tmp_path)
+    path = uploaded(uploads, picture())
+    now[0] += UPLOAD_TTL_S
+    uploads.sweep()
+    assert Path(path).exists()  # at its time to live: kept
+    now[0] += 0.001
+    uploads.sweep()
+    assert not Path(path).exists()
+
+
+def test_pils_bomb_limit_is_lowered_to_the_declared_one():
+    from demo.server import MAX_DECODE_PIXELS
+
+    assert Image.MAX_IMAGE_PIXELS == MAX_DECODE_PIXELS
+    wide = PictureBudget(10**6, 1, 10**9, 1, 10**9, 1.0)  # a budget that would take any size: only PIL's limit
+    assert check_header(sized(MAX_DECODE_PIXELS // 1000, 2000), wide)[1] == (MAX_DECODE_PIXELS // 1000, 2000)
+    with pytest.raises(PictureRefused, match=f"declares over {2 * MAX_DECODE_PIXELS:,} pixels"):
+        check_header(sized(MAX_DECODE_PIXELS // 1000 + 1, 2000), wide)
