@@ -65,7 +65,7 @@ def _remove_stale(parent: Path) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def private_temp_dir() -> Path:
+def private_temp_dir() -> Path:  # run once, below, when the package is imported
     """This process's own Gradio temp folder (GRADIO_TEMP_DIR), created once, mode 0700, removed at exit."""
     global _temp_dir, _owner_lock
     if _temp_dir is None:
