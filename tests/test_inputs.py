@@ -146,6 +146,37 @@ def test_each_refusal_is_one_line_naming_what_was_expected(text, message):
     assert refusal(text) == message
 
 
+@pytest.mark.parametrize(
+    "written",
+    [
+        "1_0",  # Python's float() reads it as 10
+        "1_000.5",
+        "\u0661\u0662",  # Arabic-Indic 12
+        "\u06f3",  # Extended Arabic-Indic 3
+        "\uff11",  # fullwidth 1
+        "\u0967",  # Devanagari 1
+        "\u00a01",  # a no-break space before the digit
+        "1\u2003",  # an em space after it
+        "\uff0d1",  # a fullwidth minus
+        "\U0001d7cf",  # mathematical bold 1
+    ],
+)
+def test_only_ascii_decimal_or_scientific_notation_is_a_number(written):
+    shown = written if len(written) <= 20 else written[:20] + "..."
+    want = f"{WANT2}; x1 (position 1) is {shown!r}, not a number"
+    if written.strip() == written:  # text splits on any whitespace, so only a list keeps it beside the digit
+        assert refusal(f"{written} 1") == want
+    assert refusal([written, 1]) == want  # a string inside a list, as a JSON client sends it
+    tensor = {"name": "ids", "shape": [-1, 2], "dtype": "int64"}
+    with pytest.raises(InputError, match="not a number"):
+        parse_tensor([written, 1], "m", tensor)
+
+
+@pytest.mark.parametrize("written", ["10", "-1.5", "+.5", "5.", "1e3", "1E-3", "-2.5e+7", "0007"])
+def test_ascii_decimal_and_scientific_notation_still_read(written):
+    assert parse_features(f"{written} 1", "m", F2) == [float(written), 1.0]
+
+
 def test_the_float32_limit_is_inclusive_and_symmetric():
     assert parse_features([FLOAT32_LIMIT, -FLOAT32_LIMIT], "m", F2) == [FLOAT32_LIMIT, -FLOAT32_LIMIT]
     assert parse_features([math.nextafter(FLOAT32_LIMIT, math.inf), 0], "m", F2)[0] > FLOAT32_LIMIT  # rounds to it

@@ -60,6 +60,13 @@ EDGE_TESTS: dict[tuple[str, str], tuple[str, ...]] = {
         "test_limits.py::test_a_truth_expression_at_its_length_limit",
     ),
     ("pipeline/runtime/inputs.py", "MAX_TEXT_CHARS"): ("test_limits.py::test_typed_text_at_its_length_limit",),
+    ("demo/server.py", "MAX_PICTURE_SIDE"): ("test_pictures.py::test_a_picture_at_the_side_limit",),
+    ("demo/server.py", "MAX_PICTURE_LAYERS"): ("test_pictures.py::test_layers_at_their_limit",),
+    ("demo/server.py", "MAX_PICTURE_BYTES"): ("test_pictures.py::test_a_picture_file_at_its_byte_limit",),
+    ("demo/server.py", "MAX_UPLOADS"): ("test_pictures.py::test_uploads_at_their_count_and_byte_caps",),
+    ("demo/server.py", "MAX_UPLOAD_BYTES"): ("test_pictures.py::test_uploads_at_their_count_and_byte_caps",),
+    ("demo/server.py", "UPLOAD_TTL_S"): ("test_pictures.py::test_an_upload_at_its_time_to_live",),
+    ("demo/server.py", "MAX_DECODE_PIXELS"): ("test_pictures.py::test_pils_bomb_limit_is_lowered_to_the_declared_one",),
 }
 # Named like limits, but not limits on what a client sends (each says why).
 NOT_LIMITS = {
@@ -442,6 +449,12 @@ README_ROWS = {  # (module, constant): (the first words of its row in the README
     ("demo.server", "MAX_QUEUED"): ("page events waiting in Gradio's queue", "{value:,}"),
     ("demo.api", "MAX_UNREAD"): ("`/call/predict` and `/call/compare` results not yet read", "{value:,}"),
     ("demo.api", "RESULT_TTL_S"): ("`/call/predict` and `/call/compare` results not yet read", "{minutes:g} minutes"),
+    ("demo.server", "MAX_PICTURE_SIDE"): ("a picture", "{value}×{value} pixels"),
+    ("demo.server", "MAX_PICTURE_BYTES"): ("a picture", "{kib:g} KiB"),
+    ("demo.server", "MAX_PICTURE_LAYERS"): ("a picture", "{value} drawing layer"),
+    ("demo.server", "MAX_UPLOADS"): ("uploads kept", "{value:,} files"),
+    ("demo.server", "MAX_UPLOAD_BYTES"): ("uploads kept", "{mib:g} MiB"),
+    ("demo.server", "UPLOAD_TTL_S"): ("uploads kept", "{minutes:g} minutes"),
 }
 
 

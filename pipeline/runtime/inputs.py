@@ -17,6 +17,10 @@ from pipeline.runtime.values import Problem, ValueRule
 MAX_TEXT_CHARS = 200_000  # far above 1000 features written out in full; refused before parsing
 _SPLIT = re.compile(r"[\s,;]+")
 FLOATS = ValueRule("features", "float32", ())  # a row of float32 features: what every seed model takes
+# What a number may be written as: ASCII decimal or scientific notation, or the NaN and infinity the finiteness check
+# names. Python's float() also reads '1_0' as 10, any script's digits (Arabic-Indic, fullwidth) and surrounding
+# Unicode spaces; none of those is a number a client means.
+_NUMBER = re.compile(r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf|infinity|nan)", re.ASCII | re.I)
 
 
 class InputError(UserError, ValueError):
@@ -69,6 +73,8 @@ def _number(item: Any, i: int, features: Sequence[str], want: str, rule: ValueRu
     if not isinstance(item, (int, float, str)):
         raise InputError(f"{want}; {where} is not a number")
     try:
+        if isinstance(item, str) and not _NUMBER.fullmatch(item):
+            raise ValueError(item)
         value = float(item)
     except (ValueError, OverflowError):
         text = str(item)
