@@ -174,17 +174,42 @@ def _examples(spec: ModelSpec) -> list[Any]:
     return [{t.name: tensors[k][i].tolist() for k, t in enumerate(spec.inputs)} for i in range(len(rows))]
 
 
-def _artifact(fmt: str, path: Path, artifacts: Path) -> dict[str, Any]:
-    return {
+def _artifact(fmt: str, path: Path, artifacts: Path, companions: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The manifest's record of one artifact; `bytes` counts its companion files (e.g. an IR's weights) too."""
+    out = {
         "format": fmt,
         "path": path.relative_to(artifacts).as_posix(),
         "sha256": sha256_file(path),
         "bytes": path.stat().st_size,
     }
+    if companions:
+        files = [path.with_name(name) for name in companions]
+        out["files"] = [
+            {"path": f.relative_to(artifacts).as_posix(), "sha256": sha256_file(f), "bytes": f.stat().st_size}
+            for f in files
+        ]
+        out["bytes"] += sum(f["bytes"] for f in out["files"])
+    return out
 
 
-def export_model(spec: ModelSpec, artifacts: Path, revision: str, opset: int) -> dict[str, Any]:
-    """Write one model's revision folder and return its manifest entry (without parity)."""
+def skipped_formats() -> dict[str, str]:
+    """Exported formats whose optional package is not installed -> "skipped: install .[extra]"."""
+    out = {}
+    for name in formats.EXPORTED:
+        why = formats.get(name).missing()
+        if why:
+            out[name] = why
+    return out
+
+
+def export_model(
+    spec: ModelSpec, artifacts: Path, revision: str, opset: int, skipped: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Write one model's revision folder and return its manifest entry (without parity).
+
+    `skipped`: formats not to write (their package is missing), with the line that says so.
+    """
+    skipped = {} if skipped is None else skipped
     model_dir, history = _trained_files(spec, artifacts)
     rev_dir = model_dir / f"{REVISION_PREFIX}{revision}"
     rev_dir.mkdir(parents=True, exist_ok=False)
@@ -217,9 +242,12 @@ def export_model(spec: ModelSpec, artifacts: Path, revision: str, opset: int) ->
         opset=opset,
     )
     files = [_artifact(formats.STATE_DICT, state_path, artifacts)]
-    not_applicable: dict[str, str] = {}  # derived formats that would gain nothing for this model, and why
+    # Formats that would gain nothing for this model, or whose package is not installed, and why.
+    not_applicable: dict[str, str] = dict(skipped)
     for name in formats.EXPORTED:
         fmt = formats.get(name)
+        if name in skipped:
+            continue
         path = rev_dir / fmt.filename
         try:
             formats.resolve(fmt.exporter)(ctx, path)
@@ -229,7 +257,7 @@ def export_model(spec: ModelSpec, artifacts: Path, revision: str, opset: int) ->
         except Exception as exc:
             raise ExportError(f"{spec.name}: {name} export failed: {type(exc).__name__}: {exc}") from exc
         ctx.written[name] = path
-        files.append(_artifact(name, path, artifacts))
+        files.append(_artifact(name, path, artifacts, fmt.companions))
     rel = lambda name: copied[name].relative_to(artifacts).as_posix() if name in copied else None  # noqa: E731
     return {
         "description": spec.description,
@@ -272,10 +300,12 @@ def versions() -> dict[str, str]:
         "numpy": numpy.__version__,
         PRODUCER: producer_version(),
     }
-    try:
-        out["onnxscript"] = importlib_metadata.version("onnxscript")
-    except importlib_metadata.PackageNotFoundError:
-        pass
+    # onnxscript, and each optional format's package that is installed (by its extra's name)
+    for package in ("onnxscript", *(f.extra for f in formats.FORMATS.values() if f.extra)):
+        try:
+            out[package] = importlib_metadata.version(package)
+        except importlib_metadata.PackageNotFoundError:
+            pass
     return out
 
 
@@ -316,17 +346,21 @@ def run_export(
     revision = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
     entries: dict[str, Any] = {}
     errors: list[str] = []
+    skipped = skipped_formats()
+    for name, why in skipped.items():  # one line per format, not per model
+        log(f"{name}: {why}")
     for spec in specs:
         start = time.perf_counter()
         try:
-            entries[spec.name] = export_model(spec, artifacts, revision, opset)
+            entries[spec.name] = export_model(spec, artifacts, revision, opset, skipped)
         except ExportError as exc:
             errors.append(str(exc))  # the caller prints each on stderr, once
             continue
         done = [a["format"] for a in entries[spec.name]["artifacts"] if a["format"] in formats.EXPORTED]
         log(f"{spec.name}: exported {', '.join(done)} in {time.perf_counter() - start:.1f} s")
         for name, why in entries[spec.name]["not_applicable"].items():
-            log(f"{spec.name}: {name} not applicable: {why}")
+            if name not in skipped:
+                log(f"{spec.name}: {name} not applicable: {why}")
     staged = Manifest.from_dict(artifacts, {"models": entries})
     report = parity.verify(staged, list(entries), device, atol, rtol)
     previous = _previous_models(artifacts)

@@ -1,0 +1,43 @@
+"""The ExecuTorch loader: the .pte program loaded and run by ExecuTorch's Python runtime (executorch.runtime).
+
+A loaded method holds planned memory that each execute reuses, so calls are serialized by a lock and the
+outputs copied out before the next call can overwrite them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from pipeline.artifacts.manifest import ModelEntry
+from pipeline.artifacts.tensors import feeds
+from pipeline.runtime.loaders import Loaded, RuntimeUnavailable
+
+METHOD = "forward"
+
+
+def load_executorch(entry: ModelEntry, path: str, device: str, threads: int | None) -> Loaded:
+    """executorch.runtime.Runtime: load_program, load_method("forward"), execute on torch tensors."""
+    import torch
+    from executorch.runtime import Runtime
+
+    if device not in ("cpu", "auto"):
+        raise RuntimeUnavailable(f"ExecuTorch runs on the CPU here; got device {device}")
+    program = Runtime.get().load_program(path)
+    method = program.load_method(METHOD)
+    lock = threading.Lock()
+
+    def run_batch(x: Any) -> Sequence[np.ndarray]:
+        tensors = [torch.from_numpy(a) for a in feeds(entry.input_names, x)]
+        with lock:
+            outs = method.execute(tensors)
+            return [np.array(o.numpy()) for o in outs]
+
+    def bare(x: Any) -> Callable[[], Any]:
+        tensors = [torch.from_numpy(a) for a in feeds(entry.input_names, x)]
+        return lambda: method.execute(tensors)
+
+    return Loaded(run_batch, "cpu", program, bare)
