@@ -62,12 +62,16 @@ def test_layout_copies_exactly_the_manifest_artifacts(repo, manifest):
         model_dir = repo / name
         assert sorted(p.name for p in model_dir.iterdir()) == ["1", "config.pbtxt"]
         model_file = TRITON_FORMATS[flavour.format].filename
+        artifact = entry.artifact(flavour.format)
+        # companion files (an OpenVINO IR's weights) beside it, under its stem: model.xml + model.bin
+        companions = {Path(model_file).stem + Path(f.path).suffix: f.sha256 for f in artifact.files}
         # a Python-backend flavour: model.py beside a copy of the same file
-        want = [model_file] if flavour.backend is None else sorted([model_file, "model.py"])
-        assert sorted(p.name for p in (model_dir / "1").iterdir()) == want
+        want = [model_file, *companions] if flavour.backend is None else [model_file, "model.py"]
+        assert sorted(p.name for p in (model_dir / "1").iterdir()) == sorted(want)
         copy = model_dir / "1" / model_file
         assert not copy.is_symlink() and copy.is_file()
-        assert sha256_file(copy) == entry.artifact(flavour.format).sha256
+        assert sha256_file(copy) == artifact.sha256
+        assert {n: sha256_file(model_dir / "1" / n) for n in companions} == companions
         if flavour.backend is not None:
             assert (model_dir / "1" / "model.py").read_bytes() == PYTHON_MODEL_SOURCE.read_bytes()
     assert not list(repo.parent.glob(".tmp-triton-*")), "the staging directory was left behind"
@@ -78,8 +82,9 @@ def test_every_config_parses_into_triton_model_config(repo, manifest):
         spec = TRITON_FORMATS[flavour.format]
         config = parse_config(repo / name / "config.pbtxt")
         assert config.name == name  # Triton requires the directory's name
-        if flavour.backend is None:
-            assert (config.platform, config.backend) == (spec.platform, "")
+        if flavour.backend is None:  # a platform (onnxruntime_onnx), or a backend of its own (openvino)
+            want = ("", spec.platform) if spec.backend else (spec.platform, "")
+            assert (config.platform, config.backend) == want
             assert config.default_model_filename == spec.filename
         else:
             assert (config.platform, config.backend) == ("", "python")

@@ -32,8 +32,11 @@ def convert(ctx: Any) -> Any:
     from pipeline.export import _batch_dims
 
     program = torch.export.export(ctx.module, ctx.example, dynamic_shapes=_batch_dims(ctx))
-    model = ov.convert_model(program)
     spec = ctx.spec
+    # The inputs' shapes given as [?, *dims]: converted alone, every axis of the program's inputs comes out
+    # dynamic, and Triton's openvino backend checks the config's dims against the IR's.
+    shapes = [ov.PartialShape([-1, *t.shape]) for t in spec.inputs]
+    model = ov.convert_model(program, input=shapes)
     for port, tensor in zip(model.inputs, spec.inputs, strict=True):
         port.get_tensor().set_names({tensor.name})
     for port, tensor in zip(model.outputs, spec.outputs, strict=True):
