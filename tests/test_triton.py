@@ -134,6 +134,28 @@ def test_onnx_configs_match_the_onnx_graph(repo, manifest):
         assert [o.shape for o in outs] == [(3, *t.dims) for t in config.output]
 
 
+def test_openvino_configs_match_the_ir(repo, manifest):
+    """Triton's openvino backend reads model.xml (and model.bin beside it), finds tensors by the IR's names and
+    checks the config's dims against the IR's shape after the batch axis."""
+    ov = pytest.importorskip("openvino")
+    models = [(e, name) for _, e, f, name in flavours(manifest) if TRITON_FORMATS[f.format].backend]
+    if not models:
+        pytest.skip("no OpenVINO IR in the manifest (pip install -e '.[openvino]')")
+    core = ov.Core()
+    for entry, name in models:
+        config = parse_config(repo / name / "config.pbtxt")
+        assert (config.platform, config.backend, config.default_model_filename) == ("", "openvino", "model.xml")
+        model = core.read_model(str(repo / name / "1" / config.default_model_filename))
+        for ports, tensors in ((model.inputs, config.input), (model.outputs, config.output)):
+            assert [p.get_any_name() for p in ports] == [t.name for t in tensors]
+            assert [str(p.get_partial_shape()) for p in ports] == [
+                "[?," + ",".join(str(d) for d in t.dims) + "]" for t in tensors
+            ]
+        compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        result = compiled({config.input[0].name: np.zeros((3, *config.input[0].dims), dtype=np.float32)})
+        assert [result[o].shape for o in compiled.outputs] == [(3, *t.dims) for t in config.output], entry.name
+
+
 def test_torchscript_configs_follow_the_pytorch_backend_naming_convention(repo, manifest):
     """Triton maps config names to TorchScript positions: inputs by forward argument name or
     `<name>__<index>`, outputs only by `<name>__<index>`; mixed names fall back to config order."""
