@@ -35,7 +35,7 @@ class ArtifactError(UserError, RuntimeError):
 
 @dataclass(frozen=True)
 class Companion:
-    """A file an artifact needs beside its main one (an OpenVINO IR's weights), under its own sha256."""
+    """A file an artifact needs beside its main one (weights kept apart from a graph), under its own sha256."""
 
     path: str  # relative to the artifacts directory
     sha256: str

@@ -91,7 +91,7 @@ def _is_ours(directory: Path) -> bool:
 def _copy_verified(manifest: Manifest, entry: ModelEntry, fmt: str, dest: Path) -> str:
     """Copy `entry`'s `fmt` artifact to dest (atomically) and return its sha256, checked twice.
 
-    Companion files (an OpenVINO IR's .bin) go beside it under dest's stem and their own suffix
+    Companion files (weights kept apart from a graph file) go beside it under dest's stem and their own suffix
     (model.xml -> model.bin), which is where the runtime reading dest looks for them.
     """
     artifact = entry.artifact(fmt)
