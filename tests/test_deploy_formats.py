@@ -186,21 +186,36 @@ def test_an_absent_package_is_one_skipped_line_and_export_succeeds(trained, tmp_
 
 
 def test_where_the_runtime_is_absent_the_page_does_not_offer_the_format(artifacts):
-    """A manifest with both files, served where neither package is installed: the formats are not offered."""
+    """A manifest with both files, served where neither package is installed: the formats are not offered,
+    parity skips them with the same line, and asking for one anyway says what to install."""
     code = STUB + textwrap.dedent(
         """
+        import json
         from pipeline.artifacts.manifest import Manifest
+        from pipeline.runtime.parity import targets
+        from pipeline.runtime.predictor import RuntimeUnavailable, load_predictor
         from pipeline.serving.oip_protocol import triton_formats_of
-        entry = Manifest.load(sys.argv[1]).model("adder_mynet")
-        print(",".join(entry.served_formats()), ",".join(triton_formats_of(entry)), sep="\\n")
+        manifest = Manifest.load(sys.argv[1])
+        entry = manifest.model("adder_mynet")
+        chosen, skipped = targets("cpu")
+        try:
+            load_predictor(manifest, "adder_mynet", "openvino")
+            refused = None
+        except RuntimeUnavailable as exc:
+            refused = str(exc)
+        print(json.dumps({"page": entry.served_formats(), "protocol": triton_formats_of(entry),
+                          "parity": sorted({t.format for t in chosen}), "skipped": skipped, "refused": refused}))
         """
     )
     done = subprocess.run(
         [sys.executable, "-c", code, str(artifacts)], capture_output=True, text=True, timeout=120, cwd=ROOT, env=_env()
     )
     assert done.returncode == 0, done.stderr
-    page, protocol = (line.split(",") for line in done.stdout.strip().splitlines()[-2:])
-    assert "onnx" in page and not set(NEW) & set(page) and not set(NEW) & set(protocol)
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    for where in ("page", "protocol", "parity"):
+        assert "onnx" in got[where] and not set(NEW) & set(got[where]), where
+    assert got["skipped"] == [f"{f}: skipped: install .[{f}]" for f in NEW]
+    assert got["refused"] == "adder_mynet openvino: skipped: install .[openvino]"
     assert set(NEW) <= set(Manifest.load(artifacts).model("adder_mynet").served_formats())  # here they are
 
 
