@@ -214,7 +214,7 @@ def test_where_the_runtime_is_absent_the_page_does_not_offer_the_format(artifact
     got = json.loads(done.stdout.strip().splitlines()[-1])
     for where in ("page", "protocol", "parity"):
         assert "onnx" in got[where] and not set(NEW) & set(got[where]), where
-    assert got["skipped"] == [f"{f}: skipped: install .[{f}]" for f in NEW]
+    assert got["skipped"] == [f"{f}: install .[{f}]" for f in NEW]  # the table prints "skipped: " before each
     assert got["refused"] == "adder_mynet openvino: skipped: install .[openvino]"
     assert set(NEW) <= set(Manifest.load(artifacts).model("adder_mynet").served_formats())  # here they are
 

@@ -235,7 +235,7 @@ def targets(device: str = formats.CPU, remote: Sequence[str] = ()) -> tuple[list
         raise DeviceError(f"--device {device}: parity runs on cpu and cuda; expected cpu, auto, cuda or cuda:N")
     missing = {f.name: f.missing() for f in formats.FORMATS.values() if f.missing()}  # an optional package absent
     chosen = [Target(*t) for t in formats.local_targets((formats.CPU,)) if t[0] not in missing]
-    skipped: list[str] = [f"{name}: {why}" for name, why in missing.items()]
+    skipped: list[str] = [f"{name}: {why.removeprefix('skipped: ')}" for name, why in missing.items()]
     if device != formats.CPU:
         gpu = formats.CUDA if device == "auto" else device
         why_index = None
