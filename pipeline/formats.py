@@ -202,14 +202,15 @@ FORMATS: dict[str, Format] = {
             extra="openvino",
         ),
         # ExecuTorch: the torch.export program lowered to the XNNPACK delegate where its operators allow,
-        # the rest left to ExecuTorch's portable kernels; run by ExecuTorch's runtime, batch axis dynamic.
+        # the rest left to ExecuTorch's portable kernels; run by ExecuTorch's runtime, batch axis dynamic
+        # (bounded: ExecuTorch plans memory ahead).
         Format(
             "executorch",
             "ExecuTorch .pte",
             (Loader(EXECUTORCH, "pipeline.runtime.executorch_pte:load_executorch"),),
             filename="model.pte",
             exporter="pipeline.export.executorch_pte:export_executorch",
-            requires=("executorch.exir", "executorch.runtime"),
+            requires=("executorch.exir", "executorch.extension.pybindings._C"),  # the compiler, the runtime
             extra="executorch",
         ),
         Format(
