@@ -13,15 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
 
 from pipeline.artifacts.fileio import sha256_file
 from pipeline.artifacts.manifest import Manifest
 from pipeline.cli import main as cli
-from pipeline.serving.naming import MAX_BATCH_SIZE, TRITON_FORMATS, flavours_of
+from pipeline.serving.naming import MAX_BATCH_SIZE, TRITON_PLATFORMS, flavours_of
 from pipeline.serving.triton import MARKER, PYTHON_MODEL_SOURCE, build_repository
-
-model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2")
-text_format = pytest.importorskip("google.protobuf.text_format")
 
 ONNX_TYPES = {1: "TYPE_FP32", 10: "TYPE_FP16", 11: "TYPE_FP64", 7: "TYPE_INT64", 6: "TYPE_INT32"}
 
@@ -61,9 +60,9 @@ def test_layout_copies_exactly_the_manifest_artifacts(repo, manifest):
     for _, entry, flavour, name in flavours(manifest):
         model_dir = repo / name
         assert sorted(p.name for p in model_dir.iterdir()) == ["1", "config.pbtxt"]
-        model_file = TRITON_FORMATS[flavour.format].filename
+        model_file = TRITON_PLATFORMS[flavour.format].filename
         artifact = entry.artifact(flavour.format)
-        # companion files (an OpenVINO IR's weights) beside it, under its stem: model.xml + model.bin
+        # companion files (a graph's weights kept apart) beside it, under its stem: model.xml + model.bin
         companions = {Path(model_file).stem + Path(f.path).suffix: f.sha256 for f in artifact.files}
         # a Python-backend flavour: model.py beside a copy of the same file
         want = [model_file, *companions] if flavour.backend is None else [model_file, "model.py"]
@@ -79,7 +78,7 @@ def test_layout_copies_exactly_the_manifest_artifacts(repo, manifest):
 
 def test_every_config_parses_into_triton_model_config(repo, manifest):
     for _, entry, flavour, name in flavours(manifest):
-        spec = TRITON_FORMATS[flavour.format]
+        spec = TRITON_PLATFORMS[flavour.format]
         config = parse_config(repo / name / "config.pbtxt")
         assert config.name == name  # Triton requires the directory's name
         if flavour.backend is None:  # a platform (onnxruntime_onnx), or a backend of its own (openvino)
@@ -109,13 +108,13 @@ def test_onnx_configs_match_the_onnx_graph(repo, manifest):
     import onnxruntime as ort
 
     onnx_files = [
-        (f, name) for *_, f, name in flavours(manifest) if TRITON_FORMATS[f.format].platform == "onnxruntime_onnx"
+        (f, name) for *_, f, name in flavours(manifest) if TRITON_PLATFORMS[f.format].platform == "onnxruntime_onnx"
     ]
     assert {f.backend for f, _ in onnx_files} == {None, "python"}
     for flavour, name in onnx_files:
         model_dir = repo / name
         config = parse_config(model_dir / "config.pbtxt")
-        graph_file = model_dir / "1" / TRITON_FORMATS[flavour.format].filename
+        graph_file = model_dir / "1" / TRITON_PLATFORMS[flavour.format].filename
         graph = onnx.load(str(graph_file)).graph
         initializers = {i.name for i in graph.initializer}
         graph_inputs = [i for i in graph.input if i.name not in initializers]
@@ -138,7 +137,7 @@ def test_openvino_configs_match_the_ir(repo, manifest):
     """Triton's openvino backend reads model.xml (and model.bin beside it), finds tensors by the IR's names and
     checks the config's dims against the IR's shape after the batch axis."""
     ov = pytest.importorskip("openvino")
-    models = [(e, name) for _, e, f, name in flavours(manifest) if TRITON_FORMATS[f.format].backend]
+    models = [(e, name) for _, e, f, name in flavours(manifest) if TRITON_PLATFORMS[f.format].backend]
     if not models:
         pytest.skip("no OpenVINO IR in the manifest (pip install -e '.[openvino]')")
     core = ov.Core()

@@ -20,12 +20,12 @@ import numpy as np
 
 from pipeline.artifacts.manifest import ModelEntry
 from pipeline.artifacts.tensors import feeds
-from pipeline.runtime.loaders import Loaded, RuntimeUnavailable
+from pipeline.runtime.loaders import Runner, RuntimeUnavailable
 
 METHOD = "forward"
 
 
-def load_executorch(entry: ModelEntry, path: str, device: str, threads: int | None) -> Loaded:
+def load_executorch(entry: ModelEntry, path: str, device: str, threads: int | None) -> Runner:
     """ExecuTorch's _load_for_executorch on the CPU; its forward runs on torch tensors."""
     import torch  # the binding links against torch's libraries: loaded first
     from executorch.extension.pybindings import _C
@@ -53,4 +53,4 @@ def load_executorch(entry: ModelEntry, path: str, device: str, threads: int | No
         tensors = [torch.from_numpy(a) for a in feeds(entry.input_names, x)]
         return lambda: module.run_method(METHOD, tensors)
 
-    return Loaded(run_batch, "cpu", module, bare)
+    return Runner(run_batch, "cpu", module, bare)

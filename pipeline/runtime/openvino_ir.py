@@ -16,13 +16,13 @@ import numpy as np
 
 from pipeline.artifacts.manifest import ModelEntry
 from pipeline.artifacts.tensors import feeds
-from pipeline.runtime.loaders import Loaded, RuntimeUnavailable
+from pipeline.runtime.loaders import Runner, RuntimeUnavailable
 
 DEVICE = "CPU"
 CONFIG = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
 
 
-def load_openvino(entry: ModelEntry, path: str, device: str, threads: int | None) -> Loaded:
+def load_openvino(entry: ModelEntry, path: str, device: str, threads: int | None) -> Runner:
     """openvino.Core().compile_model on the CPU at f32 inference precision."""
     import openvino as ov
 
@@ -52,4 +52,4 @@ def load_openvino(entry: ModelEntry, path: str, device: str, threads: int | None
         req = compiled.create_infer_request()
         return lambda: req.infer(fed)
 
-    return Loaded(run_batch, "cpu", compiled, bare, names)
+    return Runner(run_batch, "cpu", compiled, bare, names)
