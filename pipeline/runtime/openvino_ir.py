@@ -19,7 +19,14 @@ from pipeline.artifacts.tensors import feeds
 from pipeline.runtime.loaders import Runner, RuntimeUnavailable
 
 DEVICE = "CPU"
-CONFIG = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+# One stream and one thread unless asked, as the onnxruntime sessions here (single examples of small models);
+# threads not pinned to cores, which other processes share.
+CONFIG = {
+    "INFERENCE_PRECISION_HINT": "f32",
+    "PERFORMANCE_HINT": "LATENCY",
+    "NUM_STREAMS": 1,
+    "ENABLE_CPU_PINNING": False,
+}
 
 
 def load_openvino(entry: ModelEntry, path: str, device: str, threads: int | None) -> Runner:
@@ -29,9 +36,7 @@ def load_openvino(entry: ModelEntry, path: str, device: str, threads: int | None
     if device not in ("cpu", "auto"):
         raise RuntimeUnavailable(f"OpenVINO runs on the CPU here; got device {device}")
     core = ov.Core()
-    config: dict[str, Any] = dict(CONFIG)
-    if threads is not None:
-        config["INFERENCE_NUM_THREADS"] = threads
+    config: dict[str, Any] = {**CONFIG, "INFERENCE_NUM_THREADS": 1 if threads is None else threads}
     compiled = core.compile_model(core.read_model(path), DEVICE, config)
     input_names = [port.get_any_name() for port in compiled.inputs]
     names = [port.get_any_name() for port in compiled.outputs]
