@@ -30,7 +30,7 @@ setup: $(STAMP) $(TRITON_STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,openvino,executorch]'
 	touch $(STAMP)
 
 triton-env: $(TRITON_STAMP)

@@ -17,6 +17,7 @@ imported on first use, so the ONNX serving path never imports torch.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -93,7 +94,10 @@ class Runtime:
 TORCH = Runtime("torch", "torch", (CPU, CUDA))
 ONNXRUNTIME = Runtime("onnxruntime", "onnxruntime", (CPU, CUDA))
 ONNX_REFERENCE = Runtime("onnx-reference", "ONNX reference evaluator", (CPU,))
-RUNTIMES: dict[str, Runtime] = {r.name: r for r in (TORCH, ONNXRUNTIME, ONNX_REFERENCE)}
+# Runtimes of their own formats, each from an optional package (the format's `extra`); CPU builds here.
+OPENVINO = Runtime("openvino", "OpenVINO", (CPU,))
+EXECUTORCH = Runtime("executorch", "ExecuTorch", (CPU,))
+RUNTIMES: dict[str, Runtime] = {r.name: r for r in (TORCH, ONNXRUNTIME, ONNX_REFERENCE, OPENVINO, EXECUTORCH)}
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,7 @@ class TritonPlatform:
     filename: str  # Triton's default model file name for that platform
     positional: bool  # tensors are named <name>__<index> (TorchScript files carry no tensor names)
     parameters: tuple[tuple[str, str], ...] = ()  # config.pbtxt `parameters` (key, string_value)
+    backend: bool = False  # `platform` names a Triton backend (config `backend:`), not a platform
 
 
 @dataclass(frozen=True)
@@ -133,6 +138,9 @@ class Format:
     scale: float = 0.0  # third term of the parity rule: scale * max|ref| of the output (0: float32 formats)
     source: str | None = None  # a derived format: the format whose file its exporter reads, exported first
     needs_catalog: bool = False  # loading it builds the catalog module (runs Python code of the catalog)
+    companions: tuple[str, ...] = ()  # more files its exporter writes beside `filename`, each under the sha256
+    requires: tuple[str, ...] = ()  # modules its exporter and loader import, from an optional package
+    extra: str | None = None  # the pip extra that installs them: `pip install -e '.[extra]'`
 
     @property
     def artifact_kind(self) -> str:
@@ -151,6 +159,20 @@ class Format:
     def tolerance(self) -> Tolerance:
         """This format's parity rule."""
         return Tolerance(self.atol, self.rtol, self.scale)
+
+    def missing(self) -> str | None:
+        """ "skipped: install .[extra]" when a module this format requires is not installed, else None.
+
+        find_spec looks without importing, so the demo can leave a format out without loading its runtime.
+        """
+        for module in self.requires:
+            try:
+                found = importlib.util.find_spec(module) is not None
+            except (ImportError, ValueError):  # a parent package missing, or a module stubbed out as None
+                found = False
+            if not found:
+                return f"skipped: install .[{self.extra}]"
+        return None
 
     def loader(self, runtime: str) -> Loader | None:
         """The loader for `runtime`, or None when this format does not run there."""
@@ -216,6 +238,33 @@ FORMATS: dict[str, Format] = {
             scale=FP16_SCALE,
             atol=REDUCED_ATOL,
             rtol=FP16_RTOL,
+        ),
+        # Formats of other runtimes, each from its optional package (README, "Formats"). OpenVINO IR: converted
+        # from the torch.export program, run at f32 inference precision (its CPU default is bf16 on CPUs
+        # that have it); .xml (graph) + .bin (weights). Triton's openvino backend serves it; that backend
+        # can only ask for bf16 (HINT_BF16), so its precision is the CPU plugin's default.
+        Format(
+            "openvino",
+            "OpenVINO IR",
+            (Loader(OPENVINO, "pipeline.runtime.openvino_ir:load_openvino"),),
+            filename="model.openvino.xml",
+            companions=("model.openvino.bin",),
+            exporter="pipeline.export.openvino_ir:export_openvino",
+            triton=TritonPlatform("openvino", "model.xml", False, backend=True),
+            requires=("openvino",),
+            extra="openvino",
+        ),
+        # ExecuTorch: the torch.export program lowered to the XNNPACK delegate where its operators allow,
+        # the rest left to ExecuTorch's portable kernels; run by ExecuTorch's runtime, batch axis dynamic
+        # (bounded: ExecuTorch plans memory ahead).
+        Format(
+            "executorch",
+            "ExecuTorch .pte",
+            (Loader(EXECUTORCH, "pipeline.runtime.executorch_pte:load_executorch"),),
+            filename="model.pte",
+            exporter="pipeline.export.executorch_pte:export_executorch",
+            requires=("executorch.exir", "executorch.extension.pybindings._C"),  # the compiler, the runtime
+            extra="executorch",
         ),
         Format(
             "eager",

@@ -181,6 +181,8 @@ def test_latency_and_throughput_cover_every_declared_format_and_runtime(quick_ru
         served = manifest.model(model).served_formats()  # a derived format may not apply to this model
         mine = {(f, rt) for f, rt in declared if f in served}
         assert {(r["format"], r["runtime"]) for r in result["latency"] if r["model"] == model} == mine
+        for row in (r for r in result["latency"] if r["model"] == model):  # each row with its files' size
+            assert row["bytes"] == manifest.model(model).artifact(formats.get(row["format"]).artifact_kind).bytes
         got = {(r["format"], r["runtime"]) for r in result["throughput"] if r["model"] == model}
         assert got == mine | {("numpy", "numpy (floor)")}
 

@@ -23,7 +23,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 ATOL, RTOL = 1e-5, 1e-4
-EXPECTED_DEVICE = {"onnxruntime": "CPUExecutionProvider", "torch": "cpu"}  # by runtime: what ran on the CPU
+# by runtime: what ran on the CPU
+EXPECTED_DEVICE = {"onnxruntime": "CPUExecutionProvider", "torch": "cpu", "openvino": "cpu", "executorch": "cpu"}
 
 
 FRESH: dict = {}  # what the app reported right after start-up, before any torch format was asked for

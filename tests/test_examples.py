@@ -44,6 +44,8 @@ def test_verify_passes_every_row_with_the_catalog_and_eager_asks_for_it_without(
     assert result.returncode == 0, result.stderr
     rows = json.loads((built / "parity.json").read_text())["rows"]
     assert rows and all(r["passed"] for r in rows) and {r["model"] for r in rows} == {"digits_cnn", "mood_bag"}
+    for model in ("digits_cnn", "mood_bag"):  # the formats of other runtimes too (an image, an int64 input)
+        assert {"openvino", "executorch"} <= {r["format"] for r in rows if r["model"] == model}
     bare = run_cli("verify", "--models", "mood_bag", "--artifacts", str(built), "--device", "cpu")
     assert bare.returncode == 1 and f"needs its catalog: pass --catalog {TWO}" in bare.stderr
 
@@ -104,7 +106,7 @@ def test_triton_configs_parse_with_the_right_dims_and_data_types(built, tmp_path
     out = tmp_path / "triton"
     result = run_cli("triton", str(out), "--models", MODELS, "--artifacts", str(built))
     assert result.returncode == 0, result.stderr
-    for fmt in ("onnx", "torchscript"):
+    for fmt in ("onnx", "torchscript", "openvino"):
         config = text_format.Parse(
             (out / f"mood_bag_{fmt}" / "config.pbtxt").read_text(), model_config_pb2.ModelConfig()
         )

@@ -26,9 +26,9 @@ def test_every_exporter_and_loader_named_in_the_table_exists():
 
 
 def test_the_lists_every_stage_reads_are_derived_from_the_table():
-    assert formats.EXPORTED == ("torchscript", "onnx", "pt2", "onnx-int8", "onnx-fp16")
+    assert formats.EXPORTED == ("torchscript", "onnx", "pt2", "onnx-int8", "onnx-fp16", "openvino", "executorch")
     assert formats.ARTIFACT_KINDS == (formats.STATE_DICT, *formats.EXPORTED)
-    assert formats.TRITON_FORMATS == ("torchscript", "onnx", "onnx-int8", "onnx-fp16")
+    assert formats.TRITON_FORMATS == ("torchscript", "onnx", "onnx-int8", "onnx-fp16", "openvino")
     assert formats.get("eager").artifact_kind == formats.STATE_DICT and formats.get("onnx").artifact_kind == "onnx"
     fmt, runtime, device = formats.REFERENCE
     assert formats.get(fmt).loader(runtime) is not None and device == formats.CPU
@@ -51,3 +51,12 @@ def test_derived_formats_follow_their_source_and_are_served_by_triton():
         "onnx-reference" in formats.get("onnx-int8").runtimes
         and "onnx-reference" not in formats.get("onnx-fp16").runtimes
     )
+
+
+def test_a_format_of_a_missing_package_says_which_extra_installs_it():
+    absent = formats.Format("x", "X", (), requires=("numpy", "no_such_module_for_this_test.sub"), extra="x-extra")
+    assert absent.missing() == "skipped: install .[x-extra]"
+    assert formats.Format("y", "Y", (), requires=("numpy",), extra="y").missing() is None
+    assert formats.get("onnx").missing() is None  # no optional package: never skipped
+    for name in ("openvino", "executorch"):  # the two optional formats name their extra
+        assert formats.get(name).extra == name and formats.get(name).requires

@@ -19,6 +19,8 @@ CPU_DEVICE = {
     "torch": "cpu",
     "onnxruntime": "CPUExecutionProvider",
     "onnx-reference": "onnx.reference.ReferenceEvaluator",
+    "openvino": "cpu",
+    "executorch": "cpu",
 }
 
 

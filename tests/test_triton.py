@@ -61,12 +61,16 @@ def test_layout_copies_exactly_the_manifest_artifacts(repo, manifest):
         model_dir = repo / name
         assert sorted(p.name for p in model_dir.iterdir()) == ["1", "config.pbtxt"]
         model_file = TRITON_PLATFORMS[flavour.format].filename
+        artifact = entry.artifact(flavour.format)
+        # companion files (a graph's weights kept apart) beside it, under its stem: model.xml + model.bin
+        companions = {Path(model_file).stem + Path(f.path).suffix: f.sha256 for f in artifact.files}
         # a Python-backend flavour: model.py beside a copy of the same file
-        want = [model_file] if flavour.backend is None else sorted([model_file, "model.py"])
-        assert sorted(p.name for p in (model_dir / "1").iterdir()) == want
+        want = [model_file, *companions] if flavour.backend is None else [model_file, "model.py"]
+        assert sorted(p.name for p in (model_dir / "1").iterdir()) == sorted(want)
         copy = model_dir / "1" / model_file
         assert not copy.is_symlink() and copy.is_file()
-        assert sha256_file(copy) == entry.artifact(flavour.format).sha256
+        assert sha256_file(copy) == artifact.sha256
+        assert {n: sha256_file(model_dir / "1" / n) for n in companions} == companions
         if flavour.backend is not None:
             assert (model_dir / "1" / "model.py").read_bytes() == PYTHON_MODEL_SOURCE.read_bytes()
     assert not list(repo.parent.glob(".tmp-triton-*")), "the staging directory was left behind"
@@ -77,8 +81,9 @@ def test_every_config_parses_into_triton_model_config(repo, manifest):
         spec = TRITON_PLATFORMS[flavour.format]
         config = parse_config(repo / name / "config.pbtxt")
         assert config.name == name  # Triton requires the directory's name
-        if flavour.backend is None:
-            assert (config.platform, config.backend) == (spec.platform, "")
+        if flavour.backend is None:  # a platform (onnxruntime_onnx), or a backend of its own (openvino)
+            want = ("", spec.platform) if spec.backend else (spec.platform, "")
+            assert (config.platform, config.backend) == want
             assert config.default_model_filename == spec.filename
         else:
             assert (config.platform, config.backend) == ("", "python")
@@ -126,6 +131,28 @@ def test_onnx_configs_match_the_onnx_graph(repo, manifest):
         x = np.zeros((3, *config.input[0].dims), dtype=np.float32)
         outs = session.run([t.name for t in config.output], {config.input[0].name: x})
         assert [o.shape for o in outs] == [(3, *t.dims) for t in config.output]
+
+
+def test_openvino_configs_match_the_ir(repo, manifest):
+    """Triton's openvino backend reads model.xml (and model.bin beside it), finds tensors by the IR's names and
+    checks the config's dims against the IR's shape after the batch axis."""
+    ov = pytest.importorskip("openvino")
+    models = [(e, name) for _, e, f, name in flavours(manifest) if TRITON_PLATFORMS[f.format].backend]
+    if not models:
+        pytest.skip("no OpenVINO IR in the manifest (pip install -e '.[openvino]')")
+    core = ov.Core()
+    for entry, name in models:
+        config = parse_config(repo / name / "config.pbtxt")
+        assert (config.platform, config.backend, config.default_model_filename) == ("", "openvino", "model.xml")
+        model = core.read_model(str(repo / name / "1" / config.default_model_filename))
+        for ports, tensors in ((model.inputs, config.input), (model.outputs, config.output)):
+            assert [p.get_any_name() for p in ports] == [t.name for t in tensors]
+            assert [str(p.get_partial_shape()) for p in ports] == [
+                "[?," + ",".join(str(d) for d in t.dims) + "]" for t in tensors
+            ]
+        compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        result = compiled({config.input[0].name: np.zeros((3, *config.input[0].dims), dtype=np.float32)})
+        assert [result[o].shape for o in compiled.outputs] == [(3, *t.dims) for t in config.output], entry.name
 
 
 def test_torchscript_configs_follow_the_pytorch_backend_naming_convention(repo, manifest):

@@ -35,13 +35,23 @@ class ArtifactError(UserError, RuntimeError):
 
 
 @dataclass(frozen=True)
+class Companion:
+    """A file an artifact needs beside its main one (weights kept apart from a graph), under its own sha256."""
+
+    path: str  # relative to the artifacts directory
+    sha256: str
+    bytes: int
+
+
+@dataclass(frozen=True)
 class Artifact:
-    """One exported file as the manifest lists it."""
+    """One exported file as the manifest lists it, with the companion files it needs, if any."""
 
     format: str
     path: str  # relative to the artifacts directory
     sha256: str
-    bytes: int
+    bytes: int  # every file of the artifact together: the main one and its companions
+    files: tuple[Companion, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -88,8 +98,12 @@ class ModelEntry:
         return [o["name"] for o in self.outputs]
 
     def served_formats(self) -> list[str]:
-        """The formats this model can be served in (its artifact is listed), in the order formats.py declares them."""
-        return [name for name, spec in FORMATS.items() if spec.artifact_kind in self.artifacts]
+        """The formats this model can be served in (artifact listed, runtime installed), in formats.py's order."""
+        return [
+            name
+            for name, spec in FORMATS.items()
+            if spec.artifact_kind in self.artifacts and spec.missing() is None  # its runtime installed here
+        ]
 
     def artifact(self, fmt: str) -> Artifact:
         """The artifact of format `fmt`, or a ManifestError listing the formats this model has."""
@@ -165,15 +179,20 @@ class Manifest:
         return _inside(self.root, rel, MANIFEST)
 
     def verified_path(self, artifact: Artifact) -> Path:
-        """The artifact's path after checking that it exists and matches its sha256."""
-        path = self.path_of(artifact.path)
+        """The artifact's path after checking that it and each companion file exist and match their sha256."""
+        for companion in artifact.files:
+            self._verified(companion.path, companion.sha256)
+        return self._verified(artifact.path, artifact.sha256)
+
+    def _verified(self, rel: str, sha256: str) -> Path:
+        path = self.path_of(rel)
         if not path.is_file():
-            raise ArtifactError(f"{artifact.path} is listed in the manifest but missing; re-run `make export`")
+            raise ArtifactError(f"{rel} is listed in the manifest but missing; re-run `make export`")
         digest = sha256_file(path)
-        if digest != artifact.sha256:
+        if digest != sha256:
             raise ArtifactError(
-                f"{artifact.path} does not match its sha256 in the manifest "
-                f"(expected {artifact.sha256[:12]}..., got {digest[:12]}...); refusing to load it"
+                f"{rel} does not match its sha256 in the manifest "
+                f"(expected {sha256[:12]}..., got {digest[:12]}...); refusing to load it"
             )
         return path
 
@@ -215,12 +234,14 @@ def _model_entry(root: Path, name: str, entry: Any, where: str) -> ModelEntry:
     artifacts = {}
     for item in need("artifacts", list):
         try:
-            art = Artifact(str(item["format"]), item["path"], str(item["sha256"]), int(item["bytes"]))
-        except (KeyError, TypeError, ValueError, OverflowError):
+            files = tuple(Companion(f["path"], str(f["sha256"]), int(f["bytes"])) for f in item.get("files") or ())
+            art = Artifact(str(item["format"]), item["path"], str(item["sha256"]), int(item["bytes"]), files)
+        except (KeyError, TypeError, ValueError, OverflowError, AttributeError):
             raise ManifestError(f"{where}: model {name!r} has a malformed artifact entry") from None
         if art.format not in ARTIFACT_KINDS:
             raise ManifestError(f"{where}: model {name!r} lists unknown format {art.format!r}")
-        _inside(root, art.path, where)
+        for rel in (art.path, *(f.path for f in files)):
+            _inside(root, rel, where)
         artifacts[art.format] = art
     not_applicable = entry.get("not_applicable") or {}
     if not isinstance(not_applicable, dict) or not all(

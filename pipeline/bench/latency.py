@@ -107,6 +107,7 @@ def bench_latency(sweep: Sweep) -> list[dict[str, Any]]:
                 cands.append(Candidate("floor", lambda f=floor, v=x2: f(v)))
             samples = side_by_side(cands, plan)
             rows.append(_latency_row(model, fmt, runtime, predictor.device, samples))
+            rows[-1]["bytes"] = entry.artifact(formats.get(fmt).artifact_kind).bytes  # every file it loads
             row = rows[-1]
             log(f"  latency {label}: predictor {row['predictor_p50_us']:.1f} us, bare {row['bare_p50_us']:.1f} us")
     return rows

@@ -164,6 +164,7 @@ TABLES: tuple[Table | Callable[[dict[str, Any]], str | None], ...] = (
             ("model", "model"),
             ("format/runtime", runtime_of),
             ("device", "device"),
+            ("KiB", lambda r: r["bytes"] / 1024 if "bytes" in r else None),
             ("pred p50", "predictor_p50_us"),
             ("pred p99", "predictor_p99_us"),
             ("bare p50", "bare_p50_us"),

@@ -174,17 +174,42 @@ def _examples(spec: ModelSpec) -> list[Any]:
     return [{t.name: tensors[k][i].tolist() for k, t in enumerate(spec.inputs)} for i in range(len(rows))]
 
 
-def _artifact(fmt: str, path: Path, artifacts: Path) -> dict[str, Any]:
-    return {
+def _artifact(fmt: str, path: Path, artifacts: Path, companions: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The manifest's record of one artifact; `bytes` counts its companion files (e.g. an IR's weights) too."""
+    out = {
         "format": fmt,
         "path": path.relative_to(artifacts).as_posix(),
         "sha256": sha256_file(path),
         "bytes": path.stat().st_size,
     }
+    if companions:
+        files = [path.with_name(name) for name in companions]
+        out["files"] = [
+            {"path": f.relative_to(artifacts).as_posix(), "sha256": sha256_file(f), "bytes": f.stat().st_size}
+            for f in files
+        ]
+        out["bytes"] += sum(f["bytes"] for f in out["files"])
+    return out
 
 
-def export_model(spec: ModelSpec, artifacts: Path, revision: str, opset: int) -> dict[str, Any]:
-    """Write one model's revision folder and return its manifest entry (without parity)."""
+def skipped_formats() -> dict[str, str]:
+    """Exported formats whose optional package is not installed -> "skipped: install .[extra]"."""
+    out = {}
+    for name in formats.EXPORTED:
+        why = formats.get(name).missing()
+        if why:
+            out[name] = why
+    return out
+
+
+def export_model(
+    spec: ModelSpec, artifacts: Path, revision: str, opset: int, skipped: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Write one model's revision folder and return its manifest entry (without parity).
+
+    `skipped`: formats not to write (their package is missing), with the line that says so.
+    """
+    skipped = {} if skipped is None else skipped
     model_dir, history = _trained_files(spec, artifacts)
     rev_dir = model_dir / f"{REVISION_PREFIX}{revision}"
     rev_dir.mkdir(parents=True, exist_ok=False)
@@ -204,7 +229,7 @@ def export_model(spec: ModelSpec, artifacts: Path, revision: str, opset: int) ->
         metadata=_metadata(spec, state_sha),
         opset=opset,
     )
-    files, not_applicable = _write_formats(ctx, rev_dir, artifacts)
+    files, not_applicable = _write_formats(ctx, rev_dir, artifacts, skipped)
     files.insert(0, _artifact(formats.STATE_DICT, state_path, artifacts))
     rel = lambda name: copied[name].relative_to(artifacts).as_posix() if name in copied else None  # noqa: E731
     return {
@@ -244,12 +269,17 @@ def _trained_module(spec: ModelSpec, state_path: Path) -> torch.nn.Module:
     return module.eval()
 
 
-def _write_formats(ctx: ExportContext, rev_dir: Path, artifacts: Path) -> tuple[list[dict[str, Any]], dict[str, str]]:
-    """Each exported format's file, by its exporter, in FORMATS order: (the artifacts written, and the derived
-    formats that would gain nothing for this model, with why)."""
-    files, not_applicable = [], {}
+def _write_formats(
+    ctx: ExportContext, rev_dir: Path, artifacts: Path, skipped: dict[str, str]
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Each exported format's file, by its exporter, in FORMATS order: (the artifacts written, and the formats
+    written for no file with why: derived ones that would gain nothing for this model, and `skipped` ones,
+    whose package is not installed)."""
+    files, not_applicable = [], dict(skipped)
     for name in formats.EXPORTED:
         fmt = formats.get(name)
+        if name in skipped:
+            continue
         path = rev_dir / fmt.filename
         try:
             formats.resolve(fmt.exporter)(ctx, path)
@@ -259,7 +289,7 @@ def _write_formats(ctx: ExportContext, rev_dir: Path, artifacts: Path) -> tuple[
         except Exception as exc:
             raise ExportError(f"{ctx.spec.name}: {name} export failed: {type(exc).__name__}: {exc}") from exc
         ctx.written[name] = path
-        files.append(_artifact(name, path, artifacts))
+        files.append(_artifact(name, path, artifacts, fmt.companions))
     return files, not_applicable
 
 
@@ -290,10 +320,12 @@ def versions() -> dict[str, str]:
         "numpy": numpy.__version__,
         PRODUCER: producer_version(),
     }
-    try:
-        out["onnxscript"] = importlib_metadata.version("onnxscript")
-    except importlib_metadata.PackageNotFoundError:
-        pass
+    # onnxscript, and each optional format's package that is installed (by its extra's name)
+    for package in ("onnxscript", *(f.extra for f in formats.FORMATS.values() if f.extra)):
+        try:
+            out[package] = importlib_metadata.version(package)
+        except importlib_metadata.PackageNotFoundError:
+            pass
     return out
 
 
@@ -359,17 +391,21 @@ def _export_each(
     failed, which the caller prints on stderr once)."""
     entries: dict[str, Any] = {}
     errors: list[str] = []
+    skipped = skipped_formats()
+    for name, why in skipped.items():  # one line per format, not per model
+        log(f"{name}: {why}")
     for spec in specs:
         start = time.perf_counter()
         try:
-            entries[spec.name] = export_model(spec, artifacts, revision, opset)
+            entries[spec.name] = export_model(spec, artifacts, revision, opset, skipped)
         except ExportError as exc:
             errors.append(str(exc))
             continue
         done = [a["format"] for a in entries[spec.name]["artifacts"] if a["format"] in formats.EXPORTED]
         log(f"{spec.name}: exported {', '.join(done)} in {time.perf_counter() - start:.1f} s")
         for name, why in entries[spec.name]["not_applicable"].items():
-            log(f"{spec.name}: {name} not applicable: {why}")
+            if name not in skipped:
+                log(f"{spec.name}: {name} not applicable: {why}")
     return entries, errors
 
 

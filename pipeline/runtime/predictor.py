@@ -207,6 +207,8 @@ def load_predictor(
         raise InputError(f"unknown device {device!r}; expected one of: {', '.join(DEVICES)} or cuda:N")
     artifact = entry.artifact(spec.artifact_kind)
     path = manifest.verified_path(artifact)
+    if spec.missing():  # the file is there, its runtime's package is not
+        raise RuntimeUnavailable(f"{model} {fmt}: {spec.missing()}")
     start = time.perf_counter()
     try:
         loaded = load.resolve()(entry, str(path), device, threads)

@@ -58,8 +58,9 @@ def cuda_unavailable_reason() -> str | None:
 
 
 def _declared(device: str) -> list[tuple[str, str]]:
-    """Every declared (format, runtime) whose runtime can run on `device` ("cpu" or "cuda")."""
-    pairs = [(f.name, load.runtime) for f in formats.FORMATS.values() for load in f.loaders]
+    """Every declared (format, runtime) whose runtime can run on `device` ("cpu" or "cuda") and whose optional
+    package, if it has one, is installed here (verify says when a listed file is left out for that)."""
+    pairs = [(f.name, load.runtime) for f in formats.FORMATS.values() if not f.missing() for load in f.loaders]
     return [(fmt, runtime.name) for fmt, runtime in pairs if device in runtime.devices]
 
 

@@ -76,11 +76,13 @@ def triton_model_name(model: str, fmt: str, backend: str | None = None) -> str:
 
 def flavours_of(entry: ModelEntry, flavours: tuple[Flavour, ...] = FLAVOURS) -> list[Flavour]:
     """The `flavours` that serve a file `entry` has. A derived format export made no file for (int8 of a
-    model without MatMul) is left out; a missing primary file is the writer's ManifestError."""
+    model without MatMul) or a format of an optional package is left out; a missing primary file is the
+    writer's ManifestError."""
+    optional = lambda name: formats.get(name).source or formats.get(name).extra  # noqa: E731
     return [
         f
         for f in flavours
-        if f.format in entry.artifacts or not (f.format in entry.not_applicable or formats.get(f.format).source)
+        if f.format in entry.artifacts or not (f.format in entry.not_applicable or optional(f.format))
     ]
 
 
@@ -151,7 +153,7 @@ def model_config(
 
     config: dict[str, Any] = {"name": name}
     if backend is None:
-        config |= {"platform": spec.platform, "default_model_filename": spec.filename}
+        config |= {"backend" if spec.backend else "platform": spec.platform, "default_model_filename": spec.filename}
         parameters = dict(spec.parameters)
     else:  # model.py finds the format's file beside itself by this parameter
         config["backend"] = backend

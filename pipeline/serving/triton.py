@@ -89,12 +89,20 @@ def _is_ours(directory: Path) -> bool:
 
 
 def _copy_verified(manifest: Manifest, entry: ModelEntry, fmt: str, dest: Path) -> str:
-    """Copy `entry`'s `fmt` artifact to dest (atomically) and return its sha256, checked twice."""
+    """Copy `entry`'s `fmt` artifact to dest (atomically) and return its sha256, checked twice.
+
+    Companion files (weights kept apart from a graph file) go beside it under dest's stem and their own suffix
+    (model.xml -> model.bin), which is where the runtime reading dest looks for them.
+    """
     artifact = entry.artifact(fmt)
-    src = manifest.verified_path(artifact)
-    atomic_write(dest, lambda tmp: shutil.copyfile(src, tmp))
-    if sha256_file(dest) != artifact.sha256:
-        raise TritonError(f"{artifact.path} changed while it was being copied; run the command again")
+    manifest.verified_path(artifact)
+    pairs = [(artifact.path, artifact.sha256, dest)]
+    pairs += [(f.path, f.sha256, dest.with_name(dest.stem + Path(f.path).suffix)) for f in artifact.files]
+    for rel, digest, target in pairs:
+        src = manifest.path_of(rel)
+        atomic_write(target, lambda tmp, src=src: shutil.copyfile(src, tmp))
+        if sha256_file(target) != digest:
+            raise TritonError(f"{rel} changed while it was being copied; run the command again")
     return artifact.sha256
 
 
@@ -131,7 +139,8 @@ def _readme(manifest: Manifest, rows: list[tuple[str, str, str, str, str]]) -> s
 def _flavour_text(flavour: Flavour) -> str:
     fmt = formats.get(flavour.format)
     if flavour.backend is None:
-        return f"the {fmt.label} file, platform `{TRITON_PLATFORMS[fmt.name].platform}`"
+        triton = TRITON_PLATFORMS[fmt.name]
+        return f"the {fmt.label} file, {'backend' if triton.backend else 'platform'} `{triton.platform}`"
     return f"the {fmt.label} file, {flavour.backend} backend (model.py)"
 
 
