@@ -723,7 +723,7 @@ def test_the_app_serves_no_file_from_the_shared_gradio_folder_and_keeps_its_own_
 
 
 def test_slow_headers_and_slow_bodies_are_cut_off(damaged_demo):
-    from damaged_demo.server import BODY_TIMEOUT_S, HEADER_TIMEOUT_S
+    from demo.server import BODY_TIMEOUT_S, HEADER_TIMEOUT_S
 
     parts = urllib.parse.urlsplit(damaged_demo.url)
     with socket.create_connection((parts.hostname, parts.port), timeout=HEADER_TIMEOUT_S + 20) as sock:
