@@ -40,11 +40,17 @@ class Runtime:
     name: str  # what a person passes as `runtime`
     label: str  # how the demo and reports name it
     devices: tuple[str, ...]  # where it can run: CPU and, with a GPU and the right build, CUDA
+    summary: str = ""  # what it is, in one phrase, for people who have never heard of it (the demo shows it)
 
 
-TORCH = Runtime("torch", "torch", (CPU, CUDA))
-ONNXRUNTIME = Runtime("onnxruntime", "onnxruntime", (CPU, CUDA))
-ONNX_REFERENCE = Runtime("onnx-reference", "ONNX reference evaluator", (CPU,))
+TORCH = Runtime("torch", "torch", (CPU, CUDA), "PyTorch itself")
+ONNXRUNTIME = Runtime("onnxruntime", "onnxruntime", (CPU, CUDA), "ONNX Runtime, the usual engine for serving ONNX")
+ONNX_REFERENCE = Runtime(
+    "onnx-reference",
+    "ONNX reference evaluator",
+    (CPU,),
+    "the ONNX project's plain NumPy evaluator: slow, a second opinion",
+)
 RUNTIMES: dict[str, Runtime] = {r.name: r for r in (TORCH, ONNXRUNTIME, ONNX_REFERENCE)}
 
 
@@ -85,6 +91,7 @@ class Format:
     scale: float = 0.0  # third term of the parity rule: scale * max|ref| of the output (0: float32 formats)
     source: str | None = None  # a derived format: the format whose file its exporter reads, exported first
     needs_catalog: bool = False  # loading it builds the catalog module (runs Python code of the catalog)
+    summary: str = ""  # what it is, in one phrase, for people who have never heard of it (the demo shows it)
 
     @property
     def artifact_kind(self) -> str:
@@ -114,6 +121,7 @@ FORMATS: dict[str, Format] = {
             filename="model.torchscript.pt",
             exporter="pipeline.export:export_torchscript",
             triton=TritonPlatform("pytorch_libtorch", "model.pt", True, (("INFERENCE_MODE", "true"),)),
+            summary="a compiled PyTorch program that runs without the model's Python code",
         ),
         Format(
             "onnx",
@@ -125,6 +133,7 @@ FORMATS: dict[str, Format] = {
             filename="model.onnx",
             exporter="pipeline.export:export_onnx",
             triton=TritonPlatform("onnxruntime_onnx", "model.onnx", False),
+            summary="a portable graph file that many engines and servers read",
         ),
         Format(
             "pt2",
@@ -132,6 +141,7 @@ FORMATS: dict[str, Format] = {
             (Loader(TORCH, "pipeline.runtime.loaders:load_pt2"),),
             filename="model.pt2",
             exporter="pipeline.export:export_pt2",
+            summary="PyTorch 2's exported program (torch.export)",
         ),
         # Derived from the ONNX file by onnxruntime's own tools (pipeline/export/quantize.py). Their errors scale
         # with the outputs' magnitude, so each declares a `scale` term, chosen from the deviations measured
@@ -151,6 +161,7 @@ FORMATS: dict[str, Format] = {
             triton=TritonPlatform("onnxruntime_onnx", "model.onnx", False),
             scale=INT8_SCALE,
             atol=REDUCED_ATOL,
+            summary="the ONNX file with its weights stored as 8-bit integers: smaller, a little less exact",
         ),
         Format(
             "onnx-fp16",
@@ -163,6 +174,7 @@ FORMATS: dict[str, Format] = {
             scale=FP16_SCALE,
             atol=REDUCED_ATOL,
             rtol=FP16_RTOL,
+            summary="the ONNX file in 16-bit floats: about half the size, a little less exact",
         ),
         Format(
             "eager",
@@ -170,6 +182,7 @@ FORMATS: dict[str, Format] = {
             (Loader(TORCH, "pipeline.runtime.loaders:load_eager"),),
             artifact=STATE_DICT,
             needs_catalog=True,
+            summary="the original PyTorch model rebuilt from its trained weights: the reference",
         ),
     )
 }
