@@ -68,6 +68,27 @@ def default_format(served: Sequence[str]) -> str:
     return formats.DEFAULT_FORMAT if formats.DEFAULT_FORMAT in served else served[0]
 
 
+def bench_p50_us(svc: Service, model: str, fmt: str) -> float | None:
+    """The median time per call of `model` in `fmt` (its default runtime, on the CPU) that the last
+    `python -m pipeline bench` measured (ARTIFACTS/bench.json), or None when there is no such figure."""
+    try:
+        rows = json.loads((svc.artifacts / "bench.json").read_text()).get("latency") or []
+    except (OSError, ValueError, AttributeError):
+        return None
+    runtime = formats.get(fmt).default_runtime
+    for row in rows:
+        if isinstance(row, dict) and (row.get("model"), row.get("format"), row.get("runtime")) == (model, fmt, runtime):
+            p50 = row.get("predictor_p50_us")
+            if views.short_device(str(row.get("device", ""))) == "CPU" and isinstance(p50, (int, float)):
+                return float(p50)
+    return None
+
+
+def note(svc: Service, entry: ModelEntry, fmt: str, missing: str | None = None) -> str:
+    """The line under the format picker for `entry` in `fmt` (views.format_note), with the bench's speed."""
+    return views.format_note(entry, fmt, missing, bench_p50_us(svc, entry.name, fmt))
+
+
 def image(svc: Service, rel: str | None) -> Any:
     """A PNG the manifest lists (loss.png, lr_study.png), as a PIL image; None when there is none."""
     manifest = svc.manifest
@@ -179,7 +200,7 @@ def _examples(form: Form, entries: Sequence[ModelEntry], first: ModelEntry) -> N
             form.examples.append(ex)
 
 
-def _choices(form: Form, first: ModelEntry) -> None:
+def _choices(svc: Service, form: Form, first: ModelEntry) -> None:
     served = first.served_formats()
     chosen = default_format(served)
     form.fmt = gr.Radio(
@@ -188,7 +209,7 @@ def _choices(form: Form, first: ModelEntry) -> None:
         label="Which copy runs it (file · engine)",
         elem_id="format-picker",
     )
-    form.note = gr.HTML(views.format_note(first, chosen), elem_id="format-note")
+    form.note = gr.HTML(note(svc, first, chosen), elem_id="format-note")
     reason = cuda_unavailable_reason()
     form.device = gr.Radio(
         choices=list(DEVICES),
@@ -199,7 +220,7 @@ def _choices(form: Form, first: ModelEntry) -> None:
     )
 
 
-def _form(entries: Sequence[ModelEntry], first: ModelEntry) -> Form:
+def _form(svc: Service, entries: Sequence[ModelEntry], first: ModelEntry) -> Form:
     form = Form(
         model=gr.Dropdown(
             choices=[(model_label(e), e.name) for e in entries],
@@ -214,7 +235,7 @@ def _form(entries: Sequence[ModelEntry], first: ModelEntry) -> Form:
         form.run = gr.Button("Predict", variant="primary", elem_id="predict-button", min_width=120)
         form.compare = gr.Button("Compare all formats", elem_id="compare-button", min_width=120)
     _examples(form, entries, first)
-    _choices(form, first)
+    _choices(svc, form, first)
     return form
 
 
@@ -290,7 +311,7 @@ def build(svc: Service, entries: list[ModelEntry]) -> None:
     gr.Markdown(INTRO, elem_id="intro")
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=300):
-            form = _form(entries, first)
+            form = _form(svc, entries, first)
         with gr.Column(scale=3, min_width=300):
             results = _results(first)
     panel = _panel(svc, first)
@@ -316,7 +337,7 @@ def _wire_model(svc: Service, entries: Sequence[ModelEntry], form: Form, results
         return (
             *[gr.update(visible=e.name == entry.name) for e in entries for _ in form.groups[e.name]],
             gr.update(choices=[(formats.label(f), f) for f in served], value=fmt),
-            views.format_note(entry, fmt, missing),
+            note(svc, entry, fmt, missing),
             model_info(entry),
             *panel_values(svc, entry),
             views.placeholder(entry),
@@ -334,7 +355,7 @@ def _wire_model(svc: Service, entries: Sequence[ModelEntry], form: Form, results
 
     def on_format(name: str, fmt: str) -> str:
         try:
-            return views.format_note(svc.entry(name), fmt)
+            return note(svc, svc.entry(name), fmt)
         except UserError:
             return ""
 

@@ -61,7 +61,8 @@ CSS = f"""
 #prediction td small {{ display: block; color: #374151; }}
 #prediction tr.outside td {{ background: #fde8e8; }}
 #prediction tr.outside td.verdict, #prediction .error-reason {{ color: #991b1b; font-weight: 600; }}
-#prediction td.verdict {{ font-weight: 700; white-space: nowrap; }}
+#prediction td.verdict, #prediction td.ms, #prediction td.size {{ white-space: nowrap; }}
+#prediction td.verdict {{ font-weight: 700; }}
 #prediction .error {{ border: 2px solid #dc2626; border-radius: 6px; padding: .6em .8em; }}
 #prediction .error-reason {{ white-space: pre-wrap; overflow-wrap: anywhere; }}
 #prediction .stale-note {{ border: 2px dashed #b45309; border-radius: 6px; padding: .4em .8em; font-weight: 600; }}
@@ -79,6 +80,8 @@ CSS = f"""
   #prediction #compare-table td[data-label]::before {{ content: attr(data-label) ": "; font-weight: 600; }}
   #seed-figure .image-container, #loss-curve .image-container {{ overflow-x: auto; }}
   #seed-figure img {{ min-width: 640px; max-width: none; }}
+  #seed-figure .image-container button, #seed-figure .image-frame {{ justify-content: flex-start;
+    width: max-content; min-width: 100%; }}
 }}
 """
 
@@ -358,16 +361,18 @@ def comparison(
     )
 
 
-def format_note(entry: ModelEntry, fmt: str, missing: str | None = None) -> str:
-    """One line under the format picker: what the chosen copy is, its file size and how close it came to the
-    original at export; and, when the model has no copy in the format asked for, that the default is shown."""
+def format_note(entry: ModelEntry, fmt: str, missing: str | None = None, p50_us: float | None = None) -> str:
+    """One line under the format picker: what the chosen copy is, its file size, how close it came to the
+    original at export and (`p50_us`, from the last `python -m pipeline bench`) its median time per call; and,
+    when the model has no copy in the format asked for, that the default is shown instead."""
     spec = formats.get(fmt)
     art = entry.artifacts.get(spec.artifact_kind)
     rows = [r for r in (entry.raw.get("parity") or {}).get("rows") or [] if r.get("format") == fmt]
     diffs = [r["max_abs"] for r in rows if isinstance(r.get("max_abs"), (int, float))]
     close = f"; at export its answers were within {_sci(max(diffs))} of the original's" if diffs else ""
     size = f"; file {size_text(art.bytes)}" if art is not None else ""
-    line = f"{esc(format_summary(fmt))}{size}{close}."
+    speed = f"; {p50_us / 1000:.3g} ms per call (median, last bench)" if p50_us else ""
+    line = f"{esc(format_summary(fmt))}{size}{close}{speed}."
     if missing:
         why = entry.not_applicable.get(missing)
         because = f" ({esc(why)})" if why else ""

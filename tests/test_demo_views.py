@@ -92,3 +92,19 @@ def test_the_parity_table_shows_the_tolerance_not_a_relative_error(manifest):
     int8 = [r for r in rows if r[0] == "ONNX int8 (dynamic)"]
     assert int8 and all("max|eager|" in r[5] and r[6] == "yes" for r in int8), int8
     assert "every copy gave the same answer" in text
+
+
+def test_the_format_line_carries_the_last_bench_speed(manifest, tmp_path):
+    from types import SimpleNamespace
+
+    rows = [
+        {"model": "adder_mynet", "format": "onnx", "runtime": "onnxruntime", "device": "CPUExecutionProvider"},
+        {"model": "adder_mynet", "format": "onnx", "runtime": "onnx-reference", "device": "cpu"},
+    ]
+    rows[0]["predictor_p50_us"], rows[1]["predictor_p50_us"] = 41.5, 900.0
+    (tmp_path / "bench.json").write_text(json.dumps({"latency": rows}))
+    svc = SimpleNamespace(artifacts=tmp_path)
+    assert page.bench_p50_us(svc, "adder_mynet", "onnx") == 41.5  # the default runtime's figure
+    assert page.bench_p50_us(svc, "adder_mynet", "pt2") is None
+    assert "0.0415 ms per call (median, last bench)" in page.note(svc, manifest.model("adder_mynet"), "onnx")
+    assert page.bench_p50_us(SimpleNamespace(artifacts=tmp_path / "none"), "adder_mynet", "onnx") is None
