@@ -277,9 +277,10 @@ def _panel(svc: Service, first: ModelEntry) -> Panel:
                 loss = gr.Image(values[1], show_label=False, interactive=False, elem_id="loss-curve")
             with gr.Column(min_width=280):
                 cap = gr.Markdown(f"**{caption}**", visible=figure is not None, elem_id="seed-figure-caption")
-                seed = gr.Image(
+                seed = gr.Image(  # no buttons: they would lie over the figure's top row of titles
                     image(svc, figure),
                     show_label=False,
+                    buttons=[],
                     visible=figure is not None,
                     interactive=False,
                     elem_id="seed-figure",
@@ -374,11 +375,14 @@ def _wire_stale(svc: Service, form: Form, results: Results) -> None:
 
     stale = dict(fn=on_input, inputs=[form.model, results.shown], outputs=results.outputs, api_visibility="private")
     for component in (form.fmt, form.device, *form.fields):
-        # An image editor gets no listener: an input or change listener makes it send a blob id in place of its
-        # picture (the first Predict after an upload then found none), and an upload listener also fires when
-        # Predict itself uploads the canvas, marking the fresh answer stale. The page's script marks an answer
-        # stale on a stroke, an upload or a clear of the picture instead.
-        if not isinstance(component, gr.ImageEditor):
+        if isinstance(component, gr.ImageEditor):
+            # An input or change listener makes the editor send a blob id in place of its picture, and an upload
+            # listener that calls the server also fires when Predict itself uploads the canvas, marking the fresh
+            # answer stale. The editor needs an upload listener to take an uploaded picture as its value (without
+            # one, Predict right after an upload sent the picture it held before), so it gets one that runs in the
+            # browser only; the page's script marks the answer stale on a stroke, an upload or a clear.
+            component.upload(fn=None, js="() => null", queue=False, api_visibility="private")
+        else:
             component.input(**stale, queue=False)
 
 

@@ -97,10 +97,17 @@ def input_form(entry: ModelEntry) -> tuple[list[Any], list[tuple[str, str, int]]
         label = f"{name}: " if len(entry.inputs) > 1 else ""
         if t.get("image"):
             img = t["image"]
+            # Said above the canvas, not in its label: the editor's toolbar covers all but the label's first words.
+            gr.Markdown(
+                f"{label}Draw on the canvas or upload a picture; the model reads it as {img['height']}×{img['width']} "
+                "(shown beside the answer).",
+                elem_classes=["picture-help"],
+            )
             widgets.append(
                 gr.ImageEditor(
                     value=picture_of(values, img) if entry.examples else None,  # a held-out example, ready to run
                     label=f"{label}draw or upload; the model reads it as {img['height']}×{img['width']}",
+                    show_label=False,
                     elem_classes=["picture-input"],
                     sources=["upload", "clipboard"],
                     type="numpy",
