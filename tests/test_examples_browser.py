@@ -101,9 +101,16 @@ def uploaded(built, digits_page, tmp_path):
     i = next(i for i in range(len(y)) if classify(manifest, x[i]) == y[i] and y[i] != 0)
     path = tmp_path / "digit.png"
     Image.fromarray(picture(x[i])).save(path)
-    # the editor shows the picture once it has fetched it back from the server: Predict sends what it shows
-    with digits_page.expect_response(lambda response: "/gradio_api/file=" in response.url):
-        digits_page.locator("#digits_cnn-image input[type=file]").set_input_files(str(path))
+    # The editor takes the picture as its value once it has uploaded it and drawn it; a Predict before that
+    # sends the picture it held before (the held-out digit it opens on): Gradio's editor, see notes.
+    fetched = []  # the editor fetches the uploaded file back once to show it, then again as it draws its layers
+    digits_page.on("response", lambda r: fetched.append(r.url) if "/gradio_api/file=" in r.url else None)
+    digits_page.locator("#digits_cnn-image canvas").first.wait_for()
+    digits_page.locator("#digits_cnn-image input[type=file]").set_input_files(str(path))
+    for _ in range(600):
+        if len(fetched) >= 3:
+            break
+        digits_page.wait_for_timeout(100)
     return digits_page, str(int(y[i]))
 
 
