@@ -25,7 +25,8 @@ from pipeline.artifacts.manifest import ManifestError, ModelEntry
 from pipeline.artifacts.tensors import width
 from pipeline.errors import UserError
 from pipeline.runtime.predictor import DEVICES
-from pipeline.serving.service import Service, cuda_unavailable_reason
+from pipeline.runtime.targets import cuda_unavailable_reason
+from pipeline.serving.service import Service
 
 OPENING = "adder_mynet"  # the first screen's model: its answer (x1 + x2) is one a person checks in their head
 PLOT_MAX = 64  # outputs with 2..PLOT_MAX values (class scores aside) are also drawn as a bar chart

@@ -16,7 +16,8 @@ import gradio as gr
 import numpy as np
 
 from pipeline.artifacts.manifest import ModelEntry
-from pipeline.artifacts.tensors import dtype, examples_batch, shape, width
+from pipeline.artifacts.tensors import dtype, dtype_of, examples_batch, shape, width
+from pipeline.dtypes import DEFAULT_DTYPE
 from pipeline.runtime.inputs import InputError
 
 SMALL_INPUT = 16  # up to this many features: one number field each; wider inputs: one text area
@@ -93,56 +94,57 @@ def input_form(entry: ModelEntry) -> tuple[list[Any], list[tuple[str, str, int]]
     widgets: list[Any] = []
     layout: list[tuple[str, str, int]] = []
     for t in entry.inputs:
-        name, values = t["name"], example[t["name"]]
-        label = f"{name}: " if len(entry.inputs) > 1 else ""
-        if t.get("image"):
-            img = t["image"]
-            # Said above the canvas, not in its label: the editor's toolbar covers all but the label's first words.
-            gr.Markdown(
-                f"{label}Draw on the canvas or upload a picture; the model reads it as {img['height']}×{img['width']} "
-                "(shown beside the answer).",
-                elem_classes=["picture-help"],
-            )
-            widgets.append(
-                gr.ImageEditor(
-                    value=picture_of(values, img) if entry.examples else None,  # a held-out example, ready to run
-                    label=f"{label}draw or upload; the model reads it as {img['height']}×{img['width']}",
-                    show_label=False,
-                    elem_classes=["picture-input"],
-                    sources=["upload", "clipboard"],
-                    type="numpy",
-                    canvas_size=(CANVAS, CANVAS),
-                    brush=gr.Brush(colors=["#000000"], default_size=22, color_mode="fixed"),
-                    elem_id=f"{entry.name}-{name}",
-                )
-            )
-            layout.append((name, "image", 1))
-        elif dtype(t) == "float32" and len(shape(t)) == 1 and t["features"] and width(t) <= SMALL_INPUT:
-            with gr.Row():
-                for i, feat in enumerate(t["features"]):
-                    field = gr.Number(
-                        label=f"{label}{feat}",
-                        value=float(short(values[i])),
-                        elem_id=f"{entry.name}-{feat}",
-                        min_width=80,
-                    )
-                    widgets.append(field)
-            layout.append((name, "numbers", width(t)))
-        else:
-            kind = "whole numbers" if dtype(t) == "int64" else "numbers"
-            bounds = f" from {t['values'][0]} to {t['values'][1] - 1}" if t.get("values") else ""
-            widgets.append(
-                gr.Textbox(
-                    value=features_text(values.ravel().tolist()),
-                    lines=3 if width(t) <= 64 else 6,
-                    max_lines=12,
-                    label=f"{label}{width(t)} {kind}{bounds} (shape {list(shape(t))}), separated by commas or "
-                    "spaces, or a JSON list",
-                    elem_id=f"{entry.name}-{name}" if len(entry.inputs) > 1 else f"{entry.name}-features",
-                )
-            )
-            layout.append((name, "text", 1))
+        made, kind = _input_widgets(entry, t, example[t["name"]])
+        widgets += made
+        layout.append((t["name"], kind, len(made)))
     return widgets, layout
+
+
+def _input_widgets(entry: ModelEntry, t: dict[str, Any], values: np.ndarray) -> tuple[list[Any], str]:
+    """The widgets for one input, filled with `values`, and their kind: an image editor, a field per feature
+    (a short row of floats), else one text area."""
+    name = t["name"]
+    label = f"{name}: " if len(entry.inputs) > 1 else ""
+    if t.get("image"):
+        img = t["image"]
+        # Said above the canvas, not in its label: the editor's toolbar covers all but the label's first words.
+        gr.Markdown(
+            f"{label}Draw on the canvas or upload a picture; the model reads it as {img['height']}×{img['width']} "
+            "(shown beside the answer).",
+            elem_classes=["picture-help"],
+        )
+        editor = gr.ImageEditor(
+            value=picture_of(values, img) if entry.examples else None,  # a held-out example, ready to run
+            label=f"{label}draw or upload; the model reads it as {img['height']}×{img['width']}",
+            show_label=False,
+            elem_classes=["picture-input"],
+            sources=["upload", "clipboard"],
+            type="numpy",
+            canvas_size=(CANVAS, CANVAS),
+            brush=gr.Brush(colors=["#000000"], default_size=22, color_mode="fixed"),
+            elem_id=f"{entry.name}-{name}",
+        )
+        return [editor], "image"
+    if dtype(t) == DEFAULT_DTYPE and len(shape(t)) == 1 and t["features"] and width(t) <= SMALL_INPUT:
+        with gr.Row():
+            fields = [
+                gr.Number(
+                    label=f"{label}{feat}", value=float(short(values[i])), elem_id=f"{entry.name}-{feat}", min_width=80
+                )
+                for i, feat in enumerate(t["features"])
+            ]
+        return fields, "numbers"
+    kind = "whole numbers" if dtype_of(t).whole else "numbers"
+    bounds = f" from {t['values'][0]} to {t['values'][1] - 1}" if t.get("values") else ""
+    text = gr.Textbox(
+        value=features_text(values.ravel().tolist()),
+        lines=3 if width(t) <= 64 else 6,
+        max_lines=12,
+        label=f"{label}{width(t)} {kind}{bounds} (shape {list(shape(t))}), separated by commas or "
+        "spaces, or a JSON list",
+        elem_id=f"{entry.name}-{name}" if len(entry.inputs) > 1 else f"{entry.name}-features",
+    )
+    return [text], "text"
 
 
 def example_label(entry: ModelEntry, example: Any) -> str:

@@ -120,10 +120,10 @@ MUTANTS = (
     ),
     Mutant(
         "parity leaves out the CUDA rows a user asked for with --device cuda",
-        "pipeline/runtime/parity.py",
+        "pipeline/runtime/targets.py",
         "            chosen.append(Target(fmt, runtime, gpu, why))\n",
         "            pass\n",
-        ("tests/test_parity.py", "tests/test_devices.py"),
+        ("tests/test_targets.py", "tests/test_devices.py"),
     ),
     Mutant(
         "the remote runtime checks no output names against the manifest",
