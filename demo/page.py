@@ -357,9 +357,10 @@ def _wire_model(svc: Service, entries: Sequence[ModelEntry], form: Form, results
 
     def on_format(name: str, fmt: str) -> str:
         try:
-            return note(svc, svc.entry(name), fmt)
+            entry = svc.entry(name)
         except UserError:
             return ""
+        return note(svc, entry, fmt) if fmt in entry.served_formats() else ""
 
     form.fmt.input(on_format, inputs=[form.model, form.fmt], outputs=form.note, api_visibility="private", queue=False)
 
@@ -380,11 +381,16 @@ def _wire_stale(svc: Service, form: Form, results: Results) -> None:
             # An input or change listener makes the editor send a blob id in place of its picture, and an upload
             # listener that calls the server also fires when Predict itself uploads the canvas, marking the fresh
             # answer stale. The editor needs an upload listener to take an uploaded picture as its value (without
-            # one, Predict right after an upload sent the picture it held before), so it gets one that runs in the
-            # browser only; the page's script marks the answer stale on a stroke, an upload or a clear.
-            component.upload(fn=None, js="() => null", queue=False, api_visibility="private")
+            # one, Predict right after an upload sent the picture it held before), so it gets one that takes and
+            # changes nothing (a listener with no backend would answer a request for it with a 500); the page's
+            # script marks the answer stale on a stroke, an upload or a clear.
+            component.upload(_nothing, queue=False, api_visibility="private")
         else:
             component.input(**stale, queue=False)
+
+
+def _nothing() -> None:
+    """An event that needs a listener and nothing else (the image editor's upload)."""
 
 
 def form_key(svc: Service, form: Form, name: str, fmt: str | None, device: str, values: Sequence[Any]) -> dict:
