@@ -109,12 +109,11 @@ def _input_widgets(entry: ModelEntry, t: dict[str, Any], values: np.ndarray) -> 
         img = t["image"]
         # Said above the canvas, not in its label: the editor's toolbar covers all but the label's first words.
         gr.Markdown(
-            f"{label}Draw on the canvas or upload a picture; the model reads it as {img['height']}×{img['width']} "
-            "(shown beside the answer).",
+            f"{label}Click a held-out example below the buttons, or draw on the canvas or upload a picture; the model "
+            f"reads it as {img['height']}×{img['width']} (shown beside the answer).",
             elem_classes=["picture-help"],
         )
         editor = gr.ImageEditor(
-            value=picture_of(values, img) if entry.examples else None,  # a held-out example, ready to run
             label=f"{label}draw or upload; the model reads it as {img['height']}×{img['width']}",
             show_label=False,
             elem_classes=["picture-input"],

@@ -101,14 +101,14 @@ def uploaded(built, digits_page, tmp_path):
     i = next(i for i in range(len(y)) if classify(manifest, x[i]) == y[i] and y[i] != 0)
     path = tmp_path / "digit.png"
     Image.fromarray(picture(x[i])).save(path)
-    # The editor takes the picture as its value once it has uploaded it and drawn it; a Predict before that
-    # sends the picture it held before (the held-out digit it opens on): Gradio's editor, see notes.
-    fetched = []  # the editor fetches the uploaded file back once to show it, then again as it draws its layers
+    # The editor takes the picture as its value once it has uploaded it and fetched it back; a Predict before
+    # that would send the picture it held before (Gradio's editor).
+    fetched = []  # the editor fetches the uploaded file back to show it
     digits_page.on("response", lambda r: fetched.append(r.url) if "/gradio_api/file=" in r.url else None)
     digits_page.locator("#digits_cnn-image canvas").first.wait_for()
     digits_page.locator("#digits_cnn-image input[type=file]").set_input_files(str(path))
     for _ in range(600):
-        if len(fetched) >= 3:
+        if fetched:
             break
         digits_page.wait_for_timeout(100)
     return digits_page, str(int(y[i]))
@@ -138,8 +138,7 @@ def test_the_first_predict_after_an_upload_names_the_digit(uploaded):
 def test_a_digit_drawn_with_the_mouse_is_classified(digits_page):
     page = digits_page
     editor = page.locator("#digits_cnn-image")
-    editor.get_by_role("button", name="Clear canvas", exact=True).click()  # it opens on a held-out digit
-    editor.get_by_role("button", name="Brush", exact=True).click()
+    editor.get_by_role("button", name="Brush", exact=True).click()  # the canvas opens on its upload prompt
     canvas = editor.locator("canvas").first
     canvas.wait_for()
     box = canvas.bounding_box()
@@ -160,14 +159,15 @@ def test_a_digit_drawn_with_the_mouse_is_classified(digits_page):
 
 @pytest.mark.browser
 @needs_chromium
-def test_digits_opens_on_a_held_out_digit_and_answers_with_the_class_and_the_8x8_it_read(digits_demo):
+def test_a_held_out_digit_is_one_click_and_answers_with_the_class_and_the_8x8_it_read(digits_demo):
     url, browser = digits_demo
     for viewport, name in ((LAPTOP, "digits-laptop"), (PHONE, "digits-phone")):
         page = browser.new_page(viewport=viewport)
         try:
             page.goto(url + "/")
             pick(page, "digits_cnn")
-            predicted(page)  # nothing drawn or uploaded: a held-out digit is already on the canvas
+            page.locator("#digits_cnn-examples").get_by_role("button").first.click()  # loads a held-out digit, runs it
+            page.locator("#prediction .result").wait_for(timeout=30_000)
             label = page.locator("#prediction .classes")
             assert re.fullmatch(r"\d", label.locator("h2").first.inner_text().strip()), label.inner_text()
             assert label.locator(".bar").count() == 3  # confidence bars of the top classes
@@ -182,7 +182,8 @@ def test_digits_opens_on_a_held_out_digit_and_answers_with_the_class_and_the_8x8
 @needs_chromium
 def test_a_stroke_marks_the_answer_stale_and_an_example_digit_runs(digits_page):
     page = digits_page
-    predicted(page)
+    page.locator("#digits_cnn-examples").get_by_role("button").first.click()
+    page.locator("#prediction .result").wait_for(timeout=30_000)
     editor = page.locator("#digits_cnn-image")
     canvas = editor.locator("canvas").first
     box = canvas.bounding_box()
