@@ -34,7 +34,7 @@ import demo  # noqa: E402, F401
 import fastapi  # noqa: E402
 import gradio as gr  # noqa: E402
 
-from demo import page, server, views  # noqa: E402
+from demo import explanation, page, server, views  # noqa: E402
 from demo.api import attempt  # noqa: E402
 from pipeline.serving.service import Service  # noqa: E402
 
@@ -109,7 +109,7 @@ def create_app(artifacts: Path | str, threads: int | None = None) -> fastapi.Fas
     svc = Service(artifacts, threads=threads)
     if svc.error:
         log.warning("%s", svc.error)
-    return server.create_app(svc, build_demo(svc), css=views.CSS, js=page.script())
+    return server.create_app(svc, build_demo(svc), css=views.CSS + explanation.CSS, js=page.script())
 
 
 def __getattr__(name: str) -> Any:

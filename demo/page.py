@@ -18,7 +18,7 @@ from typing import Any
 
 import gradio as gr
 
-from demo import private_temp_dir, views, widgets
+from demo import explanation, private_temp_dir, views, widgets
 from demo.api import attempt
 from pipeline import formats
 from pipeline.artifacts.manifest import ManifestError, ModelEntry
@@ -316,10 +316,12 @@ def build(svc: Service, entries: list[ModelEntry]) -> None:
             form = _form(svc, entries, first)
         with gr.Column(scale=3, min_width=300):
             results = _results(first)
+            explain = _explain_components()
     panel = _panel(svc, first)
     _wire_model(svc, entries, form, results, panel)
     _wire_stale(svc, form, results)
-    _wire_actions(svc, form, results)
+    compared = _wire_actions(svc, form, results)
+    _wire_explain(svc, explain, form.model, compared, results.raw)
 
 
 # ---- the events ---------------------------------------------------------------------------------------------
@@ -404,7 +406,7 @@ def form_key(svc: Service, form: Form, name: str, fmt: str | None, device: str, 
     return {"model": model_label(svc.entry(name)), "format": fmt, "device": device, "fields": fields}
 
 
-def _wire_actions(svc: Service, form: Form, results: Results) -> None:
+def _wire_actions(svc: Service, form: Form, results: Results) -> Any:
     """Predict (the button, Enter in an input, a click on an example) and Compare all formats."""
 
     def features_of(name: str, values: Sequence[Any]) -> Any:
@@ -439,7 +441,47 @@ def _wire_actions(svc: Service, form: Form, results: Results) -> None:
             component.submit(**predict)
     for ex in form.examples:  # a click on an example fills it, then runs it
         ex.load_input_event.then(**predict)
-    form.compare.click(on_compare, inputs=[form.model, form.device, *form.fields], **common)
+    return form.compare.click(on_compare, inputs=[form.model, form.device, *form.fields], **common)
+
+
+def _explain_components() -> tuple[Any, Any, Any, Any]:
+    """Under a comparison: pick a row and see where it parts from eager (shown at once for a row outside its rule)."""
+    with gr.Group(visible=False, elem_id="explain-panel") as panel:
+        with gr.Row():
+            row = gr.Dropdown(label="Explain a row layer by layer", elem_id="explain-row", scale=3)
+            button = gr.Button("Explain", elem_id="explain-button", scale=1, min_width=100)
+        shown = gr.HTML(elem_id="explanation")
+    return panel, row, button, shown
+
+
+def _wire_explain(svc: Service, components: tuple, model: Any, compared: Any, raw: Any) -> None:
+    """After a comparison, list its rows to explain and explain the first row outside its rule at once."""
+    panel, row, button, shown = components
+
+    def explain(name: str, choice: str | None) -> str:
+        if not choice:
+            return ""
+        fmt, _, runtime = choice.partition("|")
+        result, why = attempt("explanation", lambda: svc.explain(name, fmt, runtime))
+        return views.error(why, "Explain") if why else explanation.explanation(result)
+
+    def on_compared(name: str, rows: Any):
+        if not isinstance(rows, list) or not rows:
+            return gr.update(visible=False), gr.update(choices=[], value=None), ""
+        local = [r for r in rows if r.get("runtime") in formats.RUNTIMES and r.get("format") != formats.REFERENCE[0]]
+        choices = [(f"{r['label']}{'' if r['within_rule'] else ' (outside its rule)'}", _key(r)) for r in local]
+        outside = next((r for r in local if r["within_rule"] is False), None)
+        chosen = _key(outside) if outside else (choices[0][1] if choices else None)
+        text = explain(name, chosen) if outside else "Pick a row and press Explain to see it layer by layer."
+        return gr.update(visible=bool(choices)), gr.update(choices=choices, value=chosen), text
+
+    compared.then(on_compared, inputs=[model, raw], outputs=[panel, row, shown], api_visibility="private")
+    button.click(explain, inputs=[model, row], outputs=shown, api_visibility="private", concurrency_id="predict")
+    model.change(lambda: (gr.update(visible=False), ""), outputs=[panel, shown], api_visibility="private")
+
+
+def _key(row: dict) -> str:
+    return f"{row['format']}|{row['runtime']}"
 
 
 # ---- the page's script ----------------------------------------------------------------------------------------

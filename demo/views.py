@@ -283,16 +283,31 @@ def row_details(entry: ModelEntry, row: dict) -> str:
     (how each layer of this copy differs from the original) belongs here too, opened from the same row."""
     values = "<br>".join(f"{esc(n)}: {values_text(v, len(v))}" for n, v in row["outputs"].items())
     reason = f"<br>{esc(row['reason'])}" if row["reason"] else ""
+    stats = _stats(row.get("stats"))
+    spread = f"<br>|Δ| mean · p99 · smallest atol that passes: {stats}" if stats != "–" else ""
     return (
         f"<details><summary>rule and values</summary>same answer means every {rule_text(row['rule'])} "
-        f"(eager: the original PyTorch model){reason}<br>{values or 'no values'}</details>"
+        f"(eager: the original PyTorch model){reason}{spread}<br>{values or 'no values'}</details>"
     )
+
+
+def _stats(stats: dict | None) -> str:
+    """Per output: mean and 99th percentile of |Δ| and the smallest atol that would pass (at the row's rtol, scale)."""
+    if not stats:
+        return "–"
+    cells = [
+        (esc(name) + ": " if len(stats) > 1 else "")
+        + " · ".join(_sci(s[k]) for k in ("mean_abs", "p99_abs", "min_atol"))
+        for name, s in stats.items()
+        if s.get("mean_abs") is not None
+    ]
+    return "<br>".join(cells) or "–"
 
 
 def _verdict(row: dict) -> str:
     if row["within_rule"] is None:
         return "✗ did not run" if not row["outputs"] else "? not compared"
-    return "✓ yes" if row["within_rule"] else "✗ no"
+    return "✓ yes" if row["within_rule"] else "✗ no (explain it below)"
 
 
 def _answer_cell(entry: ModelEntry, row: dict) -> str:

@@ -181,6 +181,8 @@ def test_compare_all_formats_shows_one_row_per_artifact_and_runtime(adder, manif
         assert cell("answer").startswith("sum = 2"), cell("answer")
         float(cell("diff").replace("−", "-")), float(cell("ms").removesuffix(" ms"))  # difference, latency
         assert cell("size").endswith(("KiB", " B")), cell("size")
+        spread = rows.nth(i).locator("td.details details").inner_html()
+        assert "mean · p99" in spread and "sum: " in spread and "hidden: " in spread, spread  # per output, on demand
 
 
 def test_clicking_an_example_fills_and_runs_it(adder):
