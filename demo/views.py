@@ -61,7 +61,8 @@ CSS = f"""
 #prediction td small {{ display: block; color: #374151; }}
 #prediction tr.outside td {{ background: #fde8e8; }}
 #prediction tr.outside td.verdict, #prediction .error-reason {{ color: #991b1b; font-weight: 600; }}
-#prediction td.verdict, #prediction td.ms, #prediction td.size {{ white-space: nowrap; }}
+#prediction td.ms, #prediction td.size {{ white-space: nowrap; }}
+#prediction tr.within td.verdict {{ white-space: nowrap; }}
 #prediction td.verdict {{ font-weight: 700; }}
 #prediction .error {{ border: 2px solid #dc2626; border-radius: 6px; padding: .6em .8em; }}
 #prediction .error-reason {{ white-space: pre-wrap; overflow-wrap: anywhere; }}
@@ -307,7 +308,7 @@ def _stats(stats: dict | None) -> str:
 def _verdict(row: dict) -> str:
     if row["within_rule"] is None:
         return "✗ did not run" if not row["outputs"] else "? not compared"
-    return "✓ yes" if row["within_rule"] else "✗ no (explain it below)"
+    return "✓ yes" if row["within_rule"] else f"✗ NO: {esc(row['reason'])} (explain it below)"
 
 
 def _answer_cell(entry: ModelEntry, row: dict) -> str:
