@@ -4,9 +4,10 @@
 
 A thin face over `predict(model, fmt, device, features) -> dict`, which is
 `pipeline.serving.service.Service.predict`: a plain function that can be called and tested without the UI.
-`build_demo(service)` builds the page, and `demo` (the page for ./artifacts, built on first use) is
-there as in Gradio's own demos; `create_app(artifacts)` puts the page, the Open Inference Protocol
-routes and the request limits into one FastAPI app (demo/server.py) and `main()` serves it.
+`build_demo(service)` builds the page (laid out and wired in demo/page.py), and `demo` (the page for
+./artifacts, built on first use) is there as in Gradio's own demos; `create_app(artifacts)` puts the page,
+the Open Inference Protocol routes and the request limits into one FastAPI app (demo/server.py) and
+`main()` serves it.
 Nothing here imports torch: the torch runtimes import it on first use.
 """
 
@@ -33,14 +34,8 @@ import demo  # noqa: E402, F401
 import fastapi  # noqa: E402
 import gradio as gr  # noqa: E402
 
-from demo import explanation, server, views, widgets  # noqa: E402
+from demo import explanation, page, server, views  # noqa: E402
 from demo.api import attempt  # noqa: E402
-from pipeline import formats  # noqa: E402
-from pipeline.artifacts.manifest import ManifestError, ModelEntry  # noqa: E402
-from pipeline.artifacts.tensors import width  # noqa: E402
-from pipeline.errors import UserError  # noqa: E402
-from pipeline.runtime.predictor import DEVICES  # noqa: E402
-from pipeline.runtime.targets import cuda_unavailable_reason  # noqa: E402
 from pipeline.serving.service import Service  # noqa: E402
 
 log = logging.getLogger("demo")
@@ -48,7 +43,6 @@ log = logging.getLogger("demo")
 DEFAULT_ARTIFACTS = Path("artifacts")
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
-PLOT_MAX = 64  # outputs with 2..PLOT_MAX values are also drawn as a bar chart
 
 
 # ---- the plain function ---------------------------------------------------------------------------
@@ -94,317 +88,19 @@ def api_compare(svc: Service) -> Callable[[str, str, str | list], list[dict]]:
 # ---- the face -------------------------------------------------------------------------------------
 
 
-def _source(entry: ModelEntry) -> str:
-    """Where a model comes from: its catalog file for a catalog model, else the seed file and section."""
-    catalog = entry.raw.get("catalog") or {}
-    if catalog.get("path"):
-        return Path(catalog["path"]).name
-    return f"seed {entry.seed}" if entry.seed else "source unknown"
-
-
-def _model_label(entry: ModelEntry) -> str:
-    return f"{entry.name} · {_source(entry)}"
-
-
-def _model_info(entry: ModelEntry) -> str:
-    outs = ", ".join(f"{o['name']} ({width(o)})" for o in entry.outputs)
-    ins = ", ".join(f"{t['name']} ({width(t)} {t.get('dtype', 'float32')})" for t in entry.inputs)
-    return f"**{entry.name}** — {_source(entry)}: {entry.description}  \ninput: {ins}; outputs: {outs}"
-
-
-def _image(svc: Service, rel: str | None) -> Any:
-    """A PNG the manifest lists (loss.png, lr_study.png), as a PIL image; None when there is none."""
-    manifest = svc.manifest
-    if not rel or manifest is None:
-        return None
-    try:
-        from PIL import Image
-
-        with Image.open(manifest.path_of(rel)) as img:
-            return img.convert("RGB")
-    except (OSError, ManifestError):
-        return None
-
-
-def _chart(entry: ModelEntry, result: dict) -> Any:
-    import pandas as pd
-
-    rows = []
-    plotted = [o for o in entry.outputs if 2 <= len(result["outputs"][o["name"]]) <= PLOT_MAX]
-    for spec in plotted:
-        values = result["outputs"][spec["name"]]
-        names = spec["features"] or spec.get("classes") or [f"{spec['name']}[{i}]" for i in range(len(values))]
-        for feat, v in zip(names, values, strict=True):
-            label = feat if len(plotted) == 1 else f"{spec['name']}:{feat}"
-            rows.append({"value name": label, "value": v, "output": spec["name"]})
-    if not rows:
-        return gr.update(visible=False, value=None)
-    frame = pd.DataFrame(rows)
-    return gr.update(
-        visible=True,
-        value=frame,
-        sort=list(frame["value name"]),
-        label=f"{' and '.join(o['name'] for o in plotted)} values",
-    )
-
-
-DISABLE_CUDA_JS = """
-() => {
-  const reason = %s;
-  const disable = () => {
-    document.querySelectorAll('#device-picker input[type="radio"]').forEach((input) => {
-      if (input.value !== 'cuda' || input.disabled) return;
-      input.disabled = true;
-      const label = input.closest('label');
-      if (label) { label.classList.add('unavailable'); label.title = reason; }
-    });
-  };
-  disable();
-  new MutationObserver(disable).observe(document.body, { childList: true, subtree: true });
-}
-"""
-
-
 def build_demo(svc: Service) -> gr.Blocks:
-    """The page over `svc`. Every event but the public `predict` and `compare` APIs is private to the page."""
+    """The page over `svc` (demo/page.py). Every event but the public `predict` and `compare` APIs is private."""
     with gr.Blocks(title="seed-pipeline demo") as blocks:
-        gr.Markdown(
-            "# seed-pipeline: one example through any exported artifact\n"
-            "Pick a model, an artifact (which picks the runtime) and a device, enter one example, "
-            "and see the prediction, what it should be, what really ran it and how long it took; "
-            "or compare every artifact and runtime on the same example."
-        )
         # The APIs: typed, plain functions; their inputs and outputs are JSON, no components.
         gr.api(api_predict(svc), api_name="predict", api_description=Service.predict.__doc__)
         gr.api(api_compare(svc), api_name="compare", api_description=Service.compare.__doc__)
         manifest = svc.manifest
         if manifest is None or not manifest.models:
+            gr.Markdown(page.INTRO)
             gr.HTML(views.no_manifest(svc.artifacts, svc.error, DEFAULT_ARTIFACTS), elem_id="no-manifest")
             return blocks
-        _build_page(svc, list(manifest.models.values()))
+        page.build(svc, list(manifest.models.values()))
     return blocks
-
-
-def _model_panel(svc: Service, entry: ModelEntry) -> tuple:
-    """The model panel's values for `entry`: figures text, loss curve, seed figure, activation plot, parity."""
-    figure, figure_label = views.seed_figure(entry)
-    frame = views.activation_frame(entry.raw.get("activation"))
-    text, rows = views.parity(entry)
-    return (
-        views.figures_md(entry),
-        _image(svc, entry.raw.get("plot")),
-        gr.update(value=_image(svc, figure), label=figure_label, visible=figure is not None),
-        gr.update(value=frame, visible=frame is not None),
-        text,
-        gr.update(value=rows),
-    )
-
-
-def _build_page(svc: Service, entries: list[ModelEntry]) -> None:
-    first = entries[0]
-    reason = cuda_unavailable_reason()
-    with gr.Row(equal_height=False):
-        with gr.Column(scale=2, min_width=300):
-            model = gr.Dropdown(
-                choices=[(_model_label(e), e.name) for e in entries],
-                value=first.name,
-                label="Model (source)",
-                elem_id="model-picker",
-            )
-            model_info = gr.Markdown(_model_info(first), elem_id="model-info")
-            served = first.served_formats()
-            fmt = gr.Radio(
-                choices=[(formats.label(f), f) for f in served],
-                value=formats.DEFAULT_FORMAT if formats.DEFAULT_FORMAT in served else served[0],
-                label="Artifact · runtime",
-                elem_id="format-picker",
-            )
-            device = gr.Radio(
-                choices=list(DEVICES),
-                value="cpu",
-                label="Device",
-                info=(f"cuda is unavailable: {reason}; auto runs on the CPU" if reason else "auto: CUDA if it loads"),
-                elem_id="device-picker",
-            )
-            groups, fields, slots, examples = [], [], {}, []
-            for entry in entries:
-                with gr.Group(visible=entry is first, elem_id=f"input-{entry.name}") as group:
-                    inputs, layout, ex = widgets.input_form(entry)
-                slots[entry.name] = (len(fields), len(fields) + len(inputs), layout)
-                fields.extend(inputs)
-                groups.append(group)
-                if ex is not None:
-                    examples.append(ex)
-            with gr.Row():
-                run = gr.Button("Predict", variant="primary", elem_id="predict-button", min_width=120)
-                compare = gr.Button("Compare all formats", elem_id="compare-button", min_width=120)
-        with gr.Column(scale=3, min_width=300):
-            result_html = gr.HTML(views.placeholder(first), elem_id="prediction", padding=True)
-            chart = gr.BarPlot(x="value name", y="value", color="output", visible=False, elem_id="prediction-chart")
-            with gr.Accordion("API response (JSON)", open=False):
-                raw = gr.JSON(elem_id="prediction-json")
-            explain_panel = _explain_components()
-    shown = gr.State(None)  # the answer in the result area, to mark stale when its inputs change
-    panel = _model_panel(svc, first)
-    with gr.Accordion("Model", open=True):
-        figures = gr.Markdown(panel[0], elem_id="model-summary")
-        with gr.Row():
-            loss = gr.Image(panel[1], label="Training loss", interactive=False, elem_id="loss-curve", min_width=280)
-            figure, figure_label = views.seed_figure(first)
-            seed_figure = gr.Image(
-                _image(svc, figure),
-                label=figure_label,
-                visible=figure is not None,
-                interactive=False,
-                elem_id="seed-figure",
-                min_width=280,
-            )
-            frame = views.activation_frame(first.raw.get("activation"))
-            activation = gr.LinePlot(
-                x="x",
-                y="value",
-                color="function",
-                value=frame,
-                visible=frame is not None,
-                label="Activation (seed 004 §11.3.2 draws sigmoid, ReLU and tanh)",
-                elem_id="activation-plot",
-                min_width=280,
-            )
-        parity_md = gr.Markdown(panel[4], elem_id="parity-rule")
-        parity = gr.Dataframe(
-            value=views.parity(first)[1],
-            headers=views.PARITY_COLUMNS,
-            interactive=False,
-            label="Parity",
-            elem_id="parity",
-        )
-    panel_outputs = [figures, loss, seed_figure, activation, parity_md, parity]
-    results = [result_html, chart, raw, shown]
-
-    def on_model(name: str):
-        entry = svc.entry(name)
-        fmts = entry.served_formats()
-        return (
-            *[gr.update(visible=e.name == entry.name) for e in entries],
-            gr.update(choices=[(formats.label(f), f) for f in fmts]),
-            _model_info(entry),
-            *_model_panel(svc, entry),
-            views.placeholder(entry),
-            gr.update(visible=False, value=None),
-            None,
-            None,
-        )
-
-    model.change(
-        on_model,
-        inputs=model,
-        outputs=[*groups, fmt, model_info, *panel_outputs, *results],
-        api_visibility="private",
-    )
-
-    def on_input(name: str, previous: str | None):
-        """Any change of input, format or device: the answer on screen no longer belongs to it."""
-        try:
-            entry = svc.entry(name)
-        except UserError:
-            entry = None
-        return views.stale(previous, entry), gr.update(visible=False), None, previous
-
-    stale = dict(fn=on_input, inputs=[model, shown], outputs=results, api_visibility="private", queue=False)
-    for component in (fmt, device, *fields):
-        if isinstance(component, gr.ImageEditor):
-            # An input or change listener makes the editor send a blob id in place of its picture, and the first
-            # Predict after an upload then found none; with neither, Predict uploads what the canvas shows.
-            component.upload(**stale)
-            component.clear(**stale)
-        else:
-            component.input(**stale)
-
-    def features_of(name: str, values: Sequence[Any]) -> Any:
-        start, stop, layout = slots[name]
-        return widgets.given_values(svc.entry(name), layout, values[start:stop])
-
-    hidden = gr.update(visible=False, value=None)
-
-    def on_predict(name: str, fmt_: str, device_: str, *values: Any):
-        features, why = attempt("input", lambda: features_of(name, values))
-        answer, why = (None, why) if why else attempt("prediction", lambda: svc.predict(name, fmt_, device_, features))
-        if why:  # the reason stays in the result area, in full, until the next action
-            return views.error(why), hidden, {"error": why}, None
-        entry = svc.entry(name)
-        page = views.result(entry, answer, features if isinstance(features, list) else None)
-        return page, _chart(entry, answer), answer, page
-
-    def on_compare(name: str, device_: str, *values: Any):
-        features, why = attempt("input", lambda: features_of(name, values))
-        rows, why = (None, why) if why else attempt("comparison", lambda: svc.compare(name, device_, features))
-        if why:
-            return views.error(why, "Compare"), hidden, {"error": why}, None
-        given = features if isinstance(features, list) else None
-        page = views.comparison(svc.entry(name), rows, device_, given)
-        return page, hidden, rows, page
-
-    predict_args = dict(
-        fn=on_predict,
-        inputs=[model, fmt, device, *fields],
-        outputs=results,
-        api_visibility="private",
-        concurrency_id="predict",
-    )
-    run.click(**predict_args)
-    for component in fields:  # Enter in an input runs Predict (an image editor has no Enter)
-        if hasattr(component, "submit"):
-            component.submit(**predict_args)
-    for ex in examples:  # a click on an example row fills it, then runs it
-        ex.load_input_event.then(**predict_args)
-    compared = compare.click(
-        on_compare,
-        inputs=[model, device, *fields],
-        outputs=results,
-        api_visibility="private",
-        concurrency_id="predict",
-    )
-    _wire_explain(svc, explain_panel, model, compared, raw)
-
-
-def _explain_components() -> tuple[Any, Any, Any, Any]:
-    """Under a comparison: pick a row and see where it parts from eager (shown at once for a row outside its rule)."""
-    with gr.Group(visible=False, elem_id="explain-panel") as panel:
-        with gr.Row():
-            row = gr.Dropdown(label="Explain a row layer by layer", elem_id="explain-row", scale=3)
-            button = gr.Button("Explain", elem_id="explain-button", scale=1, min_width=100)
-        shown = gr.HTML(elem_id="explanation")
-    return panel, row, button, shown
-
-
-def _wire_explain(svc: Service, components: tuple, model: Any, compared: Any, raw: Any) -> None:
-    """After a comparison, list its rows to explain and explain the first row outside its rule at once."""
-    panel, row, button, shown = components
-
-    def explain(name: str, choice: str | None) -> str:
-        if not choice:
-            return ""
-        fmt, _, runtime = choice.partition("|")
-        result, why = attempt("explanation", lambda: svc.explain(name, fmt, runtime))
-        return views.error(why, "Explain") if why else explanation.explanation(result)
-
-    def on_compared(name: str, rows: Any):
-        if not isinstance(rows, list) or not rows:
-            return gr.update(visible=False), gr.update(choices=[], value=None), ""
-        local = [r for r in rows if r.get("runtime") in formats.RUNTIMES and r.get("format") != formats.REFERENCE[0]]
-        choices = [(f"{r['label']}{'' if r['within_rule'] else ' (outside its rule)'}", _key(r)) for r in local]
-        outside = next((r for r in local if r["within_rule"] is False), None)
-        chosen = _key(outside) if outside else (choices[0][1] if choices else None)
-        text = explain(name, chosen) if outside else "Pick a row and press Explain to see it layer by layer."
-        return gr.update(visible=bool(choices)), gr.update(choices=choices, value=chosen), text
-
-    compared.then(on_compared, inputs=[model, raw], outputs=[panel, row, shown], api_visibility="private")
-    button.click(explain, inputs=[model, row], outputs=shown, api_visibility="private", concurrency_id="predict")
-    model.change(lambda: (gr.update(visible=False), ""), outputs=[panel, shown], api_visibility="private")
-
-
-def _key(row: dict) -> str:
-    return f"{row['format']}|{row['runtime']}"
 
 
 def create_app(artifacts: Path | str, threads: int | None = None) -> fastapi.FastAPI:
@@ -413,9 +109,7 @@ def create_app(artifacts: Path | str, threads: int | None = None) -> fastapi.Fas
     svc = Service(artifacts, threads=threads)
     if svc.error:
         log.warning("%s", svc.error)
-    reason = cuda_unavailable_reason()
-    js = DISABLE_CUDA_JS % repr(f"cuda is unavailable: {reason}") if reason else None
-    return server.create_app(svc, build_demo(svc), css=views.CSS + explanation.CSS, js=js)
+    return server.create_app(svc, build_demo(svc), css=views.CSS + explanation.CSS, js=page.script())
 
 
 def __getattr__(name: str) -> Any:

@@ -9,6 +9,7 @@ floats, and a text area for long vectors or integer ids.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -28,9 +29,27 @@ CANVAS = PICTURES.side  # the drawing canvas, in pixels a side: the largest pict
 INK_MARGIN = 0.0
 
 
+def short(v: Any) -> str:
+    """A float32 value as the fewest digits that read back as the same float32 ("-0.93", not "-0.930000007");
+    whole numbers as integers."""
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    return np.format_float_positional(np.float32(v), unique=True, trim="-")
+
+
 def features_text(values: Sequence[Any]) -> str:
-    """Numbers for a text area: .9g, so float32 round-trips exactly; whole numbers as integers."""
-    return ", ".join(str(int(v)) if isinstance(v, (int, np.integer)) else format(float(v), ".9g") for v in values)
+    """Numbers for a text area, each as short as reads back exactly in float32."""
+    return ", ".join(short(v) for v in values)
+
+
+def picture_of(values: Any, image: dict[str, Any], scale: int = CANVAS // 8) -> np.ndarray:
+    """An example of an image input as a person would draw it: ink mapped back from [low, high] to dark on
+    white (or light on black), each value a `scale`-pixel square, RGB bytes."""
+    arr = np.asarray(values, dtype=np.float64).reshape(image["height"], image["width"])
+    share = np.clip((arr - image["low"]) / ((image["high"] - image["low"]) or 1.0), 0.0, 1.0)
+    grey = 255.0 * (1 - share if image.get("ink", "dark") == "dark" else share)
+    big = np.kron(grey, np.ones((scale, scale))).round().astype(np.uint8)
+    return np.stack([big] * 3, axis=-1)
 
 
 def image_values(picture: Any, image: dict[str, Any]) -> list[float]:
@@ -71,8 +90,8 @@ def _example_values(entry: ModelEntry) -> dict[str, np.ndarray]:
     return {k: v[0] for k, v in arrays.items()}
 
 
-def input_form(entry: ModelEntry) -> tuple[list[Any], list[tuple[str, str, int]], Any]:
-    """The widgets for `entry`, their layout [(input name, kind, how many widgets)], and its example rows or None.
+def input_form(entry: ModelEntry) -> tuple[list[Any], list[tuple[str, str, int]]]:
+    """The widgets for `entry`, filled with its first example, and their layout [(input name, kind, how many)].
 
     Kinds: "numbers" (a field per feature), "text" (a text area), "image" (draw or upload)."""
     example = _example_values(entry)
@@ -82,10 +101,7 @@ def input_form(entry: ModelEntry) -> tuple[list[Any], list[tuple[str, str, int]]
         made, kind = _input_widgets(entry, t, example[t["name"]])
         widgets += made
         layout.append((t["name"], kind, len(made)))
-    examples = None
-    if entry.examples and all(kind != "image" for _, kind, _ in layout):
-        examples = _examples(entry, widgets, layout)
-    return widgets, layout, examples
+    return widgets, layout
 
 
 def _input_widgets(entry: ModelEntry, t: dict[str, Any], values: np.ndarray) -> tuple[list[Any], str]:
@@ -95,9 +111,17 @@ def _input_widgets(entry: ModelEntry, t: dict[str, Any], values: np.ndarray) -> 
     label = f"{name}: " if len(entry.inputs) > 1 else ""
     if t.get("image"):
         img = t["image"]
+        # Said above the canvas, not in its label: the editor's toolbar covers all but the label's first words.
+        gr.Markdown(
+            f"{label}Click a held-out example below the buttons, or draw on the canvas or upload a picture; the model "
+            f"reads it as {img['height']}×{img['width']} (shown beside the answer).",
+            elem_classes=["picture-help"],
+        )
         editor = picture_editor(
             UPLOADS,
-            label=f"{label}draw (dark on light) or upload a picture; it becomes {img['height']}x{img['width']}",
+            label=f"{label}draw or upload; the model reads it as {img['height']}×{img['width']}",
+            show_label=False,
+            elem_classes=["picture-input"],
             sources=["upload", "clipboard"],
             type="numpy",
             canvas_size=(CANVAS, CANVAS),
@@ -111,7 +135,9 @@ def _input_widgets(entry: ModelEntry, t: dict[str, Any], values: np.ndarray) -> 
     if dtype(t) == DEFAULT_DTYPE and len(shape(t)) == 1 and t["features"] and width(t) <= SMALL_INPUT:
         with gr.Row():
             fields = [
-                gr.Number(label=f"{label}{feat}", value=float(values[i]), elem_id=f"{entry.name}-{feat}", min_width=80)
+                gr.Number(
+                    label=f"{label}{feat}", value=float(short(values[i])), elem_id=f"{entry.name}-{feat}", min_width=80
+                )
                 for i, feat in enumerate(t["features"])
             ]
         return fields, "numbers"
@@ -128,23 +154,54 @@ def _input_widgets(entry: ModelEntry, t: dict[str, Any], values: np.ndarray) -> 
     return [text], "text"
 
 
-def _examples(entry: ModelEntry, widgets: list[Any], layout: list[tuple[str, str, int]]) -> Any:
-    """The catalog examples as rows of the widgets' values; a click fills the widgets and runs one."""
+def example_label(entry: ModelEntry, example: Any) -> str:
+    """An example named by its values: "x1 = 8, x2 = 9", "1000 numbers: −1, −0.93, −0.86, …"."""
+    values = example if isinstance(example, dict) else {entry.inputs[0]["name"]: example}
+    parts = []
+    for t in entry.inputs:
+        flat = np.asarray(values.get(t["name"], []), dtype=np.float64).ravel().tolist()
+        feats = t.get("features") or []
+        if len(flat) <= 4 and len(feats) == len(flat):
+            parts.append(", ".join(f"{f} = {short(np.float32(v))}" for f, v in zip(feats, flat, strict=True)))
+        else:
+            head = ", ".join(short(np.float32(v)) for v in flat[:3])
+            parts.append(f"{t['name']}: {len(flat)} numbers, {head}, …")
+    return "; ".join(parts).replace("-", "\u2212")
+
+
+def examples_for(entry: ModelEntry, widgets: list[Any], layout: list[tuple[str, str, int]], folder: Path) -> Any:
+    """`entry`'s catalog examples as rows to click, each named by its values (a picture input: the pictures,
+    written to `folder`); None when it has none."""
+    if not entry.examples:
+        return None
     rows = []
-    for ex in entry.examples:
+    for n, ex in enumerate(entry.examples):
         values = ex if isinstance(ex, dict) else {entry.inputs[0]["name"]: ex}
         row: list[Any] = []
         for name, kind, _ in layout:
             flat = np.asarray(values[name]).ravel().tolist()
-            row += [float(v) for v in flat] if kind == "numbers" else [features_text(flat)]
+            if kind == "image":
+                row.append(_picture_file(entry, name, flat, folder / f"{entry.name}-{name}-{n}.png"))
+            else:
+                row += [float(short(v)) for v in flat] if kind == "numbers" else [features_text(flat)]
         rows.append(row)
+    pictures = any(kind == "image" for _, kind, _ in layout)
     return gr.Examples(
         examples=rows,
         inputs=widgets,
-        label=f"{entry.name}: catalog examples (a click fills and runs one)",
-        example_labels=[f"catalog example {i + 1}" for i in range(len(rows))],
+        label="Held-out examples (a click loads and runs one)" if pictures else "Examples (a click fills and runs one)",
+        example_labels=None if pictures else [example_label(entry, ex) for ex in entry.examples],
+        elem_id=f"{entry.name}-examples",
         api_visibility="private",
     )
+
+
+def _picture_file(entry: ModelEntry, name: str, values: list[float], path: Path) -> str:
+    from PIL import Image
+
+    image = next(t["image"] for t in entry.inputs if t["name"] == name)
+    Image.fromarray(picture_of(values, image, scale=12)).save(path)
+    return str(path)
 
 
 def given_values(entry: ModelEntry, layout: list[tuple[str, str, int]], values: Sequence[Any]) -> Any:

@@ -89,14 +89,20 @@ class Runtime:
     name: str  # what a person passes as `runtime`
     label: str  # how the demo and reports name it
     devices: tuple[str, ...]  # where it can run: CPU and, with a GPU and the right build, CUDA
+    summary: str = ""  # what it is, in one phrase, for people who have never heard of it (the demo shows it)
 
 
-TORCH = Runtime("torch", "torch", (CPU, CUDA))
-ONNXRUNTIME = Runtime("onnxruntime", "onnxruntime", (CPU, CUDA))
-ONNX_REFERENCE = Runtime("onnx-reference", "ONNX reference evaluator", (CPU,))
+TORCH = Runtime("torch", "torch", (CPU, CUDA), "PyTorch itself")
+ONNXRUNTIME = Runtime("onnxruntime", "onnxruntime", (CPU, CUDA), "ONNX Runtime, the usual engine for serving ONNX")
+ONNX_REFERENCE = Runtime(
+    "onnx-reference",
+    "ONNX reference evaluator",
+    (CPU,),
+    "the ONNX project's plain NumPy evaluator: slow, a second opinion",
+)
 # Runtimes of their own formats, each from an optional package (the format's `extra`); CPU builds here.
-OPENVINO = Runtime("openvino", "OpenVINO", (CPU,))
-EXECUTORCH = Runtime("executorch", "ExecuTorch", (CPU,))
+OPENVINO = Runtime("openvino", "OpenVINO", (CPU,), "Intel's inference engine, for CPUs and Intel GPUs")
+EXECUTORCH = Runtime("executorch", "ExecuTorch", (CPU,), "PyTorch's runtime for phones and embedded devices")
 RUNTIMES: dict[str, Runtime] = {r.name: r for r in (TORCH, ONNXRUNTIME, ONNX_REFERENCE, OPENVINO, EXECUTORCH)}
 
 
@@ -141,6 +147,7 @@ class Format:
     companions: tuple[str, ...] = ()  # more files its exporter writes beside `filename`, each under the sha256
     requires: tuple[str, ...] = ()  # modules its exporter and loader import, from an optional package
     extra: str | None = None  # the pip extra that installs them: `pip install -e '.[extra]'`
+    summary: str = ""  # what it is, in one phrase, for people who have never heard of it (the demo shows it)
 
     @property
     def artifact_kind(self) -> str:
@@ -189,6 +196,7 @@ FORMATS: dict[str, Format] = {
             filename="model.torchscript.pt",
             exporter="pipeline.export:export_torchscript",
             triton=TritonPlatform("pytorch_libtorch", "model.pt", True, (("INFERENCE_MODE", "true"),)),
+            summary="a compiled PyTorch program that runs without the model's Python code",
         ),
         Format(
             "onnx",
@@ -200,6 +208,7 @@ FORMATS: dict[str, Format] = {
             filename="model.onnx",
             exporter="pipeline.export:export_onnx",
             triton=TritonPlatform("onnxruntime_onnx", "model.onnx", False),
+            summary="a portable graph file that many engines and servers read",
         ),
         Format(
             "pt2",
@@ -207,6 +216,7 @@ FORMATS: dict[str, Format] = {
             (Loader(TORCH, "pipeline.runtime.loaders:load_pt2"),),
             filename="model.pt2",
             exporter="pipeline.export:export_pt2",
+            summary="PyTorch 2's exported program (torch.export)",
         ),
         # Derived from the ONNX file by onnxruntime's own tools (pipeline/export/quantize.py). Their errors scale
         # with the outputs' magnitude, so each declares a `scale` term, chosen from the deviations measured
@@ -226,6 +236,7 @@ FORMATS: dict[str, Format] = {
             triton=TritonPlatform("onnxruntime_onnx", "model.onnx", False),
             scale=INT8_SCALE,
             atol=REDUCED_ATOL,
+            summary="the ONNX file with its weights stored as 8-bit integers: smaller, a little less exact",
         ),
         Format(
             "onnx-fp16",
@@ -238,6 +249,7 @@ FORMATS: dict[str, Format] = {
             scale=FP16_SCALE,
             atol=REDUCED_ATOL,
             rtol=FP16_RTOL,
+            summary="the ONNX file in 16-bit floats: about half the size, a little less exact",
         ),
         # Formats of other runtimes, each from its optional package (README, "Formats"). OpenVINO IR: converted
         # from the torch.export program, run at f32 inference precision (its CPU default is bf16 on CPUs
@@ -253,6 +265,7 @@ FORMATS: dict[str, Format] = {
             triton=TritonPlatform("openvino", "model.xml", False, backend=True),
             requires=("openvino",),
             extra="openvino",
+            summary="Intel OpenVINO's own files (.xml graph + .bin weights), for OpenVINO and Triton's openvino",
         ),
         # ExecuTorch: the torch.export program lowered to the XNNPACK delegate where its operators allow,
         # the rest left to ExecuTorch's portable kernels; run by ExecuTorch's runtime, batch axis dynamic
@@ -265,6 +278,7 @@ FORMATS: dict[str, Format] = {
             exporter="pipeline.export.executorch_pte:export_executorch",
             requires=("executorch.exir", "executorch.extension.pybindings._C"),  # the compiler, the runtime
             extra="executorch",
+            summary="PyTorch's file for phones and small devices, run by ExecuTorch (XNNPACK kernels)",
         ),
         Format(
             "eager",
@@ -272,6 +286,7 @@ FORMATS: dict[str, Format] = {
             (Loader(TORCH, "pipeline.runtime.loaders:load_eager"),),
             artifact=STATE_DICT,
             needs_catalog=True,
+            summary="the original PyTorch model rebuilt from its trained weights: the reference",
         ),
     )
 }
