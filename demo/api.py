@@ -38,6 +38,7 @@ from pipeline.serving.service import Service
 log = logging.getLogger("demo")
 
 MAX_UNREAD = 1024  # results posted but not yet read; each is a few KB
+SMALL_BODY_BYTES = 64 * 1024  # call bodies parsed on the event loop (tens of microseconds); larger ones in a thread
 RESULT_TTL_S = 300.0  # seconds a result waits to be read
 SESSION_HASH = re.compile(r"[A-Za-z0-9_-]{1,64}")  # what Gradio's clients send: a uuid4 or a short random id
 API = {  # name: (what it does, for messages; its arguments, in order)
@@ -141,7 +142,12 @@ class ApiRoutes:
         body = await request.body()
         start = time.perf_counter()
         try:
-            args = await run_in_threadpool(arguments, name, body)
+            # a small body is parsed here (a thread hop costs more); a large one in a worker thread
+            args = (
+                arguments(name, body)
+                if len(body) <= SMALL_BODY_BYTES
+                else await run_in_threadpool(arguments, name, body)
+            )
             result = await run_in_threadpool(answer, API[name][0], lambda: self.functions[name](*args))
         except Refused as exc:
             return JSONResponse({"error": exc.message}, status_code=exc.status)

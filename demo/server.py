@@ -37,6 +37,8 @@ import gradio as gr
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from demo.api import SESSION_HASH, api_paths, api_router
+from pipeline.serving.batching import Batching
+from pipeline.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from pipeline.serving.oip import MAX_BODY_BYTES as OIP_MAX_BODY_BYTES
 from pipeline.serving.oip import oip_router
 from pipeline.serving.service import Service
@@ -56,6 +58,11 @@ MAX_SESSIONS = 64  # Gradio sessions kept, each ~100 KB for this page (state for
 MAX_QUEUED = 32  # page events waiting in Gradio's queue; Gradio answers 503 "queue full" past it
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
 TRIM_AFTER_BYTES = 1024 * 1024  # after a body this large, once no other is held, free heap pages go back
+# Dynamic batching (pipeline/serving/batching.py): how long the first of concurrent requests waits for others
+# to merge with (0: only those already queued; BENCHMARKS.md has the measurement that chose it), and the
+# merged batches small enough to run on the event loop's thread (a thread hop costs more than their call).
+BATCH_DELAY_US = 0
+INLINE_VALUES = 16 * 1024  # numbers in a merged batch
 MAX_UNREAD_SESSIONS = 4096  # sessions whose results nobody read that Gradio may keep event ids of
 # POST is refused (404) everywhere else: the page has no file inputs, so Gradio's upload, recording and
 # component-server routes would only store (and serve back) strangers' files.
@@ -284,9 +291,19 @@ async def _json_response(send: Any, status: int, key: str, message: str) -> None
     await send({"type": "http.response.body", "body": body})
 
 
-def create_app(service: Service, page: gr.Blocks, *, css: str | None = None, js: str | None = None) -> fastapi.FastAPI:
+def create_app(
+    service: Service,
+    page: gr.Blocks,
+    *,
+    css: str | None = None,
+    js: str | None = None,
+    batch_delay_us: int = BATCH_DELAY_US,
+) -> fastapi.FastAPI:
     """The FastAPI app: `page` at "/" with its predict routes, the Open Inference Protocol at /v2, /healthz,
-    and the request limits; `app.state.service` is the one Service they all ask."""
+    /metrics and the request limits; `app.state.service` is the one Service they all ask."""
+    if batch_delay_us < 0:
+        raise ValueError(f"batch_delay_us must be 0 or more; got {batch_delay_us}")
+    service.batching = Batching(batch_delay_us, OIP_MAX_BODY_BYTES, inline_values=INLINE_VALUES)
     app = fastapi.FastAPI(title="seed-pipeline demo", docs_url=None, redoc_url=None, openapi_url=None)
     entries = service.manifest.models.values() if service.manifest else ()
     pictures = any(t.get("image") for e in entries for t in e.inputs)
@@ -302,14 +319,22 @@ def create_app(service: Service, page: gr.Blocks, *, css: str | None = None, js:
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict:
-        """Liveness, the models served, and whether any torch runtime has been loaded yet."""
+        """Liveness, the models served, what is still warming up, and whether torch has been imported yet."""
         manifest = service.manifest
         return {
             "ok": manifest is not None,
+            "ready": service.ready(),
+            "pending": [f"{m}/{f}" for m, f in service.pending],  # (model/format) still loading before ready
+            "warm_errors": service.warm_errors,
             "models": list(manifest.models) if manifest else [],
             "error": service.error,
             "torch_imported": "torch" in sys.modules,
         }
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> fastapi.Response:
+        """Requests, durations, batch sizes and loaded predictors in Prometheus' text format."""
+        return fastapi.Response(service.metrics.text(), media_type=METRICS_CONTENT_TYPE)
 
     # /v2/...: KServe v2 / Triton's HTTP API over the same predictors, each model's largest batch fitting
     # the body limit above as JSON

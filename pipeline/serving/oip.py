@@ -24,14 +24,17 @@ largest batch is the one whose JSON request fits in it.
 
 Nothing heavy runs on the event loop that answers everyone else: a body over SMALL_BODY_BYTES, or a
 compressed one, is taken apart in a worker thread, one such body at a time, after
-oip_protocol.check_json_budget has bounded what parsing it may build; loading and inference run in
-worker threads too.
+oip_protocol.check_json_budget has bounded what parsing it may build; a first load runs in a worker
+thread. Small bodies are taken apart on the loop, and inference goes through the model's Batcher
+(serving/batching.py), which merges concurrent requests and runs small batches on the loop, large ones
+in a worker thread: a thread hop costs more than a seed model's call.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from importlib import metadata as importlib_metadata
 from typing import Any
 
@@ -93,10 +96,11 @@ class Routes:
         async with self.heavy:
             return await run_in_threadpool(protocol.read_request, *args)
 
-    async def run(self, predictor: Predictor, batch: Any) -> list[Any]:
-        """The outputs, in a worker thread; 400 for outputs that overflow float32, 500 for a failure of ours."""
+    async def run(self, loaded: Loaded, predictor: Predictor, batch: Any) -> list[Any]:
+        """The outputs, merged with other requests' (serving/batching.py); 400 for outputs that overflow
+        float32, 500 for a failure of ours."""
         try:
-            return await run_in_threadpool(self.service.run_batch, predictor, batch)
+            return list(await self.service.batcher(loaded, predictor, self.device).run_async(batch))
         except UserError as exc:
             raise OIPError(400, str(exc)) from None
         except Exception as exc:  # noqa: BLE001 - answered with the protocol's error form, logged in full
@@ -105,6 +109,9 @@ class Routes:
 
     async def predictor(self, loaded: Loaded, target: Target, fmt: str) -> Predictor:
         """The cached predictor (loaded in a worker thread on first use), or 404 / 503 saying why not."""
+        cached = loaded.predictors.cached(target.entry.name, fmt, self.device)
+        if cached is not None:  # the common case, without a thread hop
+            return cached
         try:
             return await run_in_threadpool(self.service.predictor, loaded, target.entry.name, fmt, self.device)
         except ManifestError as exc:
@@ -130,6 +137,9 @@ class Routes:
             return _error(503, self.service.error or NO_MANIFEST)
         if not loaded.manifest.models:
             return _error(503, "the manifest lists no models; run `make train export`")
+        if not self.service.ready():
+            pending = ", ".join(f"{m} {f}" for m, f in self.service.pending)
+            return _error(503, f"warming up: {pending} not loaded yet")
         return {"ready": True}
 
     # ---- models ----------------------------------------------------------------------------------
@@ -143,6 +153,8 @@ class Routes:
     async def model_ready(self, name: str, version: str | None = None) -> Any:
         try:
             loaded, target = self.resolve(name, version)
+            if (target.entry.name, target.format) in self.service.pending:
+                raise OIPError(503, f"model {name!r} is warming up: not loaded yet")
             await self.predictor(loaded, target, target.format)
         except OIPError as exc:
             return _error(exc.status, exc.message)
@@ -154,17 +166,24 @@ class Routes:
         except OIPError as exc:
             return _error(exc.status, exc.message)
         config = model_config(target.entry, target.format, target.max_batch)
+        config["dynamic_batching"] = self.service.batching.triton_config()
         return config if target.fixed else {**config, "name": target.name}
 
     async def infer(self, request: Request, name: str, version: str | None = None) -> Response:
+        received, target = time.perf_counter(), None
         try:
             loaded, target = self.resolve(name, version)
             parsed = await self.read(request, target)
             predictor = await self.predictor(loaded, target, parsed.format)
-            outputs = await self.run(predictor, parsed.batch)
+            outputs = await self.run(loaded, predictor, parsed.batch)
         except OIPError as exc:
+            if target is not None:  # requests for no model are not counted under one
+                self.service.metrics.answered(
+                    target.entry.name, target.format, exc.status, time.perf_counter() - received
+                )
             return _error(exc.status, exc.message)
         content, header_length = protocol.encode_reply(parsed.request, target, outputs, parsed.outputs)
+        self.service.metrics.answered(target.entry.name, parsed.format, 200, time.perf_counter() - received)
         if header_length is None:
             return Response(content, media_type="application/json")
         return Response(content, media_type="application/octet-stream", headers={HEADER_LENGTH: str(header_length)})
