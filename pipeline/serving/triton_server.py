@@ -302,8 +302,30 @@ def start_server(
 # ---- Open Inference Protocol latency and throughput (the demo's routes or Triton), for the benchmarks ----
 
 
-def measure_oip(url: str, model: str, clients: int = 1, seconds: float = 3.0) -> dict[str, float]:
-    """{p50_ms, throughput}: `clients` threads each sending one-example requests to `model` at `url`.
+def process_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process `pid` and its live descendants (Triton's Python
+    backend runs each model in a stub child process)."""
+    import psutil
+
+    total = 0.0
+    try:
+        root = psutil.Process(pid)
+        for proc in [root, *root.children(recursive=True)]:
+            try:
+                times = proc.cpu_times()
+                total += times.user + times.system
+            except psutil.Error:  # a child that just ended
+                continue
+    except psutil.Error:
+        return float("nan")
+    return total
+
+
+def measure_oip(
+    url: str, model: str, clients: int = 1, seconds: float = 3.0, pid: int | None = None
+) -> dict[str, float]:
+    """{p50_ms, p99_ms, throughput, cpu_ms_per_request}: `clients` threads each sending one-example requests
+    to `model` at `url`; the server's CPU per request is measured when its process `pid` is given.
 
     `model` is the Triton model name (e.g. adder_mynet_onnx, or adder_mynet_onnx_python); the input is
     zeros of the width the server's metadata gives, sent as a binary tensor through tritonclient, as
@@ -338,14 +360,23 @@ def measure_oip(url: str, model: str, clients: int = 1, seconds: float = 3.0) ->
     for t in threads:
         t.start()
     warmed.wait()
+    cpu_before = process_cpu_seconds(pid) if pid else float("nan")
     began = time.perf_counter()
     deadline[0] = began + seconds
     go.set()
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - began
+    cpu = process_cpu_seconds(pid) - cpu_before if pid else float("nan")
     every = [v for per in latencies for v in per]
-    return {"p50_ms": float(np.median(every) * 1000) if every else float("nan"), "throughput": len(every) / elapsed}
+    if not every:
+        return {"p50_ms": float("nan"), "p99_ms": float("nan"), "throughput": 0.0, "cpu_ms_per_request": float("nan")}
+    return {
+        "p50_ms": float(np.median(every) * 1000),
+        "p99_ms": float(np.percentile(every, 99) * 1000),
+        "throughput": len(every) / elapsed,
+        "cpu_ms_per_request": cpu * 1000 / len(every),
+    }
 
 
 # ---- `python -m pipeline triton-serve` ------------------------------------------------------------------
