@@ -413,3 +413,51 @@ def test_without_a_manifest_the_routes_say_so(tmp_path):
         assert test_client.get("/v2/health/live").status_code == 200
         for answer in (test_client.get("/v2/health/ready"), test_client.post("/v2/models/x/infer", json={})):
             assert answer.status_code == 503 and "make train export" in answer.json()["error"]
+
+
+# ---- a selector is checked by what answered: a damaged copy of the chosen artifact must be what fails ------
+
+
+def _damage(root, model: str, fmt: str) -> str:
+    """Overwrite `model`'s `fmt` file in place (its sha256 in the manifest left as it was); its path."""
+    manifest = json.loads((root / "manifest.json").read_text())
+    kind = formats.get(fmt).artifact_kind
+    path = next(a["path"] for a in manifest["models"][model]["artifacts"] if a["format"] == kind)
+    (root / path).write_bytes(b"not the file export wrote")
+    return path
+
+
+@pytest.mark.parametrize("fmt", [f for f in formats.FORMATS if f != formats.DEFAULT_FORMAT])
+def test_the_format_parameter_runs_that_artifact_and_no_other(artifacts_copy, manifest, fmt):
+    if formats.get(fmt).artifact_kind not in manifest.model("adder_mynet").artifacts:
+        pytest.skip(f"adder_mynet has no {fmt} file")
+    damaged = _damage(artifacts_copy, "adder_mynet", fmt)
+    app = FastAPI()
+    app.include_router(oip_router(Service(artifacts_copy)))
+    with TestClient(app) as test_client:
+        asked = test_client.post("/v2/models/adder_mynet/infer", json={**_x([10, 11]), "parameters": {"format": fmt}})
+        assert asked.status_code >= 400, f"format {fmt} answered although its file is damaged: {asked.text[:200]}"
+        assert damaged in asked.json()["error"]  # the error is that artifact's, naming its file
+        default = test_client.post("/v2/models/adder_mynet/infer", json=_x([10, 11]))
+        assert default.status_code == 200, default.text  # the default format's file is intact
+        if fmt in TRITON_FORMATS:  # the Triton name pins the format the same way
+            name = tensor_names(manifest.model("adder_mynet"), fmt)[0][0]
+            pinned = test_client.post(
+                f"/v2/models/{triton_model_name('adder_mynet', fmt)}/infer", json=_x([10, 11], name=name)
+            )
+            assert pinned.status_code >= 400 and damaged in pinned.json()["error"]
+
+
+@pytest.mark.parametrize("fmt", [f for f in formats.FORMATS if f != formats.DEFAULT_FORMAT])
+def test_the_predict_format_runs_that_artifact_and_reports_it(artifacts_copy, manifest, fmt):
+    from pipeline.errors import UserError
+
+    if formats.get(fmt).artifact_kind not in manifest.model("adder_mynet").artifacts:
+        pytest.skip(f"adder_mynet has no {fmt} file")
+    intact = Service(artifacts_copy).predict("adder_mynet", fmt, "cpu", "10 11")
+    assert (intact["format"], intact["runtime"]) == (fmt, formats.get(fmt).default_runtime)
+    damaged = _damage(artifacts_copy, "adder_mynet", fmt)
+    svc = Service(artifacts_copy)
+    with pytest.raises(UserError, match=damaged.replace(".", r"\.")):
+        svc.predict("adder_mynet", fmt, "cpu", "10 11")
+    assert svc.predict("adder_mynet", formats.DEFAULT_FORMAT, "cpu", "10 11")["format"] == formats.DEFAULT_FORMAT

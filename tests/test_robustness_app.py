@@ -10,6 +10,7 @@ re-recorded); the seven other models serve the load test.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -701,3 +702,30 @@ def test_slow_headers_and_slow_bodies_are_cut_off(demo):
         while chunk := sock.recv(4096):  # the server answers, then closes the connection
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 408") and b"did not arrive within" in answer, answer
+
+
+def _head_answer(url: str, filler: int) -> bytes:
+    """A GET /healthz whose head holds `filler` bytes of one header, its last line sent only after the rest has
+    arrived (so the server holds it incomplete, where its limit applies); the first bytes of the answer."""
+    parts = urllib.parse.urlsplit(url)
+    head = f"GET /healthz HTTP/1.1\r\nHost: {parts.netloc}\r\nConnection: close\r\nX-Pad: {'a' * filler}\r\n"
+    with socket.create_connection((parts.hostname, parts.port), timeout=15) as sock:
+        sock.sendall(head.encode("latin-1"))
+        time.sleep(0.3)  # the server reads what came so far, with no end of headers in it
+        with contextlib.suppress(OSError):
+            sock.sendall(b"\r\n")
+        data = b""
+        with contextlib.suppress(OSError):
+            while chunk := sock.recv(1 << 16):
+                data += chunk
+    return data[:40]
+
+
+def test_headers_at_their_limit_on_the_running_demo(demo):
+    from demo.server import MAX_HEADER_BYTES
+
+    overhead = len("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:65535\r\nConnection: close\r\nX-Pad: \r\n")
+    assert _head_answer(demo.url, MAX_HEADER_BYTES - overhead - 64).startswith(b"HTTP/1.1 200")
+    refused = _head_answer(demo.url, MAX_HEADER_BYTES + 64)
+    assert not refused.startswith(b"HTTP/1.1 200"), refused  # 400, or the connection closed unanswered
+    assert httpx.get(demo.url + "/healthz", timeout=10).status_code == 200  # and the demo keeps serving
