@@ -56,6 +56,7 @@ MAX_HEADER_BYTES = 16 * 1024  # request line and headers
 MAX_CONNECTIONS = 1000  # connections and requests in progress; uvicorn answers 503 past it
 MAX_SESSIONS = 64  # Gradio sessions kept, each ~100 KB for this page (state for every component)
 MAX_QUEUED = 32  # page events waiting in Gradio's queue; Gradio answers 503 "queue full" past it
+QUEUE_POLL_S = 0.02  # how often Gradio's idle queue looks for page events (its default, 1 ms, keeps the loop busy)
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
 TRIM_AFTER_BYTES = 1024 * 1024  # after a body this large, once no other is held, free heap pages go back
 # Dynamic batching (pipeline/serving/batching.py): how long the first of concurrent requests waits for others
@@ -74,6 +75,7 @@ UPLOAD_ROUTES = frozenset({"/gradio_api/upload"})
 # Gradio's /run route under this name, which no API function has.
 PAGE_RUN_PATH = "/gradio_api/run/page"
 HEARTBEAT = re.compile(r"/gradio_api/heartbeat/(.*)")
+INFER = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")  # answered straight from RequestLimits
 
 
 class Refused(Exception):
@@ -165,6 +167,16 @@ def forget_unread_sessions(page: gr.Blocks, keep: int = MAX_UNREAD_SESSIONS) -> 
         event_ids.pop(session, None)
 
 
+def quiet_queue(page: gr.Blocks, poll_s: float = QUEUE_POLL_S) -> None:
+    """Gradio's queue polls for work every millisecond while idle: a thousand timer wake-ups a second on the
+    event loop that serves every request (a few percent of a core, and jitter in /v2 latencies). Every
+    `poll_s` instead; Gradio's internals, so set only where they are as expected."""
+    queue = getattr(page, "_queue", None)
+    for name in ("sleep_when_free", "progress_update_sleep_when_free"):
+        if isinstance(getattr(queue, name, None), float):
+            setattr(queue, name, max(getattr(queue, name), poll_s))
+
+
 class RequestLimits:
     """ASGI middleware that enforces the limits above before any route runs; it reads each request's
     whole body (up to its route's limit), then hands it to the app."""
@@ -179,8 +191,12 @@ class RequestLimits:
         budget: int = MAX_BODIES_BYTES,
         body_timeout: float = BODY_TIMEOUT_S,
         post_routes: frozenset[str] = POST_ROUTES,
+        infer: Callable[[str, str | None, bytes, dict], Any] | None = None,
     ) -> None:
         self.app, self.fn_ids, self.after_join, self.limits = app, fn_ids, after_join, limits
+        # The OIP routes' `answer`: an inference request's body is here already, so it goes straight to it,
+        # without FastAPI's routing, request object and response classes (a third of a small request's CPU)
+        self.infer = infer
         self.post_routes = post_routes
         self.skip_queue = skip_queue or {}  # the page's events that skip the queue: fn_index -> its inputs
         self.budget, self.body_timeout = budget, body_timeout
@@ -262,6 +278,11 @@ class RequestLimits:
                 return await _json_response(send, refused.status, key, refused.message)
             if body is None:
                 return None
+            infer = INFER.fullmatch(path) if self.infer is not None and scope["method"] == "POST" else None
+            if infer is not None:
+                headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers") or []}
+                status, content, extra = await self.infer(infer.group(1), infer.group(2), b"".join(body), headers)
+                return await _send(send, status, content, extra)
             if route != path:
                 scope = {**scope, "path": route, "raw_path": route.encode()}
             chunks = deque(body)  # handed on one by one: each is freed once the route has read it
@@ -280,6 +301,13 @@ class RequestLimits:
             self.held -= held[0]
             if held[0] > TRIM_AFTER_BYTES and self.held == 0:
                 LIBC.trim()  # the last large body is gone: return the heap pages its chunks took
+
+
+async def _send(send: Any, status: int, content: bytes, headers: dict[str, str]) -> None:
+    pairs = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    pairs.append((b"content-length", str(len(content)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": pairs})
+    await send({"type": "http.response.body", "body": content})
 
 
 async def _json_response(send: Any, status: int, key: str, message: str) -> None:
@@ -303,8 +331,11 @@ def create_app(
     /metrics and the request limits; `app.state.service` is the one Service they all ask."""
     if batch_delay_us < 0:
         raise ValueError(f"batch_delay_us must be 0 or more; got {batch_delay_us}")
-    service.batching = Batching(batch_delay_us, OIP_MAX_BODY_BYTES, inline_values=INLINE_VALUES)
     app = fastapi.FastAPI(title="seed-pipeline demo", docs_url=None, redoc_url=None, openapi_url=None)
+    service.batching = Batching(batch_delay_us, OIP_MAX_BODY_BYTES, inline_values=INLINE_VALUES)
+    # /v2/...: KServe v2 / Triton's HTTP API over the same predictors, each model's largest batch fitting
+    # the body limit above as JSON
+    oip = oip_router(service, max_body_bytes=OIP_MAX_BODY_BYTES)
     entries = service.manifest.models.values() if service.manifest else ()
     pictures = any(t.get("image") for e in entries for t in e.inputs)
     # before any route sees a request; uploads only where a model takes a picture
@@ -314,6 +345,7 @@ def create_app(
         fn_ids=frozenset(page.fns),
         skip_queue={i: tuple(map(accepts, fn.inputs)) for i, fn in page.fns.items() if not fn.queue},
         after_join=lambda: forget_unread_sessions(page),
+        infer=oip.oip_routes.answer,
     )
     app.state.service = service
 
@@ -336,13 +368,12 @@ def create_app(
         """Requests, durations, batch sizes and loaded predictors in Prometheus' text format."""
         return fastapi.Response(service.metrics.text(), media_type=METRICS_CONTENT_TYPE)
 
-    # /v2/...: KServe v2 / Triton's HTTP API over the same predictors, each model's largest batch fitting
-    # the body limit above as JSON
-    app.include_router(oip_router(service, max_body_bytes=OIP_MAX_BODY_BYTES))
+    app.include_router(oip)
     app.include_router(api_router(service))  # before the page, so these answer /gradio_api/{call,run}/NAME
     # Gradio keeps state for each session (gradio_client sends one per client; the page one per tab).
     page.state_session_capacity = MAX_SESSIONS
     page.queue(max_size=MAX_QUEUED)
+    quiet_queue(page)
     return gr.mount_gradio_app(
         app,
         page,

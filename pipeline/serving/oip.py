@@ -38,6 +38,7 @@ import time
 from importlib import metadata as importlib_metadata
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
@@ -75,22 +76,30 @@ class Routes:
         self.service, self.device, self.default_format = service, device, default_format
         self.max_body_bytes, self.max_batch_size = max_body_bytes, max_batch_size
         self.heavy = asyncio.Semaphore(HEAVY_PARSES)
+        self._targets: tuple[Loaded | None, dict[tuple[str, str | None], Target]] = (None, {})
 
     def resolve(self, name: str, version: str | None) -> tuple[Loaded, Target]:
-        """The service's current manifest and predictors, and what `name` serves in them."""
+        """The service's current manifest and predictors, and what `name` serves in them (worked out once per
+        manifest: only names that resolve are kept, so at most three per model)."""
         loaded = self.service.current()
         if loaded is None:
             raise OIPError(503, self.service.error or NO_MANIFEST)
-        target = protocol.resolve_target(
-            loaded.manifest, name, version, self.default_format, self.max_body_bytes, self.max_batch_size
-        )
+        kept, targets = self._targets
+        if kept is not loaded:
+            targets = {}
+            self._targets = (loaded, targets)
+        target = targets.get((name, version))
+        if target is None:
+            target = protocol.resolve_target(
+                loaded.manifest, name, version, self.default_format, self.max_body_bytes, self.max_batch_size
+            )
+            targets[(name, version)] = target
         return loaded, target
 
-    async def read(self, request: Request, target: Target) -> InferRequest:
+    async def read(self, body: bytes, headers: Any, target: Target) -> InferRequest:
         """The request taken apart (oip_protocol.read_request): small ones here, large ones in a thread."""
-        body = await request.body()
-        encoding = request.headers.get("content-encoding")
-        args = (body, encoding, request.headers.get(HEADER_LENGTH), target, self.max_body_bytes)
+        encoding = headers.get("content-encoding")
+        args = (body, encoding, headers.get(HEADER_LENGTH.lower()), target, self.max_body_bytes)
         if len(body) <= SMALL_BODY_BYTES and encoding is None:
             return protocol.read_request(*args)
         async with self.heavy:
@@ -170,10 +179,17 @@ class Routes:
         return config if target.fixed else {**config, "name": target.name}
 
     async def infer(self, request: Request, name: str, version: str | None = None) -> Response:
+        status, content, headers = await self.answer(name, version, await request.body(), request.headers)
+        return Response(content, status_code=status, headers=headers)
+
+    async def answer(self, name: str, version: str | None, body: bytes, headers: Any) -> tuple[int, bytes, dict]:
+        """(status, body, headers) answering an inference request for `name`: what POST .../infer answers, here
+        or straight from the server's request limits (demo/server.py), which hold the body already.
+        `headers` maps lower-case names to values."""
         received, target = time.perf_counter(), None
         try:
             loaded, target = self.resolve(name, version)
-            parsed = await self.read(request, target)
+            parsed = await self.read(body, headers, target)
             predictor = await self.predictor(loaded, target, parsed.format)
             outputs = await self.run(loaded, predictor, parsed.batch)
         except OIPError as exc:
@@ -181,12 +197,12 @@ class Routes:
                 self.service.metrics.answered(
                     target.entry.name, target.format, exc.status, time.perf_counter() - received
                 )
-            return _error(exc.status, exc.message)
+            return exc.status, orjson.dumps({"error": exc.message}), {"content-type": "application/json"}
         content, header_length = protocol.encode_reply(parsed.request, target, outputs, parsed.outputs)
         self.service.metrics.answered(target.entry.name, parsed.format, 200, time.perf_counter() - received)
         if header_length is None:
-            return Response(content, media_type="application/json")
-        return Response(content, media_type="application/octet-stream", headers={HEADER_LENGTH: str(header_length)})
+            return 200, content, {"content-type": "application/json"}
+        return 200, content, {"content-type": "application/octet-stream", HEADER_LENGTH: str(header_length)}
 
     def unknown_route(self, request: Request, rest: str) -> JSONResponse:
         return _error(404, f"no Open Inference Protocol route {request.method} /v2/{rest}")
@@ -225,4 +241,5 @@ def oip_router(
         add(base + "/config", routes.model_configuration, "GET")
         add(base + "/infer", routes.infer, "POST")
     add("/v2/{rest:path}", routes.unknown_route, "GET", "POST", "PUT", "DELETE")
+    router.oip_routes = routes  # type: ignore[attr-defined]  # the server's direct path to `answer`
     return router
