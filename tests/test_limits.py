@@ -419,3 +419,38 @@ def test_the_server_settings_are_the_declared_limits(tmp_path, monkeypatch) -> N
     assert config.limit_concurrency == server.MAX_CONNECTIONS
     assert config.timeout_keep_alive == server.KEEP_ALIVE_S
     assert config.h11_max_incomplete_event_size == server.MAX_HEADER_BYTES
+
+
+# ---- the limits a person reads: README's "Security and limits" table states the values the code declares ----
+
+README_ROWS = {  # (module, constant): (the first words of its row in the README's table, how the row writes it)
+    ("demo.server", "MAX_REQUEST_BYTES"): ("request body, page and predict routes", "{mib:g} MiB"),
+    ("pipeline.serving.oip", "MAX_BODY_BYTES"): ("request body on `/v2`", "{mib:g} MiB"),
+    ("demo.server", "MAX_BODIES_BYTES"): ("all request bodies held at once", "{mib:g} MiB"),
+    ("demo.server", "MAX_HEADER_BYTES"): ("request line and headers", "{kib:g} KiB"),
+    ("demo.server", "HEADER_TIMEOUT_S"): ("request line and headers", "within {value:g} s"),
+    ("demo.server", "BODY_TIMEOUT_S"): ("the body, after the headers", "within {value:g} s"),
+    ("demo.server", "KEEP_ALIVE_S"): ("an idle keep-alive connection", "{value:g} s"),
+    ("demo.server", "MAX_CONNECTIONS"): ("connections and requests at once", "{value:,}"),
+    ("demo.server", "MAX_SESSIONS"): ("Gradio sessions kept", "{value:,}"),
+    ("demo.server", "MAX_QUEUED"): ("page events waiting in Gradio's queue", "{value:,}"),
+    ("demo.api", "MAX_UNREAD"): ("`/call/predict` and `/call/compare` results not yet read", "{value:,}"),
+    ("demo.api", "RESULT_TTL_S"): ("`/call/predict` and `/call/compare` results not yet read", "{minutes:g} minutes"),
+}
+
+
+def _readme_rows() -> list[str]:
+    text = ROOT.joinpath("README.md").read_text()
+    section = text[text.index("## Security and limits") :]
+    return [line for line in section.splitlines() if line.startswith("| ")]
+
+
+@pytest.mark.parametrize(("module", "name"), list(README_ROWS), ids=[n for _, n in README_ROWS])
+def test_the_readme_states_each_limit_as_declared(module, name) -> None:
+    value = getattr(importlib.import_module(module), name)
+    label, form = README_ROWS[(module, name)]
+    rendered = form.format(value=value, mib=value / 2**20, kib=value / 2**10, minutes=value / 60)
+    rows = [row for row in _readme_rows() if row.removeprefix("| ").startswith(label)]
+    assert len(rows) == 1, f"README's limits table has no single row starting {label!r}"
+    cells = [c.strip() for c in rows[0].strip("|").split("|")]
+    assert rendered in cells[1], f"{module}.{name} = {value!r}, but README's row says {cells[1]!r} (want {rendered!r})"

@@ -242,3 +242,35 @@ def test_float16_tolerates_its_own_rounding_near_zero_whatever_the_output_size()
     assert compare(ref, got, fp16.atol, fp16.rtol, fp16.scale).passed
     float32 = formats.get("onnx")
     assert not compare(ref, got, float32.atol, float32.rtol, float32.scale).passed  # float32 stays strict
+
+
+# Each derived format's declared scale against the deviation it really shows on the catalog, with a stated margin:
+# loosening a rule (a bad file then passing) fails here, and so does a file that drifts past its rule.
+SCALE_MARGIN = {"onnx-int8": 6.0, "onnx-fp16": 20.0}  # declared scale / largest measured, at most
+
+
+@pytest.mark.parametrize("fmt", formats.DERIVED)
+def test_each_derived_rule_is_as_tight_as_its_measured_deviation_allows(manifest, eager_predictors, fmt):
+    from pipeline.runtime.parity import parity_inputs
+    from pipeline.runtime.predictor import PredictorCache
+
+    spec, cache, worst = formats.get(fmt), PredictorCache(manifest), {}
+    for model in manifest.models:
+        if fmt not in manifest.model(model).artifacts:
+            continue
+        for batch in parity_inputs(manifest, model):
+            want = eager_predictors(model).run_batch(batch)
+            got = cache.get(model, fmt).run_batch(batch)
+            for w, g in zip(want, got, strict=True):
+                w = np.asarray(w, dtype=np.float64)
+                top = float(np.abs(w).max())
+                if top > 0:
+                    worst[model] = max(worst.get(model, 0.0), float(np.abs(np.asarray(g) - w).max()) / top)
+    if not worst:
+        pytest.skip(f"no model in the catalog has a {fmt} file")
+    largest = max(worst.values())
+    assert largest <= spec.scale, f"{fmt}: measured {largest:.4g} of max|ref| > its declared scale {spec.scale}"
+    assert spec.scale <= SCALE_MARGIN[fmt] * largest, (
+        f"{fmt}: declared scale {spec.scale} is over {SCALE_MARGIN[fmt]}x the largest deviation measured "
+        f"({largest:.4g} of max|ref|, per model {worst}): the rule would pass a file much worse than export makes"
+    )

@@ -197,3 +197,21 @@ def test_every_declared_truth_is_close_to_what_training_learned_on_the_seeds_inp
 def test_a_truth_expression_is_read_as_arithmetic_never_run_as_code(expression):
     with pytest.raises(TruthError):
         truth_value(expression, ["x1", "x2"], [1.0, 2.0])
+
+
+@pytest.mark.parametrize(("model", "features"), [("adder_mynet", [37.5, -4.25]), ("poly3_sin", [0.7])])
+def test_compare_is_computed_on_the_input_given_not_an_example(service, eager_predictors, model, features):
+    """Each row's values and difference are those of the input sent, checked against eager run on it separately."""
+    entry = service.entry(model)
+    assert [features] not in [list(e) for e in entry.examples]
+    want = eager_predictors(model).predict(np.asarray(features, dtype=np.float32))
+    rows = service.compare(model, "cpu", features)
+    assert rows
+    for row in rows:
+        assert row["within_rule"] is True, row
+        largest = 0.0
+        for name, values in want.items():
+            got = np.asarray(row["outputs"][name], dtype=np.float64)
+            np.testing.assert_allclose(got, np.asarray(values, dtype=np.float64).reshape(-1), rtol=0.06, atol=0.06)
+            largest = max(largest, float(np.abs(got - np.asarray(values).reshape(-1)).max()))
+        assert row["max_abs_diff"] == pytest.approx(largest, rel=1e-3, abs=1e-6), row
