@@ -33,12 +33,12 @@ from starlette.concurrency import run_in_threadpool
 
 from pipeline import formats
 from pipeline.errors import UserError
+from pipeline.serving.oip import SMALL_BODY_BYTES  # bodies parsed on the event loop; larger ones in a thread
 from pipeline.serving.service import Service
 
 log = logging.getLogger("demo")
 
 MAX_UNREAD = 1024  # results posted but not yet read; each is a few KB
-SMALL_BODY_BYTES = 64 * 1024  # call bodies parsed on the event loop (tens of microseconds); larger ones in a thread
 RESULT_TTL_S = 300.0  # seconds a result waits to be read
 SESSION_HASH = re.compile(r"[A-Za-z0-9_-]{1,64}")  # what Gradio's clients send: a uuid4 or a short random id
 API = {  # name: (what it does, for messages; its arguments, in order)
