@@ -305,8 +305,10 @@ def start_server(
 def process_cpu_seconds(pid: int) -> float:
     """CPU seconds (user + system) used so far by process `pid` and its live descendants (Triton's Python
     backend runs each model in a stub child process)."""
-    import psutil
-
+    try:
+        import psutil  # the dev extra's
+    except ImportError:
+        return float("nan")
     total = 0.0
     try:
         root = psutil.Process(pid)
