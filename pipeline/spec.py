@@ -17,9 +17,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline import dtypes
 from pipeline.errors import UserError
 
-DTYPES = {"float32": torch.float32, "int64": torch.int64}  # what a tensor spec may declare
+DTYPES = {name: getattr(torch, d.torch) for name, d in dtypes.DTYPES.items()}  # what a tensor spec may declare
 # What the benchmarks (pipeline/bench/) pick a model for, when its spec declares the role:
 #   "floor"  the model the fastest-runtime-against-NumPy goal and the tuning settings are judged on;
 #   "http"   the models the demo's HTTP routes and the demo-against-Triton comparison are measured on;
@@ -63,7 +64,7 @@ class TensorSpec:
     name: str
     features: tuple[str, ...] = ()
     shape: tuple[int, ...] = ()
-    dtype: str = "float32"
+    dtype: str = dtypes.DEFAULT_DTYPE
     values: tuple[float, float] | None = None
     classes: tuple[str, ...] = ()
     image: Image | None = None
@@ -109,7 +110,7 @@ class TensorSpec:
 def tensor(
     name: str,
     shape: int | Sequence[int],
-    dtype: str = "float32",
+    dtype: str = dtypes.DEFAULT_DTYPE,
     *,
     features: Sequence[str] = (),
     values: tuple[float, float] | None = None,

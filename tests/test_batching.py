@@ -212,7 +212,7 @@ def test_ready_only_once_warm_up_has_loaded_every_default_artifact(held_warm_up,
     health = client.get("/healthz").json()
     assert health["ready"] is True and health["pending"] == []
     loaded = app.state.service.require().predictors
-    assert all(loaded.cached(m, "onnx", "cpu") is not None for m in manifest.models)
+    assert all(loaded.cached(m, "onnx", device="cpu") is not None for m in manifest.models)
 
 
 def scrape(client):

@@ -28,7 +28,7 @@ def _rows(model_width: int, count: int, seed: int) -> list[np.ndarray]:
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript", "pt2"])
-def test_the_predictor_cache_from_many_threads_answers_each_its_own_rows(manifest, eager_predictors, fmt):
+def test_the_predictor_cache_from_many_threads_answers_each_its_own_rows(manifest, eager, fmt):
     cache = PredictorCache(manifest)  # empty: the threads race to load it too
     model = "adder_mynet"
     jobs = _rows(len(manifest.model(model).features), THREADS * 6, seed=11)
@@ -43,9 +43,9 @@ def test_the_predictor_cache_from_many_threads_answers_each_its_own_rows(manifes
         answers = [pair for chunk in pool.map(run, range(THREADS)) for pair in chunk]
     assert len(answers) == len(jobs)
     assert len({id(cache.get(model, fmt))}) == 1 and len(cache._predictors) == 1  # loaded once
-    eager, spec = eager_predictors(model), formats.get(fmt)
+    reference, spec = eager(model), formats.get(fmt)
     for x, got in answers:
-        want = eager.predict(x)
+        want = reference.predict(x)
         for name in want:
             check = compare(want[name], got[name], spec.atol, spec.rtol, spec.scale)
             assert check.passed, f"rows {x.tolist()}: {name}: {check.reason}"

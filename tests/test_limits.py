@@ -17,6 +17,8 @@ import httpx
 import numpy as np
 import pytest
 
+from pipeline.errors import Refused
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # Modules whose module-level UPPER_CASE constants named like a limit are limits a client can reach.
@@ -25,7 +27,7 @@ LIMIT_MODULES = (
     "demo/api.py",
     "pipeline/serving/oip.py",
     "pipeline/serving/oip_protocol.py",
-    "pipeline/serving/service.py",
+    "pipeline/serving/answers.py",
     "pipeline/serving/naming.py",
     "pipeline/runtime/inputs.py",
 )
@@ -51,7 +53,7 @@ EDGE_TESTS: dict[tuple[str, str], tuple[str, ...]] = {
     ("pipeline/serving/naming.py", "MAX_BATCH_SIZE"): ("test_limits.py::test_a_batch_at_the_largest_size",),
     ("pipeline/serving/oip_protocol.py", "MAX_NESTING"): ("test_limits.py::test_nested_data_at_its_depth_limit",),
     ("pipeline/serving/oip_protocol.py", "FLOAT32_MAX"): ("test_limits.py::test_values_at_the_edges_of_their_range",),
-    ("pipeline/serving/service.py", "TRUTH_MAX_CHARS"): (
+    ("pipeline/serving/answers.py", "TRUTH_MAX_CHARS"): (
         "test_limits.py::test_a_truth_expression_at_its_length_limit",
     ),
     ("pipeline/runtime/inputs.py", "MAX_TEXT_CHARS"): ("test_limits.py::test_typed_text_at_its_length_limit",),
@@ -285,7 +287,7 @@ def test_a_batch_at_the_largest_size() -> None:
     assert protocol.max_batch_size(1, 10**12) == MAX_BATCH_SIZE  # however large the body, the cap holds
     tensor = {"shape": [MAX_BATCH_SIZE, 2]}
     assert protocol._shape(tensor, "input x", [2], MAX_BATCH_SIZE, "m") == [MAX_BATCH_SIZE, 2]
-    with pytest.raises(protocol.OIPError) as refused:
+    with pytest.raises(Refused) as refused:
         protocol._shape({"shape": [MAX_BATCH_SIZE + 1, 2]}, "input x", [2], MAX_BATCH_SIZE, "m")
     assert refused.value.status == 400
     assert f"batch from 1 to {MAX_BATCH_SIZE}" in refused.value.message
@@ -301,14 +303,14 @@ def test_nested_data_at_its_depth_limit() -> None:
         return data
 
     # the outer array plus MAX_NESTING levels of lists inside it
-    assert protocol._flat_numbers(nested(protocol.MAX_NESTING + 1), "x") == [1.0]
-    with pytest.raises(protocol.OIPError) as refused:
-        protocol._flat_numbers(nested(protocol.MAX_NESTING + 2), "x")
+    assert protocol._flat_numbers(nested(protocol.MAX_NESTING + 1), "x", "FP32") == [1.0]
+    with pytest.raises(Refused) as refused:
+        protocol._flat_numbers(nested(protocol.MAX_NESTING + 2), "x", "FP32")
     assert refused.value.status == 400 and "nested too deeply" in refused.value.message
 
 
 def test_a_truth_expression_at_its_length_limit() -> None:
-    from pipeline.serving.service import TRUTH_MAX_CHARS, TruthError, truth_value
+    from pipeline.serving.answers import TRUTH_MAX_CHARS, TruthError, truth_value
 
     expression = "x1 + x2" + " " * (TRUTH_MAX_CHARS - len("x1 + x2"))
     assert len(expression) == TRUTH_MAX_CHARS
@@ -371,7 +373,7 @@ def test_values_at_the_edges_of_their_range() -> None:
     spec = {"name": "x", "shape": [2], "dtype": "float32"}
     at = protocol._from_json({"data": [protocol.FLOAT32_MAX, 1.0]}, "input x", [1, 2], spec)
     assert at.dtype == np.float32 and np.isfinite(at).all()
-    with pytest.raises(protocol.OIPError, match="beyond FP32's range"):
+    with pytest.raises(Refused, match="beyond FP32's range"):
         protocol._from_json({"data": [protocol.FLOAT32_MAX * 1.0001, 1.0]}, "input x", [1, 2], spec)
 
 

@@ -14,7 +14,6 @@ import pytest
 from pipeline import formats
 from pipeline.artifacts.manifest import Manifest, ManifestError
 from pipeline.catalog import CATALOG
-from pipeline.export import quantize
 from pipeline.runtime import parity
 from pipeline.runtime.parity import TOLERANCE, compare
 from pipeline.runtime.predictor import load_predictor
@@ -57,16 +56,6 @@ def test_the_scale_term_defaults_to_zero_and_float32_formats_declare_zero():
     assert compare(want, got, ATOL, RTOL, 1e-3).passed
     for name in ("torchscript", "onnx", "pt2", "eager"):
         assert formats.get(name).scale == 0.0
-
-
-def test_derived_formats_follow_their_source_and_are_served_by_triton():
-    for name in (INT8, FP16):
-        spec = formats.get(name)
-        assert spec.source == "onnx" and 0 < spec.scale < 0.1
-        assert formats.EXPORTED.index(spec.source) < formats.EXPORTED.index(name)
-        assert name in formats.TRITON_FORMATS and spec.triton.platform == "onnxruntime_onnx"
-        assert spec.default_runtime == "onnxruntime"
-    assert "onnx-reference" in formats.get(INT8).runtimes and "onnx-reference" not in formats.get(FP16).runtimes
 
 
 # ---- the files ----------------------------------------------------------------------------------
@@ -209,20 +198,6 @@ def test_the_manifest_refuses_a_malformed_not_applicable(manifest, artifacts, da
         Manifest.from_dict(artifacts, raw)
 
 
-def test_measure_gives_size_latency_and_deviation_for_onnx_and_both_derived_formats(manifest):
-    rows = quantize.measure(manifest, ["two_layer_net", "linear_3x"], seconds=0.02)
-    got = {(r["model"], r["format"]): r for r in rows}
-    assert set(got) == {("two_layer_net", f) for f in ("onnx", INT8, FP16)} | {("linear_3x", f) for f in ("onnx", FP16)}
-    for (model, fmt), row in got.items():
-        assert row["bytes"] == manifest.model(model).artifact(fmt).bytes
-        assert row["p50_ms_b1"] > 0 and row["p50_ms_b64"] > 0
-        assert row["max_frac"] <= (formats.get(fmt).scale or 1e-4), (model, fmt, row)
-    assert got[("two_layer_net", "onnx")]["max_frac"] < got[("two_layer_net", FP16)]["max_frac"]
-    assert got[("two_layer_net", FP16)]["max_frac"] < got[("two_layer_net", INT8)]["max_frac"]
-    table = quantize.measure_table(rows, markdown=True)
-    assert table.count("\n") == len(rows) + 1 and "| two_layer_net | onnx-int8 |" in table
-
-
 def test_parity_rows_carry_the_derived_tolerance(manifest):
     rows = parity.check_model(manifest, "two_layer_net", [parity.Target(INT8, "onnxruntime", "cpu")])
     assert [(r.format, r.passed, r.scale) for r in rows] == [(INT8, True, formats.get(INT8).scale)]
@@ -250,7 +225,7 @@ SCALE_MARGIN = {"onnx-int8": 6.0, "onnx-fp16": 20.0}  # declared scale / largest
 
 
 @pytest.mark.parametrize("fmt", formats.DERIVED)
-def test_each_derived_rule_is_as_tight_as_its_measured_deviation_allows(manifest, eager_predictors, fmt):
+def test_each_derived_rule_is_as_tight_as_its_measured_deviation_allows(manifest, eager, fmt):
     from pipeline.runtime.parity import parity_inputs
     from pipeline.runtime.predictor import PredictorCache
 
@@ -259,7 +234,7 @@ def test_each_derived_rule_is_as_tight_as_its_measured_deviation_allows(manifest
         if fmt not in manifest.model(model).artifacts:
             continue
         for batch in parity_inputs(manifest, model):
-            want = eager_predictors(model).run_batch(batch)
+            want = eager(model).run_batch(batch)
             got = cache.get(model, fmt).run_batch(batch)
             for w, g in zip(want, got, strict=True):
                 w = np.asarray(w, dtype=np.float64)

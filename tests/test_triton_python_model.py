@@ -102,7 +102,7 @@ def test_the_shipped_model_is_this_file(repository, manifest):
     assert (folder / "1" / "model.py").read_bytes() == SOURCE.read_bytes()
 
 
-def test_a_batch_of_requests_answers_each_with_its_own_rows(repository, manifest, eager_predictors, monkeypatch):
+def test_a_batch_of_requests_answers_each_with_its_own_rows(repository, manifest, eager, monkeypatch):
     """Dynamic batching hands several requests to one execute(): each sender gets exactly its rows, in order."""
     model = "adder_mynet"
     instance, config = _model(repository, monkeypatch, model)
@@ -111,10 +111,10 @@ def test_a_batch_of_requests_answers_each_with_its_own_rows(repository, manifest
     batches = [rng.uniform(-50, 50, size=(n, 2)).astype(np.float32) for n in (1, 3, 2, 1)]  # distinct, uneven
     responses = instance.execute([_Request({name: b}) for b in batches])
     assert len(responses) == len(batches)
-    eager = eager_predictors(model)
+    reference = eager(model)
     for i, (batch, response) in enumerate(zip(batches, responses, strict=True)):
         assert response.error is None, response.error.message()
-        want = eager.predict(batch)
+        want = reference.predict(batch)
         for out_name, values in want.items():
             got = response.outputs[out_name]
             assert got.shape == values.shape, f"request {i}: {out_name} {got.shape} != {values.shape}"

@@ -8,6 +8,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from pipeline.artifacts.tensors import dtype_of
 from pipeline.errors import UserError
 
 MAX_TEXT_CHARS = 200_000  # far above 1000 features written out in full; refused before parsing
@@ -111,8 +112,8 @@ def parse_tensor(text: Any, model: str, tensor: dict[str, Any]) -> list[Any]:
     """One example of a manifest input: its values in row-major order, checked for count, dtype and range."""
     dims = [int(d) for d in tensor["shape"][1:]]
     count = math.prod(dims)
-    kind = tensor.get("dtype", "float32")
-    noun = "whole numbers" if kind == "int64" else "numbers"
+    whole = dtype_of(tensor).whole
+    noun = "whole numbers" if whole else "numbers"
     want = f"{model} expects {tensor['name']}: {count} {noun} (shape {dims})"
     items = _items(text, want)
     if len(items) != count:
@@ -122,7 +123,7 @@ def parse_tensor(text: Any, model: str, tensor: dict[str, Any]) -> list[Any]:
         _number(item, i, names if len(names) == count else [f"value {j + 1}" for j in range(count)], want)
         for i, item in enumerate(items)
     ]
-    if kind != "int64":
+    if not whole:
         return values
     low, high = tensor.get("values") or (-(2**53), 2**53)
     for i, v in enumerate(values):

@@ -19,8 +19,9 @@ from pipeline import formats
 from pipeline.artifacts.manifest import Manifest
 from pipeline.artifacts.tensors import Batch, examples_batch, random_batch
 from pipeline.errors import one_line
-from pipeline.runtime.devices import DeviceError, cuda_index, cuda_status
+from pipeline.runtime.devices import DeviceError
 from pipeline.runtime.predictor import NotServed, RuntimeUnavailable, load_predictor
+from pipeline.runtime.targets import PLAN_DEVICES, Target, plan
 
 DEFAULT_ATOL = formats.DEFAULT_ATOL
 DEFAULT_RTOL = formats.DEFAULT_RTOL
@@ -214,51 +215,24 @@ def parity_inputs(manifest: Manifest, model: str, seed: int = 0) -> list[Batch]:
     return batches
 
 
-@dataclass(frozen=True)
-class Target:
-    """One (format, runtime, device) to check, or the reason it cannot be, when that is a failure."""
-
-    format: str
-    runtime: str
-    device: str
-    unavailable: str | None = None
-
-
 def targets(device: str = formats.CPU, remote: Sequence[str] = ()) -> tuple[list[Target], list[str]]:
-    """What verify checks for `device`, and what it skips (with why).
+    """What verify checks for `device` (pipeline.runtime.targets.plan, the reference left out), and what it skips.
 
     cpu: the CPU rows. auto: also every CUDA row whose runtime can use a GPU here, the rest skipped.
     cuda or cuda:N: also every CUDA row; one that cannot run is a failed row, never a silent skip.
     Each URL in `remote` adds that Open Inference Protocol server's models of every Triton format.
     """
-    if device not in (formats.CPU, "auto") and not device.startswith(formats.CUDA):
-        raise DeviceError(f"--device {device}: parity runs on cpu and cuda; expected cpu, auto, cuda or cuda:N")
-    chosen = [Target(*t) for t in formats.local_targets((formats.CPU,))]
-    skipped: list[str] = []
-    if device != formats.CPU:
-        gpu = formats.CUDA if device == "auto" else device
-        why_index = None
-        if device != "auto":
-            try:
-                cuda_index(device)
-            except DeviceError as exc:
-                why_index = str(exc)
-        unavailable: dict[str, list[str]] = {}  # reason -> the rows auto leaves out for it
-        for fmt, runtime, _ in formats.local_targets((formats.CUDA,)):
-            ok, why = cuda_status(runtime)
-            why = why_index or (None if ok else why)
-            if why and device == "auto":
-                unavailable.setdefault(why, []).append(f"{fmt}/{runtime}")
-                continue
-            chosen.append(Target(fmt, runtime, gpu, why))
-        skipped += [f"{formats.CUDA} rows {', '.join(rows)}: {why}" for why, rows in unavailable.items()]
-    chosen += [Target(fmt, url, formats.CPU) for url in remote for fmt in formats.TRITON_FORMATS]
-    return chosen, skipped
+    try:
+        chosen = plan(device, remote)
+    except DeviceError:
+        raise DeviceError(f"--device {device}: parity runs on cpu and cuda; expected {PLAN_DEVICES}") from None
+    reference = Target(*formats.REFERENCE)
+    return [t for t in chosen.targets if t != reference], chosen.skipped
 
 
 def _reference_outputs(manifest: Manifest, model: str, batches: list[Batch]) -> list[dict[str, np.ndarray]]:
     fmt, runtime, device = formats.REFERENCE
-    reference = load_predictor(manifest, model, fmt, runtime, device)
+    reference = load_predictor(manifest, model, fmt, runtime=runtime, device=device)
     return [reference.outputs(b) for b in batches]
 
 
@@ -313,7 +287,7 @@ def _check_target(
     if target.unavailable:
         return [failed(target.unavailable, UNAVAILABLE)]
     try:
-        predictor = load_predictor(manifest, model, target.format, target.runtime, target.device)
+        predictor = load_predictor(manifest, model, target.format, runtime=target.runtime, device=target.device)
     except NotServed:
         raise  # check_model decides, from what else the server serves
     except RuntimeUnavailable as exc:  # asked for (targets() skips what auto cannot run): a failure

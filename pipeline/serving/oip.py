@@ -45,12 +45,12 @@ from starlette.concurrency import run_in_threadpool
 
 from pipeline import formats
 from pipeline.artifacts.manifest import ArtifactError, ManifestError
-from pipeline.errors import UserError
+from pipeline.errors import Refused, UserError
 from pipeline.runtime.predictor import Predictor, RuntimeUnavailable
 from pipeline.serving import oip_protocol as protocol
 from pipeline.serving.naming import MAX_BATCH_SIZE, model_config
-from pipeline.serving.oip_protocol import HEADER_LENGTH, InferRequest, OIPError, Target
-from pipeline.serving.service import Loaded, Service
+from pipeline.serving.oip_protocol import HEADER_LENGTH, InferRequest, ServedModel
+from pipeline.serving.service import Service, Snapshot
 
 log = logging.getLogger("pipeline.serving.oip")
 
@@ -76,14 +76,14 @@ class Routes:
         self.service, self.device, self.default_format = service, device, default_format
         self.max_body_bytes, self.max_batch_size = max_body_bytes, max_batch_size
         self.heavy = asyncio.Semaphore(HEAVY_PARSES)
-        self._targets: tuple[Loaded | None, dict[tuple[str, str | None], Target]] = (None, {})
+        self._targets: tuple[Snapshot | None, dict[tuple[str, str | None], ServedModel]] = (None, {})
 
-    def resolve(self, name: str, version: str | None) -> tuple[Loaded, Target]:
+    def resolve(self, name: str, version: str | None) -> tuple[Snapshot, ServedModel]:
         """The service's current manifest and predictors, and what `name` serves in them (worked out once per
         manifest: only names that resolve are kept, so at most three per model)."""
         loaded = self.service.current()
         if loaded is None:
-            raise OIPError(503, self.service.error or NO_MANIFEST)
+            raise Refused(503, self.service.error or NO_MANIFEST)
         kept, targets = self._targets
         if kept is not loaded:
             targets = {}
@@ -96,7 +96,7 @@ class Routes:
             targets[(name, version)] = target
         return loaded, target
 
-    async def read(self, body: bytes, headers: Any, target: Target) -> InferRequest:
+    async def read(self, body: bytes, headers: Any, target: ServedModel) -> InferRequest:
         """The request taken apart (oip_protocol.read_request): small ones here, large ones in a thread."""
         encoding = headers.get("content-encoding")
         args = (body, encoding, headers.get(HEADER_LENGTH.lower()), target, self.max_body_bytes)
@@ -105,28 +105,28 @@ class Routes:
         async with self.heavy:
             return await run_in_threadpool(protocol.read_request, *args)
 
-    async def run(self, loaded: Loaded, predictor: Predictor, batch: Any) -> list[Any]:
+    async def run(self, loaded: Snapshot, predictor: Predictor, batch: Any) -> list[Any]:
         """The outputs, merged with other requests' (serving/batching.py); 400 for outputs that overflow
         float32, 500 for a failure of ours."""
         try:
             return list(await self.service.batcher(loaded, predictor, self.device).run_async(batch))
         except UserError as exc:
-            raise OIPError(400, str(exc)) from None
+            raise Refused(400, str(exc)) from None
         except Exception as exc:  # noqa: BLE001 - answered with the protocol's error form, logged in full
             log.exception("inference of %s (%s) failed", predictor.model, predictor.format)
-            raise OIPError(500, f"inference failed: {type(exc).__name__}: {exc}") from None
+            raise Refused(500, f"inference failed: {type(exc).__name__}: {exc}") from None
 
-    async def predictor(self, loaded: Loaded, target: Target, fmt: str) -> Predictor:
+    async def predictor(self, loaded: Snapshot, target: ServedModel, fmt: str) -> Predictor:
         """The cached predictor (loaded in a worker thread on first use), or 404 / 503 saying why not."""
-        cached = loaded.predictors.cached(target.entry.name, fmt, self.device)
+        cached = loaded.predictors.cached(target.entry.name, fmt, device=self.device)
         if cached is not None:  # the common case, without a thread hop
             return cached
         try:
             return await run_in_threadpool(self.service.predictor, loaded, target.entry.name, fmt, self.device)
         except ManifestError as exc:
-            raise OIPError(404, str(exc)) from None
+            raise Refused(404, str(exc)) from None
         except (ArtifactError, RuntimeUnavailable, UserError) as exc:
-            raise OIPError(503, f"model {target.name!r} is not available: {exc}") from None
+            raise Refused(503, f"model {target.name!r} is not available: {exc}") from None
 
     # ---- server ----------------------------------------------------------------------------------
 
@@ -156,23 +156,23 @@ class Routes:
     async def model_metadata(self, name: str, version: str | None = None) -> Any:
         try:
             return protocol.model_metadata(self.resolve(name, version)[1])
-        except OIPError as exc:
+        except Refused as exc:
             return _error(exc.status, exc.message)
 
     async def model_ready(self, name: str, version: str | None = None) -> Any:
         try:
             loaded, target = self.resolve(name, version)
             if (target.entry.name, target.format) in self.service.pending:
-                raise OIPError(503, f"model {name!r} is warming up: not loaded yet")
+                raise Refused(503, f"model {name!r} is warming up: not loaded yet")
             await self.predictor(loaded, target, target.format)
-        except OIPError as exc:
+        except Refused as exc:
             return _error(exc.status, exc.message)
         return {"name": name, "ready": True}
 
     async def model_configuration(self, name: str, version: str | None = None) -> Any:
         try:
             target = self.resolve(name, version)[1]
-        except OIPError as exc:
+        except Refused as exc:
             return _error(exc.status, exc.message)
         config = model_config(target.entry, target.format, target.max_batch)
         config["dynamic_batching"] = self.service.batching.triton_config()
@@ -192,7 +192,7 @@ class Routes:
             parsed = await self.read(body, headers, target)
             predictor = await self.predictor(loaded, target, parsed.format)
             outputs = await self.run(loaded, predictor, parsed.batch)
-        except OIPError as exc:
+        except Refused as exc:
             if target is not None:  # requests for no model are not counted under one
                 self.service.metrics.answered(
                     target.entry.name, target.format, exc.status, time.perf_counter() - received
