@@ -18,7 +18,6 @@ import logging
 import os
 import sys
 import threading
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -508,15 +507,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def announce() -> None:  # listening: /healthz says what is still warming, /v2/health/ready says 503 until done
         print(f"demo: serving {args.artifacts} on {url}", flush=True)
-        started = time.perf_counter()
         app.state.warming.join()
-        service = app.state.service
-        print(
-            f"demo: ready ({len(service.warm_errors)} of the artifacts to warm failed)"
-            if service.warm_errors
-            else f"demo: ready, warm-up done in {time.perf_counter() - started:.1f} s",
-            flush=True,
-        )
+        failed = app.state.service.warm_errors
+        print(f"demo: ready ({len(failed)} of the artifacts to warm failed)" if failed else "demo: ready", flush=True)
 
     server.serve(app, sock, on_start=lambda: threading.Thread(target=announce, daemon=True).start())
     print("demo: stopped", flush=True)
