@@ -34,7 +34,7 @@ import demo  # noqa: E402, F401
 import fastapi  # noqa: E402
 import gradio as gr  # noqa: E402
 
-from demo import server, views, widgets  # noqa: E402
+from demo import explanation, server, views, widgets  # noqa: E402
 from demo.api import attempt  # noqa: E402
 from pipeline import formats  # noqa: E402
 from pipeline.artifacts.manifest import ManifestError, ModelEntry  # noqa: E402
@@ -244,6 +244,7 @@ def _build_page(svc: Service, entries: list[ModelEntry]) -> None:
             chart = gr.BarPlot(x="value name", y="value", color="output", visible=False, elem_id="prediction-chart")
             with gr.Accordion("API response (JSON)", open=False):
                 raw = gr.JSON(elem_id="prediction-json")
+            explain_panel = _explain_components()
     shown = gr.State(None)  # the answer in the result area, to mark stale when its inputs change
     panel = _model_panel(svc, first)
     with gr.Accordion("Model", open=True):
@@ -357,13 +358,54 @@ def _build_page(svc: Service, entries: list[ModelEntry]) -> None:
             component.submit(**predict_args)
     for ex in examples:  # a click on an example row fills it, then runs it
         ex.load_input_event.then(**predict_args)
-    compare.click(
+    compared = compare.click(
         on_compare,
         inputs=[model, device, *fields],
         outputs=results,
         api_visibility="private",
         concurrency_id="predict",
     )
+    _wire_explain(svc, explain_panel, model, compared, raw)
+
+
+def _explain_components() -> tuple[Any, Any, Any, Any]:
+    """Under a comparison: pick a row and see where it parts from eager (shown at once for a row outside its rule)."""
+    with gr.Group(visible=False, elem_id="explain-panel") as panel:
+        with gr.Row():
+            row = gr.Dropdown(label="Explain a row layer by layer", elem_id="explain-row", scale=3)
+            button = gr.Button("Explain", elem_id="explain-button", scale=1, min_width=100)
+        shown = gr.HTML(elem_id="explanation")
+    return panel, row, button, shown
+
+
+def _wire_explain(svc: Service, components: tuple, model: Any, compared: Any, raw: Any) -> None:
+    """After a comparison, list its rows to explain and explain the first row outside its rule at once."""
+    panel, row, button, shown = components
+
+    def explain(name: str, choice: str | None) -> str:
+        if not choice:
+            return ""
+        fmt, _, runtime = choice.partition("|")
+        result, why = attempt("explanation", lambda: svc.explain(name, fmt, runtime))
+        return views.error(why, "Explain") if why else explanation.explanation(result)
+
+    def on_compared(name: str, rows: Any):
+        if not isinstance(rows, list) or not rows:
+            return gr.update(visible=False), gr.update(choices=[], value=None), ""
+        local = [r for r in rows if r.get("runtime") in formats.RUNTIMES and r.get("format") != formats.REFERENCE[0]]
+        choices = [(f"{r['label']}{'' if r['within_rule'] else ' (outside its rule)'}", _key(r)) for r in local]
+        outside = next((r for r in local if r["within_rule"] is False), None)
+        chosen = _key(outside) if outside else (choices[0][1] if choices else None)
+        text = explain(name, chosen) if outside else "Pick a row and press Explain to see it layer by layer."
+        return gr.update(visible=bool(choices)), gr.update(choices=choices, value=chosen), text
+
+    compared.then(on_compared, inputs=[model, raw], outputs=[panel, row, shown], api_visibility="private")
+    button.click(explain, inputs=[model, row], outputs=shown, api_visibility="private", concurrency_id="predict")
+    model.change(lambda: (gr.update(visible=False), ""), outputs=[panel, shown], api_visibility="private")
+
+
+def _key(row: dict) -> str:
+    return f"{row['format']}|{row['runtime']}"
 
 
 def warm_targets(svc: Service, spec: str | None) -> list[tuple[str, str]]:
@@ -406,7 +448,7 @@ def create_app(
     warming.start()
     reason = cuda_unavailable_reason()
     js = DISABLE_CUDA_JS % repr(f"cuda is unavailable: {reason}") if reason else None
-    app = server.create_app(svc, build_demo(svc), css=views.CSS, js=js, batch_delay_us=batch_delay_us)
+    app = server.create_app(svc, build_demo(svc), css=views.CSS + explanation.CSS, js=js, batch_delay_us=batch_delay_us)
     app.state.warming = warming
     return app
 

@@ -169,6 +169,7 @@ COMPARE_HEADERS = (
     "artifact · runtime",
     "ran on",
     "max |Δ| vs eager",
+    "|Δ| mean · p99 · min atol",
     "within rule",
     "latency ms",
     "load ms",
@@ -195,12 +196,13 @@ def comparison(entry: ModelEntry, rows: Sequence[dict], device: str, values: Seq
         elif row["within_rule"]:
             verdict = "yes"
         else:
-            verdict = f"NO: {esc(row['reason'])}"
+            verdict = f"NO: {esc(row['reason'])} (explain it below)"
         vals = "<br>".join(f"{esc(n)}: {values_text(v, COMPARE_VALUES)}" for n, v in row["outputs"].items())
         body.append(
             f'<tr class="{"outside" if outside else "within"}"><td>{esc(row["label"])}</td>'
             f"<td><code>{esc(row['device'])}</code></td>"
-            f'<td>{_sci(row["max_abs_diff"])}</td><td class="verdict">{verdict}</td>'
+            f'<td>{_sci(row["max_abs_diff"])}</td><td class="stats">{_stats(row.get("stats"))}</td>'
+            f'<td class="verdict">{verdict}</td>'
             f"<td>{_ms(row['latency_ms'], 3)}</td><td>{_ms(row['load_ms'], 1)}</td>"
             f'<td>{_size(row.get("bytes"))}</td><td class="values">{vals or "–"}</td></tr>'
         )
@@ -220,6 +222,19 @@ def comparison(entry: ModelEntry, rows: Sequence[dict], device: str, values: Seq
         f"Rule: {'; '.join(esc(r) for r in rules)} (each format's own atol and rtol, pipeline/formats.py).</p>"
         f'<div class="scroll"><table id="compare-table"><tr>{head}</tr>{"".join(body)}</table></div></div>'
     )
+
+
+def _stats(stats: dict | None) -> str:
+    """Per output: mean and 99th percentile of |Δ| and the smallest atol that would pass (at the row's rtol, scale)."""
+    if not stats:
+        return "–"
+    cells = [
+        (esc(name) + ": " if len(stats) > 1 else "")
+        + " · ".join(_sci(s[k]) for k in ("mean_abs", "p99_abs", "min_atol"))
+        for name, s in stats.items()
+        if s.get("mean_abs") is not None
+    ]
+    return "<br>".join(cells) or "–"
 
 
 def _sci(v: float | None) -> str:
@@ -316,7 +331,21 @@ def seed_figure(entry: ModelEntry) -> tuple[str | None, str]:
     return extra[0], f"{label}, seed {entry.seed}"
 
 
-PARITY_COLUMNS = ["format", "runtime", "device", "output", "max_abs", "max_rel", "atol", "rtol", "passed", "error"]
+PARITY_COLUMNS = [
+    "format",
+    "runtime",
+    "device",
+    "output",
+    "max_abs",
+    "mean_abs",
+    "p99_abs",
+    "min_atol",
+    "max_rel",
+    "atol",
+    "rtol",
+    "passed",
+    "error",
+]
 
 
 def cell(value: Any) -> str:

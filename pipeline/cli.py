@@ -261,6 +261,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from pipeline.runtime.predictor import is_remote
 
     manifest = Manifest.load(args.artifacts)
+    if args.explain:
+        return _explain(manifest, args)
     names = manifest.select(args.models)
     for url in args.remote:
         if not is_remote(url):
@@ -277,6 +279,26 @@ def cmd_verify(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return EXIT_OK if report.passed else EXIT_FAILED
+
+
+def _explain(manifest, args: argparse.Namespace) -> int:
+    """`verify --explain MODEL[:FORMAT]`: one parity batch layer by layer; writes nothing."""
+    from pipeline.runtime.explain import ExplainError, default_target, explain
+
+    model, _, fmt = args.explain.partition(":")
+    model = manifest.model(model.strip()).name
+    runtime = args.runtime
+    if not fmt.strip():
+        fmt, found = default_target(manifest, model)
+        runtime = runtime or found
+    start = time.perf_counter()
+    try:
+        result = explain(manifest, model, fmt.strip(), runtime, args.batch, args.output, args.atol, args.rtol)
+    except ExplainError as exc:
+        raise UsageError(str(exc)) from None
+    print(result.table())
+    print(f"explained in {time.perf_counter() - start:.1f} s")
+    return EXIT_OK if result.first is None else EXIT_FAILED
 
 
 def cmd_triton_serve(args: argparse.Namespace) -> int:
@@ -422,6 +444,16 @@ def build_parser() -> argparse.ArgumentParser:
         "(Triton, the demo) serves at URL, repeatable (default: none)",
     )
     _add_tolerances(p)
+    p.add_argument(
+        "--explain",
+        metavar="MODEL[:FORMAT]",
+        help="check nothing: run one parity batch through eager and the artifact layer by layer and mark the "
+        "first layer beyond its rule (default: off; FORMAT defaults to the failing row of parity.json, else the "
+        "row furthest past its atol)",
+    )
+    p.add_argument("--runtime", help="with --explain: the runtime (default: the row's, else the format's first one)")
+    p.add_argument("--batch", type=int, help="with --explain: the parity batch, 0 to 3 (default: the worst one)")
+    p.add_argument("--output", help="with --explain: the output whose |Δ| is shown (default: the worst one)")
     p.set_defaults(func=cmd_verify)
 
     p = command("triton", "write a Triton model repository of the manifest's artifacts (exports nothing)")

@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 STATE_DICT = "state_dict"  # the artifact kind of trained weights: what `train` writes and eager loads
 CPU, CUDA = "cpu", "cuda"
 DEFAULT_ATOL = 1e-5  # absolute part of the parity rule |got - ref| <= atol + rtol * |ref|
@@ -31,6 +33,52 @@ FP16_SCALE = 0.005  # float16 weights and compute: measured at most 0.0006 of ma
 # 9.8e-4 of the terms) however small the outputs are (a user's x1 * x2 model: 2.4e-4 at outputs of 0.027).
 REDUCED_ATOL = 1e-3
 FP16_RTOL = 1e-3  # float16's own epsilon
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How close an artifact's output must be to eager's: |got - eager| <= atol + rtol·|eager| + scale·max|eager|.
+
+    `scale` is a derived format's error relative to the size of the output (int8 rounding scales with the
+    largest value); it is 0 for float32 formats. The one place the rule is computed and written out.
+    """
+
+    atol: float = DEFAULT_ATOL
+    rtol: float = DEFAULT_RTOL
+    scale: float = 0.0
+
+    RULE = "|got - eager| <= atol + rtol·|eager| + scale·max|eager|"  # the rule in words, with no numbers
+
+    def bound(self, ref: np.ndarray) -> np.ndarray:
+        """The largest |got - ref| each element of `ref` allows (float64, the shape of `ref`)."""
+        ref = np.abs(np.asarray(ref, dtype=np.float64))
+        return self.atol + self.rtol * ref + self.scale * float(ref.max(initial=0.0))
+
+    def holds(self, ref: np.ndarray, got: np.ndarray) -> bool:
+        """Whether every element of `got` is within the bound of `ref`."""
+        diff = np.abs(np.asarray(got, dtype=np.float64) - np.asarray(ref, dtype=np.float64))
+        return bool((diff <= self.bound(ref)).all())
+
+    def min_atol(self, ref: np.ndarray, got: np.ndarray) -> float:
+        """The smallest atol with which `got` passes at this rtol and scale (0 when it passes without one)."""
+        ref64, got64 = np.asarray(ref, dtype=np.float64), np.asarray(got, dtype=np.float64)
+        if not ref64.size:
+            return 0.0
+        at = Tolerance(0.0, self.rtol, self.scale)
+        need = float((np.abs(got64 - ref64) - at.bound(ref64)).max())
+        need = max(need, 0.0)
+        # (diff - rest) + rest rounds: step to the smallest float that really passes (a few ulps at most)
+        passes = lambda a: Tolerance(a, self.rtol, self.scale).holds(ref64, got64)  # noqa: E731
+        while not passes(need):
+            need = float(np.nextafter(need, np.inf))
+        while need > 0 and passes(below := float(np.nextafter(need, 0.0))):
+            need = below
+        return need
+
+    def describe(self, what: str = "eager") -> str:
+        """'|value - eager| <= 1e-05 + 0.0001·|eager|' (and '+ 0.05·max|eager|' where scale is not 0)."""
+        text = f"|value - {what}| <= {self.atol:g} + {self.rtol:g}·|{what}|"
+        return text + (f" + {self.scale:g}·max|{what}|" if self.scale else "")
 
 
 @dataclass(frozen=True)
@@ -98,6 +146,11 @@ class Format:
     @property
     def default_runtime(self) -> str:
         return self.loaders[0].runtime.name
+
+    @property
+    def tolerance(self) -> Tolerance:
+        """This format's parity rule."""
+        return Tolerance(self.atol, self.rtol, self.scale)
 
     def loader(self, runtime: str) -> Loader | None:
         """The loader for `runtime`, or None when this format does not run there."""

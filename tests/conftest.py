@@ -43,7 +43,7 @@ def assert_matches_eager(fmt: str, got: dict, want: dict, what: str = "") -> Non
 
     spec = formats.get(fmt)
     as_arrays = lambda outs: {k: np.asarray(v, dtype=np.float64) for k, v in outs.items()}  # noqa: E731
-    results = compare_outputs([as_arrays(want)], [as_arrays(got)], spec.atol, spec.rtol, spec.scale)
+    results = compare_outputs([as_arrays(want)], [as_arrays(got)], spec.tolerance)
     bad = {name: c.reason for name, c in results.items() if not c.passed}
     assert not bad, f"{what or fmt}: {bad}"
 

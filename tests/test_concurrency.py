@@ -47,7 +47,7 @@ def test_the_predictor_cache_from_many_threads_answers_each_its_own_rows(manifes
     for x, got in answers:
         want = reference.predict(x)
         for name in want:
-            check = compare(want[name], got[name], spec.atol, spec.rtol, spec.scale)
+            check = compare(want[name], got[name], spec.tolerance)
             assert check.passed, f"rows {x.tolist()}: {name}: {check.reason}"
 
 

@@ -176,10 +176,11 @@ def test_compare_all_formats_shows_one_row_per_artifact_and_runtime(adder, manif
     assert len(rows) == len(labels)
     for row, label in zip(rows, labels, strict=True):
         cells = row.split("\t")
-        # artifact · runtime, ran on, max |Δ|, within rule, latency, load, size, values
-        assert cells[0] == label and cells[3] == "yes" and "sum: 2" in cells[7], row
-        float(cells[2].replace("−", "-")), float(cells[4])  # the difference from eager, the latency
-        assert cells[6].endswith(("KiB", " B")), row
+        # artifact · runtime, ran on, max |Δ|, |Δ| mean · p99 · min atol, within rule, latency, load, size, values
+        assert cells[0] == label and cells[4] == "yes" and "sum: 2" in cells[8], row
+        float(cells[2].replace("−", "-")), float(cells[5])  # the difference from eager, the latency
+        assert "sum: " in cells[3] and "hidden: " in cells[3] and cells[3].count(" · ") == 4, row  # per output
+        assert cells[7].endswith(("KiB", " B")), row
 
 
 def test_clicking_an_example_fills_and_runs_it(adder):

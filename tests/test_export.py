@@ -75,6 +75,7 @@ def test_parity_report_covers_every_model_artifact_runtime_and_output(artifacts)
     for row in report["rows"]:  # each row holds its format's own declared bound
         spec = formats.get(row["format"])
         assert (row["atol"], row["rtol"], row["scale"]) == (spec.atol, spec.rtol, spec.scale), row
+        assert row["rule"] == spec.tolerance.describe() and row["min_atol"] is not None, row
     float32 = {(r["atol"], r["rtol"]) for r in report["rows"] if not formats.get(r["format"]).source}
     assert float32 == {(1e-5, 1e-4)}
     seen = {(r["model"], r["format"], r["runtime"], r["output"]) for r in report["rows"]}

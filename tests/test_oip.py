@@ -64,7 +64,7 @@ def assert_close(want, got, what, fmt=None):
     """Within `fmt`'s parity rule (a derived format's is its own), the exact formats' by default."""
     spec = formats.get(fmt or formats.DEFAULT_FORMAT)
     for w, g in zip(want, got, strict=True):
-        result = compare(w, g, spec.atol, spec.rtol, spec.scale)
+        result = compare(w, g, spec.tolerance)
         assert result.passed, f"{what}: {result.reason}"
 
 

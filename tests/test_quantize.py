@@ -14,6 +14,7 @@ import pytest
 from pipeline import formats
 from pipeline.artifacts.manifest import Manifest, ManifestError
 from pipeline.catalog import CATALOG
+from pipeline.formats import Tolerance
 from pipeline.runtime import parity
 from pipeline.runtime.parity import TOLERANCE, compare
 from pipeline.runtime.predictor import load_predictor
@@ -21,6 +22,7 @@ from tests.conftest import run_cli
 
 INT8, FP16 = "onnx-int8", "onnx-fp16"
 ATOL, RTOL = 1e-5, 1e-4
+TOL = Tolerance(ATOL, RTOL)
 
 
 # ---- the rule's third term ----------------------------------------------------------------------
@@ -38,7 +40,7 @@ ATOL, RTOL = 1e-5, 1e-4
 def test_the_scale_term_is_relative_to_the_largest_reference_value(delta, scale, passes):
     want = np.array([[1.0, -100.0, 0.5]])
     got = want + np.array([[delta, 0.0, 0.0]])
-    result = compare(want, got, ATOL, RTOL, scale)
+    result = compare(want, got, Tolerance(ATOL, RTOL, scale))
     assert result.passed is passes
     if not passes:
         assert result.failure == TOLERANCE
@@ -52,8 +54,8 @@ def test_the_scale_term_is_relative_to_the_largest_reference_value(delta, scale,
 
 def test_the_scale_term_defaults_to_zero_and_float32_formats_declare_zero():
     want, got = np.array([[1000.0, 1.0]]), np.array([[1000.0, 1.5]])
-    assert not compare(want, got, ATOL, RTOL).passed  # 0.5 off: within 0.001 * 1000, but no scale asked for
-    assert compare(want, got, ATOL, RTOL, 1e-3).passed
+    assert not compare(want, got, TOL).passed  # 0.5 off: within 0.001 * 1000, but no scale asked for
+    assert compare(want, got, Tolerance(ATOL, RTOL, 1e-3)).passed
     for name in ("torchscript", "onnx", "pt2", "eager"):
         assert formats.get(name).scale == 0.0
 
@@ -110,7 +112,7 @@ def test_two_layer_net_int8_is_under_035x_runs_in_plain_onnxruntime_within_its_t
     got = _run_plain_onnxruntime(keys, {fmt: x.tolist() for fmt in keys})
     for fmt in keys:
         spec = formats.get(fmt)
-        result = compare(eager, np.asarray(got[fmt]["y"]), spec.atol, spec.rtol, spec.scale)
+        result = compare(eager, np.asarray(got[fmt]["y"]), spec.tolerance)
         assert result.passed, (fmt, result.reason)
         assert result.max_abs > 1e-6  # really a lower precision: not the float32 file under another name
 
@@ -214,9 +216,9 @@ def test_float16_tolerates_its_own_rounding_near_zero_whatever_the_output_size()
     fp16 = formats.get("onnx-fp16")
     ref = np.array([[0.027], [0.0004]])
     got = ref + np.array([[0.0], [2.4e-4]])
-    assert compare(ref, got, fp16.atol, fp16.rtol, fp16.scale).passed
+    assert compare(ref, got, fp16.tolerance).passed
     float32 = formats.get("onnx")
-    assert not compare(ref, got, float32.atol, float32.rtol, float32.scale).passed  # float32 stays strict
+    assert not compare(ref, got, float32.tolerance).passed  # float32 stays strict
 
 
 # Each derived format's declared scale against the deviation it really shows on the catalog, with a stated margin:

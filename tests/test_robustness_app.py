@@ -370,7 +370,7 @@ def test_damaged_artifacts_give_one_line_naming_the_file_and_the_rest_keeps_serv
     for fmt in manifest.model("adder_mynet").served_formats():
         out = call_predict(damaged_demo.url, "adder_mynet", fmt, "cpu", "10 11")["outputs"]["sum"]
         spec = formats.get(fmt)
-        assert compare(want, np.asarray(out), spec.atol, spec.rtol, spec.scale).passed, (fmt, out, want)
+        assert compare(want, np.asarray(out), spec.tolerance).passed, (fmt, out, want)
 
 
 # ---- load ------------------------------------------------------------------------------------------
@@ -413,7 +413,7 @@ def test_load_2000_predicts_from_16_clients(damaged_demo, manifest):
                         got = call_predict(damaged_demo.url, model, fmt, "cpu", sent, client=client)["outputs"]
                     spec = formats.get(fmt)  # each format within its own parity rule
                     for name, value in want.items():
-                        check = compare(value, np.asarray(got[name]), spec.atol, spec.rtol, spec.scale)
+                        check = compare(value, np.asarray(got[name]), spec.tolerance)
                         assert check.passed, check.reason
                 except Exception as exc:  # noqa: BLE001 - every failure is counted and shown
                     errors.append(f"{model} {fmt}: {type(exc).__name__}: {str(exc)[:200]}")

@@ -26,7 +26,8 @@ from tritonclient.utils import InferenceServerException
 
 from pipeline.artifacts.manifest import Manifest
 from pipeline.bench.http import measure_oip
-from pipeline.runtime.parity import DEFAULT_ATOL, DEFAULT_RTOL, compare, parity_inputs, verify
+from pipeline.formats import Tolerance
+from pipeline.runtime.parity import compare, parity_inputs, verify
 from pipeline.runtime.predictor import NotServed, load_predictor
 from pipeline.serving.naming import (
     FLAVOURS,
@@ -121,7 +122,7 @@ def infer(client, name, input_name, batch, output_names, binary=True):
 
 def assert_close(want, got, what):
     for w, g in zip(want, got, strict=True):
-        result = compare(w, g, DEFAULT_ATOL, DEFAULT_RTOL)
+        result = compare(w, g, Tolerance())
         assert result.passed, f"{what}: {result.reason}"
 
 

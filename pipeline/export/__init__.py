@@ -20,7 +20,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
@@ -383,14 +383,7 @@ def _manifest(models: dict[str, Any], atol: float | None, rtol: float | None) ->
         "producer": f"{PRODUCER} {producer_version()}",
         "versions": versions(),
         "platform": {"machine": platform.machine(), "system": platform.system(), "python": sys.version.split()[0]},
-        "tolerance": {
-            f.name: {
-                "atol": f.atol if atol is None else atol,
-                "rtol": f.rtol if rtol is None else rtol,
-                "scale": f.scale,
-            }
-            for f in formats.FORMATS.values()
-        },
+        "tolerance": {f: asdict(parity.tolerance(f, atol, rtol)) for f in formats.FORMATS},
         "models": {name: models[name] for name in order},
     }
 

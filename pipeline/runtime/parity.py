@@ -25,12 +25,14 @@ from pipeline.runtime.targets import PLAN_DEVICES, Target, plan
 
 DEFAULT_ATOL = formats.DEFAULT_ATOL
 DEFAULT_RTOL = formats.DEFAULT_RTOL
+Tolerance = formats.Tolerance
 RANDOM_BATCHES = (1, 2, 7)  # 7: an odd size no exporter traced with, which proves the dynamic batch axis
 RULE = (
     "a row passes when the artifact declares the output, its shape equals eager's, every value is finite, "
-    "and every |got - eager| <= atol + rtol * |eager| + scale * max|eager| over that output of the batch "
+    f"and every {Tolerance.RULE} over that output of the batch "
     "(scale is 0 for float32 formats; max rel is shown, not tested)"
 )
+INPUT_VALUES = 6  # how many of the worst element's input values a row quotes
 
 # Why a row failed, from the first check that did not hold.
 MISSING, EXTRA, SHAPE, NON_FINITE, TOLERANCE, ERROR, UNAVAILABLE = (
@@ -45,25 +47,52 @@ MISSING, EXTRA, SHAPE, NON_FINITE, TOLERANCE, ERROR, UNAVAILABLE = (
 
 
 @dataclass(frozen=True)
+class Worst:
+    """Where the largest |Δ| of an output is, and what produced it."""
+
+    batch: int  # which parity batch (0: the catalog examples, then the random ones)
+    row: int  # the example within that batch
+    index: int  # the value within that example's output (flat, row-major)
+    eager: float
+    got: float
+    input: str  # the example's input values, abbreviated
+
+
+@dataclass(frozen=True)
+class ErrorStats:
+    """|got - eager| over every value of one output of every batch compared."""
+
+    max_abs: float
+    mean_abs: float
+    p99_abs: float
+    max_rel: float
+    min_atol: float  # the smallest atol with which it passes, at the format's rtol and scale
+    values: int  # how many values were compared
+    worst: Worst | None
+
+    def brief(self) -> str:
+        """'7.3e-5/2.7e-4 @b3[6][2] · 0': mean and p99 |Δ|, where the max is (batch, row, value), min atol."""
+        where = f" @b{self.worst.batch}[{self.worst.row}][{self.worst.index}]" if self.worst else ""
+        return f"{_e(self.mean_abs)}/{_e(self.p99_abs)}{where} · {_e(self.min_atol)}"
+
+
+@dataclass(frozen=True)
 class Comparison:
-    """One output of one batch against the reference."""
+    """One output of one or more batches against the reference."""
 
     max_abs: float | None
     max_rel: float | None
     failure: str | None = None  # one of the reasons above, None when it holds
     reason: str | None = None  # the failure in one line, with the numbers
+    stats: ErrorStats | None = field(default=None, compare=False)
 
     @property
     def passed(self) -> bool:
         return self.failure is None
 
 
-def compare(ref: np.ndarray | None, got: np.ndarray | None, atol: float, rtol: float, scale: float = 0.0) -> Comparison:
-    """Compare one output with the reference's: presence, shape, finiteness, then the bound.
-
-    The bound is |got - ref| <= atol + rtol*|ref| + scale*max|ref|: `scale` is a derived format's
-    declared error relative to the size of the output (int8 rounding scales with the largest value).
-    """
+def _checked(ref: np.ndarray | None, got: np.ndarray | None) -> tuple[np.ndarray, np.ndarray] | Comparison:
+    """Both sides in float64, or the Comparison saying which presence, shape or finiteness check failed."""
     if got is None:
         return Comparison(None, None, MISSING, "missing output: the artifact does not declare it")
     if ref is None:
@@ -76,66 +105,176 @@ def compare(ref: np.ndarray | None, got: np.ndarray | None, atol: float, rtol: f
         bad = ~np.isfinite(values)
         if bad.any():
             return Comparison(None, None, NON_FINITE, f"non-finite value {values[bad][0]} from the {side}")
+    return ref64, got64
+
+
+def _beyond(ref64: np.ndarray, got64: np.ndarray, tol: Tolerance) -> str | None:
+    """The tolerance failure's one line, naming the element furthest past its bound, or None when it holds."""
     diff = np.abs(got64 - ref64)
-    rel = diff / np.maximum(np.abs(ref64), np.finfo(np.float32).tiny)
-    max_abs, max_rel = float(diff.max(initial=0.0)), float(rel.max(initial=0.0))
-    peak = float(np.abs(ref64).max(initial=0.0))
-    bound = atol + rtol * np.abs(ref64) + scale * peak
+    bound = tol.bound(ref64)
     over = diff - bound
-    if diff.size and over.max() > 0:
-        i = np.unravel_index(int(np.argmax(over)), diff.shape)
-        if scale:
-            rule = f"atol + rtol·|ref| + scale·max|ref| = {bound[i]:.2g} (atol {atol:g}, rtol {rtol:g}, "
-            rule += f"scale {scale:g}, max|ref| {peak:.2g})"
-        else:
-            rule = f"atol + rtol·|ref| = {bound[i]:.2g} (atol {atol:g}, rtol {rtol:g})"
-        return Comparison(max_abs, max_rel, TOLERANCE, f"|Δ| {diff[i]:.2g} > {rule}")
-    return Comparison(max_abs, max_rel)
+    if not diff.size or over.max() <= 0:
+        return None
+    i = np.unravel_index(int(np.argmax(over)), diff.shape)
+    if tol.scale:
+        peak = float(np.abs(ref64).max())
+        rule = f"atol + rtol·|ref| + scale·max|ref| = {bound[i]:.2g} (atol {tol.atol:g}, rtol {tol.rtol:g}, "
+        rule += f"scale {tol.scale:g}, max|ref| {peak:.2g})"
+    else:
+        rule = f"atol + rtol·|ref| = {bound[i]:.2g} (atol {tol.atol:g}, rtol {tol.rtol:g})"
+    return f"|Δ| {diff[i]:.2g} > {rule}"
 
 
-def merge(a: Comparison | None, b: Comparison) -> Comparison:
-    """The worst figures of two batches' comparisons; the first failure's reason."""
-    if a is None:
-        return b
-    worst = lambda x, y: None if x is None and y is None else max(v for v in (x, y) if v is not None)  # noqa: E731
-    failure, reason = (a.failure, a.reason) if a.failure else (b.failure, b.reason)
-    return Comparison(worst(a.max_abs, b.max_abs), worst(a.max_rel, b.max_rel), failure, reason)
+def input_text(batch: Batch | None, row: int) -> str:
+    """One example of a batch as a short line: 'x=[0.1, -2, …] (1000 values)'."""
+    if batch is None:
+        return ""
+    arrays = batch if isinstance(batch, dict) else {"": batch}
+    parts = []
+    for name, arr in arrays.items():
+        flat = np.asarray(arr)[row].reshape(-1)
+        shown = ", ".join(f"{v:.4g}" for v in flat[:INPUT_VALUES].tolist())
+        more = f", … ({flat.size} values)" if flat.size > INPUT_VALUES else ""
+        parts.append(f"{name + '=' if name else ''}[{shown}{more}]")
+    return " ".join(parts)
+
+
+def error_stats(
+    pairs: Sequence[tuple[int, np.ndarray, np.ndarray]], tol: Tolerance, batches: Sequence[Batch] | None = None
+) -> ErrorStats:
+    """Statistics of |got - ref| over (batch index, ref, got) pairs of one output (at least one pair), in float64."""
+    diffs = [np.abs(got - ref) for _, ref, got in pairs]
+    flat = np.concatenate([d.ravel() for d in diffs])
+    if not flat.size:  # outputs with no values: nothing moved
+        return ErrorStats(0.0, 0.0, 0.0, 0.0, 0.0, 0, None)
+    tiny = np.finfo(np.float32).tiny  # a zero reference is divided by float32's smallest normal, not by zero
+    rel = np.concatenate([(np.abs(got - ref) / np.maximum(np.abs(ref), tiny)).ravel() for _, ref, got in pairs])
+    k = int(np.argmax([d.max(initial=0.0) for d in diffs]))
+    b, ref, got = pairs[k]
+    at = np.unravel_index(int(np.argmax(diffs[k])), diffs[k].shape)
+    index = int(np.ravel_multi_index(at[1:], diffs[k].shape[1:])) if len(at) > 1 else 0
+    batch = None if batches is None else batches[b]
+    worst = Worst(b, int(at[0]), index, float(ref[at]), float(got[at]), input_text(batch, int(at[0])))
+    return ErrorStats(
+        max_abs=float(flat.max()),
+        mean_abs=float(flat.mean()),
+        p99_abs=float(np.percentile(flat, 99)),
+        max_rel=float(rel.max()),
+        min_atol=max(tol.min_atol(ref, got) for _, ref, got in pairs),
+        values=int(flat.size),
+        worst=worst,
+    )
+
+
+STATS_KEYS = ("max_abs", "max_rel", "mean_abs", "p99_abs", "min_atol", "values", "worst")
+
+
+def stats_dict(stats: ErrorStats | None) -> dict[str, Any]:
+    """The statistics as JSON keys (each None when nothing was compared)."""
+    if stats is None:
+        return dict.fromkeys(STATS_KEYS)
+    return {k: asdict(stats.worst) if k == "worst" and stats.worst else getattr(stats, k) for k in STATS_KEYS}
+
+
+def compare(ref: np.ndarray | None, got: np.ndarray | None, tol: Tolerance) -> Comparison:
+    """Compare one output with the reference's: presence, shape, finiteness, then the bound (`tol`)."""
+    return _compare_batches([(0, ref, got)], tol)
+
+
+def _compare_batches(
+    pairs: Sequence[tuple[int, np.ndarray | None, np.ndarray | None]],
+    tol: Tolerance,
+    batches: Sequence[Batch] | None = None,
+) -> Comparison:
+    """One output over several batches: the first batch that fails decides the failure; the figures are
+    those of every batch that could be compared."""
+    failure: Comparison | None = None
+    good: list[tuple[int, np.ndarray, np.ndarray]] = []
+    for b, ref, got in pairs:
+        checked = _checked(ref, got)
+        if isinstance(checked, Comparison):
+            failure = failure or checked
+            continue
+        good.append((b, *checked))
+        why = _beyond(*checked, tol)
+        if why and failure is None:
+            failure = Comparison(None, None, TOLERANCE, why)
+    if not good:
+        return failure  # type: ignore[return-value] - pairs is never empty
+    stats = error_stats(good, tol, batches)
+    kind, why = (failure.failure, failure.reason) if failure else (None, None)
+    return Comparison(stats.max_abs, stats.max_rel, kind, why, stats)
 
 
 def compare_outputs(
     want: Sequence[dict[str, np.ndarray]],
     got: Sequence[dict[str, np.ndarray]],
-    atol: float,
-    rtol: float,
-    scale: float = 0.0,
+    tol: Tolerance,
+    batches: Sequence[Batch] | None = None,
 ) -> dict[str, Comparison]:
-    """Per output name (the reference's, then any extra the artifact declares): the merged comparison."""
-    results: dict[str, Comparison | None] = {}
-    for ref_outs, got_outs in zip(want, got, strict=True):
-        names = [*ref_outs, *(n for n in got_outs if n not in ref_outs)]
-        for name in names:
-            result = compare(ref_outs.get(name), got_outs.get(name), atol, rtol, scale)
-            results[name] = merge(results.get(name), result)
-    return {name: c for name, c in results.items() if c is not None}
+    """Per output name (the reference's, then any extra the artifact declares): every batch compared.
+
+    `batches`, the inputs the outputs came from, lets each comparison quote the input of its worst value.
+    """
+    pairs: dict[str, list[tuple[int, np.ndarray | None, np.ndarray | None]]] = {}
+    for b, (ref_outs, got_outs) in enumerate(zip(want, got, strict=True)):
+        for name in [*ref_outs, *(n for n in got_outs if n not in ref_outs)]:
+            pairs.setdefault(name, []).append((b, ref_outs.get(name), got_outs.get(name)))
+    return {name: _compare_batches(p, tol, batches) for name, p in pairs.items()}
 
 
-@dataclass
+@dataclass(frozen=True)
 class ParityRow:
-    """One (model, artifact, runtime, device, output) comparison."""
+    """One (model, artifact, runtime, device, output) comparison, built once with everything it says."""
 
     model: str
     format: str
     runtime: str
     device: str
     output: str
-    max_abs: float | None
-    max_rel: float | None
     passed: bool
+    tolerance: Tolerance
     error: str | None = None  # why it failed, in one line
     failure: str | None = None  # the kind of failure (MISSING, EXTRA, SHAPE, NON_FINITE, TOLERANCE, ...)
-    atol: float = DEFAULT_ATOL
-    rtol: float = DEFAULT_RTOL
-    scale: float = 0.0  # the format's term relative to the output's largest |value| (see compare)
+    stats: ErrorStats | None = None  # None when nothing could be compared
+
+    @property
+    def max_abs(self) -> float | None:
+        return None if self.stats is None else self.stats.max_abs
+
+    @property
+    def max_rel(self) -> float | None:
+        return None if self.stats is None else self.stats.max_rel
+
+    @property
+    def atol(self) -> float:
+        return self.tolerance.atol
+
+    @property
+    def rtol(self) -> float:
+        return self.tolerance.rtol
+
+    @property
+    def scale(self) -> float:
+        return self.tolerance.scale
+
+    def as_dict(self) -> dict[str, Any]:
+        """The row as parity.json and the manifest write it: flat figures, the statistics beside them."""
+        return {
+            "model": self.model,
+            "format": self.format,
+            "runtime": self.runtime,
+            "device": self.device,
+            "output": self.output,
+            **stats_dict(self.stats),
+            "passed": self.passed,
+            "error": self.error,
+            "failure": self.failure,
+            "atol": self.atol,
+            "rtol": self.rtol,
+            "scale": self.scale,
+            "rule": self.tolerance.describe(),
+        }
 
 
 @dataclass
@@ -155,7 +294,7 @@ class ParityReport:
         return [r for r in self.rows if not r.passed]
 
     def for_model(self, model: str) -> list[dict[str, Any]]:
-        return [asdict(r) for r in self.rows if r.model == model]
+        return [r.as_dict() for r in self.rows if r.model == model]
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -164,7 +303,7 @@ class ParityReport:
             "rule": RULE,
             "passed": self.passed,
             "skipped": self.skipped,
-            "rows": [asdict(r) for r in self.rows],
+            "rows": [r.as_dict() for r in self.rows],
         }
 
     def table(self) -> str:
@@ -178,10 +317,8 @@ class ParityReport:
             "device",
             "output",
             "max abs",
-            "max rel",
-            "atol",
-            "rtol",
-            "scale",
+            "|Δ| mean/p99 @worst · min atol",
+            "rule",
             "result",
         )
         rows = [
@@ -192,10 +329,8 @@ class ParityReport:
                 r.device,
                 r.output,
                 "-" if r.max_abs is None else f"{r.max_abs:.2e}",
-                "-" if r.max_rel is None else f"{r.max_rel:.2e}",
-                f"{r.atol:g}",
-                f"{r.rtol:g}",
-                f"{r.scale:g}",
+                "-" if r.stats is None else r.stats.brief(),
+                f"{r.atol:g}+{r.rtol:g}·|e|" + (f"+{r.scale:g}·max" if r.scale else ""),
                 "ok" if r.passed else f"FAIL{': ' + r.error if r.error else ''}",
             )
             for r in self.rows
@@ -204,6 +339,11 @@ class ParityReport:
         lines += [f"skipped: {s}" for s in self.skipped]
         lines.append(f"{len(self.rows) - len(self.failures())}/{len(self.rows)} comparisons pass; {RULE}")
         return "\n".join(lines)
+
+
+def _e(v: float) -> str:
+    """A figure in two significant digits, '0' for zero (a compact column)."""
+    return "0" if v == 0 else f"{v:.1e}".replace("e-0", "e-").replace("e+0", "e+")
 
 
 def parity_inputs(manifest: Manifest, model: str, seed: int = 0) -> list[Batch]:
@@ -255,22 +395,29 @@ def check_model(
         expected = _reference_outputs(manifest, model, batches)
     except Exception as exc:  # noqa: BLE001 - reported as a failed row, never swallowed
         fmt, runtime, device = formats.REFERENCE
-        return [ParityRow(model, fmt, runtime, device, "*", None, None, False, one_line(exc), ERROR)]
+        why = one_line(exc)
+        tol = formats.get(fmt).tolerance
+        return [ParityRow(model, fmt, runtime, device, "*", passed=False, tolerance=tol, error=why, failure=ERROR)]
     rows: list[ParityRow] = []
     not_served: dict[str, list[ParityRow]] = {}
     for target in chosen:
-        spec = formats.get(target.format)
-        tol = (spec.atol if atol is None else atol, spec.rtol if rtol is None else rtol, spec.scale)
+        tol = tolerance(target.format, atol, rtol)
         try:
             rows += _check_target(manifest, model, target, batches, expected, tol)
         except NotServed as exc:  # a server without that format's backend: a failure only if it serves none
-            row = ParityRow(model, target.format, target.runtime, target.device, "*", None, None, False, one_line(exc))
-            row.failure, (row.atol, row.rtol, row.scale) = UNAVAILABLE, tol
+            where = (model, target.format, target.runtime, target.device, "*")
+            row = ParityRow(*where, passed=False, tolerance=tol, error=one_line(exc), failure=UNAVAILABLE)
             not_served.setdefault(target.runtime, []).append(row)
     for url, missing in not_served.items():
         if not any(r.runtime == url for r in rows):
             rows += missing
     return rows
+
+
+def tolerance(fmt: str, atol: float | None = None, rtol: float | None = None) -> Tolerance:
+    """`fmt`'s declared tolerance, its atol and rtol overridden where given (its scale never is)."""
+    own = formats.get(fmt).tolerance
+    return Tolerance(own.atol if atol is None else atol, own.rtol if rtol is None else rtol, own.scale)
 
 
 def _check_target(
@@ -279,10 +426,11 @@ def _check_target(
     target: Target,
     batches: list[Batch],
     expected: list[dict[str, np.ndarray]],
-    tol: tuple[float, float, float],
+    tol: Tolerance,
 ) -> list[ParityRow]:
     def failed(why: str, kind: str, device: str = target.device, output: str = "*") -> ParityRow:
-        return ParityRow(model, target.format, target.runtime, device, output, None, None, False, why, kind, *tol)
+        where = (model, target.format, target.runtime, device, output)
+        return ParityRow(*where, passed=False, tolerance=tol, error=why, failure=kind)
 
     if target.unavailable:
         return [failed(target.unavailable, UNAVAILABLE)]
@@ -298,12 +446,17 @@ def _check_target(
         got = [predictor.outputs(b) for b in batches]
     except Exception as exc:  # noqa: BLE001
         return [failed(one_line(exc), ERROR, predictor.device, name) for name in expected[0]]
-    rows = []
-    for name, c in compare_outputs(expected, got, *tol).items():
-        row = ParityRow(model, target.format, target.runtime, predictor.device, name, c.max_abs, c.max_rel, c.passed)
-        row.error, row.failure, row.atol, row.rtol, row.scale = c.reason, c.failure, *tol
-        rows.append(row)
-    return rows
+    return [
+        ParityRow(
+            *(model, target.format, target.runtime, predictor.device, name),
+            passed=c.passed,
+            tolerance=tol,
+            error=c.reason,
+            failure=c.failure,
+            stats=c.stats,
+        )
+        for name, c in compare_outputs(expected, got, tol, batches).items()
+    ]
 
 
 def verify(

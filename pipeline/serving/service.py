@@ -29,7 +29,7 @@ from pipeline.artifacts.manifest import MANIFEST, Manifest, ManifestError, Model
 from pipeline.artifacts.tensors import Batch, numpy_dtype, pack, shape
 from pipeline.errors import UserError, one_line
 from pipeline.runtime.inputs import InputError, parse_features, parse_inputs
-from pipeline.runtime.parity import compare as compare_values
+from pipeline.runtime.parity import compare_outputs, stats_dict
 from pipeline.runtime.predictor import DEVICES, Predictor, PredictorCache, RuntimeUnavailable
 from pipeline.runtime.targets import Target, cuda_unavailable_reason, plan
 from pipeline.serving.answers import class_labels, expected_answer
@@ -282,8 +282,8 @@ class Service:
             "outputs": {},
             "max_abs_diff": None,
             "within_rule": None,
-            "rule": f"|value - eager| <= {spec.atol:g} + {spec.rtol:g}·|eager|"
-            + (f" + {spec.scale:g}·max|eager|" if spec.scale else ""),
+            "rule": spec.tolerance.describe(),
+            "stats": None,
             "bytes": loaded.manifest.model(model).artifact(spec.artifact_kind).bytes,
             "reason": unavailable,
             "latency_ms": None,
@@ -303,14 +303,22 @@ class Service:
         if reference is None:
             row["reason"] = ref_reason
             return row
-        checks = [
-            compare_values(reference.get(n), got.get(n), spec.atol, spec.rtol, spec.scale) for n in {**reference, **got}
-        ]
-        diffs = [c.max_abs for c in checks if c.max_abs is not None]
+        checks = compare_outputs([reference], [got], spec.tolerance, [batch])
+        diffs = [c.max_abs for c in checks.values() if c.max_abs is not None]
         row["max_abs_diff"] = max(diffs) if diffs else None
-        row["within_rule"] = all(c.passed for c in checks)
-        row["reason"] = next((c.reason for c in checks if not c.passed), None)
+        row["within_rule"] = all(c.passed for c in checks.values())
+        row["reason"] = next((c.reason for c in checks.values() if not c.passed), None)
+        row["stats"] = {name: stats_dict(c.stats) for name, c in checks.items()}
         return row
+
+    def explain(self, model: str, fmt: str, runtime: str | None = None) -> dict:
+        """`verify --explain MODEL:FORMAT` for one compare row: the worst parity batch through eager and the
+        artifact layer by layer (pipeline.runtime.explain), as JSON; nothing is written."""
+        from pipeline.runtime.explain import explain
+
+        loaded = self.require()
+        entry = loaded.manifest.model(model.strip() if isinstance(model, str) else model)
+        return explain(loaded.manifest, entry.name, _choice(fmt), runtime or None).as_dict()
 
     def run_batch(self, predictor: Predictor, batch: np.ndarray) -> list[np.ndarray]:
         """`predictor`'s outputs for a float32 (batch, features) array, refused if any is not finite."""
