@@ -68,6 +68,16 @@ def attempt(what: str, call: Callable[[], Any]) -> tuple[Any, str | None]:
         return None, exc.message
 
 
+def strict_json(data: Any, what: str) -> str:
+    """`data` as JSON proper (no Infinity or NaN, which browsers' JSON.parse refuses), or a 500 Refused: the
+    service replaces non-finite outputs by null and refuses inputs that overflow, so one here is a bug."""
+    try:
+        return json.dumps(data, allow_nan=False)
+    except ValueError:
+        log.error("the %s result holds a non-finite number: %.300r", what, data)
+        raise Refused(500, f"the {what} gave a number JSON cannot carry; the server log has the details") from None
+
+
 def arguments(name: str, body: bytes) -> list[Any]:
     """The arguments of a call body {"data": [...], "session_hash"?} to API function `name`."""
     expected = f'expected {{"data": [{", ".join(API[name][1])}]}}'
@@ -91,24 +101,24 @@ class ApiRoutes:
     def __init__(self, service: Service) -> None:
         self.functions = {"predict": service.predict, "compare": service.compare}
         assert set(self.functions) == set(API)
-        self.unread: OrderedDict[str, tuple[float, str, str]] = OrderedDict()  # id -> (expiry, event, data)
+        self.unread: OrderedDict[str, tuple[float, str, str]] = OrderedDict()  # id -> (expiry, event, JSON data)
 
-    def run_call(self, name: str, body: bytes) -> tuple[str, Any]:
-        """("complete", [result]) or ("error", {"error": message}) for a call body; Refused when the body is
-        not a call at all. Run in a worker thread, JSON parsing included."""
+    def run_call(self, name: str, body: bytes) -> tuple[str, str]:
+        """("complete", JSON of [result]) or ("error", JSON of {"error": message}) for a call body; Refused when
+        the body is not a call at all. Run in a worker thread, JSON parsing and writing included."""
         args = arguments(name, body)
         try:
-            return "complete", [answer(API[name][0], lambda: self.functions[name](*args))]
+            return "complete", strict_json([answer(API[name][0], lambda: self.functions[name](*args))], API[name][0])
         except Refused as exc:
-            return "error", {"error": exc.message}
+            return "error", json.dumps({"error": exc.message})
 
-    def keep(self, event: str, data: Any) -> str:
+    def keep(self, event: str, data: str) -> str:
         """Keep one result to be read, dropping expired and excess ones; returns its id."""
         now = time.monotonic()
         while self.unread and (next(iter(self.unread.values()))[0] < now or len(self.unread) >= MAX_UNREAD):
             self.unread.popitem(last=False)
         event_id = uuid.uuid4().hex
-        self.unread[event_id] = (now + RESULT_TTL_S, event, json.dumps(data))
+        self.unread[event_id] = (now + RESULT_TTL_S, event, data)
         return event_id
 
     async def call(self, name: str, request: Request) -> JSONResponse:
@@ -137,9 +147,10 @@ class ApiRoutes:
                 else await run_in_threadpool(arguments, name, body)
             )
             result = await run_in_threadpool(answer, API[name][0], lambda: self.functions[name](*args))
+            content = strict_json({"data": [result], "duration": time.perf_counter() - start}, API[name][0])
         except Refused as exc:
             return JSONResponse({"error": exc.message}, status_code=exc.status)
-        return JSONResponse({"data": [result], "duration": time.perf_counter() - start})
+        return Response(content, media_type="application/json")
 
 
 def api_paths() -> set[str]:

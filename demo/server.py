@@ -9,9 +9,15 @@ Inference Protocol at /v2 (pipeline/serving/oip.py) and /healthz over the one Se
 - all bodies being read or handled at once: 64 MiB together; 503 (retry) past it;
 - a request's headers: 16 KiB, within 10 s of the connection (or of the previous response);
   its body within 15 s of its headers (408); an idle keep-alive connection closes after 5 s;
-- POST only to the routes the page and its API use (404 elsewhere: no upload, recording or other
-  file-accepting route); a session_hash of 1 to 64 letters, digits, '-' or '_'; an fn_index of one
-  of the page's events, with as many inputs as it takes (400 otherwise, before Gradio parses anything);
+- POST only to the routes the page and its API use (404 elsewhere: no recording or other file-accepting
+  route, and the upload route only where a model takes a picture); a session_hash of 1 to 64 letters,
+  digits, '-' or '_'; an fn_index of one of the page's events, with as many inputs as it takes (400
+  otherwise, before Gradio parses anything);
+- pictures (demo/pictures.py): never a path the client names, only files this process's upload route
+  wrote or inline data:image URLs; PNG, JPEG, WebP, GIF or BMP, at most 280x280 pixels (the drawing canvas,
+  which any upload on the page is fitted into) and 512 KiB by their header, one drawing layer, checked
+  before Gradio sees the event (400 otherwise); uploads kept at most 2 minutes, removed once an event reads
+  them, at most 256 files and 32 MiB together (the oldest removed first);
 - Gradio keeps at most 64 sessions (the least recently used dropped first) and queues at most 32
   page events (503 past it); the predict routes keep at most 1,024 unread results for 5 minutes;
 - at most 1,000 connections and requests at once (503 past it).
@@ -34,9 +40,11 @@ from urllib.parse import parse_qs
 
 import fastapi
 import gradio as gr
+from starlette.concurrency import run_in_threadpool
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from demo.api import SESSION_HASH, api_paths, api_router
+from demo.pictures import PictureBudget, PictureRefused, Uploads, checked_editor_value
 from pipeline.errors import Refused
 from pipeline.serving.batching import Batching
 from pipeline.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -66,6 +74,17 @@ TRIM_AFTER_BYTES = 1024 * 1024  # after a body this large, once no other is held
 BATCH_DELAY_US = 0
 INLINE_VALUES = 16 * 1024  # numbers in a merged batch
 MAX_UNREAD_SESSIONS = 4096  # sessions whose results nobody read that Gradio may keep event ids of
+MAX_PICTURE_SIDE = 280  # pixels a side: the editor's canvas, which the page fits any upload into (fixed_canvas)
+MAX_PICTURE_LAYERS = 1  # drawing layers in one event: the page's editor has one
+MAX_PICTURE_BYTES = 512 * 1024  # one picture file; a 280x280 RGBA PNG stored uncompressed is 314 KB
+MAX_UPLOADS = 256  # uploaded files kept at once (the page uploads 3 per Predict); the oldest removed past it
+MAX_UPLOAD_BYTES = 32 * 1024 * 1024  # their bytes together
+UPLOAD_TTL_S = 120.0  # an upload no event has read is removed after this
+MAX_DECODE_PIXELS = 4_000_000  # PIL refuses to decode past twice this (its decompression-bomb limit; default 89 M)
+PICTURES = PictureBudget(
+    MAX_PICTURE_SIDE, MAX_PICTURE_LAYERS, MAX_PICTURE_BYTES, MAX_UPLOADS, MAX_UPLOAD_BYTES, UPLOAD_TTL_S
+)
+UPLOADS = Uploads(PICTURES)  # the files clients uploaded to this process
 # POST is refused (404) everywhere else: the page has no file inputs, so Gradio's upload, recording and
 # component-server routes would only store (and serve back) strangers' files.
 GRADIO_JSON_POSTS = frozenset({"/gradio_api/queue/join", "/gradio_api/cancel", "/gradio_api/reset"})
@@ -77,6 +96,15 @@ UPLOAD_ROUTES = frozenset({"/gradio_api/upload"})
 PAGE_RUN_PATH = "/gradio_api/run/page"
 HEARTBEAT = re.compile(r"/gradio_api/heartbeat/(.*)")
 INFER = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")  # answered straight from RequestLimits
+
+
+def _limit_decoding() -> None:
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = MAX_DECODE_PIXELS
+
+
+_limit_decoding()
 
 
 def _check_session(value: Any, where: str) -> None:
@@ -107,6 +135,20 @@ def check_gradio_call(call: dict, fn_ids: frozenset[int] | dict[int, int], event
         raise Refused(400, f"fn_index {str(fn_index)[:20]} names no {events}")
     if "data" in call and not isinstance(call["data"], list):
         raise Refused(400, "'data' must be a list of the event's inputs")
+
+
+def _holds_file(value: Any) -> bool:
+    """Whether a JSON value holds, at any depth, an object Gradio would take for a file (it has a path, url or meta)."""
+    stack = [value]
+    while stack:  # iterative: the body's nesting is bounded by the JSON parser, not by this
+        item = stack.pop()
+        if isinstance(item, dict):
+            if {"path", "url", "meta"} & set(item):
+                return True
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 Accepts = tuple[str, Callable[[Any], bool]]  # what an input takes, in words, and the test of a value
@@ -187,12 +229,16 @@ class RequestLimits:
         body_timeout: float = BODY_TIMEOUT_S,
         post_routes: frozenset[str] = POST_ROUTES,
         infer: Callable[[str, str | None, bytes, dict], Any] | None = None,
+        pictures: dict[int, tuple[int, ...]] | None = None,
+        uploads: Uploads | None = None,
     ) -> None:
         self.app, self.fn_ids, self.after_join, self.limits = app, fn_ids, after_join, limits
         # The OIP routes' `answer`: an inference request's body is here already, so it goes straight to it,
         # without FastAPI's routing, request object and response classes (a third of a small request's CPU)
         self.infer = infer
         self.post_routes = post_routes
+        self.pictures = pictures or {}  # the page's events that take a picture: fn_index -> the editors' positions
+        self.uploads = uploads  # None: no model takes a picture, and no event takes a file
         self.skip_queue = skip_queue or {}  # the page's events that skip the queue: fn_index -> its inputs
         self.budget, self.body_timeout = budget, body_timeout
         self.held = 0  # bytes of all bodies held now (one event loop: no lock needed)
@@ -254,11 +300,56 @@ class RequestLimits:
             raise Refused(408, f"the request body did not arrive within {self.body_timeout:g} s") from None
         if body is None or scope["method"] != "POST":
             return body, path
+        if path == "/gradio_api/queue/join":
+            return await self.check_join(_parse_call(b"".join(body)), body), path
         if path in GRADIO_JSON_POSTS:
             check_gradio_call(_parse_call(b"".join(body)), self.fn_ids)
         elif page_event(path, b"".join(body), self.skip_queue):
             return body, PAGE_RUN_PATH
         return body, path
+
+    async def check_join(self, call: dict, body: list[bytes]) -> list[bytes]:
+        """A queue/join body once its pictures are checked (demo/pictures.py): refused (400) when an input that is
+        not an image editor holds a file, or an editor's picture is not an upload of ours or inline data within
+        the budget. Gradio would otherwise open, hash and copy any path it names, on the event loop."""
+        check_gradio_call(call, self.fn_ids)
+        data = call.get("data") or []
+        editors = self.pictures.get(call.get("fn_index"), ()) if self.uploads is not None else ()
+        for position, value in enumerate(data):
+            if position not in editors and _holds_file(value):
+                raise Refused(400, f"input {position + 1} of this event takes no file")
+        if not editors:
+            return body
+        try:
+            for position in editors:
+                if position < len(data):
+                    data[position] = await run_in_threadpool(checked_editor_value, data[position], self.uploads)
+        except PictureRefused as exc:
+            raise Refused(400, str(exc)) from None
+        return [json.dumps(call).encode()]
+
+    async def upload(self, scope: dict, receive: Any, send: Any) -> None:
+        """Gradio's upload route, its answer held back until each file it wrote is a picture within the budget
+        (else they are removed and the answer is a 400 with one line); older uploads are swept first."""
+        assert self.uploads is not None
+        await run_in_threadpool(self.uploads.sweep, PICTURES.layers + 2)
+        messages: list[dict] = []
+
+        async def hold(message: dict) -> None:
+            messages.append(message)
+
+        await self.app(scope, receive, hold)
+        if messages and messages[0].get("status") == 200:
+            try:
+                paths = json.loads(b"".join(m.get("body", b"") for m in messages[1:]))
+            except ValueError:
+                paths = None
+            try:
+                await run_in_threadpool(self.uploads.admit, paths)
+            except PictureRefused as exc:
+                return await _json_response(send, 400, "detail", str(exc))
+        for message in messages:
+            await send(message)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -280,6 +371,10 @@ class RequestLimits:
                 return await _send(send, status, content, extra)
             if route != path:
                 scope = {**scope, "path": route, "raw_path": route.encode()}
+            if path == "/gradio_api/queue/join":  # its body may have been rewritten (checked pictures)
+                length = str(sum(map(len, body))).encode()
+                headers = [(k, v) for k, v in scope.get("headers", []) if k != b"content-length"]
+                scope = {**scope, "headers": [*headers, (b"content-length", length)]}
             chunks = deque(body)  # handed on one by one: each is freed once the route has read it
             del body
 
@@ -289,6 +384,8 @@ class RequestLimits:
                 chunk = chunks.popleft()
                 return {"type": "http.request", "body": chunk, "more_body": bool(chunks)}
 
+            if self.uploads is not None and path in UPLOAD_ROUTES and scope["method"] == "POST":
+                return await self.upload(scope, replay, send)
             await self.app(scope, replay, send)
             if path == "/gradio_api/queue/join" and self.after_join is not None:
                 self.after_join()
@@ -333,6 +430,9 @@ def create_app(
     oip = oip_router(service, max_body_bytes=OIP_MAX_BODY_BYTES)
     entries = service.manifest.models.values() if service.manifest else ()
     pictures = any(t.get("image") for e in entries for t in e.inputs)
+    editors = {
+        i: tuple(at for at, c in enumerate(fn.inputs) if isinstance(c, gr.ImageEditor)) for i, fn in page.fns.items()
+    }
     # before any route sees a request; uploads only where a model takes a picture
     app.add_middleware(
         RequestLimits,
@@ -341,6 +441,8 @@ def create_app(
         skip_queue={i: tuple(map(accepts, fn.inputs)) for i, fn in page.fns.items() if not fn.queue},
         after_join=lambda: forget_unread_sessions(page),
         infer=oip.oip_routes.answer,
+        pictures={i: at for i, at in editors.items() if at},
+        uploads=UPLOADS if pictures else None,
     )
     app.state.service = service
 

@@ -14,13 +14,15 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
+from demo.pictures import picture_editor
+from demo.server import PICTURES, UPLOADS
 from pipeline.artifacts.manifest import ModelEntry
 from pipeline.artifacts.tensors import dtype, dtype_of, examples_batch, shape, width
 from pipeline.dtypes import DEFAULT_DTYPE
 from pipeline.runtime.inputs import InputError
 
 SMALL_INPUT = 16  # up to this many features: one number field each; wider inputs: one text area
-CANVAS = 280  # the drawing canvas, in pixels a side
+CANVAS = PICTURES.side  # the drawing canvas, in pixels a side: the largest picture the demo takes (demo/server.py)
 # The blank border kept around a drawing's ink, as a share of its size. None: load_digits' digits touch the top
 # and bottom of their frame; a 15 % border shrank held-out digits uploaded as pictures until 29 % were read right.
 INK_MARGIN = 0.0
@@ -36,6 +38,8 @@ def image_values(picture: Any, image: dict[str, Any]) -> list[float]:
     (the ink filling the frame, as load_digits' digits do), resized to (height, width), ink mapped to [low, high]."""
     from PIL import Image
 
+    if isinstance(picture, dict) and picture.get("refused"):  # the picture was not within the budget (demo/pictures.py)
+        raise InputError(picture["refused"])
     if isinstance(picture, dict):  # the editor's value: the composite of background and strokes
         picture = picture.get("composite") if picture.get("composite") is not None else picture.get("background")
     if picture is None:
@@ -91,11 +95,15 @@ def _input_widgets(entry: ModelEntry, t: dict[str, Any], values: np.ndarray) -> 
     label = f"{name}: " if len(entry.inputs) > 1 else ""
     if t.get("image"):
         img = t["image"]
-        editor = gr.ImageEditor(
+        editor = picture_editor(
+            UPLOADS,
             label=f"{label}draw (dark on light) or upload a picture; it becomes {img['height']}x{img['width']}",
             sources=["upload", "clipboard"],
             type="numpy",
             canvas_size=(CANVAS, CANVAS),
+            fixed_canvas=True,  # an upload is fitted into the canvas, so the page never sends more than it
+            layers=False,  # one drawing layer
+            transforms=("crop",),  # no resize: the canvas stays CANVAS a side
             brush=gr.Brush(colors=["#000000"], default_size=22, color_mode="fixed"),
             elem_id=f"{entry.name}-{name}",
         )

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from pipeline.dtypes import DEFAULT_DTYPE
-from pipeline.errors import UserError
+from pipeline.errors import UserError, printable
 
 DEFAULT_ARTIFACTS = Path("artifacts")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -500,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
             catalog.use(args.catalog)  # before anything is written: a bad catalog changes nothing
         return args.func(args)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {printable(str(exc))}", file=sys.stderr)  # one line, whatever a file or client put in it
         return EXIT_USAGE
     except OSError as exc:  # a full disk, a read-only or vanished directory: one line naming the file
         where = exc.filename2 if exc.filename2 is not None else exc.filename

@@ -16,6 +16,11 @@ class UserError(Exception):
     """Bad input, a missing prerequisite or an unusable file: the CLI prints the message as one line."""
 
 
+def printable(text: str) -> str:
+    """`text` with every character a terminal would act on (newlines, ESC, other controls) escaped as repr does."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class Refused(Exception):
     """A request answered with an error, not a result: the HTTP `status` (4xx the caller's input, 5xx a
     failure of ours) and one line naming what was expected. The OIP routes answer {"error": message}."""

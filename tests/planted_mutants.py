@@ -42,10 +42,10 @@ class Mutant:
 MUTANTS = (
     Mutant(
         "a token id equal to the vocabulary size reaches the runtime",
-        "pipeline/runtime/predictor.py",
-        "arr.max() >= high",
-        "arr.max() > high",
-        ("tests/test_limits.py",),
+        "pipeline/runtime/values.py",
+        "(flat >= self.high)",
+        "(flat > self.high)",
+        ("tests/test_limits.py", "tests/test_values.py"),
     ),
     Mutant(
         "Triton's batched requests get each other's answers",

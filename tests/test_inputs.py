@@ -20,7 +20,7 @@ from pipeline.runtime.predictor import Predictor
 
 F2 = ("x1", "x2")
 WANT2 = "m expects 2 numbers (x1, x2)"
-FLOAT32_LIMIT = 3.0e38  # what the parser accepts, a little below float32's 3.4e38 on purpose
+FLOAT32_LIMIT = float(np.finfo(np.float32).max)  # the one ceiling every route and the predictor keep
 
 
 def refusal(text, features=F2) -> str:
@@ -103,9 +103,9 @@ def test_one_feature_and_a_thousand():
         ([float("inf"), 1], f"{WANT2}; x1 (position 1) is inf, expected a finite number"),
         ("1e309 1", f"{WANT2}; x1 (position 1) is inf, expected a finite number"),
         # beyond float32 but finite as a Python float: it would become infinity in the model
-        ("3.1e38 1", f"{WANT2}; x1 (position 1) is 3.1e+38, beyond float32's range (about 3.4e38)"),
-        ("1 -3.1e38", f"{WANT2}; x2 (position 2) is -3.1e+38, beyond float32's range (about 3.4e38)"),
-        ([1, 1e300], f"{WANT2}; x2 (position 2) is 1e+300, beyond float32's range (about 3.4e38)"),
+        ("3.5e38 1", f"{WANT2}; x1 (position 1) is 3.5e+38, beyond float32's range (±3.4028235e+38)"),
+        ("1 -3.5e38", f"{WANT2}; x2 (position 2) is -3.5e+38, beyond float32's range (±3.4028235e+38)"),
+        ([1, 1e300], f"{WANT2}; x2 (position 2) is 1e+300, beyond float32's range (±3.4028235e+38)"),
         # too few, too many
         ("1", f"{WANT2}; got 1"),
         ("1 2 3", f"{WANT2}; got 3"),
@@ -126,8 +126,8 @@ def test_one_feature_and_a_thousand():
         ("x" * 20 + " 1", f"{WANT2}; x1 (position 1) is '{'x' * 20}', not a number"),  # shown whole up to 20
         ("x" * 21 + " 1", f"{WANT2}; x1 (position 1) is '{'x' * 20}...', not a number"),
         ([10**400, 1], f"{WANT2}; x1 (position 1) is '{'1' + '0' * 19}...', not a number"),
-        ([True, 1], f"{WANT2}; x1 (position 1) is not a number"),
-        ([1, False], f"{WANT2}; x2 (position 2) is not a number"),
+        ([True, 1], f"{WANT2}; x1 (position 1) is true, not a number (datatype FP32)"),
+        ([1, False], f"{WANT2}; x2 (position 2) is false, not a number (datatype FP32)"),
         ([1, None], f"{WANT2}; x2 (position 2) is not a number"),
         ([1, [2]], f"{WANT2}; x2 (position 2) is not a number"),
         ("[1, [2]]", f"{WANT2}; x2 (position 2) is not a number"),
@@ -146,9 +146,41 @@ def test_each_refusal_is_one_line_naming_what_was_expected(text, message):
     assert refusal(text) == message
 
 
+@pytest.mark.parametrize(
+    "written",
+    [
+        "1_0",  # Python's float() reads it as 10
+        "1_000.5",
+        "\u0661\u0662",  # Arabic-Indic 12
+        "\u06f3",  # Extended Arabic-Indic 3
+        "\uff11",  # fullwidth 1
+        "\u0967",  # Devanagari 1
+        "\u00a01",  # a no-break space before the digit
+        "1\u2003",  # an em space after it
+        "\uff0d1",  # a fullwidth minus
+        "\U0001d7cf",  # mathematical bold 1
+    ],
+)
+def test_only_ascii_decimal_or_scientific_notation_is_a_number(written):
+    shown = written if len(written) <= 20 else written[:20] + "..."
+    want = f"{WANT2}; x1 (position 1) is {shown!r}, not a number"
+    if written.strip() == written:  # text splits on any whitespace, so only a list keeps it beside the digit
+        assert refusal(f"{written} 1") == want
+    assert refusal([written, 1]) == want  # a string inside a list, as a JSON client sends it
+    tensor = {"name": "ids", "shape": [-1, 2], "dtype": "int64"}
+    with pytest.raises(InputError, match="not a number"):
+        parse_tensor([written, 1], "m", tensor)
+
+
+@pytest.mark.parametrize("written", ["10", "-1.5", "+.5", "5.", "1e3", "1E-3", "-2.5e+7", "0007"])
+def test_ascii_decimal_and_scientific_notation_still_read(written):
+    assert parse_features(f"{written} 1", "m", F2) == [float(written), 1.0]
+
+
 def test_the_float32_limit_is_inclusive_and_symmetric():
     assert parse_features([FLOAT32_LIMIT, -FLOAT32_LIMIT], "m", F2) == [FLOAT32_LIMIT, -FLOAT32_LIMIT]
-    above = math.nextafter(FLOAT32_LIMIT, math.inf)
+    assert parse_features([math.nextafter(FLOAT32_LIMIT, math.inf), 0], "m", F2)[0] > FLOAT32_LIMIT  # rounds to it
+    above = 2.0**128 - 2.0**103  # half a float32 step beyond its largest: the cast would make it infinity
     assert "beyond float32's range" in refusal([above, 0])
     assert "beyond float32's range" in refusal([0, -above])
 
@@ -311,9 +343,13 @@ def test_a_tensor_reads_ids_as_ints_and_nested_lists_in_row_major_order():
     [
         ("1 2", WORDS, "m expects words: 3 whole numbers (shape [3]); got 2"),
         ("1 2 3 4", WORDS, "m expects words: 3 whole numbers (shape [3]); got 4"),
-        ("1 2.5 3", WORDS, "m expects words: 3 whole numbers (shape [3]); value 2 is 2.5, not a whole number"),
-        ("1 2 50", WORDS, "m expects words: 3 whole numbers (shape [3]); value 3 is 50, outside [0, 50)"),
-        ("-1 2 3", WORDS, "m expects words: 3 whole numbers (shape [3]); value 1 is -1, outside [0, 50)"),
+        (
+            "1 2.5 3",
+            WORDS,
+            "m expects words: 3 whole numbers (shape [3]); words[1] (position 2) is 2.5, not a whole number",
+        ),
+        ("1 2 50", WORDS, "m expects words: 3 whole numbers (shape [3]); words[2] (position 3) is 50, outside [0, 50)"),
+        ("-1 2 3", WORDS, "m expects words: 3 whole numbers (shape [3]); words[0] (position 1) is -1, outside [0, 50)"),
         ("1 x", SIGNALS, "m expects signals: 2 numbers (shape [2]); s2 (position 2) is 'x', not a number"),
         ("1 2 3 x", IMAGE, "m expects image: 4 numbers (shape [1, 2, 2]); image[3] (position 4) is 'x', not a number"),
         (None, SIGNALS, "m expects signals: 2 numbers (shape [2]); got no input"),
@@ -337,7 +373,7 @@ def test_a_tensor_refuses_with_one_line_naming_the_input(text, tensor, message):
 def test_ids_without_a_declared_range_take_any_whole_number_a_double_holds_exactly():
     free = {**WORDS, "values": None}
     assert parse_tensor([2**52, -(2**52), 0], "m", free) == [2**52, -(2**52), 0]
-    with pytest.raises(InputError, match=r"value 1 is 9\.0072e\+15, outside"):
+    with pytest.raises(InputError, match=r"words\[0\] \(position 1\) is 9\.0072e\+15, outside"):
         parse_tensor([2**53, 0, 0], "m", free)
 
 
@@ -375,7 +411,7 @@ def test_several_inputs_refuse_with_one_line_naming_them(given, message):
 def test_the_edges_of_the_any_input_parser():
     assert parse_tensor("0 1 2", "m", WORDS) == [0, 1, 2]  # the range includes its low end
     free = {**WORDS, "values": None}
-    with pytest.raises(InputError, match=r"value 1 is -9\.0072e\+15, outside"):
+    with pytest.raises(InputError, match=r"words\[0\] \(position 1\) is -9\.0072e\+15, outside"):
         parse_tensor([-(2**53) - 2, 0, 0], "m", free)
     plain = {"name": "v", "shape": ["batch", 2]}  # no dtype: float32, "numbers"
     assert parse_tensor("1 2", "m", plain) == [1.0, 2.0]

@@ -30,6 +30,8 @@ LIMIT_MODULES = (
     "pipeline/serving/answers.py",
     "pipeline/serving/naming.py",
     "pipeline/runtime/inputs.py",
+    "pipeline/runtime/values.py",
+    "pipeline/artifacts/weights.py",
 )
 LIMIT_WORDS = ("MAX", "MIN", "LIMIT", "TTL", "TIMEOUT", "BUDGET", "KEEP_ALIVE", "CAP")
 # (module, constant): the tests (file::function) that take it just inside and just outside.
@@ -52,11 +54,19 @@ EDGE_TESTS: dict[tuple[str, str], tuple[str, ...]] = {
     ("demo/api.py", "RESULT_TTL_S"): ("test_limits.py::test_a_result_at_its_time_to_live",),
     ("pipeline/serving/naming.py", "MAX_BATCH_SIZE"): ("test_limits.py::test_a_batch_at_the_largest_size",),
     ("pipeline/serving/oip_protocol.py", "MAX_NESTING"): ("test_limits.py::test_nested_data_at_its_depth_limit",),
-    ("pipeline/serving/oip_protocol.py", "FLOAT32_MAX"): ("test_limits.py::test_values_at_the_edges_of_their_range",),
+    ("pipeline/runtime/values.py", "FLOAT32_MAX"): ("test_limits.py::test_values_at_the_edges_of_their_range",),
+    ("pipeline/artifacts/weights.py", "STATE_SLACK_BYTES"): ("test_weights.py::test_an_archive_at_its_size_budget",),
     ("pipeline/serving/answers.py", "TRUTH_MAX_CHARS"): (
         "test_limits.py::test_a_truth_expression_at_its_length_limit",
     ),
     ("pipeline/runtime/inputs.py", "MAX_TEXT_CHARS"): ("test_limits.py::test_typed_text_at_its_length_limit",),
+    ("demo/server.py", "MAX_PICTURE_SIDE"): ("test_pictures.py::test_a_picture_at_the_side_limit",),
+    ("demo/server.py", "MAX_PICTURE_LAYERS"): ("test_pictures.py::test_layers_at_their_limit",),
+    ("demo/server.py", "MAX_PICTURE_BYTES"): ("test_pictures.py::test_a_picture_file_at_its_byte_limit",),
+    ("demo/server.py", "MAX_UPLOADS"): ("test_pictures.py::test_uploads_at_their_count_and_byte_caps",),
+    ("demo/server.py", "MAX_UPLOAD_BYTES"): ("test_pictures.py::test_uploads_at_their_count_and_byte_caps",),
+    ("demo/server.py", "UPLOAD_TTL_S"): ("test_pictures.py::test_an_upload_at_its_time_to_live",),
+    ("demo/server.py", "MAX_DECODE_PIXELS"): ("test_pictures.py::test_pils_bomb_limit_is_lowered_to_the_declared_one",),
 }
 # Named like limits, but not limits on what a client sends (each says why).
 NOT_LIMITS = {
@@ -354,27 +364,28 @@ def _predictor(inputs, calls, features=()):
 
 def test_values_at_the_edges_of_their_range() -> None:
     from pipeline.runtime.inputs import InputError
+    from pipeline.runtime.values import FLOAT32_MAX
     from pipeline.serving import oip_protocol as protocol
 
     calls: list = []
     ids = _predictor([{"name": "ids", "shape": ["batch", 3], "dtype": "int64", "values": [0, 100]}], calls)
     assert ids.predict([0, 99, 5])["y"].shape == (1,)  # the first and the last id in range reach the model
     for outside in ([0, 100, 5], [-1, 5, 5]):
-        with pytest.raises(InputError, match=r"ids holds a value outside \[0, 100\)"):
+        with pytest.raises(InputError, match=r"ids value \d is -?\d+, outside \[0, 100\)"):
             ids.predict(outside)
     assert len(calls) == 1  # the refused ones never reached the runtime
 
     flat = _predictor([{"name": "x", "shape": ["batch", 2], "dtype": "float32"}], calls, ["x1", "x2"])
     top = float(np.finfo(np.float32).max)
     assert flat.predict([top, -top])["y"].shape == (1,)
-    with pytest.raises(InputError, match="not a finite float32 number"):
+    with pytest.raises(InputError, match="beyond float32's range"):
         flat.predict([top * 1.0001, 0.0])
 
     spec = {"name": "x", "shape": [2], "dtype": "float32"}
-    at = protocol._from_json({"data": [protocol.FLOAT32_MAX, 1.0]}, "input x", [1, 2], spec)
+    at = protocol._from_json({"data": [FLOAT32_MAX, 1.0]}, "input x", [1, 2], spec)
     assert at.dtype == np.float32 and np.isfinite(at).all()
-    with pytest.raises(Refused, match="beyond FP32's range"):
-        protocol._from_json({"data": [protocol.FLOAT32_MAX * 1.0001, 1.0]}, "input x", [1, 2], spec)
+    with pytest.raises(Refused, match="beyond float32's range"):
+        protocol._from_json({"data": [FLOAT32_MAX * 1.0001, 1.0]}, "input x", [1, 2], spec)
 
 
 # ---- what Gradio and uvicorn enforce for us: our settings, applied, and the cap taken at its edge ---------
@@ -438,6 +449,12 @@ README_ROWS = {  # (module, constant): (the first words of its row in the README
     ("demo.server", "MAX_QUEUED"): ("page events waiting in Gradio's queue", "{value:,}"),
     ("demo.api", "MAX_UNREAD"): ("`/call/predict` and `/call/compare` results not yet read", "{value:,}"),
     ("demo.api", "RESULT_TTL_S"): ("`/call/predict` and `/call/compare` results not yet read", "{minutes:g} minutes"),
+    ("demo.server", "MAX_PICTURE_SIDE"): ("a picture", "{value}×{value} pixels"),
+    ("demo.server", "MAX_PICTURE_BYTES"): ("a picture", "{kib:g} KiB"),
+    ("demo.server", "MAX_PICTURE_LAYERS"): ("a picture", "{value} drawing layer"),
+    ("demo.server", "MAX_UPLOADS"): ("uploads kept", "{value:,} files"),
+    ("demo.server", "MAX_UPLOAD_BYTES"): ("uploads kept", "{mib:g} MiB"),
+    ("demo.server", "UPLOAD_TTL_S"): ("uploads kept", "{minutes:g} minutes"),
 }
 
 

@@ -204,7 +204,7 @@ MALFORMED = [  # (what, model, body or raw bytes, headers, status, words the mes
     ("wrong datatype", "adder_mynet", _x([1, 2], datatype="INT32"), {}, 400, ["INT32", "FP32"]),
     ("text in data", "adder_mynet", _x([1, "two"]), {}, 400, ["not a number"]),
     ("a boolean", "adder_mynet", _x([1, True]), {}, 400, ["not a number"]),
-    ("beyond float32", "adder_mynet", _x([1, 1e39]), {}, 400, ["FP32's range"]),
+    ("beyond float32", "adder_mynet", _x([1, 1e39]), {}, 400, ["float32's range"]),
     (
         "NaN",
         "adder_mynet",

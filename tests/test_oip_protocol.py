@@ -397,7 +397,7 @@ def test_data_nested_nine_lists_deep_is_read_and_ten_is_refused(manifest):
 
 
 WHERE = "input 'x' of adder"
-RANGE = f"{WHERE}: a value is beyond FP32's range (about 3.4e38)"
+RANGE = f"{WHERE}: value 2 is {{}}, beyond float32's range (±3.4028235e+38)"
 BAD_INPUTS = [  # (request, binary, message)
     ({}, b"", "the request has no 'inputs' list; adder takes input 'x'"),
     ({"inputs": []}, b"", "the request has no 'inputs' list; adder takes input 'x'"),
@@ -451,12 +451,12 @@ BAD_INPUTS = [  # (request, binary, message)
     (_req([1, None]), b"", f"{WHERE}: 'data' holds null, which is not a number (datatype FP32)"),
     (_req([[1], {"a": 2}]), b"", f"{WHERE}: 'data' holds {{\"a\": 2}}, which is not a number (datatype FP32)"),
     (_req([1, "x" * 40]), b"", f"{WHERE}: 'data' holds \"{'x' * 19}, which is not a number (datatype FP32)"),
-    (_req([1, 1e39]), b"", RANGE),
-    (_req([1, -1e39]), b"", RANGE),
-    (_req([1, -(10**39)]), b"", RANGE),
-    (_req([1, 10**400]), b"", RANGE),
-    (_req([float("-inf"), 1]), b"", RANGE),
-    (_req([1, float("nan")]), b"", f"{WHERE} holds NaN or infinity; expected finite numbers"),
+    (_req([1, 1e39]), b"", RANGE.format("1e+39")),
+    (_req([1, -1e39]), b"", RANGE.format("-1e+39")),
+    (_req([1, -(10**39)]), b"", RANGE.format("-1e+39")),
+    (_req([1, 10**400]), b"", f"{WHERE}: a value is beyond FP32's range"),
+    (_req([float("-inf"), 1]), b"", f"{WHERE}: value 1 is -inf, expected a finite number"),
+    (_req([1, float("nan")]), b"", f"{WHERE}: value 2 is nan, expected a finite number"),
     (
         _req(parameters={"binary_data_size": 4}),
         b"\x00" * 4,
@@ -478,14 +478,24 @@ BAD_INPUTS = [  # (request, binary, message)
         f"{WHERE}: binary_data_size is '8' with 8 bytes of binary data; expected 8 bytes (2 FP32 values)",
     ),
     (
+        _req(parameters={"binary_data_size": 8.0}),
+        b"\x00" * 8,
+        f"{WHERE}: binary_data_size is 8.0 with 8 bytes of binary data; expected 8 bytes (2 FP32 values)",
+    ),
+    (
+        _req(parameters={"binary_data_size": True}),
+        b"\x00" * 8,
+        f"{WHERE}: binary_data_size is True with 8 bytes of binary data; expected 8 bytes (2 FP32 values)",
+    ),
+    (
         _req(parameters={"binary_data_size": 8}),
         np.array([1, np.nan], dtype="<f4").tobytes(),
-        f"{WHERE} holds NaN or infinity; expected finite numbers",
+        f"{WHERE}: value 2 is nan, expected a finite number",
     ),
     (
         _req(parameters={"binary_data_size": 8}),
         np.array([np.inf, 1], dtype="<f4").tobytes(),
-        f"{WHERE} holds NaN or infinity; expected finite numbers",
+        f"{WHERE}: value 1 is inf, expected a finite number",
     ),
 ]
 
@@ -557,16 +567,18 @@ BAD_PAIRS = [  # (inputs, message)
     ),
     (
         [{**TOKENS, "data": [1, 2, 3, 4, 5, 6.5]}, MASK],
-        f"{PAIR}: 'data' holds a value that is not a whole number (datatype INT64)",
+        f"{PAIR}: value 6 is 6.5, not a whole number",
     ),
-    ([{**TOKENS, "data": [1, 2, 3, 4, 5, 2**63]}, MASK], f"{PAIR}: a value is beyond INT64's range"),
+    ([{**TOKENS, "data": [1, 2, 3, 4, 5, 2**63]}, MASK], f"{PAIR}: value 6 is 9.22337e+18, outside [0, 10)"),
+    ([{**TOKENS, "data": [1, 2, 3, 4, 5, 10]}, MASK], f"{PAIR}: value 6 is 10, outside [0, 10)"),
+    ([{**TOKENS, "data": [-1, 2, 3, 4, 5, 6]}, MASK], f"{PAIR}: value 1 is -1, outside [0, 10)"),
     (
         [{**TOKENS, "data": [1, 2, 3, 4, 5, "6"]}, MASK],
         f"{PAIR}: 'data' holds \"6\", which is not a number (datatype INT64)",
     ),
-    ([{**TOKENS, "data": [1, 2, 3, 4, 5, 10]}, MASK], f"{PAIR} holds a value outside [0, 10)"),
-    ([{**TOKENS, "data": [-1, 2, 3, 4, 5, 6]}, MASK], f"{PAIR} holds a value outside [0, 10)"),
     ([{**TOKENS, "shape": [1, 3], "data": [1, 2, 3]}, MASK], "the inputs of pair have different batch sizes"),
+    ([TOKENS, TOKENS], "input 'tokens' is listed twice; pair takes 'tokens' and 'mask' once each"),
+    ([MASK, MASK], "input 'mask' is listed twice; pair takes 'tokens' and 'mask' once each"),
 ]
 
 
@@ -732,3 +744,9 @@ def test_a_whole_request_is_read_in_order_each_step_bounded(manifest):
     assert fails(413, p.read_request, body, "gzip", str(len(header)), target, 10).startswith("the decompressed")
     big = b'{"inputs": [{"data": [' + b"1," * 2000 + b"1]}]}"
     assert fails(400, p.read_request, big, None, None, target, LIMIT).startswith("the request holds about 2,000 values")
+
+
+@pytest.mark.parametrize("fmt", [["onnx"], {"onnx": 1}, 5, True])
+def test_a_format_parameter_that_is_not_a_name_is_a_400(manifest, fmt):
+    message = fails(400, p.requested_format, {"parameters": {"format": fmt}}, _target(manifest, "adder"))
+    assert message.startswith(f"parameters.format is {fmt!r}; expected one of: torchscript, onnx")

@@ -252,6 +252,19 @@ def test_http_predict_refuses_non_json_numbers(damaged_demo, features):
     assert "event: error" in stream and UNEXPECTED not in stream, stream[:500]
 
 
+@pytest.mark.parametrize("written", ["1_0", "\u0661\u0660", "\uff11\uff10"])
+def test_gradio_routes_read_only_ascii_numbers(damaged_demo, written):
+    """'1_0', Arabic-Indic and fullwidth digits are what Python's float() reads as 10; the demo refuses them."""
+    for features in (f"{written} 1", [written, "1"]):
+        with pytest.raises(PredictError, match="not a number") as info:
+            call_predict(damaged_demo.url, "adder_mynet", "onnx", "cpu", features)
+        _assert_refused_cleanly(info.value)
+        answer = httpx.post(
+            damaged_demo.url + "/gradio_api/run/predict", json={"data": ["adder_mynet", "onnx", "cpu", features]}
+        )
+        assert answer.status_code == 400 and "not a number" in answer.json()["error"], answer.text[:300]
+
+
 def test_oversized_requests_are_refused_before_parsing(damaged_demo):
     url = damaged_demo.url + "/gradio_api/call/predict"
     big = "1," * (5 * 1024 * 1024)  # 10 MB of text
@@ -682,16 +695,30 @@ def test_the_app_serves_no_file_from_the_shared_gradio_folder_and_keeps_its_own_
             assert status in (403, 404) and b"planted secret" not in body, (path, status, body[:200])
     finally:
         planted.unlink()
-    # A demo's own temp folder: private while it runs, gone after it stops.
+    # A demo's own temp folder: private while it runs, named without its process id (the upload route shows it),
+    # gone after it stops. Folders of demos that were killed are removed when the next one starts; a live one's stay.
+    import fcntl
+
+    dead, legacy, alive = (tmp_path / f"seed-pipeline-gradio-{n}" for n in ("dead1234", "999999999-ab12", "live5678"))
+    for folder in (dead, legacy, alive):
+        folder.mkdir()
+    (dead / ".owner.lock").touch()
+    (alive / ".owner.lock").touch()
+    held = os.open(alive / ".owner.lock", os.O_RDONLY)
+    fcntl.flock(held, fcntl.LOCK_EX)  # as its running demo holds it
     env = {"GRADIO_TEMP_DIR": str(tmp_path)}
-    with running_demo(artifacts, env=env) as url:
-        pid = next(
-            c.pid
-            for c in psutil.net_connections("tcp")
-            if c.laddr.port == int(url.rsplit(":", 1)[1]) and c.status == psutil.CONN_LISTEN
-        )
-        (own,) = tmp_path.glob(f"seed-pipeline-gradio-{pid}-*")
-        assert own.stat().st_mode & 0o777 == 0o700
+    try:
+        with running_demo(artifacts, env=env) as url:
+            pid = next(
+                c.pid
+                for c in psutil.net_connections("tcp")
+                if c.laddr.port == int(url.rsplit(":", 1)[1]) and c.status == psutil.CONN_LISTEN
+            )
+            (own,) = set(tmp_path.glob("seed-pipeline-gradio-*")) - {alive}
+            assert own.stat().st_mode & 0o777 == 0o700 and str(pid) not in own.name
+            assert not dead.exists() and not legacy.exists() and alive.exists()
+    finally:
+        os.close(held)
     assert not own.exists()
 
 
@@ -735,3 +762,252 @@ def test_headers_at_their_limit_on_the_running_demo(demo):
     refused = _head_answer(demo.url, MAX_HEADER_BYTES + 64)
     assert not refused.startswith(b"HTTP/1.1 200"), refused  # 400, or the connection closed unanswered
     assert httpx.get(demo.url + "/healthz", timeout=10).status_code == 200  # and the demo keeps serving
+
+
+# ---- pictures: the digits example's image editor ------------------------------------------------------------------
+
+PICTURE_SIDE, PICTURE_LAYERS, MAX_UPLOADS, MAX_UPLOAD_BYTES = 280, 1, 256, 32 * MiB  # as README "Security and limits"
+
+
+class PictureDemo:
+    def __init__(self, url: str, proc: subprocess.Popen, lines: list[str], temp: Path) -> None:
+        self.url, self.proc, self.lines, self.temp = url, proc, lines, temp
+        config = httpx.get(url + "/config", timeout=30).json()
+        editor = next(c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == "digits_cnn-image")
+        # the page's Predict and Compare events: the queued ones whose inputs hold the editor
+        self.events = [
+            i for i, d in enumerate(config["dependencies"]) if editor in d["inputs"] and d.get("queue", True)
+        ]
+        self.inputs = config["dependencies"][self.events[0]]["inputs"]  # model, format, device, every model's fields
+        self.editor_at = self.inputs.index(editor)
+
+    def data(self, value) -> list:
+        """The Predict event's inputs with `value` as digits_cnn's picture."""
+        data = ["digits_cnn", "onnx", "cpu"] + [None] * (len(self.inputs) - 3)
+        data[self.editor_at] = value
+        return data
+
+    @property
+    def folder(self) -> Path:
+        """The demo's private Gradio temp folder (created inside `temp`)."""
+        (own,) = self.temp.glob("seed-pipeline-gradio-*")
+        return own
+
+    def join(self, value, fn: int | None = None, timeout: float = 10) -> httpx.Response:
+        body = {"data": self.data(value), "fn_index": self.events[0] if fn is None else fn, "session_hash": "pictures1"}
+        return httpx.post(self.url + "/gradio_api/queue/join", json=body, timeout=timeout)
+
+    def upload(self, data: bytes, name: str = "composite.png") -> httpx.Response:
+        return httpx.post(self.url + "/gradio_api/upload", files={"files": (name, data, "image/png")}, timeout=30)
+
+    def healthy(self) -> bool:
+        return httpx.get(self.url + "/healthz", timeout=5).json()["ok"] is True
+
+
+@pytest.fixture(scope="module")
+def pictures(built, tmp_path_factory):
+    """The demo on the worked examples' artifacts (digits_cnn takes a picture), its Gradio temp folder in a folder
+    of this test's own, its output captured."""
+    temp = tmp_path_factory.mktemp("picture-temp")
+    port = free_port()
+    env = {**os.environ, "GRADIO_TEMP_DIR": str(temp), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, str(APP), "--artifacts", str(built), "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
+    deadline = time.monotonic() + 120
+    while not any(line.startswith("demo: serving") for line in lines):
+        assert proc.poll() is None and time.monotonic() < deadline, "".join(lines)
+        time.sleep(0.1)
+    try:
+        yield PictureDemo(f"http://127.0.0.1:{port}", proc, lines, temp)
+    finally:
+        proc.kill()  # SIGKILL: a demo stuck reading /dev/zero ignores SIGTERM
+        proc.wait(timeout=15)
+
+
+def _png(side: int = 64, mode: str = "L", fmt: str = "PNG", seed: int = 0) -> bytes:
+    import io
+
+    from PIL import Image
+
+    pixels = np.random.default_rng(seed).integers(0, 256, (min(side, 64), min(side, 64)), dtype=np.uint8)
+    image = (
+        Image.fromarray(pixels).resize((side, side)).convert(mode) if side <= 1024 else Image.new(mode, (side, side))
+    )
+    out = io.BytesIO()
+    image.save(out, format=fmt, **({"compression": "group4"} if fmt == "TIFF" else {}))
+    return out.getvalue()
+
+
+def _file(path: str, **extra) -> dict:
+    return {"path": path, "meta": {"_type": "gradio.FileData"}, **extra}
+
+
+def _editor(picture: dict | None, layers: list | None = None) -> dict:
+    return {"background": picture, "layers": layers or [], "composite": picture}
+
+
+def _one_line_4xx(answer: httpx.Response) -> str:
+    assert 400 <= answer.status_code < 500, (answer.status_code, answer.text[:300])
+    message = next(iter(answer.json().values()))
+    assert isinstance(message, str) and "\n" not in message and len(message) <= 400, message
+    return message
+
+
+def test_a_picture_path_the_client_names_is_never_opened_and_health_keeps_answering(pictures):
+    folder = pictures.folder
+    inside = folder / "planted"
+    inside.mkdir(exist_ok=True)
+    (inside / "passwd").symlink_to("/etc/passwd")  # a symlink placed inside the temp folder
+    (inside / "zero").symlink_to("/dev/zero")
+    hostile = [
+        "/etc/passwd",
+        "/proc/self/environ",
+        "/dev/zero",
+        "/dev/urandom",
+        str(folder / ".." / ".." / "etc" / "passwd"),
+        str(inside / "passwd"),
+        str(inside / "zero"),
+        "file:///etc/passwd",
+        "http://127.0.0.1:1/x.png",
+        "/etc/passwd\x00.png",
+        "/" + "a" * 100_000,
+        "../../../../etc/passwd",
+        str(Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"),  # a large file (hundreds of MB)
+    ]
+    with ThreadPoolExecutor(1) as pool:
+        for path in hostile:
+            # as the picture, as a layer, and as the 'url' of a picture (which Gradio's own check never looks at)
+            for value in (_editor(_file(path)), _editor(None, [_file(path)]), _editor(_file("x.png", url=path))):
+                pending = pool.submit(pictures.join, value)
+                assert pictures.healthy()  # while that request is in flight
+                message = _one_line_4xx(pending.result(timeout=15))  # at once: nothing read, nothing hashed
+                assert "upload" in message or "picture" in message, message
+                assert pictures.healthy()
+    # Another input of the event, and the page's /run route, take no file either.
+    answer = httpx.post(
+        pictures.url + "/gradio_api/queue/join",
+        json={
+            "data": [_file("/etc/passwd"), *pictures.data(None)[1:]],
+            "fn_index": pictures.events[0],
+            "session_hash": "p2",
+        },
+        timeout=10,
+    )
+    assert "takes no file" in _one_line_4xx(answer)
+    run = {"data": pictures.data(_editor(_file("/etc/passwd"))), "fn_index": pictures.events[0]}
+    _one_line_4xx(httpx.post(pictures.url + "/gradio_api/run/predict", json=run, timeout=10))
+    for route in ("call", "run"):  # the API takes numbers, never a file
+        body = {"data": ["digits_cnn", "onnx", "cpu", {"image": _file("/etc/passwd")}]}
+        answer = httpx.post(f"{pictures.url}/gradio_api/{route}/predict", json=body, timeout=10)
+        assert b"root:x:0:0" not in answer.content
+    copied = [p for p in folder.rglob("*") if p.is_file() and not p.is_symlink() and b"root:x:0:0" in p.read_bytes()]
+    assert not copied, copied
+    status, body = _raw_get(pictures.url, f"/gradio_api/file={inside / 'passwd'}")
+    assert b"root:x:0:0" not in body, status
+    assert pictures.proc.poll() is None and pictures.healthy()
+
+
+def test_a_decompression_bomb_is_refused_by_its_header_with_little_memory(pictures):
+    import base64
+
+    process = psutil.Process(pictures.proc.pid)
+    before = process.memory_info().rss
+    bombs = {
+        "PNG": _png(6000, "1"),
+        "GIF": _png(6000, "1", "GIF"),
+        "TIFF": _png(6000, "1", "TIFF"),
+        "PNG 12000": _png(12000, "1"),
+    }
+    assert len(bombs["PNG"]) < 64 * 1024  # about 11 KB for 36 M pixels
+    for name, data in bombs.items():
+        refusals = (f"at most {PICTURE_SIDE}x{PICTURE_SIDE}", "not one", "over the limit")  # the last: body > 1 MiB
+        message = _one_line_4xx(pictures.upload(data, "bomb.png"))
+        assert any(words in message for words in refusals), (name, len(data), message)
+        inline = "data:image/png;base64," + base64.b64encode(data).decode()
+        for value in (
+            _editor(_file(inline)),
+            _editor({"path": None, "url": inline, "meta": {"_type": "gradio.FileData"}}),
+        ):
+            message = _one_line_4xx(pictures.join(value))
+            assert any(words in message for words in refusals), (name, len(data), message)
+    huge = "data:image/png;base64," + "A" * 900_000  # decoded, 675 KB: over the file limit, refused before decoding
+    assert "at most" in _one_line_4xx(pictures.join({"background": None, "layers": [], "composite": _file(huge)}))
+    grown = process.memory_info().rss - before
+    print(f"\npicture bombs refused: RSS {before / MiB:.0f} MiB -> {(before + grown) / MiB:.0f} MiB")
+    assert grown < 64 * MiB
+    # Many layers, each ~200 bytes of JSON, are refused by their count before any is looked at.
+    good = pictures.upload(_png(PICTURE_SIDE)).json()[0]
+    many = _editor(_file(good), [_file(good)] * 2000)
+    assert f"at most {PICTURE_LAYERS} layer" in _one_line_4xx(pictures.join(many))
+    assert pictures.healthy()
+
+
+def _completed(pictures: PictureDemo, value, session: str) -> dict:
+    """Join the Predict event with `value` as the picture and read its result from the queue's stream."""
+    body = {"data": pictures.data(value), "fn_index": pictures.events[0], "session_hash": session}
+    assert httpx.post(pictures.url + "/gradio_api/queue/join", json=body, timeout=30).status_code == 200
+    url = f"{pictures.url}/gradio_api/queue/data?session_hash={session}"
+    with httpx.stream("GET", url, timeout=60) as stream:
+        for line in stream.iter_lines():
+            if line.startswith("data:") and '"process_completed"' in line:
+                return json.loads(line[5:])
+    raise AssertionError("the stream ended without a result")
+
+
+def test_an_uploaded_or_inline_picture_is_read_once_then_removed(pictures):
+    import base64
+
+    digit = _png(PICTURE_SIDE, "RGB", seed=3)
+    path = pictures.upload(digit).json()[0]
+    assert Path(path).is_file() and Path(path).parent.parent == pictures.folder
+    assert str(pictures.proc.pid) not in pictures.folder.name  # the reply names no process id
+    done = _completed(pictures, _editor(_file(path)), "read1")
+    assert done["success"] and "Predict failed" not in json.dumps(done["output"]), json.dumps(done)[:500]
+    assert not Path(path).exists()  # removed once read
+    message = _one_line_4xx(pictures.join(_editor(_file(path))))  # and not readable a second time
+    assert "upload it again" in message
+    inline = "data:image/png;base64," + base64.b64encode(digit).decode()
+    done = _completed(pictures, _editor(_file(inline)), "read2")
+    assert done["success"] and "scores" in json.dumps(done["output"]), json.dumps(done)[:500]
+
+
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        ("x.svg", b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="9" height="9"/></svg>'),
+        ("x.html", b"<html><body><script>alert(1)</script></body></html>"),
+        ("x.png", b"not a picture at all" * 10),
+        ("x.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 64),  # a damaged PNG
+    ],
+)
+def test_an_upload_that_is_not_a_picture_is_one_line_and_not_kept(pictures, name, data):
+    since = len(pictures.lines)
+    answer = pictures.upload(data, name)
+    assert "expected a picture" in _one_line_4xx(answer)
+    kept = [p for p in pictures.folder.rglob(name) if p.is_file()]
+    assert not kept, kept
+    assert "Traceback" not in "".join(pictures.lines[since:])
+
+
+def test_five_hundred_uploads_leave_at_most_the_cap_on_disk(pictures):
+    def on_disk() -> tuple[int, int]:
+        files = [p for p in pictures.folder.rglob("*.png") if p.is_file()]  # the page's own figures are .webp
+        return len(files), sum(p.stat().st_size for p in files)
+
+    with httpx.Client(timeout=30) as client:
+        for i in range(500):  # 500 different pictures: 200 of ~235 KB (past the bytes cap), then 300 small ones
+            data = _png(PICTURE_SIDE if i < 200 else 64, "RGB", seed=1000 + i)
+            answer = client.post(pictures.url + "/gradio_api/upload", files={"files": ("composite.png", data)})
+            assert answer.status_code == 200, answer.text[:300]
+    files, size = on_disk()
+    print(f"\n500 uploads: {files} files, {size / MiB:.1f} MiB left on disk")
+    assert files <= MAX_UPLOADS and size <= MAX_UPLOAD_BYTES
+    assert pictures.healthy()

@@ -42,7 +42,8 @@ def test_the_cache_loads_each_model_format_runtime_and_device_once(manifest):
     [
         ([1, 2, 3], "adder_mynet expects 2 numbers (x1, x2); got 3"),
         ([[1, 2], [3]], "adder_mynet expects 2 numbers (x1, x2); got something that is not rows of numbers"),
-        ([1, float("nan")], "x2 (position 2) is not a finite float32 number"),
+        ([1, float("nan")], "x2 (position 2) is nan, expected a finite number"),
+        ([1, 1e39], "x2 (position 2) is 1e+39, beyond float32's range"),
         ("1 2", "adder_mynet expects 2 numbers (x1, x2); got something that is not rows of numbers"),
     ],
 )

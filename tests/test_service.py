@@ -194,6 +194,18 @@ def test_every_declared_truth_is_close_to_what_training_learned_on_the_seeds_inp
         assert abs(got["expected"]["error"]) < 1.0, (spec.name, got["expected"])
 
 
+def test_compare_refuses_inputs_whose_eager_outputs_overflow_and_never_returns_non_finite_numbers(service):
+    import json
+
+    with pytest.raises(OutputOverflow, match="adder_mynet's output sum is not finite"):
+        service.compare("adder_mynet", "cpu", "3e38 3e38")
+    rows = service.compare("adder_mynet", "cpu", "70000 70000")  # finite in float32, beyond float16's 65504
+    fp16 = next(r for r in rows if r["format"] == "onnx-fp16")
+    assert fp16["within_rule"] is False and "non-finite" in fp16["reason"] and fp16["outputs"]["sum"] == [None]
+    assert all(r["within_rule"] for r in rows if r["format"] != "onnx-fp16")
+    json.dumps(rows, allow_nan=False)  # what the routes send: JSON has no Infinity
+
+
 @pytest.mark.parametrize(("model", "features"), [("adder_mynet", [37.5, -4.25]), ("poly3_sin", [0.7])])
 def test_compare_is_computed_on_the_input_given_not_an_example(service, eager, model, features):
     """Each row's values and difference are those of the input sent, checked against eager run on it separately."""

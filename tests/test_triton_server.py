@@ -379,3 +379,49 @@ def test_triton_serve_command_serves_until_sigterm(triton_env, artifacts_copy):
         busy.returncode == 2
         and busy.stderr == f"error: port {port} on 127.0.0.1 is in use; choose another with --port\n"
     )
+
+
+# ---- what a hard-killed run leaves: removed at the next start, only when its owner is provably dead ----
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def leftovers(owner: int) -> tuple[list[Path], Path]:
+    """Regions and a claims file as a run owned by `owner` names them, and the empty /tmp folder it claims."""
+    import secrets
+
+    from pipeline.serving.triton_server import CLAIMS, CLAIMS_DIR, SHM, region_prefix
+
+    folder = Path(f"/tmp/python_env_{secrets.token_hex(3)}")
+    folder.mkdir()
+    prefix = region_prefix(owner)
+    regions = [SHM / f"{prefix}region_0", SHM / f"{prefix}region_1", CLAIMS_DIR / f"{prefix}{CLAIMS}"]
+    for region in regions[:2]:
+        region.write_bytes(b"\0" * 4096)
+    regions[2].write_text(f"{folder}\n/etc\n")  # a line that is not Triton's folder is never touched
+    return regions, folder
+
+
+def test_start_removes_the_regions_of_a_dead_owner_and_keeps_a_live_ones(tmp_path):
+    from pipeline.serving.triton_server import TritonEnv
+
+    dead, dead_folder = leftovers(_dead_pid())
+    live, live_folder = leftovers(os.getpid())
+    foreign = Path("/dev/shm/seed-triton-notours")  # no owner in its name: never removed
+    foreign.write_bytes(b"x")
+    fake = TritonEnv(tmp_path, tmp_path, tmp_path, "3.11")  # no server in it: start fails after the clean-up
+    try:
+        with pytest.raises((TritonServerError, OSError)):
+            start_server(tmp_path, [], fake, timeout=1)
+        assert not any(p.exists() for p in dead) and not dead_folder.exists()
+        assert all(p.exists() for p in live) and live_folder.is_dir() and foreign.exists() and Path("/etc").is_dir()
+    finally:
+        for path in (*dead, *live, foreign):
+            path.unlink(missing_ok=True)
+        for folder in (dead_folder, live_folder):
+            if folder.exists():
+                folder.rmdir()

@@ -8,11 +8,19 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from pipeline.artifacts.tensors import dtype_of
 from pipeline.errors import UserError
+from pipeline.runtime.values import Problem, ValueRule
 
 MAX_TEXT_CHARS = 200_000  # far above 1000 features written out in full; refused before parsing
 _SPLIT = re.compile(r"[\s,;]+")
+FLOATS = ValueRule("features", "float32", ())  # a row of float32 features: what every seed model takes
+# What a number may be written as: ASCII decimal or scientific notation, or the NaN and infinity the finiteness check
+# names. Python's float() also reads '1_0' as 10, any script's digits (Arabic-Indic, fullwidth) and surrounding
+# Unicode spaces; none of those is a number a client means.
+_NUMBER = re.compile(r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf|infinity|nan)", re.ASCII | re.I)
 
 
 class InputError(UserError, ValueError):
@@ -39,10 +47,8 @@ def parse_features(text: Any, model: str, features: Sequence[str]) -> list[float
         raise InputError(f"{want}; got a {type(text).__name__}")
     if len(items) != len(features):
         raise InputError(f"{want}; got {len(items)}")
-    values = []
-    for i, item in enumerate(items):
-        values.append(_number(item, i, features, want))
-    return values
+    values = [_number(item, i, features, want) for i, item in enumerate(items)]
+    return checked(values, FLOATS, want, features)
 
 
 def _from_text(text: str, want: str) -> Any:
@@ -60,11 +66,15 @@ def _from_text(text: str, want: str) -> Any:
         raise InputError(f"{want} as a JSON list; got text that is not valid JSON") from None
 
 
-def _number(item: Any, i: int, features: Sequence[str], want: str) -> float:
+def _number(item: Any, i: int, features: Sequence[str], want: str, rule: ValueRule = FLOATS) -> float:
     where = f"{features[i]} (position {i + 1})"
-    if isinstance(item, bool) or not isinstance(item, (int, float, str)):
+    if isinstance(item, bool):
+        raise InputError(f"{want}; {where} {_text(rule, item, i)}")
+    if not isinstance(item, (int, float, str)):
         raise InputError(f"{want}; {where} is not a number")
     try:
+        if isinstance(item, str) and not _NUMBER.fullmatch(item):
+            raise ValueError(item)
         value = float(item)
     except (ValueError, OverflowError):
         text = str(item)
@@ -72,11 +82,27 @@ def _number(item: Any, i: int, features: Sequence[str], want: str) -> float:
         raise InputError(f"{want}; {where} is {shown!r}, not a number") from None
     except Exception:
         raise InputError(f"{want}; {where} is not a number") from None
-    if not math.isfinite(value):
-        raise InputError(f"{want}; {where} is {value}, expected a finite number")
-    if abs(value) > 3.0e38:
-        raise InputError(f"{want}; {where} is {value:g}, beyond float32's range (about 3.4e38)")
     return value
+
+
+def _text(rule: ValueRule, item: Any, i: int) -> str:
+    """The rule's words for an item that is not a number (true, false), after its position."""
+    try:
+        rule.scalar(item, i)
+    except Problem as problem:
+        return problem.text
+    return "is not a number"
+
+
+def checked(values: list[float], rule: ValueRule, want: str, labels: Sequence[str]) -> list[float]:
+    """`values` (parsed numbers) if they keep `rule` (pipeline/runtime/values.py), else one line naming the first
+    that does not by its label."""
+    try:
+        rule.check(np.asarray(values, dtype=np.float64))
+    except Problem as problem:
+        i = problem.index or 0
+        raise InputError(f"{want}; {problem.at(f'{labels[i]} (position {i + 1})')}") from None
+    return values
 
 
 # ---- any model: one example of each declared input -----------------------------------------------
@@ -119,19 +145,10 @@ def parse_tensor(text: Any, model: str, tensor: dict[str, Any]) -> list[Any]:
     if len(items) != count:
         raise InputError(f"{want}; got {len(items)}")
     names = tuple(tensor.get("features") or ()) or tuple(f"{tensor['name']}[{i}]" for i in range(count))
-    values = [
-        _number(item, i, names if len(names) == count else [f"value {j + 1}" for j in range(count)], want)
-        for i, item in enumerate(items)
-    ]
-    if not whole:
-        return values
-    low, high = tensor.get("values") or (-(2**53), 2**53)
-    for i, v in enumerate(values):
-        if not float(v).is_integer():
-            raise InputError(f"{want}; value {i + 1} is {v:g}, not a whole number")
-        if not low <= v < high:
-            raise InputError(f"{want}; value {i + 1} is {v:g}, outside [{low:g}, {high:g})")
-    return [int(v) for v in values]
+    labels = names if len(names) == count else [f"value {j + 1}" for j in range(count)]
+    rule = ValueRule.of(tensor)
+    values = checked([_number(item, i, labels, want, rule) for i, item in enumerate(items)], rule, want, labels)
+    return [int(v) for v in values] if rule.whole else values
 
 
 def parse_inputs(given: Any, model: str, inputs: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:

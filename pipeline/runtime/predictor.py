@@ -20,10 +20,11 @@ import numpy as np
 from pipeline import formats
 from pipeline.artifacts.manifest import ArtifactError, Manifest, ModelEntry
 from pipeline.artifacts.tensors import Batch, describe, dtype, random_batch, shape
-from pipeline.dtypes import DEFAULT_DTYPE, DTYPES
+from pipeline.dtypes import DEFAULT_DTYPE
 from pipeline.errors import one_line
-from pipeline.runtime.inputs import InputError, expected
+from pipeline.runtime.inputs import FLOATS, InputError, expected
 from pipeline.runtime.loaders import RuntimeUnavailable
+from pipeline.runtime.values import Problem, ValueRule
 
 DEVICES = ("cpu", "cuda", "auto")  # and cuda:N
 WARMUP_CALLS = 3  # probe calls at load: TorchScript's profiling runs, cuBLAS handles, lazy CUDA kernels
@@ -109,13 +110,16 @@ class Predictor:
             return self._prepare_named(x)
         if isinstance(x, dict) and self.inputs and set(x) == {self.inputs[0]["name"]}:
             x = x[self.inputs[0]["name"]]
+        if isinstance(x, np.ndarray) and x.dtype.kind == "b":
+            raise InputError(f"{expected(self.model, self.features)}; got true/false values, not numbers")
         if type(x) is np.ndarray and x.dtype == np.float32 and x.ndim == 1 and x.flags.c_contiguous:
             arr, single = x.reshape(1, -1), True  # one example as the loaders and the benchmark give it
             if arr.shape[1] == len(self.features) and all_finite(arr):
                 return arr, single
         try:
-            arr = np.ascontiguousarray(x, dtype=np.float32)  # a number beyond float32 becomes inf: refused below
-        except (ValueError, TypeError):  # ragged rows, text, objects
+            with np.errstate(over="ignore"):  # a number beyond float32 becomes infinity: refused below
+                arr = np.ascontiguousarray(x, dtype=np.float32)
+        except (ValueError, TypeError, OverflowError):  # ragged rows, text, objects
             want = expected(self.model, self.features)
             raise InputError(f"{want}; got something that is not rows of numbers") from None
         single = arr.ndim == 1
@@ -126,13 +130,13 @@ class Predictor:
             raise InputError(f"{expected(self.model, self.features)}; got {got}")
         if all_finite(arr):
             return arr, single
-        row, col = np.argwhere(~np.isfinite(arr))[0]  # NaN, infinity, or a number the cast made infinite
-        name = self.features[col]
-        raise InputError(
-            f"{expected(self.model, self.features)}; {name} (position {col + 1}"
-            + (f", row {row + 1}" if not single else "")
-            + ") is not a finite float32 number"
-        )
+        try:  # the value rule names the first value and why: not finite, or beyond float32
+            FLOATS.check(np.asarray(x, dtype=np.float64).reshape(arr.shape))
+        except Problem as problem:
+            row, col = divmod(problem.index or 0, len(self.features))
+            where = f"{self.features[col]} (position {col + 1}" + (f", row {row + 1}" if not single else "") + ")"
+            raise InputError(f"{expected(self.model, self.features)}; {problem.at(where)}") from None
+        raise InputError(f"{expected(self.model, self.features)}; got a value that is not a finite float32 number")
 
     def _prepare_named(self, x: Any) -> tuple[Batch, bool]:
         """Any model: input name -> values, each of its declared dtype and shape, with or without the batch axis."""
@@ -204,28 +208,20 @@ class Predictor:
 
 
 def _array(values: Any, tensor: dict[str, Any], want: str) -> tuple[np.ndarray, bool]:
-    """One input's values as a contiguous array of its dtype with the batch axis, and whether it was one example."""
-    dims, kind = shape(tensor), dtype(tensor)
+    """One input's values as a contiguous array of its dtype with the batch axis, and whether it was one example:
+    the tensor's value rule (pipeline/runtime/values.py) checks them."""
+    dims, rule = shape(tensor), ValueRule.of(tensor)
     try:
-        arr = np.asarray(values, dtype=np.float64)
-    except (ValueError, TypeError, OverflowError):
-        raise InputError(f"{want}; {tensor['name']} is not an array of numbers") from None
+        arr = rule.array(values)
+    except Problem as problem:
+        label = tensor["name"] + (f" value {problem.index + 1}" if problem.index is not None else "")
+        raise InputError(f"{want}; {problem.at(label)}") from None
     single = arr.ndim == len(dims)
     if single:
         arr = arr[None]
     if arr.shape[1:] != dims:
         raise InputError(f"{want}; {tensor['name']} has shape {list(arr.shape[int(single) :])}")
-    if not np.isfinite(arr).all():
-        raise InputError(f"{want}; {tensor['name']} holds a value that is not a finite number")
-    if DTYPES[kind].whole:
-        if (arr != np.round(arr)).any():
-            raise InputError(f"{want}; {tensor['name']} holds a value that is not a whole number")
-        low, high = tensor.get("values") or (-(2**53), 2**53)
-        if arr.size and (arr.min() < low or arr.max() >= high):
-            raise InputError(f"{want}; {tensor['name']} holds a value outside [{low}, {high})")
-    elif arr.size and np.abs(arr).max() > 3.0e38:
-        raise InputError(f"{want}; {tensor['name']} holds a value beyond float32's range (about 3.4e38)")
-    return np.ascontiguousarray(arr, dtype=DTYPES[kind].numpy), single
+    return arr, single
 
 
 def load_predictor(

@@ -126,6 +126,15 @@ def data_type(spec: dict[str, Any], where: str) -> tuple[str, str]:
     return DTYPES[kind].triton, DTYPES[kind].oip
 
 
+def value_ranges(entry: ModelEntry, names: list[str]) -> str:
+    """'words=0:50;ids=0:10': the declared [low, high) of each int64 input under its Triton name, for model.py."""
+    return ";".join(
+        f"{n}={t['values'][0]:g}:{t['values'][1]:g}"
+        for t, n in zip(entry.inputs, names, strict=True)
+        if t.get("dtype") == "int64" and t.get("values")
+    )
+
+
 def model_config(
     entry: ModelEntry, fmt: str, max_batch_size: int = MAX_BATCH_SIZE, backend: str | None = None
 ) -> dict[str, Any]:
@@ -147,6 +156,9 @@ def model_config(
     else:  # model.py finds the format's file beside itself by this parameter
         config["backend"] = backend
         parameters = {"MODEL_FILE": spec.filename}
+        ranges = value_ranges(entry, in_names)
+        if ranges:  # model.py refuses ids outside them, as the demo does, instead of onnxruntime's Gather error
+            parameters["VALUE_RANGES"] = ranges
     config |= {
         "max_batch_size": max_batch_size,
         "input": tensors(entry.inputs, in_names),

@@ -32,16 +32,17 @@ from pipeline import formats
 from pipeline.artifacts.manifest import Manifest, ManifestError, ModelEntry
 from pipeline.artifacts.tensors import dtype_of
 from pipeline.errors import Refused, reject_constant
+from pipeline.runtime.values import Problem, ValueRule
 from pipeline.serving.naming import MAX_BATCH_SIZE, VERSION, data_type, tensor_dims, tensor_names, triton_model_name
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
-FLOAT32_MAX = float(np.finfo(np.float32).max)
 MAX_NESTING = 8  # levels of nested lists a tensor's "data" may use
 # The most bytes one FP32 value takes in a JSON request, separator included: tritonclient writes
 # float32 values as Python floats, e.g. "-1.2345678901234567e-05, " (25 bytes).
 JSON_BYTES_PER_VALUE = 25
 JSON_OVERHEAD = 64 * 1024  # names, shape, parameters: what a request holds besides its values
 _NUMBER = (int, float)  # bool is not a number here
+FP32 = ValueRule("data", "float32", ())  # the rule of a seed model's input (every manifest input has its own)
 _DIGITS = re.compile(rb"[0-9]{1,12}")  # ASCII digits only: str.isdigit also accepts "²", which int() refuses
 
 
@@ -239,6 +240,8 @@ def requested_format(req: dict[str, Any], target: ServedModel) -> str:
     fmt = req.get("parameters", {}).get("format")
     if fmt is None or fmt == target.format:
         return target.format
+    if not isinstance(fmt, str):
+        raise Refused(400, f"parameters.format is {fmt!r}; expected one of: {', '.join(formats.FORMATS)}")
     if target.fixed:
         raise Refused(
             400,
@@ -250,7 +253,7 @@ def requested_format(req: dict[str, Any], target: ServedModel) -> str:
     return fmt  # the bare name keeps the manifest's tensor names whatever the format
 
 
-def _flat_numbers(data: Any, where: str, datatype: str, depth: int = 0) -> list[Any]:
+def _flat_numbers(data: Any, where: str, rule: ValueRule = FP32, depth: int = 0) -> list[Any]:
     """`data` (a flat or nested JSON array) as one flat list of numbers, or Refused."""
     if not isinstance(data, list):
         raise Refused(400, f"{where}: 'data' must be a JSON array of numbers")
@@ -261,12 +264,16 @@ def _flat_numbers(data: Any, where: str, datatype: str, depth: int = 0) -> list[
     flat: list[Any] = []
     for v in data:
         if isinstance(v, list):
-            flat.extend(_flat_numbers(v, where, datatype, depth + 1))
-        elif type(v) in _NUMBER:
-            flat.append(v)
-        else:
+            flat.extend(_flat_numbers(v, where, rule, depth + 1))
+            continue
+        try:
+            rule.scalar(v, len(flat))
+        except Problem:
             shown = json.dumps(v)[:20]
-            raise Refused(400, f"{where}: 'data' holds {shown}, which is not a number (datatype {datatype})")
+            raise Refused(
+                400, f"{where}: 'data' holds {shown}, which is not a number (datatype {rule.datatype})"
+            ) from None
+        flat.append(v)
     return flat
 
 
@@ -293,27 +300,26 @@ def _shape(tensor: dict[str, Any], where: str, dims: list[int], max_batch: int, 
 
 
 def _from_json(tensor: dict[str, Any], where: str, shape: list[int], spec: dict[str, Any]) -> np.ndarray:
-    datatype = data_type(spec, where)[1]
+    rule = ValueRule.of(spec)
     if "data" not in tensor:
         raise Refused(400, f"{where} has no 'data'")
     count = math.prod(shape)
-    flat = _flat_numbers(tensor["data"], where, datatype)
+    flat = _flat_numbers(tensor["data"], where, rule)
     if len(flat) != count:
         raise Refused(400, f"{where} has {len(flat)} values in 'data'; shape {shape} needs {count}")
-    if dtype_of(spec).whole:
-        if not all(isinstance(v, int) or (isinstance(v, float) and v.is_integer()) for v in flat):
-            raise Refused(400, f"{where}: 'data' holds a value that is not a whole number (datatype {datatype})")
-        try:
-            return np.array(flat, dtype=np.int64).reshape(shape)
-        except OverflowError:
-            raise Refused(400, f"{where}: a value is beyond {datatype}'s range") from None
     try:
-        wide = np.array(flat, dtype=np.float64)
-    except OverflowError:
-        raise Refused(400, f"{where}: a value is beyond {datatype}'s range (about 3.4e38)") from None
-    if np.any(np.abs(wide) > FLOAT32_MAX):
-        raise Refused(400, f"{where}: a value is beyond {datatype}'s range (about 3.4e38)")
-    return wide.astype(np.float32).reshape(shape)
+        return _checked(rule, np.array(flat, dtype=np.float64), where).reshape(shape)
+    except OverflowError:  # an integer beyond float64: beyond every datatype served here
+        raise Refused(400, f"{where}: a value is beyond {rule.datatype}'s range") from None
+
+
+def _checked(rule: ValueRule, arr: np.ndarray, where: str) -> np.ndarray:
+    """`arr` as the rule's dtype once its values keep the tensor's rule (pipeline/runtime/values.py), else 400."""
+    try:
+        return rule.check(arr)
+    except Problem as problem:
+        label = f"value {problem.index + 1}" if problem.index is not None else "'data'"
+        raise Refused(400, f"{where}: {problem.at(label)}") from None
 
 
 def _check_binary_read(binary: bytes, offset: int) -> None:
@@ -357,12 +363,7 @@ def input_batch(req: dict[str, Any], target: ServedModel, binary: bytes) -> Any:
             offset += params["binary_data_size"]
         else:
             arr = _from_json(tensor, where, shape, spec)
-        if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
-            raise Refused(400, f"{where} holds NaN or infinity; expected finite numbers")
-        values = spec.get("values")
-        if values is not None and arr.size and (arr.min() < values[0] or arr.max() >= values[1]):
-            raise Refused(400, f"{where} holds a value outside [{values[0]}, {values[1]})")
-        arrays[name] = np.ascontiguousarray(arr)
+        arrays[name] = arr
     _check_binary_read(binary, offset)
     if len({len(a) for a in arrays.values()}) > 1:
         raise Refused(400, f"the inputs of {target.name} have different batch sizes")
@@ -382,11 +383,16 @@ def _named_inputs(req: dict[str, Any], target: ServedModel) -> list[dict[str, An
         if len(want) == 1:
             raise Refused(400, f"{target.name} takes exactly one input, {want[0]!r}; got {len(inputs)}")
         raise Refused(400, f"{target.name} takes {len(want)} inputs, {', '.join(map(repr, want))}; got {len(inputs)}")
+    seen: set[str] = set()
     for tensor in inputs:
-        if tensor.get("name") not in want:
-            got = tensor.get("name")
+        got = tensor.get("name")
+        if not isinstance(got, str) or got not in want:
             expected = want[0] if len(want) == 1 else " and ".join(map(repr, want))
             raise Refused(400, f"unexpected input {got!r} for model {target.name!r}; expected {expected!r}")
+        if got in seen:
+            names = " and ".join(map(repr, want))
+            raise Refused(400, f"input {got!r} is listed twice; {target.name} takes {names} once each")
+        seen.add(got)
     return inputs
 
 
@@ -396,15 +402,16 @@ def _from_binary(
     """The `size` bytes at `offset` of the binary data as the input's array; the last input must take the rest."""
     dtype = dtype_of(spec).wire()
     count = math.prod(shape)
-    if size != count * dtype.itemsize or offset + size > len(binary) or (last and offset + size != len(binary)):
+    wrong = type(size) is not int or size != count * dtype.itemsize  # 8.0 or true would not slice the bytes
+    if wrong or offset + size > len(binary) or (last and offset + size != len(binary)):
         raise Refused(
             400,
             f"{where}: binary_data_size is {size!r} with {len(binary) - offset} bytes of binary "
             f"data; expected {count * dtype.itemsize} bytes ({count} {dtype_of(spec).oip} values)",
         )
     # A view of the body: no copy on a little-endian machine, one byte swap elsewhere.
-    arr = np.frombuffer(binary, dtype=dtype, count=count, offset=offset).reshape(shape)
-    return arr.astype(dtype.newbyteorder("="), copy=False)
+    raw = np.frombuffer(binary, dtype=dtype, count=count, offset=offset).reshape(shape)
+    return _checked(ValueRule.of(spec), raw.astype(dtype.newbyteorder("="), copy=False), where)
 
 
 def requested_outputs(req: dict[str, Any], target: ServedModel) -> list[tuple[int, str, bool]]:

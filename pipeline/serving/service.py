@@ -15,6 +15,7 @@ Nothing here imports torch: an ONNX prediction never does, the torch runtimes im
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Sequence
@@ -30,7 +31,7 @@ from pipeline.artifacts.tensors import Batch, numpy_dtype, pack, shape
 from pipeline.errors import UserError, one_line
 from pipeline.runtime.inputs import InputError, parse_features, parse_inputs
 from pipeline.runtime.parity import compare_outputs, stats_dict
-from pipeline.runtime.predictor import DEVICES, Predictor, PredictorCache, RuntimeUnavailable
+from pipeline.runtime.predictor import DEVICES, Predictor, PredictorCache, RuntimeUnavailable, check_finite
 from pipeline.runtime.targets import Target, cuda_unavailable_reason, plan
 from pipeline.serving.answers import class_labels, expected_answer
 from pipeline.serving.batching import Batcher, Batching
@@ -59,6 +60,12 @@ def example_batch(entry: ModelEntry, given: Any) -> tuple[Batch, list[float] | N
         t["name"]: np.asarray([parsed[t["name"]]], dtype=numpy_dtype(t)).reshape(1, *shape(t)) for t in entry.inputs
     }
     return pack(entry.inputs, arrays), None
+
+
+def finite_or_none(values: Any) -> list[float | None]:
+    """Values as a flat list of floats, None where one is not finite (JSON has no Infinity or NaN)."""
+    flat = np.asarray(values, dtype=np.float64).reshape(-1)
+    return [v if math.isfinite(v) else None for v in flat.tolist()]
 
 
 def compare_targets(entry: ModelEntry, device: str) -> list[Target]:
@@ -250,6 +257,8 @@ class Service:
             )
         except Exception as exc:  # noqa: BLE001 - every row then says why it was not compared
             reference, ref_reason = None, f"eager reference unavailable: {one_line(exc)}"
+        if reference is not None:  # the input itself is too large for float32: refused as predict refuses it
+            check_finite(entry.name, list(reference), list(reference.values()))
         return [
             self._compare_row(loaded, entry.name, target, batch, reference, ref_reason)
             for target in compare_targets(entry, device)
@@ -297,7 +306,7 @@ class Service:
             row["reason"] = one_line(exc)
             return row
         row["device"] = predictor.device
-        row["outputs"] = {name: np.asarray(v[0], dtype=np.float64).reshape(-1).tolist() for name, v in got.items()}
+        row["outputs"] = {name: finite_or_none(v[0]) for name, v in got.items()}  # JSON has no Infinity
         row["latency_ms"] = round(latency_ms, 4)
         row["load_ms"] = round(predictor.load_seconds * 1000.0, 3)
         if reference is None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import json
+import logging
 import os
 import re
 import signal
@@ -34,6 +35,7 @@ from typing import Any
 from pipeline.serving.launch import free_port
 from pipeline.serving.triton_env import TritonEnv, TritonServerError, backend_directory, find_env
 
+logger = logging.getLogger("pipeline.serving.triton_server")
 HOST = "127.0.0.1"  # loopback only: the server has no authentication
 EXIT_TIMEOUT_S = 5  # how long Triton waits for in-flight requests after SIGTERM (it stops in about 4 s)
 SHM = Path("/dev/shm")
@@ -94,6 +96,7 @@ class TritonServer:
                 self.process.wait(timeout=10)
         for region in SHM.glob(f"{self.shm_prefix}*"):
             region.unlink(missing_ok=True)
+        (CLAIMS_DIR / f"{self.shm_prefix}{CLAIMS}").unlink(missing_ok=True)
         for folder in _python_envs() - self.tmp_before:  # empty unless an execution env was unpacked (never)
             with contextlib.suppress(OSError):
                 folder.rmdir()
@@ -110,6 +113,76 @@ class TritonServer:
 def _python_envs() -> set[Path]:
     """The folders Triton's Python backend makes in /tmp (it ignores TMPDIR)."""
     return set(Path("/tmp").glob("python_env_*"))
+
+
+# ---- what a hard-killed run leaves ------------------------------------------------------------------
+# A run names its regions seed-triton-<owner pid>-<8 hex>-...: SIGKILL of the owner and the server leaves
+# them in /dev/shm (and /tmp/python_env_*), and the next start removes those whose owner is dead.
+REGION_PREFIX = "seed-triton-"
+_OWNED = re.compile(rf"^{REGION_PREFIX}(\d{{1,10}})-[0-9a-f]{{8}}-")
+CLAIMS = "claims"  # a run's file, named with its prefix, listing the /tmp folders its server made
+CLAIMS_DIR = Path("/tmp")  # not /dev/shm: the backend's stubs clear their prefix there when the server dies
+_CLAIMABLE = re.compile(r"^/tmp/python_env_[A-Za-z0-9]{6}$")  # what Triton's mkdtemp names: nothing else is removed
+
+
+def region_prefix(owner: int | None = None) -> str:
+    """The name every shared memory region of one run starts with: its owner's PID and a random part."""
+    return f"{REGION_PREFIX}{owner or os.getpid()}-{uuid.uuid4().hex[:8]}-"
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` exists (a reused PID counts as alive: its regions are kept, the safe side)."""
+    if Path("/proc/self").is_dir():
+        try:  # a zombie (killed, not yet reaped by its parent) is dead: its state letter is Z
+            return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+        except (OSError, IndexError):
+            return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_leftovers(shm: Path = SHM, claims: Path = CLAIMS_DIR) -> list[Path]:
+    """Remove what earlier runs killed hard left: regions named by `region_prefix` whose owner PID is dead, and
+    the empty /tmp/python_env_* folders their claims list. Anything else, a live owner's above all, is kept."""
+    removed: list[Path] = []
+    for path in sorted([*shm.glob(f"{REGION_PREFIX}*"), *claims.glob(f"{REGION_PREFIX}*{CLAIMS}")]):
+        owner = _OWNED.match(path.name)
+        if owner is None or _alive(int(owner.group(1))):
+            continue
+        if path.name.endswith(CLAIMS):
+            for folder in _claimed(path):
+                with contextlib.suppress(OSError):  # gone already, or not empty: then not ours to judge
+                    folder.rmdir()
+                    removed.append(folder)
+        with contextlib.suppress(OSError):
+            path.unlink()
+            removed.append(path)
+    if removed:
+        logger.warning(
+            "removed %d leftovers of Triton runs killed earlier: %s", len(removed), " ".join(map(str, removed))
+        )
+    return removed
+
+
+def _claimed(claims: Path) -> list[Path]:
+    """The folders a claims file lists, only those named as Triton names its /tmp folders."""
+    try:
+        lines = claims.read_text(errors="replace").splitlines()[:64]
+    except OSError:
+        return []
+    return [Path(line) for line in lines if _CLAIMABLE.match(line)]
+
+
+def _claim(prefix: str, folders: set[Path]) -> None:
+    """Record the /tmp folders this run's server made, so a start after a hard kill can remove them."""
+    if folders:
+        with contextlib.suppress(OSError):
+            (CLAIMS_DIR / f"{prefix}{CLAIMS}").write_text("".join(f"{f}\n" for f in sorted(folders)))
 
 
 def _get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
@@ -145,6 +218,7 @@ def start_server(
     Raises TritonServerError with one line: no environment, the port taken, a model that failed to
     load, or no answer within `timeout` s. The server is stopped again on any failure.
     """
+    remove_leftovers()  # a previous run killed hard: its regions and folders, never a live run's
     env = env or find_env()
     if port is None:
         port = free_port()
@@ -154,7 +228,7 @@ def start_server(
         fd, name = tempfile.mkstemp(prefix="tritonserver-", suffix=".log")
         os.close(fd)
         log = Path(name)
-    prefix = f"seed-triton-{uuid.uuid4().hex[:8]}-"
+    prefix = region_prefix()
     tmp_before = _python_envs()
     with open(log, "wb") as out:
         process = subprocess.Popen(
@@ -172,6 +246,7 @@ def start_server(
     except BaseException:
         server.stop()
         raise
+    _claim(prefix, _python_envs() - tmp_before)  # what a start after a hard kill may remove
     return server
 
 

@@ -8,6 +8,7 @@ same state_dict.pt and history.json from a state_dict someone else trained.
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import math
 import multiprocessing
 import os
@@ -25,8 +26,8 @@ from tqdm import tqdm
 
 from pipeline import catalog
 from pipeline.artifacts.fileio import atomic_write, atomic_write_json, sha256_file
-from pipeline.artifacts.weights import load_state_dict
-from pipeline.errors import UserError
+from pipeline.artifacts.weights import WeightsError, load_state_dict
+from pipeline.errors import UserError, one_line
 from pipeline.spec import ModelSpec, Recipe
 from pipeline.train import plots
 
@@ -345,9 +346,13 @@ def _write(model: nn.Module, history: dict[str, Any], out_dir: Path) -> None:
 
 
 def import_weights(spec: ModelSpec, weights: Path, artifacts: Path) -> dict[str, Any]:
-    """Write `weights` (a state_dict file) as if `train` had produced it; history says imported, from where."""
+    """Write `weights` (a state_dict file) as if `train` had produced them; history says imported, from where.
+
+    Everything is checked in memory first (pipeline/artifacts/weights.py, then the held-out figures): a
+    refusal leaves the artifacts folder exactly as it was.
+    """
     weights = Path(weights)
-    model = load_state_dict(spec.build(), weights).eval()  # weights only; mismatches named in one line
+    model = load_state_dict(spec.build(), weights).eval()  # weights only; every refusal one line
     out_dir = Path(artifacts) / spec.name
     history: dict[str, Any] = {
         "model": spec.name,
@@ -359,18 +364,24 @@ def import_weights(spec: ModelSpec, weights: Path, artifacts: Path) -> dict[str,
         "loss": [],
         "device": "cpu",
         "torch": torch.__version__,
-        "report": spec.report(model) if spec.report else {},
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    if spec.test_data is not None:  # the same held-out data `train` measures, from the same draw
-        generator = torch.manual_seed(0)
-        spec.data(generator)
-        loss = next(iter(spec.recipes.values())).loss
-        history["test"] = evaluate(model, spec.test_data(generator), loss)
-        if "accuracy" in history["test"]:
-            history["accuracy"] = history["test"]["accuracy"]
-    stale = out_dir / LOSS_PLOT  # a plot of an earlier training would describe other weights
+    try:
+        history["report"] = spec.report(model) if spec.report else {}
+        if spec.test_data is not None:  # the same held-out data `train` measures, from the same draw
+            generator = torch.manual_seed(0)
+            spec.data(generator)
+            loss = next(iter(spec.recipes.values())).loss
+            history["test"] = evaluate(model, spec.test_data(generator), loss)
+            if "accuracy" in history["test"]:
+                history["accuracy"] = history["test"]["accuracy"]
+        json.dumps(history, allow_nan=False)  # what history.json will hold: finite figures only
+    except (ValueError, RuntimeError, OverflowError) as exc:
+        raise WeightsError(
+            f"{weights}: its weights give non-finite or failing results ({one_line(exc, 160)})"
+        ) from None
+    _write(model, history, out_dir)
+    stale = out_dir / LOSS_PLOT  # a plot of an earlier training would describe other weights; removed last
     if stale.exists():
         stale.unlink()
-    _write(model, history, out_dir)
     return history
