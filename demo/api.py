@@ -33,6 +33,7 @@ from starlette.concurrency import run_in_threadpool
 
 from pipeline import formats
 from pipeline.errors import Refused, UserError, reject_constant
+from pipeline.serving.oip import SMALL_BODY_BYTES  # bodies parsed on the event loop; larger ones in a thread
 from pipeline.serving.service import Service
 
 log = logging.getLogger("demo")
@@ -139,7 +140,12 @@ class ApiRoutes:
         body = await request.body()
         start = time.perf_counter()
         try:
-            args = await run_in_threadpool(arguments, name, body)
+            # a small body is parsed here (a thread hop costs more); a large one in a worker thread
+            args = (
+                arguments(name, body)
+                if len(body) <= SMALL_BODY_BYTES
+                else await run_in_threadpool(arguments, name, body)
+            )
             result = await run_in_threadpool(answer, API[name][0], lambda: self.functions[name](*args))
             content = strict_json({"data": [result], "duration": time.perf_counter() - start}, API[name][0])
         except Refused as exc:

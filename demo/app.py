@@ -18,6 +18,7 @@ import functools
 import logging
 import os
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ import gradio as gr  # noqa: E402
 
 from demo import explanation, page, server, views  # noqa: E402
 from demo.api import attempt  # noqa: E402
+from pipeline import formats  # noqa: E402
 from pipeline.serving.service import Service  # noqa: E402
 
 log = logging.getLogger("demo")
@@ -103,13 +105,49 @@ def build_demo(svc: Service) -> gr.Blocks:
     return blocks
 
 
-def create_app(artifacts: Path | str, threads: int | None = None) -> fastapi.FastAPI:
-    """The FastAPI app serving `artifacts`: the page at "/", the Open Inference Protocol at /v2 and
-    /healthz, all asking one Service (`app.state.service`)."""
+def warm_targets(svc: Service, spec: str | None) -> list[tuple[str, str]]:
+    """(model, format) pairs to load before the demo is ready: `spec` is 'none', 'default' (each model's
+    formats.DEFAULT_FORMAT artifact, or its first), or a comma list of FORMAT (every model that has it) and
+    MODEL:FORMAT; ValueError naming what is unknown."""
+    manifest = svc.manifest
+    if manifest is None or spec in ("none", ""):
+        return []
+    out: list[tuple[str, str]] = []
+    for item in (spec or "default").split(","):
+        model, _, fmt = item.strip().rpartition(":")
+        for name, entry in manifest.models.items():
+            served = entry.served_formats()
+            if model and model != name:
+                continue
+            if fmt == "default":
+                out.append((name, formats.DEFAULT_FORMAT if formats.DEFAULT_FORMAT in served else served[0]))
+            elif fmt in served:
+                out.append((name, fmt))
+            elif model:
+                raise ValueError(f"--warm {item}: {name} has no {fmt!r} artifact; it has {', '.join(served)}")
+        if model and model not in manifest.models:
+            raise ValueError(f"--warm {item}: no model {model!r}; expected one of {', '.join(manifest.models)}")
+    return list(dict.fromkeys(out))
+
+
+def create_app(
+    artifacts: Path | str, threads: int | None = None, *, warm: str | None = "none", batch_delay_us: int = 0
+) -> fastapi.FastAPI:
+    """The FastAPI app serving `artifacts`: the page at "/", the Open Inference Protocol at /v2, /healthz and
+    /metrics, all asking one Service (`app.state.service`). `warm` (see warm_targets) is loaded in a thread
+    started here (`app.state.warming`); /v2/health/ready answers ready once it is done."""
     svc = Service(artifacts, threads=threads)
     if svc.error:
         log.warning("%s", svc.error)
-    return server.create_app(svc, build_demo(svc), css=views.CSS + explanation.CSS, js=page.script())
+    targets = warm_targets(svc, warm)
+    svc.pending = list(targets)  # not ready from the first request on, until the thread has loaded them
+    warming = threading.Thread(target=svc.warm, args=(targets,), name="warm-up", daemon=True)
+    warming.start()
+    app = server.create_app(
+        svc, build_demo(svc), css=views.CSS + explanation.CSS, js=page.script(), batch_delay_us=batch_delay_us
+    )
+    app.state.warming = warming
+    return app
 
 
 def __getattr__(name: str) -> Any:
@@ -153,7 +191,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="intra-op threads per runtime (1: single examples gain nothing from more, and never stall "
         "on a busy core; see BENCHMARKS.md)",
     )
+    parser.add_argument(
+        "--warm",
+        default="default",
+        metavar="SPEC",
+        help="what to load and warm before the demo is ready: 'default' (each model's default format), 'none', "
+        "or a comma list of FORMAT and MODEL:FORMAT",
+    )
+    parser.add_argument(
+        "--batch-delay-us",
+        type=int,
+        default=server.BATCH_DELAY_US,
+        metavar="US",
+        help="dynamic batching: how long the first of concurrent requests waits for others to merge with "
+        f"(microseconds; {server.BATCH_DELAY_US}: only those already queued)",
+    )
     args = parser.parse_args(argv)
+    if args.batch_delay_us < 0:
+        parser.error(f"--batch-delay-us {args.batch_delay_us}: expected 0 or more")
     if args.threads < 1:
         parser.error(f"--threads {args.threads}: expected a positive number")
     if args.port is None:
@@ -183,8 +238,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         except CatalogProblem as exc:
             print(f"demo: {exc}", file=sys.stderr)
             return 2
-    app = create_app(args.artifacts, threads=args.threads)
-    server.serve(app, sock, on_start=lambda: print(f"demo: serving {args.artifacts} on {url}", flush=True))
+    try:
+        app = create_app(args.artifacts, threads=args.threads, warm=args.warm, batch_delay_us=args.batch_delay_us)
+    except ValueError as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 2
+
+    def announce() -> None:  # listening: /healthz says what is still warming, /v2/health/ready says 503 until done
+        print(f"demo: serving {args.artifacts} on {url}", flush=True)
+        app.state.warming.join()
+        failed = app.state.service.warm_errors
+        print(f"demo: ready ({len(failed)} of the artifacts to warm failed)" if failed else "demo: ready", flush=True)
+
+    server.serve(app, sock, on_start=lambda: threading.Thread(target=announce, daemon=True).start())
     print("demo: stopped", flush=True)
     return 0
 

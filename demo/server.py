@@ -46,6 +46,8 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from demo.api import SESSION_HASH, api_paths, api_router
 from demo.pictures import PictureBudget, PictureRefused, Uploads, checked_editor_value
 from pipeline.errors import Refused
+from pipeline.serving.batching import Batching
+from pipeline.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from pipeline.serving.oip import MAX_BODY_BYTES as OIP_MAX_BODY_BYTES
 from pipeline.serving.oip import oip_router
 from pipeline.serving.service import Service
@@ -63,8 +65,14 @@ MAX_HEADER_BYTES = 16 * 1024  # request line and headers
 MAX_CONNECTIONS = 1000  # connections and requests in progress; uvicorn answers 503 past it
 MAX_SESSIONS = 64  # Gradio sessions kept, each ~100 KB for this page (state for every component)
 MAX_QUEUED = 32  # page events waiting in Gradio's queue; Gradio answers 503 "queue full" past it
+QUEUE_POLL_S = 0.02  # how often Gradio's idle queue looks for page events (its default, 1 ms, keeps the loop busy)
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
 TRIM_AFTER_BYTES = 1024 * 1024  # after a body this large, once no other is held, free heap pages go back
+# Dynamic batching (pipeline/serving/batching.py): how long the first of concurrent requests waits for others
+# to merge with (0: only those already queued; BENCHMARKS.md has the measurement that chose it), and the
+# merged batches small enough to run on the event loop's thread (a thread hop costs more than their call).
+BATCH_DELAY_US = 0
+INLINE_VALUES = 16 * 1024  # numbers in a merged batch
 MAX_UNREAD_SESSIONS = 4096  # sessions whose results nobody read that Gradio may keep event ids of
 MAX_PICTURE_SIDE = 280  # pixels a side: the editor's canvas, which the page fits any upload into (fixed_canvas)
 MAX_PICTURE_LAYERS = 1  # drawing layers in one event: the page's editor has one
@@ -87,6 +95,7 @@ UPLOAD_ROUTES = frozenset({"/gradio_api/upload"})
 # Gradio's /run route under this name, which no API function has.
 PAGE_RUN_PATH = "/gradio_api/run/page"
 HEARTBEAT = re.compile(r"/gradio_api/heartbeat/(.*)")
+INFER = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")  # answered straight from RequestLimits
 
 
 def _limit_decoding() -> None:
@@ -195,6 +204,16 @@ def forget_unread_sessions(page: gr.Blocks, keep: int = MAX_UNREAD_SESSIONS) -> 
         event_ids.pop(session, None)
 
 
+def quiet_queue(page: gr.Blocks, poll_s: float = QUEUE_POLL_S) -> None:
+    """Gradio's queue polls for work every millisecond while idle: a thousand timer wake-ups a second on the
+    event loop that serves every request (a few percent of a core, and jitter in /v2 latencies). Every
+    `poll_s` instead; Gradio's internals, so set only where they are as expected."""
+    queue = getattr(page, "_queue", None)
+    for name in ("sleep_when_free", "progress_update_sleep_when_free"):
+        if isinstance(getattr(queue, name, None), float):
+            setattr(queue, name, max(getattr(queue, name), poll_s))
+
+
 class RequestLimits:
     """ASGI middleware that enforces the limits above before any route runs; it reads each request's
     whole body (up to its route's limit), then hands it to the app."""
@@ -209,10 +228,14 @@ class RequestLimits:
         budget: int = MAX_BODIES_BYTES,
         body_timeout: float = BODY_TIMEOUT_S,
         post_routes: frozenset[str] = POST_ROUTES,
+        infer: Callable[[str, str | None, bytes, dict], Any] | None = None,
         pictures: dict[int, tuple[int, ...]] | None = None,
         uploads: Uploads | None = None,
     ) -> None:
         self.app, self.fn_ids, self.after_join, self.limits = app, fn_ids, after_join, limits
+        # The OIP routes' `answer`: an inference request's body is here already, so it goes straight to it,
+        # without FastAPI's routing, request object and response classes (a third of a small request's CPU)
+        self.infer = infer
         self.post_routes = post_routes
         self.pictures = pictures or {}  # the page's events that take a picture: fn_index -> the editors' positions
         self.uploads = uploads  # None: no model takes a picture, and no event takes a file
@@ -341,6 +364,11 @@ class RequestLimits:
                 return await _json_response(send, refused.status, key, refused.message)
             if body is None:
                 return None
+            infer = INFER.fullmatch(path) if self.infer is not None and scope["method"] == "POST" else None
+            if infer is not None:
+                headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers") or []}
+                status, content, extra = await self.infer(infer.group(1), infer.group(2), b"".join(body), headers)
+                return await _send(send, status, content, extra)
             if route != path:
                 scope = {**scope, "path": route, "raw_path": route.encode()}
             if path == "/gradio_api/queue/join":  # its body may have been rewritten (checked pictures)
@@ -367,6 +395,13 @@ class RequestLimits:
                 LIBC.trim()  # the last large body is gone: return the heap pages its chunks took
 
 
+async def _send(send: Any, status: int, content: bytes, headers: dict[str, str]) -> None:
+    pairs = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    pairs.append((b"content-length", str(len(content)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": pairs})
+    await send({"type": "http.response.body", "body": content})
+
+
 async def _json_response(send: Any, status: int, key: str, message: str) -> None:
     body = json.dumps({key: message}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
@@ -376,10 +411,23 @@ async def _json_response(send: Any, status: int, key: str, message: str) -> None
     await send({"type": "http.response.body", "body": body})
 
 
-def create_app(service: Service, page: gr.Blocks, *, css: str | None = None, js: str | None = None) -> fastapi.FastAPI:
+def create_app(
+    service: Service,
+    page: gr.Blocks,
+    *,
+    css: str | None = None,
+    js: str | None = None,
+    batch_delay_us: int = BATCH_DELAY_US,
+) -> fastapi.FastAPI:
     """The FastAPI app: `page` at "/" with its predict routes, the Open Inference Protocol at /v2, /healthz,
-    and the request limits; `app.state.service` is the one Service they all ask."""
+    /metrics and the request limits; `app.state.service` is the one Service they all ask."""
+    if batch_delay_us < 0:
+        raise ValueError(f"batch_delay_us must be 0 or more; got {batch_delay_us}")
     app = fastapi.FastAPI(title="seed-pipeline demo", docs_url=None, redoc_url=None, openapi_url=None)
+    service.batching = Batching(batch_delay_us, OIP_MAX_BODY_BYTES, inline_values=INLINE_VALUES)
+    # /v2/...: KServe v2 / Triton's HTTP API over the same predictors, each model's largest batch fitting
+    # the body limit above as JSON
+    oip = oip_router(service, max_body_bytes=OIP_MAX_BODY_BYTES)
     entries = service.manifest.models.values() if service.manifest else ()
     pictures = any(t.get("image") for e in entries for t in e.inputs)
     editors = {
@@ -392,6 +440,7 @@ def create_app(service: Service, page: gr.Blocks, *, css: str | None = None, js:
         fn_ids=frozenset(page.fns),
         skip_queue={i: tuple(map(accepts, fn.inputs)) for i, fn in page.fns.items() if not fn.queue},
         after_join=lambda: forget_unread_sessions(page),
+        infer=oip.oip_routes.answer,
         pictures={i: at for i, at in editors.items() if at},
         uploads=UPLOADS if pictures else None,
     )
@@ -399,22 +448,29 @@ def create_app(service: Service, page: gr.Blocks, *, css: str | None = None, js:
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict:
-        """Liveness, the models served, and whether any torch runtime has been loaded yet."""
+        """Liveness, the models served, what is still warming up, and whether torch has been imported yet."""
         manifest = service.manifest
         return {
             "ok": manifest is not None,
+            "ready": service.ready(),
+            "pending": [f"{m}/{f}" for m, f in service.pending],  # (model/format) still loading before ready
+            "warm_errors": service.warm_errors,
             "models": list(manifest.models) if manifest else [],
             "error": service.error,
             "torch_imported": "torch" in sys.modules,
         }
 
-    # /v2/...: KServe v2 / Triton's HTTP API over the same predictors, each model's largest batch fitting
-    # the body limit above as JSON
-    app.include_router(oip_router(service, max_body_bytes=OIP_MAX_BODY_BYTES))
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> fastapi.Response:
+        """Requests, durations, batch sizes and loaded predictors in Prometheus' text format."""
+        return fastapi.Response(service.metrics.text(), media_type=METRICS_CONTENT_TYPE)
+
+    app.include_router(oip)
     app.include_router(api_router(service))  # before the page, so these answer /gradio_api/{call,run}/NAME
     # Gradio keeps state for each session (gradio_client sends one per client; the page one per tab).
     page.state_session_capacity = MAX_SESSIONS
     page.queue(max_size=MAX_QUEUED)
+    quiet_queue(page)
     return gr.mount_gradio_app(
         app,
         page,

@@ -102,7 +102,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from pipeline.catalog import select
     from pipeline.runtime.devices import resolve_torch_device
     from pipeline.tables import text_table
-    from pipeline.train import Diverged, train_model
+    from pipeline.train import Diverged, train_in_parallel, train_model
 
     specs = select(args.models)
     variants = _parse_recipes(args.recipe, [s.name for s in specs])
@@ -118,13 +118,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     rows = []
     failed = []
     start = time.perf_counter()
+    parallel = train_in_parallel(specs, device, variants, args.artifacts, args.seed)
     for spec in specs:
         began = time.perf_counter()
         variant = variants.get(spec.name) or spec.default_recipe
         seed_loss = spec.recipe(variant).seed_loss or None
         try:
-            with exclusive(args.artifacts):
-                hist = train_model(spec, args.artifacts, device, args.seed, variant, not args.quiet)
+            if parallel is not None:  # trained already, each in its own process
+                hist, seconds = parallel[spec.name]
+                if isinstance(hist, BaseException):
+                    raise hist
+                began = time.perf_counter() - seconds
+            else:
+                with exclusive(args.artifacts):
+                    hist = train_model(spec, args.artifacts, device, args.seed, variant, not args.quiet)
         except Diverged as exc:
             failed.append(spec.name)
             rows.append((spec.name, variant, exc.steps, None, seed_loss, f"{time.perf_counter() - began:.1f}"))

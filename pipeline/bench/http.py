@@ -180,9 +180,33 @@ def load_test(
     return latencies, [ms for ms in server_ms if ms > 0], errors, wall
 
 
-def measure_oip(url: str, model: str, clients: int = 1, seconds: float = 3.0) -> dict[str, float]:
-    """{p50_ms, throughput}: `clients` connections each sending one-example requests to `model` at `url` for
-    `seconds` (run_clients); BenchError if any fails.
+def process_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process `pid` and its live descendants (Triton's Python
+    backend runs each model in a stub child process); NaN without psutil (the dev extra's)."""
+    try:
+        import psutil
+    except ImportError:
+        return float("nan")
+    total = 0.0
+    try:
+        root = psutil.Process(pid)
+        for proc in [root, *root.children(recursive=True)]:
+            try:
+                times = proc.cpu_times()
+                total += times.user + times.system
+            except psutil.Error:  # a child that just ended
+                continue
+    except psutil.Error:
+        return float("nan")
+    return total
+
+
+def measure_oip(
+    url: str, model: str, clients: int = 1, seconds: float = 3.0, pid: int | None = None
+) -> dict[str, float]:
+    """{p50_ms, p99_ms, throughput, cpu_ms_per_request}: `clients` connections each sending one-example requests
+    to `model` at `url` for `seconds` (run_clients); BenchError if any fails. The server's CPU per request
+    (its process tree's, each client's first call included) is measured when its process `pid` is given.
 
     `model` is the Triton model name (e.g. adder_mynet_onnx, or adder_mynet_onnx_python); the input is
     zeros of the width the server's metadata gives, sent as a binary tensor through tritonclient, as
@@ -196,16 +220,24 @@ def measure_oip(url: str, model: str, clients: int = 1, seconds: float = 3.0) ->
     x = np.zeros([1, *spec["shape"][1:]], dtype=np.float32)
     tensor = httpclient.InferInput(spec["name"], list(x.shape), spec["datatype"])
     tensor.set_data_from_numpy(x, binary_data=True)
+    cpu_before = process_cpu_seconds(pid) if pid else float("nan")
     latencies, _, errors, wall = run_clients(
         clients,
         lambda: httpclient.InferenceServerClient(address),
         lambda client: client.infer(model, [tensor]),
         seconds=seconds,
     )
+    cpu = process_cpu_seconds(pid) - cpu_before if pid else float("nan")
     if errors:
         raise BenchError(f"{model} at {url}: {len(errors)} requests failed, e.g. {errors[0]}")
-    p50 = float(np.median(latencies) * 1000) if latencies else float("nan")
-    return {"p50_ms": p50, "throughput": len(latencies) / wall}
+    if not latencies:
+        return {"p50_ms": float("nan"), "p99_ms": float("nan"), "throughput": 0.0, "cpu_ms_per_request": float("nan")}
+    return {
+        "p50_ms": float(np.median(latencies) * 1000),
+        "p99_ms": float(np.percentile(latencies, 99) * 1000),
+        "throughput": len(latencies) / wall,
+        "cpu_ms_per_request": cpu * 1000 / len(latencies),
+    }
 
 
 def import_seconds(module: str) -> float:

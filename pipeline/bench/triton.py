@@ -19,7 +19,7 @@ from pipeline.bench.http import measure_oip
 from pipeline.bench.timing import Plan
 from pipeline.serving import launch
 
-TRITON_CLIENTS = (1, 16)
+TRITON_CLIENTS = (1, 4, 16)
 OIP_SECONDS = {False: 1.5, True: 0.3}  # per server, turn and client count: (full, quick)
 
 
@@ -58,17 +58,26 @@ def bench_triton(
                         order = ("demo", "triton") if turn % 2 == 0 else ("triton", "demo")
                         for who in order:
                             url, name = (demo.url, demo_name) if who == "demo" else (triton.url, triton_name)
-                            got[who].append(measure_oip(url, name, clients, seconds))
+                            pid = (demo if who == "demo" else triton).process.pid
+                            got[who].append(measure_oip(url, name, clients, seconds, pid))
                     row: dict[str, Any] = {"model": model, "format": fmt, "clients": clients}
                     for who, runs in got.items():
                         row[f"{who}_p50_ms"] = sum(r["p50_ms"] for r in runs) / len(runs)
+                        row[f"{who}_p99_ms"] = sum(r["p99_ms"] for r in runs) / len(runs)
                         row[f"{who}_per_s"] = sum(r["throughput"] for r in runs) / len(runs)
+                        cpu = [r["cpu_ms_per_request"] for r in runs]
+                        if all(c > 0 for c in cpu):  # psutil's clock ticks (10 ms) can round a short turn to 0
+                            row[f"{who}_cpu_ms"] = sum(cpu) / len(cpu)
                     row["p50_ratio"] = row["demo_p50_ms"] / row["triton_p50_ms"]
+                    row["p99_ratio"] = row["demo_p99_ms"] / row["triton_p99_ms"]
                     row["throughput_ratio"] = row["demo_per_s"] / row["triton_per_s"]
+                    if "demo_cpu_ms" in row and "triton_cpu_ms" in row:
+                        row["cpu_ratio"] = row["demo_cpu_ms"] / row["triton_cpu_ms"]
                     rows.append(row)
                     log(
-                        f"  OIP {model} x{clients}: demo p50 {row['demo_p50_ms']:.2f} ms, "
-                        f"{row['demo_per_s']:.0f}/s; Triton {row['triton_p50_ms']:.2f} ms, {row['triton_per_s']:.0f}/s"
+                        f"  OIP {model} x{clients}: demo p50 {row['demo_p50_ms']:.2f} ms, {row['demo_per_s']:.0f}/s, "
+                        f"{row.get('demo_cpu_ms', 0):.3f} CPU ms/req; Triton {row['triton_p50_ms']:.2f} ms, "
+                        f"{row['triton_per_s']:.0f}/s, {row.get('triton_cpu_ms', 0):.3f} CPU ms/req"
                     )
             version = triton.version
     return {

@@ -9,8 +9,11 @@ at any moment therefore leaves a manifest whose files all exist and match their 
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import logging
+import multiprocessing
+import os
 import platform
 import shutil
 import sys
@@ -394,15 +397,13 @@ def _export_each(
     skipped = skipped_formats()
     for name, why in skipped.items():  # one line per format, not per model
         log(f"{name}: {why}")
-    for spec in specs:
-        start = time.perf_counter()
-        try:
-            entries[spec.name] = export_model(spec, artifacts, revision, opset, skipped)
-        except ExportError as exc:
-            errors.append(str(exc))
+    for spec, (exported, seconds) in zip(specs, export_each(specs, artifacts, revision, opset, skipped), strict=True):
+        if isinstance(exported, ExportError):
+            errors.append(str(exported))
             continue
+        entries[spec.name] = exported
         done = [a["format"] for a in entries[spec.name]["artifacts"] if a["format"] in formats.EXPORTED]
-        log(f"{spec.name}: exported {', '.join(done)} in {time.perf_counter() - start:.1f} s")
+        log(f"{spec.name}: exported {', '.join(done)} in {seconds:.1f} s")
         for name, why in entries[spec.name]["not_applicable"].items():
             if name not in skipped:
                 log(f"{spec.name}: {name} not applicable: {why}")
@@ -421,6 +422,49 @@ def _manifest(models: dict[str, Any], atol: float | None, rtol: float | None) ->
         "tolerance": {f: asdict(parity.tolerance(f, atol, rtol)) for f in formats.FORMATS},
         "models": {name: models[name] for name in order},
     }
+
+
+def export_workers(count: int) -> int:
+    """Processes to export `count` models in: one per model up to the CPUs (PIPELINE_EXPORT_WORKERS overrides)."""
+    given = os.environ.get("PIPELINE_EXPORT_WORKERS", "")
+    cpus = os.cpu_count() or 1
+    # Each process imports torch (a few CPU seconds): with fewer than 4 CPUs that outweighs the overlap.
+    workers = int(given) if given.isdigit() and int(given) > 0 else (cpus if cpus >= 4 else 1)
+    return max(1, min(count, workers))
+
+
+def _export_named(
+    catalogs: list[str], name: str, artifacts: str, revision: str, opset: int, skipped: dict[str, str]
+) -> tuple[Any, float]:
+    """In a worker process: the catalog as the parent has it, then one model's export (or its ExportError)."""
+    catalog.use(catalogs)
+    return _export_here(catalog.get(name), Path(artifacts), revision, opset, skipped)
+
+
+def export_each(
+    specs: list[ModelSpec], artifacts: Path, revision: str, opset: int, skipped: dict[str, str] | None = None
+) -> list[tuple[Any, float]]:
+    """(manifest entry or ExportError, seconds) per spec, in order. The models are independent, so each is
+    exported in its own process (spawned: torch is not safe to fork) when there are CPUs for it; in this
+    process when there is one CPU, one model, or a spec the catalog does not hold under its name."""
+    workers = export_workers(len(specs))
+    if workers == 1 or any(catalog.CATALOG.get(spec.name) is not spec for spec in specs):
+        return [_export_here(spec, artifacts, revision, opset, skipped) for spec in specs]
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        args = (catalog.given(), str(artifacts), revision, opset)
+        futures = [pool.submit(_export_named, args[0], spec.name, *args[1:], skipped or {}) for spec in specs]
+        return [future.result() for future in futures]
+
+
+def _export_here(
+    spec: ModelSpec, artifacts: Path, revision: str, opset: int, skipped: dict[str, str] | None = None
+) -> tuple[Any, float]:
+    start = time.perf_counter()
+    try:
+        return export_model(spec, artifacts, revision, opset, skipped), time.perf_counter() - start
+    except ExportError as exc:
+        return exc, time.perf_counter() - start
 
 
 def _catalog_order() -> list[str]:

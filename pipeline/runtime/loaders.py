@@ -97,9 +97,16 @@ def load_onnxruntime(entry: ModelEntry, path: str, device: str, threads: int | N
     one = input_names[0] if len(input_names) == 1 else None
 
     def run_batch(x: Any) -> Sequence[np.ndarray]:
-        if one is not None and isinstance(x, np.ndarray):
+        if one is not None and type(x) is np.ndarray:
             return run(names, {one: x}, *extra)
         return run(names, dict(zip(input_names, feeds(entry.input_names, x), strict=True)), *extra)
+
+    if fast is not None and one is not None:  # the predictor's per-call path: the binding, nothing else
+
+        def run_batch(x: Any) -> Sequence[np.ndarray]:
+            if type(x) is np.ndarray:
+                return fast(names, {one: x}, None)
+            return fast(names, dict(zip(input_names, feeds(entry.input_names, x), strict=True)), None)
 
     def bare(x: Any) -> Callable[[], Any]:
         feed = dict(zip(input_names, feeds(entry.input_names, x), strict=True))

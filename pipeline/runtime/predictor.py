@@ -45,12 +45,31 @@ class OutputOverflow(InputError):
     """Finite inputs whose outputs are not finite in float32: the caller's inputs are too large."""
 
 
+FLOAT32 = np.dtype(np.float32)
+SMALL_CHECK = 64  # values summed as Python floats (exact in float64); larger arrays through one BLAS dot
+
+
+def all_finite(values: np.ndarray) -> bool:
+    """Whether every value is finite, in one pass in the array's own dtype.
+
+    A NaN or infinity makes a sum (and a dot with itself) non-finite, so a finite result proves every value
+    finite; only when it is not are the values looked at one by one (large finite values may overflow the
+    dot's float32 squares). A few values are summed as Python floats, faster than any NumPy reduction call.
+    """
+    if values.dtype.kind != "f":
+        return True
+    flat = values.reshape(-1)
+    if flat.size <= SMALL_CHECK:
+        return math.isfinite(sum(flat.tolist()))  # float64: at most 64 float32 values cannot overflow it
+    if math.isfinite(flat.dot(flat)):
+        return True
+    return bool(np.isfinite(flat).all())
+
+
 def check_finite(model: str, names: Sequence[str], outputs: Sequence[np.ndarray]) -> None:
     """OutputOverflow naming the first output that holds an infinity or NaN (float32 overflow)."""
     for name, value in zip(names, outputs, strict=True):
-        # A float64 sum is one cheap reduction, finite exactly when every float32 value is; only when it is
-        # not are the values themselves looked at.
-        if not math.isfinite(value.sum(dtype=np.float64)) and not np.isfinite(value).all():
+        if not all_finite(value):
             raise OutputOverflow(
                 f"{model}'s output {name} is not finite for this input (float32 overflow); "
                 "expected inputs of a smaller magnitude"
@@ -82,6 +101,8 @@ class Predictor:
         )
         # The file names its outputs as the manifest does (positional ones are counted on every call).
         self._same_names = self.declared is None or list(self.declared) == list(self.output_names)
+        self._count = len(self.output_names)
+        self._width = len(self.features)
 
     def prepare(self, x: Any) -> tuple[Batch, bool]:
         """x as the model's batch (one C-contiguous array, or a dict of them), and whether it was one example."""
@@ -91,6 +112,10 @@ class Predictor:
             x = x[self.inputs[0]["name"]]
         if isinstance(x, np.ndarray) and x.dtype.kind == "b":
             raise InputError(f"{expected(self.model, self.features)}; got true/false values, not numbers")
+        if type(x) is np.ndarray and x.dtype == np.float32 and x.ndim == 1 and x.flags.c_contiguous:
+            arr, single = x.reshape(1, -1), True  # one example as the loaders and the benchmark give it
+            if arr.shape[1] == len(self.features) and all_finite(arr):
+                return arr, single
         try:
             with np.errstate(over="ignore"):  # a number beyond float32 becomes infinity: refused below
                 arr = np.ascontiguousarray(x, dtype=np.float32)
@@ -103,9 +128,7 @@ class Predictor:
         if arr.ndim != 2 or arr.shape[1] != len(self.features):
             got = arr.shape[-1] if arr.ndim else 0
             raise InputError(f"{expected(self.model, self.features)}; got {got}")
-        if math.isfinite(
-            arr.sum(dtype=np.float64)
-        ):  # one reduction: a float64 sum of float32 values is finite iff all are
+        if all_finite(arr):
             return arr, single
         try:  # the value rule names the first value and why: not finite, or beyond float32
             FLOATS.check(np.asarray(x, dtype=np.float64).reshape(arr.shape))
@@ -145,18 +168,41 @@ class Predictor:
         return dict(zip(names, outs, strict=True))
 
     def predict(self, x: Any) -> dict[str, np.ndarray]:
-        """Named outputs: (features,) arrays for one example, (batch, features) for a batch."""
+        """Named outputs: (features,) arrays for one example, (batch, features) for a batch. The one predict
+        path: the page, the predict API, the OIP routes (through serving/batching.py) and the benchmark."""
+        if self._flat and type(x) is np.ndarray and x.dtype is FLOAT32 and x.shape == (self._width,) and all_finite(x):
+            # one float32 example, as the benchmark and the loaders give it: a view with the batch axis
+            outs = self.run(x.reshape(1, -1))
+            return {name: out[0] for name, out in zip(self.output_names, outs, strict=True)}
         arr, single = self.prepare(x)
+        outs = self.run(arr)
+        if single:
+            return {name: out[0] for name, out in zip(self.output_names, outs, strict=True)}
+        return dict(zip(self.output_names, outs, strict=True))
+
+    def run(self, batch: Batch) -> Sequence[np.ndarray]:
+        """The outputs, in the manifest's order, for a batch `prepare` made (or merged from several): refused
+        when the artifact names its outputs otherwise, or when one is not finite (float32 overflow)."""
+        outs = self.run_batch(batch)
+        if self._same_names and len(outs) == self._count:
+            # The common case, small outputs, in one Python sum over all of them: exact in float64 for float32
+            # values, and an integer output's sum is always finite. A larger or non-finite one: check_finite.
+            total = 0.0
+            for out in outs:
+                if out.size > SMALL_CHECK:
+                    break
+                total += sum(out.ravel().tolist())
+            else:
+                if math.isfinite(total):
+                    return outs
+            check_finite(self.model, self.output_names, outs)
+            return outs
         names = self.output_names
-        outs = self.run_batch(arr)
-        if not self._same_names or len(outs) != len(names):
-            got = positional_names(names, len(outs)) if self.declared is None else self.declared
-            raise ArtifactError(
-                f"{self.model} {self.format} on {self.runtime} gives outputs {', '.join(got) or 'none'}; "
-                f"the manifest lists {', '.join(names)}: re-run `make export`"
-            )
-        check_finite(self.model, names, outs)
-        return {name: (out[0] if single else out) for name, out in zip(names, outs, strict=True)}
+        got = positional_names(names, len(outs)) if self.declared is None else self.declared
+        raise ArtifactError(
+            f"{self.model} {self.format} on {self.runtime} gives outputs {', '.join(got) or 'none'}; "
+            f"the manifest lists {', '.join(names)}: re-run `make export`"
+        )
 
     __call__ = predict
 
@@ -258,6 +304,13 @@ class PredictorCache:
         self.threads = threads
         self._predictors: dict[tuple[str, str, str | None, str], Predictor] = {}
         self._lock = threading.Lock()
+
+    def cached(self, model: str, fmt: str, *, runtime: str | None = None, device: str = "cpu") -> Predictor | None:
+        """The predictor if it is loaded already, else None (nothing is loaded)."""
+        return self._predictors.get((model, fmt, runtime, device))
+
+    def __len__(self) -> int:
+        return len(self._predictors)
 
     def get(self, model: str, fmt: str, *, runtime: str | None = None, device: str = "cpu") -> Predictor:
         """The cached predictor, loading (and sha256-checking) it on first use."""

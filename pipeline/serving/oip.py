@@ -24,17 +24,21 @@ largest batch is the one whose JSON request fits in it.
 
 Nothing heavy runs on the event loop that answers everyone else: a body over SMALL_BODY_BYTES, or a
 compressed one, is taken apart in a worker thread, one such body at a time, after
-oip_protocol.check_json_budget has bounded what parsing it may build; loading and inference run in
-worker threads too.
+oip_protocol.check_json_budget has bounded what parsing it may build; a first load runs in a worker
+thread. Small bodies are taken apart on the loop, and inference goes through the model's Batcher
+(serving/batching.py), which merges concurrent requests and runs small batches on the loop, large ones
+in a worker thread: a thread hop costs more than a seed model's call.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from importlib import metadata as importlib_metadata
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
@@ -72,31 +76,40 @@ class Routes:
         self.service, self.device, self.default_format = service, device, default_format
         self.max_body_bytes, self.max_batch_size = max_body_bytes, max_batch_size
         self.heavy = asyncio.Semaphore(HEAVY_PARSES)
+        self._targets: tuple[Snapshot | None, dict[tuple[str, str | None], ServedModel]] = (None, {})
 
     def resolve(self, name: str, version: str | None) -> tuple[Snapshot, ServedModel]:
-        """The service's current manifest and predictors, and what `name` serves in them."""
+        """The service's current manifest and predictors, and what `name` serves in them (worked out once per
+        manifest: only names that resolve are kept, so at most three per model)."""
         loaded = self.service.current()
         if loaded is None:
             raise Refused(503, self.service.error or NO_MANIFEST)
-        target = protocol.resolve_target(
-            loaded.manifest, name, version, self.default_format, self.max_body_bytes, self.max_batch_size
-        )
+        kept, targets = self._targets
+        if kept is not loaded:
+            targets = {}
+            self._targets = (loaded, targets)
+        target = targets.get((name, version))
+        if target is None:
+            target = protocol.resolve_target(
+                loaded.manifest, name, version, self.default_format, self.max_body_bytes, self.max_batch_size
+            )
+            targets[(name, version)] = target
         return loaded, target
 
-    async def read(self, request: Request, target: ServedModel) -> InferRequest:
+    async def read(self, body: bytes, headers: Any, target: ServedModel) -> InferRequest:
         """The request taken apart (oip_protocol.read_request): small ones here, large ones in a thread."""
-        body = await request.body()
-        encoding = request.headers.get("content-encoding")
-        args = (body, encoding, request.headers.get(HEADER_LENGTH), target, self.max_body_bytes)
+        encoding = headers.get("content-encoding")
+        args = (body, encoding, headers.get(HEADER_LENGTH.lower()), target, self.max_body_bytes)
         if len(body) <= SMALL_BODY_BYTES and encoding is None:
             return protocol.read_request(*args)
         async with self.heavy:
             return await run_in_threadpool(protocol.read_request, *args)
 
-    async def run(self, predictor: Predictor, batch: Any) -> list[Any]:
-        """The outputs, in a worker thread; 400 for outputs that overflow float32, 500 for a failure of ours."""
+    async def run(self, loaded: Snapshot, predictor: Predictor, batch: Any) -> list[Any]:
+        """The outputs, merged with other requests' (serving/batching.py); 400 for outputs that overflow
+        float32, 500 for a failure of ours."""
         try:
-            return await run_in_threadpool(self.service.run_batch, predictor, batch)
+            return list(await self.service.batcher(loaded, predictor, self.device).run_async(batch))
         except UserError as exc:
             raise Refused(400, str(exc)) from None
         except Exception as exc:  # noqa: BLE001 - answered with the protocol's error form, logged in full
@@ -105,6 +118,9 @@ class Routes:
 
     async def predictor(self, loaded: Snapshot, target: ServedModel, fmt: str) -> Predictor:
         """The cached predictor (loaded in a worker thread on first use), or 404 / 503 saying why not."""
+        cached = loaded.predictors.cached(target.entry.name, fmt, device=self.device)
+        if cached is not None:  # the common case, without a thread hop
+            return cached
         try:
             return await run_in_threadpool(self.service.predictor, loaded, target.entry.name, fmt, self.device)
         except ManifestError as exc:
@@ -130,6 +146,9 @@ class Routes:
             return _error(503, self.service.error or NO_MANIFEST)
         if not loaded.manifest.models:
             return _error(503, "the manifest lists no models; run `make train export`")
+        if not self.service.ready():
+            pending = ", ".join(f"{m} {f}" for m, f in self.service.pending)
+            return _error(503, f"warming up: {pending} not loaded yet")
         return {"ready": True}
 
     # ---- models ----------------------------------------------------------------------------------
@@ -143,6 +162,8 @@ class Routes:
     async def model_ready(self, name: str, version: str | None = None) -> Any:
         try:
             loaded, target = self.resolve(name, version)
+            if (target.entry.name, target.format) in self.service.pending:
+                raise Refused(503, f"model {name!r} is warming up: not loaded yet")
             await self.predictor(loaded, target, target.format)
         except Refused as exc:
             return _error(exc.status, exc.message)
@@ -154,20 +175,34 @@ class Routes:
         except Refused as exc:
             return _error(exc.status, exc.message)
         config = model_config(target.entry, target.format, target.max_batch)
+        config["dynamic_batching"] = self.service.batching.triton_config()
         return config if target.fixed else {**config, "name": target.name}
 
     async def infer(self, request: Request, name: str, version: str | None = None) -> Response:
+        status, content, headers = await self.answer(name, version, await request.body(), request.headers)
+        return Response(content, status_code=status, headers=headers)
+
+    async def answer(self, name: str, version: str | None, body: bytes, headers: Any) -> tuple[int, bytes, dict]:
+        """(status, body, headers) answering an inference request for `name`: what POST .../infer answers, here
+        or straight from the server's request limits (demo/server.py), which hold the body already.
+        `headers` maps lower-case names to values."""
+        received, target = time.perf_counter(), None
         try:
             loaded, target = self.resolve(name, version)
-            parsed = await self.read(request, target)
+            parsed = await self.read(body, headers, target)
             predictor = await self.predictor(loaded, target, parsed.format)
-            outputs = await self.run(predictor, parsed.batch)
+            outputs = await self.run(loaded, predictor, parsed.batch)
         except Refused as exc:
-            return _error(exc.status, exc.message)
+            if target is not None:  # requests for no model are not counted under one
+                self.service.metrics.answered(
+                    target.entry.name, target.format, exc.status, time.perf_counter() - received
+                )
+            return exc.status, orjson.dumps({"error": exc.message}), {"content-type": "application/json"}
         content, header_length = protocol.encode_reply(parsed.request, target, outputs, parsed.outputs)
+        self.service.metrics.answered(target.entry.name, parsed.format, 200, time.perf_counter() - received)
         if header_length is None:
-            return Response(content, media_type="application/json")
-        return Response(content, media_type="application/octet-stream", headers={HEADER_LENGTH: str(header_length)})
+            return 200, content, {"content-type": "application/json"}
+        return 200, content, {"content-type": "application/octet-stream", HEADER_LENGTH: str(header_length)}
 
     def unknown_route(self, request: Request, rest: str) -> JSONResponse:
         return _error(404, f"no Open Inference Protocol route {request.method} /v2/{rest}")
@@ -206,4 +241,5 @@ def oip_router(
         add(base + "/config", routes.model_configuration, "GET")
         add(base + "/infer", routes.infer, "POST")
     add("/v2/{rest:path}", routes.unknown_route, "GET", "POST", "PUT", "DELETE")
+    router.oip_routes = routes  # type: ignore[attr-defined]  # the server's direct path to `answer`
     return router

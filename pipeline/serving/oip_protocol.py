@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 
 from pipeline import formats
 from pipeline.artifacts.manifest import Manifest, ManifestError, ModelEntry
@@ -193,7 +194,7 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
             f"{HEADER_LENGTH} is {shown!r}; expected the JSON header's size, 1 to {len(body)} bytes",
         )
     n = int(text)
-    return body[:n], body[n:]
+    return body[:n], memoryview(body)[n:]  # the tensors are read in place (np.frombuffer), never copied
 
 
 def check_json_budget(header: bytes, target: ServedModel) -> None:
@@ -220,7 +221,11 @@ def parse_request(header: bytes) -> dict[str, Any]:
     if not header.strip():
         raise Refused(400, "the request body is empty; expected a JSON inference request")
     try:
-        req = json.loads(header, parse_constant=reject_constant)
+        req = orjson.loads(header)  # strict JSON (no NaN or Infinity), several times faster than json
+    except orjson.JSONDecodeError:  # json's reading of it: its message, and integers beyond 64 bits
+        req = None
+    try:
+        req = json.loads(header, parse_constant=reject_constant) if req is None else req
     except (ValueError, RecursionError) as exc:
         raise Refused(400, f"the request is not valid JSON ({str(exc)[:120]})") from None
     if not isinstance(req, dict):
@@ -404,8 +409,9 @@ def _from_binary(
             f"{where}: binary_data_size is {size!r} with {len(binary) - offset} bytes of binary "
             f"data; expected {count * dtype.itemsize} bytes ({count} {dtype_of(spec).oip} values)",
         )
-    raw = np.frombuffer(binary[offset : offset + size], dtype=dtype).reshape(shape)
-    return _checked(ValueRule.of(spec), raw.astype(dtype.newbyteorder("=")), where)
+    # A view of the body: no copy on a little-endian machine, one byte swap elsewhere.
+    raw = np.frombuffer(binary, dtype=dtype, count=count, offset=offset).reshape(shape)
+    return _checked(ValueRule.of(spec), raw.astype(dtype.newbyteorder("="), copy=False), where)
 
 
 def requested_outputs(req: dict[str, Any], target: ServedModel) -> list[tuple[int, str, bool]]:
@@ -463,10 +469,10 @@ def encode_reply(
             tensor["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         else:
-            tensor["data"] = out.ravel().tolist()
+            tensor["data"] = out.ravel()  # written by orjson straight from the array
         tensors.append(tensor)
     reply["outputs"] = tensors
-    header = json.dumps(reply, separators=(",", ":")).encode()
+    header = orjson.dumps(reply, option=orjson.OPT_SERIALIZE_NUMPY)
     if not blobs:
         return header, None
     return b"".join([header, *blobs]), len(header)

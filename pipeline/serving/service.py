@@ -18,6 +18,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,12 +28,14 @@ import numpy as np
 from pipeline import formats
 from pipeline.artifacts.manifest import MANIFEST, Manifest, ManifestError, ModelEntry
 from pipeline.artifacts.tensors import Batch, numpy_dtype, pack, shape
-from pipeline.errors import one_line
+from pipeline.errors import UserError, one_line
 from pipeline.runtime.inputs import InputError, parse_features, parse_inputs
 from pipeline.runtime.parity import compare_outputs, stats_dict
 from pipeline.runtime.predictor import DEVICES, Predictor, PredictorCache, RuntimeUnavailable, check_finite
 from pipeline.runtime.targets import Target, cuda_unavailable_reason, plan
 from pipeline.serving.answers import class_labels, expected_answer
+from pipeline.serving.batching import Batcher, Batching
+from pipeline.serving.metrics import Metrics
 
 log = logging.getLogger("pipeline.serving.service")
 
@@ -44,6 +47,7 @@ class Snapshot:
     manifest: Manifest
     predictors: PredictorCache
     served: set[tuple[str, str, str]] = field(default_factory=set)  # (model, format, device) answered once
+    batchers: dict[tuple[str, str, str], Batcher] = field(default_factory=dict)  # (model, format, device)
 
 
 def example_batch(entry: ModelEntry, given: Any) -> tuple[Batch, list[float] | None]:
@@ -93,6 +97,10 @@ class Service:
         self._signature: tuple[int, int, int] | None = None  # the manifest file `_loaded` was read from
         self._read = False
         self._lock = threading.Lock()
+        self.batching = Batching()  # the server sets its limits' (demo/server.py)
+        self.metrics = Metrics(loaded=lambda: len(self._loaded.predictors) if self._loaded else 0)
+        self.pending: list[tuple[str, str]] = []  # (model, format) still to load and warm before being ready
+        self.warm_errors: dict[str, str] = {}  # "model/format" -> why it did not load
         self.current()
 
     def current(self) -> Snapshot | None:
@@ -149,6 +157,37 @@ class Service:
             raise RuntimeUnavailable(f"device {device} is unavailable: {reason}; use cpu or auto")
         return loaded.predictors.get(model, _choice(fmt), device=device)
 
+    def batcher(self, loaded: Snapshot, predictor: Predictor, device: str) -> Batcher:
+        """The queue that merges concurrent requests for `predictor` (serving/batching.py)."""
+        key = (predictor.model, predictor.format, device)
+        batcher = loaded.batchers.get(key)
+        if batcher is None:
+            with self._lock:
+                batcher = loaded.batchers.get(key)
+                if batcher is None:
+                    entry = loaded.manifest.model(predictor.model)
+                    observe = self.metrics.observer(predictor.model, predictor.format)
+                    width = entry.values_per_example
+                    batcher = Batcher(predictor, self.batching.max_rows(entry), width, self.batching, observe)
+                    loaded.batchers[key] = batcher
+        return batcher
+
+    def warm(self, targets: Sequence[tuple[str, str]]) -> None:
+        """Load (sha256 first) and warm each (model, format) on the CPU; `ready()` is False until all are done.
+        One that fails is logged and kept in `warm_errors`; the others still load."""
+        self.pending = list(targets)
+        for model, fmt in targets:
+            try:
+                self.predictor(self.require(), model, fmt, formats.CPU)
+            except Exception as exc:  # noqa: BLE001 - a file that fails its check is reported, not fatal
+                self.warm_errors[f"{model}/{fmt}"] = one_line(exc)
+                log.warning("warm-up of %s %s failed: %s", model, fmt, one_line(exc))
+            self.pending = [t for t in self.pending if t != (model, fmt)]
+
+    def ready(self) -> bool:
+        """Whether the manifest is loaded and every artifact asked to be warmed is loaded, checked and warmed."""
+        return self.current() is not None and not self.pending
+
     def predict(self, model: str, fmt: str, device: str, features: str | list | dict) -> dict:
         """One example through `model`'s `fmt` artifact on `device` (cpu, cuda or auto).
 
@@ -162,11 +201,17 @@ class Service:
         entry = loaded.manifest.model(model.strip() if isinstance(model, str) else model)
         device = _choice(device, formats.CPU)
         predictor = self.predictor(loaded, entry.name, fmt, device)
-        batch, values = example_batch(entry, features)
-        start = time.perf_counter()
-        result = predictor.run_batch(batch)
+        received = time.perf_counter()
+        try:
+            batch, values = example_batch(entry, features)
+            start = time.perf_counter()
+            result = self.batcher(loaded, predictor, device).run(batch)  # Predictor.run, merged with others
+        except Exception as exc:
+            status = 400 if isinstance(exc, UserError) else 500
+            self.metrics.answered(entry.name, predictor.format, status, time.perf_counter() - received)
+            raise
         latency_ms = (time.perf_counter() - start) * 1000.0
-        check_finite(entry.name, entry.output_names, result)
+        self.metrics.answered(entry.name, predictor.format, 200, time.perf_counter() - received)
         key = (entry.name, predictor.format, device)
         first = key not in loaded.served
         loaded.served.add(key)
@@ -286,6 +331,4 @@ class Service:
 
     def run_batch(self, predictor: Predictor, batch: np.ndarray) -> list[np.ndarray]:
         """`predictor`'s outputs for a float32 (batch, features) array, refused if any is not finite."""
-        outputs = list(predictor.run_batch(batch))
-        check_finite(predictor.model, predictor.output_names, outputs)
-        return outputs
+        return list(predictor.run(batch))

@@ -7,8 +7,11 @@ same state_dict.pt and history.json from a state_dict someone else trained.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import math
+import multiprocessing
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -21,6 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm import tqdm
 
+from pipeline import catalog
 from pipeline.artifacts.fileio import atomic_write, atomic_write_json, sha256_file
 from pipeline.artifacts.weights import WeightsError, load_state_dict
 from pipeline.errors import UserError, one_line
@@ -236,6 +240,55 @@ def run_study(spec: ModelSpec, recipe: Recipe, device: str, seed: int, out_dir: 
     json_path = atomic_write_json(out_dir / f"{study.name}.json", data)
     png_path = plots.save_lr_study(out_dir / f"{study.name}.png", runs, study.track_label)
     return [json_path, png_path]
+
+
+def train_workers(count: int, device: str) -> int:
+    """Processes to train `count` models in on the CPU: one per model up to the CPUs where there are 4 or more
+    (each imports torch, a few CPU seconds); PIPELINE_TRAIN_WORKERS overrides."""
+    given = os.environ.get("PIPELINE_TRAIN_WORKERS", "")
+    cpus = os.cpu_count() or 1
+    workers = int(given) if given.isdigit() and int(given) > 0 else (cpus if cpus >= 4 else 1)
+    return max(1, min(count, workers)) if device == "cpu" else 1
+
+
+def _train_named(catalogs: list[str], name: str, artifacts: str, device: str, seed: int, variant: str | None) -> Any:
+    """In a worker process: the catalog as the parent has it, then one model trained (history, or why not)."""
+    catalog.use(catalogs)
+    torch.set_num_threads(1)  # the other models train beside it, one CPU each
+    start = time.perf_counter()
+    try:
+        hist = train_model(catalog.get(name), Path(artifacts), device, seed, variant, progress=False)
+    except Diverged as exc:
+        return RuntimeError(str(exc)), exc.steps, time.perf_counter() - start
+    return hist, None, time.perf_counter() - start
+
+
+def train_in_parallel(
+    specs: list[ModelSpec], device: str, variants: dict[str, str], artifacts: Path, seed: int
+) -> dict[str, tuple[Any, float]] | None:
+    """name -> (history or Diverged, seconds), each model trained in its own (spawned) process, holding the
+    artifacts lock meanwhile; None where training in this process is as fast (few CPUs, one model, a GPU,
+    or a spec the catalog does not hold under its name). The models are independent: one seed each."""
+    workers = train_workers(len(specs), device)
+    if workers == 1 or any(catalog.CATALOG.get(s.name) is not s for s in specs):
+        return None
+    from pipeline.artifacts.fileio import exclusive
+
+    context = multiprocessing.get_context("spawn")
+    out: dict[str, tuple[Any, float]] = {}
+    with exclusive(artifacts), concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        given = catalog.given()
+        futures = {
+            s.name: pool.submit(_train_named, given, s.name, str(artifacts), device, seed, variants.get(s.name))
+            for s in specs
+        }
+        for spec in specs:
+            hist, steps, seconds = futures[spec.name].result()
+            if isinstance(hist, RuntimeError):
+                recipe = variants.get(spec.name) or spec.default_recipe
+                hist = Diverged(spec, recipe, device, steps)
+            out[spec.name] = (hist, seconds)
+    return out
 
 
 def train_model(
