@@ -137,7 +137,7 @@ MUTANTS = (
         "pipeline/artifacts/weights.py",
         "    if problem:\n",
         "    if problem and False:\n",
-        ("tests/test_robustness_artifacts.py", "tests/test_train.py"),
+        ("tests/test_weights.py", "tests/test_robustness_artifacts.py"),
     ),
     Mutant(
         "predict reports the requested runtime, not what ran",
@@ -163,8 +163,8 @@ MUTANTS = (
     Mutant(
         "the output-name check of the predictor never fires",
         "pipeline/runtime/predictor.py",
-        "        if not self._same_names or len(outs) != len(names):\n",
-        "        if False:\n",
+        "        if self._same_names and len(outs) == self._count:\n",
+        "        if True:\n",
         ("tests/test_parity.py", "tests/test_runtime.py"),
     ),
 )

@@ -449,3 +449,19 @@ def test_the_predict_format_runs_that_artifact_and_reports_it(artifacts_copy, ma
     with pytest.raises(UserError, match=damaged.replace(".", r"\.")):
         svc.predict("adder_mynet", fmt, "cpu", "10 11")
     assert svc.predict("adder_mynet", formats.DEFAULT_FORMAT, "cpu", "10 11")["format"] == formats.DEFAULT_FORMAT
+
+
+def test_the_remote_runtime_refuses_a_server_missing_an_output_the_manifest_lists(demo, manifest):
+    """A server that serves the model without one of its outputs (another export, an edited config) is refused by
+    name before any request, as one with other inputs is."""
+    import dataclasses
+
+    from pipeline.serving.remote import load_remote_predictor
+
+    entry = manifest.model("adder_mynet")
+    extra = {"name": "confidence", "shape": ["batch", 1], "dtype": "float32"}
+    wider = dataclasses.replace(entry, outputs=[*entry.outputs, extra])
+    with pytest.raises(RuntimeUnavailable, match=r"the manifest expects .*confidence") as refused:
+        load_remote_predictor(wider, "onnx", demo)
+    assert "\n" not in str(refused.value)
+    assert load_remote_predictor(entry, "onnx", demo).predict([10, 11])["sum"].shape == (1,)  # the true entry loads

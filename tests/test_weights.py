@@ -86,6 +86,10 @@ HOSTILE = {  # name: (how the file is made, what the one line must say)
         lambda p: save(p, _set("evil\n\x1b[31mred\x1b[0m", torch.zeros(1))),
         r"unexpected keys 'evil\n\x1b[31mred\x1b[0m'",
     ),
+    "another model's weights": (
+        lambda p: torch.save(get("adder_mynet").build().state_dict(), p),
+        "does not fit",
+    ),
     "legacy format": (
         lambda p: torch.save(clean_state(), p, _use_new_zipfile_serialization=False),
         "zip archive",
