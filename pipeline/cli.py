@@ -96,6 +96,26 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _trainable(specs: list, everything: bool) -> list:
+    """The specs that have data to train on; one named without it is a UsageError ('all' skips it, saying so)."""
+    from pipeline import catalog
+
+    out = []
+    for spec in specs:
+        if spec.data is not None:
+            out.append(spec)
+            continue
+        where = (catalog.source(spec.name) or {}).get("path", "")
+        hint = f"python -m pipeline import --catalog {where} --model {spec.name} --state-dict FILE"
+        if not everything:
+            raise UsageError(
+                f"--catalog {where}: {spec.name} has no data, so it cannot be trained; expected data=... in its "
+                f"spec, or import its weights: {hint}"
+            )
+        print(f"{spec.name}: no data (import-only), not trained; {hint}", flush=True)
+    return out
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from pipeline.artifacts.fileio import exclusive
     from pipeline.catalog import select
@@ -103,7 +123,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from pipeline.tables import text_table
     from pipeline.train import Diverged, train_model
 
-    specs = select(args.models)
+    specs = _trainable(select(args.models), args.models == "all")
     variants = _parse_recipes(args.recipe, [s.name for s in specs])
     unknown = set(variants) - {s.name for s in specs}
     if unknown:

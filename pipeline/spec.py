@@ -20,6 +20,9 @@ from torch import nn
 from pipeline.errors import UserError
 
 DTYPES = {"float32": torch.float32, "int64": torch.int64}  # what a tensor spec may declare
+# What a recipe may name; pipeline/train maps each to its torch class (a test keeps the two in step).
+LOSSES = ("sse", "mse", "cross_entropy")
+OPTIMIZERS = ("sgd", "adam", "rmsprop")
 # What the benchmarks (pipeline/bench/) pick a model for, when its spec declares the role:
 #   "floor"  the model the fastest-runtime-against-NumPy goal and the tuning settings are judged on;
 #   "http"   the models the demo's HTTP routes and the demo-against-Triton comparison are measured on;
@@ -83,6 +86,15 @@ class TensorSpec:
     def width(self) -> int:
         """How many values one example holds."""
         return math.prod(self.shape)
+
+    @property
+    def shape_text(self) -> str:
+        """The shape after the batch axis as a person reads it: '2' or '1, 8, 8'."""
+        return ", ".join(map(str, self.shape))
+
+    def fits(self, dims: tuple[int, ...]) -> bool:
+        """Whether a tensor of shape (batch, *dims) has this spec's shape after the batch axis."""
+        return tuple(dims) == self.shape
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -171,7 +183,7 @@ class ModelSpec:
     description: str  # one line, shown by `list` and the demo
     seed: str  # where it comes from: a seed file and section, or the catalog file's own words
     build: Callable[[], nn.Module]  # a fresh module with its initialisation
-    data: Data  # (x, y) for training
+    data: Data | None  # (x, y) for training; None: the model can only be imported (`python -m pipeline import`)
     recipes: dict[str, Recipe]  # variant name -> recipe; the first one is the default
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
@@ -246,7 +258,7 @@ def with_recipe(spec: ModelSpec, variant: str) -> ModelSpec:
 def model(
     name: str,
     build: Callable[[], nn.Module],
-    data: Data,
+    data: Data | None,
     inputs: Sequence[TensorSpec],
     outputs: Sequence[TensorSpec],
     examples: Sequence[Example],
