@@ -56,6 +56,29 @@ class ModelEntry:
     artifacts: dict[str, Artifact]
     raw: dict[str, Any] = field(repr=False, compare=False)
     not_applicable: dict[str, str] = field(default_factory=dict)  # derived format -> why export wrote no file
+    failed: dict[str, str] = field(default_factory=dict)  # derived format -> the parity reason it is not served
+    chosen: tuple[str, ...] | None = None  # the formats `export --formats` asked for; None: every one
+
+    def withheld(self, fmt: str) -> str | None:
+        """Why export published no `fmt` file for this model (not applicable, failed, not asked for), or None."""
+        if fmt in self.not_applicable:
+            return f"not applicable ({self.not_applicable[fmt]})"
+        if fmt in self.failed:
+            return f"not served: it missed its parity rule at export ({self.failed[fmt]})"
+        spec = FORMAT_SPECS.get(fmt)
+        if self.chosen is not None and spec is not None and spec.exporter and fmt not in self.chosen:
+            return f"not exported (export --formats {','.join(self.chosen)})"
+        return None
+
+    def tolerance(self, fmt: str) -> tuple[float, float, float]:
+        """(atol, rtol, scale) of `fmt`'s parity rule: as export recorded it for this model, else as declared."""
+        spec = FORMAT_SPECS[fmt]
+        kept = (self.raw.get("tolerance") or {}).get(fmt) or {}
+        return (
+            float(kept.get("atol", spec.atol)),
+            float(kept.get("rtol", spec.rtol)),
+            float(kept.get("scale", spec.scale)),
+        )
 
     @property
     def input(self) -> dict[str, Any]:
@@ -92,8 +115,9 @@ class ModelEntry:
 
     def artifact(self, fmt: str) -> Artifact:
         """The artifact of format `fmt`, or a ManifestError listing the formats this model has."""
-        if fmt in self.not_applicable:
-            raise ManifestError(f"{self.name} has no {fmt!r} artifact: not applicable ({self.not_applicable[fmt]})")
+        why = self.withheld(fmt)
+        if why and fmt not in self.artifacts:
+            raise ManifestError(f"{self.name} has no {fmt!r} artifact: {why}")
         if fmt not in self.artifacts:
             raise ManifestError(f"{self.name} has no {fmt!r} artifact; expected one of: {', '.join(self.artifacts)}")
         return self.artifacts[fmt]
@@ -207,6 +231,7 @@ def _model_entry(root: Path, name: str, entry: Any, where: str) -> ModelEntry:
         fmt in FORMATS and fmt not in artifacts and isinstance(why, str) for fmt, why in not_applicable.items()
     ):
         raise ManifestError(f"{where}: model {name!r} has a malformed 'not_applicable' (format -> reason)")
+    failed, chosen = _withheld(entry, artifacts, name, where)
     for key in ("history", "plot"):
         if entry.get(key) is not None:
             _inside(root, entry[key], where)
@@ -220,4 +245,33 @@ def _model_entry(root: Path, name: str, entry: Any, where: str) -> ModelEntry:
         artifacts=artifacts,
         raw=entry,
         not_applicable=dict(not_applicable),
+        failed=failed,
+        chosen=chosen,
     )
+
+
+def _withheld(
+    entry: dict[str, Any], artifacts: dict[str, Artifact], name: str, where: str
+) -> tuple[dict[str, str], tuple[str, ...] | None]:
+    """The entry's `failed` formats and `formats` list, and its per-format `tolerance`, validated."""
+    failed = entry.get("failed") or {}
+    if not isinstance(failed, dict) or not all(
+        fmt in FORMATS and fmt not in artifacts and isinstance(why, str) for fmt, why in failed.items()
+    ):
+        raise ManifestError(f"{where}: model {name!r} has a malformed 'failed' (format -> reason)")
+    chosen = entry.get("formats")
+    if chosen is not None and (not isinstance(chosen, list) or not all(f in FORMATS for f in chosen)):
+        raise ManifestError(f"{where}: model {name!r} has a malformed 'formats' (a list of format names)")
+    tolerance = entry.get("tolerance") or {}
+    if not isinstance(tolerance, dict) or not all(
+        fmt in FORMAT_SPECS
+        and isinstance(rule, dict)
+        and all(k in ("atol", "rtol", "scale") and _number(v) for k, v in rule.items())
+        for fmt, rule in tolerance.items()
+    ):
+        raise ManifestError(f"{where}: model {name!r} has a malformed 'tolerance' (format -> atol, rtol, scale)")
+    return dict(failed), None if chosen is None else tuple(chosen)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -136,9 +136,6 @@ def check_recipes(spec: ModelSpec, where: str) -> None:
                 )
 
 
-DATA_DRAW = 8  # rows of a spec's data whose shapes and dtypes are checked, and run through the module
-
-
 def _shown(t: torch.Tensor) -> str:
     return f"{list(t.shape)} {str(t.dtype).removeprefix('torch.')}"
 

@@ -16,7 +16,7 @@ import shutil
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -183,8 +183,10 @@ def _artifact(fmt: str, path: Path, artifacts: Path) -> dict[str, Any]:
     }
 
 
-def export_model(spec: ModelSpec, artifacts: Path, revision: str, opset: int) -> dict[str, Any]:
-    """Write one model's revision folder and return its manifest entry (without parity)."""
+def export_model(
+    spec: ModelSpec, artifacts: Path, revision: str, opset: int, chosen: tuple[str, ...] = formats.EXPORTED
+) -> dict[str, Any]:
+    """Write one model's revision folder with the `chosen` formats and return its manifest entry (without parity)."""
     model_dir, history = _trained_files(spec, artifacts)
     rev_dir = model_dir / f"{REVISION_PREFIX}{revision}"
     rev_dir.mkdir(parents=True, exist_ok=False)
@@ -218,7 +220,7 @@ def export_model(spec: ModelSpec, artifacts: Path, revision: str, opset: int) ->
     )
     files = [_artifact(formats.STATE_DICT, state_path, artifacts)]
     not_applicable: dict[str, str] = {}  # derived formats that would gain nothing for this model, and why
-    for name in formats.EXPORTED:
+    for name in chosen:
         fmt = formats.get(name)
         path = rev_dir / fmt.filename
         try:
@@ -240,6 +242,8 @@ def export_model(spec: ModelSpec, artifacts: Path, revision: str, opset: int) ->
         "catalog": catalog.source(spec.name),  # where the spec came from: information, never loaded from
         "artifacts": files,
         "not_applicable": not_applicable,
+        "failed": {},  # derived formats that missed their parity rule: format -> the row's reason (run_export)
+        "formats": list(chosen),
         "history": rel(train.HISTORY),
         "plot": rel(train.LOSS_PLOT),
         "extra": [rel(n) for n in sorted(copied) if n not in {train.STATE_DICT, train.HISTORY, train.LOSS_PLOT}],
@@ -295,6 +299,49 @@ def collect_garbage(artifacts: Path, manifest: dict[str, Any]) -> None:
     remove_stale_temps(artifacts)
 
 
+def choose_formats(names: str | Sequence[str] | None) -> tuple[str, ...]:
+    """The exported formats a `--formats` list names, in export order; an ExportError for one that cannot be made."""
+    if names is None:
+        return formats.EXPORTED
+    wanted = [n.strip() for n in names.split(",")] if isinstance(names, str) else list(names)
+    wanted = [n for n in wanted if n]
+    for name in wanted:
+        if name not in formats.EXPORTED:
+            raise ExportError(f"--formats {name}: unknown format; expected some of: {', '.join(formats.EXPORTED)}")
+        source = formats.get(name).source
+        if source and source not in wanted:
+            raise ExportError(f"--formats {name}: made from {source}, which the list leaves out; expected {source} too")
+    if not wanted:
+        raise ExportError(f"--formats: no format named; expected some of: {', '.join(formats.EXPORTED)}")
+    return tuple(n for n in formats.EXPORTED if n in wanted)
+
+
+def _tolerances(chosen: Sequence[str], atol: float | None, rtol: float | None) -> dict[str, dict[str, float]]:
+    """Each exported format's parity rule as this export applies it: what verify and the demo use afterwards."""
+    out = {}
+    for name in chosen:
+        f = formats.get(name)
+        out[name] = {"atol": f.atol if atol is None else atol, "rtol": f.rtol if rtol is None else rtol}
+        out[name]["scale"] = f.scale
+    return out
+
+
+def _publish(entry: dict[str, Any], rows: list[dict[str, Any]]) -> tuple[bool, list[str]]:
+    """Whether the model publishes (every float32 format's rows pass), and a warning per derived format withheld:
+    its file leaves the entry and `failed` records the first failing row's reason."""
+    failing = {r["format"]: r for r in reversed(rows) if not r["passed"]}
+    if not rows or any(not formats.get(f).source for f in failing):
+        return False, []
+    warnings = []
+    for fmt, row in failing.items():
+        reason = row.get("error") or "failed"
+        entry["failed"][fmt] = reason
+        entry["artifacts"] = [a for a in entry["artifacts"] if a["format"] != fmt]
+        entry["tolerance"].pop(fmt, None)
+        warnings.append(f"{fmt} missed its parity rule ({reason}); not published; the float32 formats are")
+    return True, warnings
+
+
 def run_export(
     specs: list[ModelSpec],
     artifacts: Path,
@@ -303,15 +350,21 @@ def run_export(
     atol: float | None = None,
     rtol: float | None = None,
     log: Callable[[str], None] = print,
+    chosen: Sequence[str] | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> tuple[parity.ParityReport, list[str]]:
     """Export, verify and publish `specs`; returns the parity report and the per-model errors.
 
     Parity runs on the CPU and, for `device` auto or cuda[:N], on the GPU too (see parity.targets).
-    `atol`/`rtol` override every format's declared tolerance. Models that fail to export or to match
-    keep their previous manifest entry, if any.
+    `atol`/`rtol` override every format's declared tolerance; the manifest records, per model and format,
+    the tolerance used. `chosen` names the formats to make (default: all). Models whose float32 formats
+    fail to export or to match keep their previous manifest entry, if any; a derived format that misses
+    its rule is withheld alone, with one `warn` line (default: `log`).
     """
     if opset < 18:
         raise ExportError(f"--opset {opset}: the torch.export-based ONNX exporter needs opset 18 or newer")
+    chosen = choose_formats(chosen)
+    warn = warn or log
     artifacts = Path(artifacts)
     revision = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
     entries: dict[str, Any] = {}
@@ -319,7 +372,10 @@ def run_export(
     for spec in specs:
         start = time.perf_counter()
         try:
-            entries[spec.name] = export_model(spec, artifacts, revision, opset)
+            entries[spec.name] = export_model(spec, artifacts, revision, opset, chosen)
+            entries[spec.name]["tolerance"] = _tolerances(
+                [a["format"] for a in entries[spec.name]["artifacts"] if a["format"] in formats.EXPORTED], atol, rtol
+            )
         except ExportError as exc:
             errors.append(str(exc))  # the caller prints each on stderr, once
             continue
@@ -333,9 +389,12 @@ def run_export(
     models = dict(previous)
     for name, entry in entries.items():
         rows = report.for_model(name)
-        entry["parity"] = {"passed": all(r["passed"] for r in rows) and bool(rows), "rule": parity.RULE, "rows": rows}
-        if entry["parity"]["passed"]:
+        published, withheld = _publish(entry, rows)
+        entry["parity"] = {"passed": published, "rule": parity.RULE, "rows": rows}
+        if published:
             models[name] = entry
+            for line in withheld:
+                warn(f"{name}: {line}")
         else:
             errors.append(f"{name}: parity failed; its previous artifacts (if any) stay published")
     order = [s for s in _catalog_order() if s in models] + [m for m in models if m not in _catalog_order()]

@@ -150,6 +150,8 @@ def summary_rows(entries: dict[str, dict[str, Any]]) -> list[tuple[str, ...]]:
         for name in compared():
             if name in entry.get("not_applicable", {}):
                 out.append((model, name, "-", "-", "-", f"not applicable: {entry['not_applicable'][name]}"))
+            elif name in entry.get("failed", {}):
+                out.append((model, name, "-", "-", "-", f"not published, missed its rule: {entry['failed'][name]}"))
             elif name in sizes:
                 dev = _deviation(rows, name)
                 source = formats.get(name).source

@@ -271,11 +271,12 @@ def check_model(
 ) -> list[ParityRow]:
     """Compare each target of `model` with the reference (eager on the CPU); every target gets its rows.
 
-    A derived format that export found not applicable to `model` (no file, the reason in the manifest)
-    has no rows.
+    A format export withheld from `model` (not applicable, missed its rule, not in --formats; the reason
+    in the manifest) has no rows. Each row's tolerance is the one export recorded for that format, unless
+    `atol`/`rtol` say otherwise.
     """
-    skip = manifest.model(model).not_applicable
-    chosen = [t for t in chosen if t.format not in skip]
+    entry = manifest.model(model)
+    chosen = [t for t in chosen if not entry.withheld(t.format)]
     batches = parity_inputs(manifest, model)
     try:
         expected = _reference_outputs(manifest, model, batches)
@@ -285,8 +286,8 @@ def check_model(
     rows: list[ParityRow] = []
     not_served: dict[str, list[ParityRow]] = {}
     for target in chosen:
-        spec = formats.get(target.format)
-        tol = (spec.atol if atol is None else atol, spec.rtol if rtol is None else rtol, spec.scale)
+        kept_atol, kept_rtol, scale = entry.tolerance(target.format)  # what export used, unless told otherwise
+        tol = (kept_atol if atol is None else atol, kept_rtol if rtol is None else rtol, scale)
         try:
             rows += _check_target(manifest, model, target, batches, expected, tol)
         except NotServed as exc:  # a server without that format's backend: a failure only if it serves none

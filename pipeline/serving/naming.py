@@ -85,7 +85,7 @@ def flavours_of(entry: ModelEntry, flavours: tuple[Flavour, ...] = FLAVOURS) -> 
     return [
         f
         for f in flavours
-        if f.format in entry.artifacts or not (f.format in entry.not_applicable or formats.get(f.format).source)
+        if f.format in entry.artifacts or not (entry.withheld(f.format) or formats.get(f.format).source)
     ]
 
 

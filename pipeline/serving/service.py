@@ -332,6 +332,7 @@ class Service:
     ) -> dict:
         fmt, runtime, device, unavailable = target
         spec = formats.get(fmt)
+        atol, rtol, scale = loaded.manifest.model(model).tolerance(fmt)  # the rule export used for this model
         row: dict[str, Any] = {
             "format": fmt,
             "runtime": runtime,
@@ -340,8 +341,7 @@ class Service:
             "outputs": {},
             "max_abs_diff": None,
             "within_rule": None,
-            "rule": f"|value - eager| <= {spec.atol:g} + {spec.rtol:g}·|eager|"
-            + (f" + {spec.scale:g}·max|eager|" if spec.scale else ""),
+            "rule": f"|value - eager| <= {atol:g} + {rtol:g}·|eager|" + (f" + {scale:g}·max|eager|" if scale else ""),
             "bytes": loaded.manifest.model(model).artifact(spec.artifact_kind).bytes,
             "reason": unavailable,
             "latency_ms": None,
@@ -361,9 +361,7 @@ class Service:
         if reference is None:
             row["reason"] = ref_reason
             return row
-        checks = [
-            compare_values(reference.get(n), got.get(n), spec.atol, spec.rtol, spec.scale) for n in {**reference, **got}
-        ]
+        checks = [compare_values(reference.get(n), got.get(n), atol, rtol, scale) for n in {**reference, **got}]
         diffs = [c.max_abs for c in checks if c.max_abs is not None]
         row["max_abs_diff"] = max(diffs) if diffs else None
         row["within_rule"] = all(c.passed for c in checks)
