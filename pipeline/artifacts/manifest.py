@@ -15,6 +15,7 @@ from typing import Any
 
 from pipeline.artifacts.fileio import sha256_file
 from pipeline.artifacts.tensors import NUMPY_DTYPES as DTYPES
+from pipeline.artifacts.tensors import width
 from pipeline.errors import UserError
 from pipeline.formats import ARTIFACT_KINDS
 from pipeline.formats import FORMATS as FORMAT_SPECS
@@ -97,7 +98,7 @@ class ModelEntry:
     @property
     def values_per_example(self) -> int:
         """How many numbers one example holds, over every input (what a JSON request pays for)."""
-        return sum(math.prod(int(d) for d in t["shape"][1:]) for t in self.inputs)
+        return sum(width(t) for t in self.inputs)
 
     @property
     def flat(self) -> bool:
@@ -204,8 +205,8 @@ def _model_entry(root: Path, name: str, entry: Any, where: str) -> ModelEntry:
             or not isinstance(spec.get("name"), str)
             or not isinstance(spec.get("features"), list)
             or not isinstance(spec.get("shape"), list)
-            or len(spec["shape"]) < 2
-            or not all(isinstance(d, int) and 0 < d < 2**31 for d in spec["shape"][1:])
+            or len(spec["shape"]) < (2 if spec in inputs else 1)  # an output may be a scalar per example
+            or not all(_axis(d, spec) for d in spec["shape"][1:])
             or not isinstance(spec.get("dtype", "float32"), str)
             or spec.get("dtype", "float32") not in DTYPES
         ):
@@ -232,9 +233,16 @@ def _model_entry(root: Path, name: str, entry: Any, where: str) -> ModelEntry:
     ):
         raise ManifestError(f"{where}: model {name!r} has a malformed 'not_applicable' (format -> reason)")
     failed, chosen = _withheld(entry, artifacts, name, where)
+    task = entry.get("task")
+    if task is not None and not (
+        isinstance(task, dict) and isinstance(task.get("path"), str) and isinstance(task.get("sha256"), str)
+    ):
+        raise ManifestError(f"{where}: model {name!r} has a malformed 'task' (path, sha256)")
     for key in ("history", "plot"):
         if entry.get(key) is not None:
             _inside(root, entry[key], where)
+    if task is not None:
+        _inside(root, task["path"], where)
     return ModelEntry(
         name=name,
         description=str(entry.get("description", "")),
@@ -271,6 +279,19 @@ def _withheld(
     ):
         raise ManifestError(f"{where}: model {name!r} has a malformed 'tolerance' (format -> atol, rtol, scale)")
     return dict(failed), None if chosen is None else tuple(chosen)
+
+
+def _axis(d: Any, spec: dict[str, Any]) -> bool:
+    """A size, or the name of a varying axis whose range the spec's "dims" gives as [min, max]."""
+    if isinstance(d, str):
+        r = (spec.get("dims") or {}).get(d) if isinstance(spec.get("dims"), dict) else None
+        return (
+            isinstance(r, list)
+            and len(r) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in r)
+            and 1 <= r[0] <= r[1] < 2**31
+        )
+    return isinstance(d, int) and not isinstance(d, bool) and 0 < d < 2**31
 
 
 def _number(value: Any) -> bool:

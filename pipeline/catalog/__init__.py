@@ -118,7 +118,9 @@ def check_outputs(spec: ModelSpec, where: str) -> None:
     outs = list(out) if isinstance(out, (tuple, list)) else [out]
     n = len(batch[0])
     got = [list(o.shape[1:]) if isinstance(o, torch.Tensor) and o.ndim and o.shape[0] == n else None for o in outs]
-    if len(outs) != len(spec.outputs) or any(g != list(t.shape) for g, t in zip(got, spec.outputs, strict=False)):
+    if len(outs) != len(spec.outputs) or any(
+        g is None or not t.fits(tuple(g)) for g, t in zip(got, spec.outputs, strict=False)
+    ):
         shown = ", ".join("not a batch of tensors" if g is None else str(g) for g in got)
         raise CatalogFileError(
             f"--catalog {where}: {spec.name}'s module returns {len(outs)} output(s) of shape {shown} after the "

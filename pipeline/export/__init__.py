@@ -40,7 +40,7 @@ from pipeline.export.quantize import NotApplicable
 from pipeline.export.quantize import summary as quantize_summary
 from pipeline.runtime import parity
 from pipeline.runtime.loaders import quiet_torchscript
-from pipeline.spec import ModelSpec
+from pipeline.spec import Dim, ModelSpec
 from pipeline.train.summary import layer_table
 
 DEFAULT_OPSET = 18
@@ -84,9 +84,30 @@ def export_torchscript(ctx: ExportContext, path: Path) -> None:
 
 
 def _batch_dims(ctx: ExportContext) -> tuple[dict[int, Any], ...]:
-    """The one dynamic batch axis, shared by every input."""
+    """The dynamic axes of every input, for torch.export: the batch, shared by all, and each named Dim (one
+    torch.export.Dim per name, so two inputs that name the same axis must agree on its length)."""
     batch = torch.export.Dim("batch", min=1)
-    return tuple({0: batch} for _ in ctx.example)
+    named: dict[str, Any] = {}
+    out = []
+    for t in ctx.spec.inputs:
+        axes: dict[int, Any] = {0: batch}
+        for i, d in enumerate(t.shape, start=1):
+            if isinstance(d, Dim):
+                # torch.export treats a length of 1 as a constant unless told otherwise: ranges start at 2 there,
+                # and 1 is proven by parity (the exported program and ONNX graph hold for it, see README).
+                named.setdefault(d.name, torch.export.Dim(d.name, min=d.min, max=d.max))
+                axes[i] = named[d.name]
+        out.append(axes)
+    return tuple(out)
+
+
+def _axis_names(proto: Any, spec: ModelSpec) -> None:
+    """Name the ONNX graph's dynamic axes as the spec does: "batch" first, then each Dim's name."""
+    for value_info, t in zip(proto.graph.input, spec.inputs, strict=True):
+        dims = value_info.type.tensor_type.shape.dim
+        for i, d in enumerate(t.shape, start=1):
+            if isinstance(d, Dim) and i < len(dims) and not dims[i].HasField("dim_value"):
+                dims[i].dim_param = d.name
 
 
 def export_onnx(ctx: ExportContext, path: Path) -> None:
@@ -121,14 +142,24 @@ def export_onnx(ctx: ExportContext, path: Path) -> None:
         dim = value_info.type.tensor_type.shape.dim[0]
         if not dim.HasField("dim_value"):
             dim.dim_param = "batch"
+    _axis_names(proto, spec)
     data = proto.SerializeToString()
     onnx.checker.check_model(onnx.load_from_string(data), full_check=True)
     atomic_write_bytes(path, data)
 
 
 def export_pt2(ctx: ExportContext, path: Path) -> None:
-    """torch.export.export with a dynamic batch axis, saved with metadata.json beside the program."""
-    program = torch.export.export(ctx.module, ctx.example, dynamic_shapes=_batch_dims(ctx))
+    """torch.export.export with a dynamic batch axis (and the spec's named axes), saved with metadata.json."""
+    try:
+        program = torch.export.export(ctx.module, ctx.example, dynamic_shapes=_batch_dims(ctx))
+    except Exception as exc:  # noqa: BLE001 - only a named axis the program fixed is this format's limit
+        varying = [d.name for t in ctx.spec.inputs for d in t.dynamic]
+        if not varying or "specialized it to be a constant" not in str(exc):
+            raise
+        raise NotApplicable(
+            f"torch.export cannot keep {', '.join(map(repr, varying))} varying: the module's code fixes it to the "
+            "traced length (nn.GRU and nn.LSTM unroll their time steps there); use torchscript or onnx"
+        ) from None
     extra = {"metadata.json": json.dumps(ctx.metadata)}
     atomic_write(path, lambda tmp: torch.export.save(program, str(tmp), extra_files=extra))
 
@@ -172,6 +203,44 @@ def _examples(spec: ModelSpec) -> list[Any]:
         return [[float(v) for v in r[spec.inputs[0].name]] for r in rows]
     tensors = spec.example_inputs()
     return [{t.name: tensors[k][i].tolist() for k, t in enumerate(spec.inputs)} for i in range(len(rows))]
+
+
+TASK_ROWS = 256  # rows of the task's data parity runs every format on (digits: 256 of its 360 held-out pictures)
+TASK_FILE = "task.npz"
+
+
+def _write_task_data(spec: ModelSpec, rev_dir: Path, artifacts: Path) -> dict[str, Any] | None:
+    """Save TASK_ROWS rows of the spec's test_data (else data), inputs and targets, for parity; None without data.
+
+    Saved with the revision (NumPy arrays, read back without pickle) so `verify` checks the values the model
+    was trained for without running the catalog. A classifier (`classes` on its first output, or a
+    cross_entropy recipe) also gets top-1 agreement and accuracy per format."""
+    import numpy as np
+
+    which = "test_data" if spec.test_data is not None else "data" if spec.data is not None else None
+    if which is None:
+        return None
+    generator = torch.manual_seed(0)  # the draw `train` makes: data first, then the held-out data
+    drawn = spec.data(generator) if spec.data is not None else None
+    x, y = spec.test_data(generator) if spec.test_data is not None else drawn
+    xs = train.as_inputs(x)
+    arrays = {t.name: v[:TASK_ROWS].detach().cpu().numpy() for t, v in zip(spec.inputs, xs, strict=True)}
+    arrays["__targets__"] = y[:TASK_ROWS].detach().cpu().numpy()
+    path = rev_dir / TASK_FILE
+
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+    atomic_write(path, save)
+    classifier = bool(spec.outputs[0].classes) or any(r.loss == "cross_entropy" for r in spec.recipes.values())
+    return {
+        "path": path.relative_to(artifacts).as_posix(),
+        "sha256": sha256_file(path),
+        "rows": int(len(arrays["__targets__"])),
+        "from": which,
+        "classifier": spec.outputs[0].name if classifier else None,
+    }
 
 
 def _artifact(fmt: str, path: Path, artifacts: Path) -> dict[str, Any]:
@@ -218,6 +287,7 @@ def export_model(
         metadata=_metadata(spec, state_sha),
         opset=opset,
     )
+    task = _write_task_data(spec, rev_dir, artifacts)
     files = [_artifact(formats.STATE_DICT, state_path, artifacts)]
     not_applicable: dict[str, str] = {}  # derived formats that would gain nothing for this model, and why
     for name in chosen:
@@ -242,6 +312,7 @@ def export_model(
         "catalog": catalog.source(spec.name),  # where the spec came from: information, never loaded from
         "artifacts": files,
         "not_applicable": not_applicable,
+        "task": task,  # a batch of the task's own data (test_data, else data) that parity checks every format on
         "failed": {},  # derived formats that missed their parity rule: format -> the row's reason (run_export)
         "formats": list(chosen),
         "history": rel(train.HISTORY),

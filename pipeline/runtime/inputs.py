@@ -8,6 +8,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from pipeline.artifacts.tensors import ranges, shape
 from pipeline.errors import UserError
 
 MAX_TEXT_CHARS = 200_000  # far above 1000 features written out in full; refused before parsing
@@ -109,14 +110,27 @@ _END = object()
 
 def parse_tensor(text: Any, model: str, tensor: dict[str, Any]) -> list[Any]:
     """One example of a manifest input: its values in row-major order, checked for count, dtype and range."""
-    dims = [int(d) for d in tensor["shape"][1:]]
-    count = math.prod(dims)
+    dims = list(shape(tensor))
     kind = tensor.get("dtype", "float32")
     noun = "whole numbers" if kind == "int64" else "numbers"
-    want = f"{model} expects {tensor['name']}: {count} {noun} (shape {dims})"
-    items = _items(text, want)
-    if len(items) != count:
-        raise InputError(f"{want}; got {len(items)}")
+    varying = ranges(tensor)
+    if varying:  # one axis of any length in its range: the count says how long it is
+        (axis, low_len, high_len), per_step = next(iter(varying.values())), math.prod(d for d in dims if d > 0)
+        shown = ", ".join(axis if d < 0 else str(d) for d in dims)
+        want = (
+            f"{model} expects {tensor['name']}: {per_step} {noun} per {axis}, {low_len} to {high_len} {axis} "
+            f"(shape [{shown}])"
+        )
+        items = _items(text, want)
+        if len(items) % per_step or not low_len <= len(items) // per_step <= high_len or len(varying) > 1:
+            raise InputError(f"{want}; got {len(items)}")
+        count = len(items)
+    else:
+        count = math.prod(dims)
+        want = f"{model} expects {tensor['name']}: {count} {noun} (shape {dims})"
+        items = _items(text, want)
+        if len(items) != count:
+            raise InputError(f"{want}; got {len(items)}")
     names = tuple(tensor.get("features") or ()) or tuple(f"{tensor['name']}[{i}]" for i in range(count))
     values = [
         _number(item, i, names if len(names) == count else [f"value {j + 1}" for j in range(count)], want)

@@ -131,6 +131,14 @@ def example_batch(entry: ModelEntry, given: Any) -> tuple[Batch, list[float] | N
     return pack(entry.inputs, arrays), None
 
 
+def json_values(value: Any) -> list[int] | list[float]:
+    """One example's output as a flat JSON list: integers stay integers (an int64 class id is 2, not 2.0)."""
+    arr = np.asarray(value)
+    if arr.dtype.kind in "iub":
+        return arr.astype(np.int64).reshape(-1).tolist()
+    return arr.astype(np.float64).reshape(-1).tolist()
+
+
 def class_labels(entry: ModelEntry, outputs: dict[str, list[float]]) -> dict[str, dict[str, float]]:
     """For each output that declares class names: class -> softmax probability of its scores."""
     labels = {}
@@ -266,10 +274,7 @@ class Service:
         key = (entry.name, predictor.format, device)
         first = key not in loaded.served
         loaded.served.add(key)
-        outputs = {
-            name: np.asarray(out[0], dtype=np.float64).reshape(-1).tolist()
-            for name, out in zip(entry.output_names, result, strict=True)
-        }
+        outputs = {name: json_values(out[0]) for name, out in zip(entry.output_names, result, strict=True)}
         return {
             "model": entry.name,
             "format": predictor.format,
@@ -355,7 +360,7 @@ class Service:
             row["reason"] = one_line(exc)
             return row
         row["device"] = predictor.device
-        row["outputs"] = {name: np.asarray(v[0], dtype=np.float64).reshape(-1).tolist() for name, v in got.items()}
+        row["outputs"] = {name: json_values(v[0]) for name, v in got.items()}
         row["latency_ms"] = round(latency_ms, 4)
         row["load_ms"] = round(predictor.load_seconds * 1000.0, 3)
         if reference is None:
