@@ -242,3 +242,15 @@ def test_float16_tolerates_its_own_rounding_near_zero_whatever_the_output_size()
     assert compare(ref, got, fp16.atol, fp16.rtol, fp16.scale).passed
     float32 = formats.get("onnx")
     assert not compare(ref, got, float32.atol, float32.rtol, float32.scale).passed  # float32 stays strict
+
+
+def test_dynamic_int8_weights_are_7_bit_per_channel_so_no_cpu_saturates(manifest):
+    import onnx
+    from onnx import numpy_helper
+
+    entry = manifest.model("two_layer_net")
+    proto = onnx.load(str(manifest.path_of(entry.artifact("onnx-int8").path)))
+    weights = [numpy_helper.to_array(i) for i in proto.graph.initializer if i.data_type == onnx.TensorProto.INT8]
+    assert weights and all(np.abs(w.astype(np.int32)).max() <= 64 for w in weights)  # reduce_range: 7 bits
+    scales = [numpy_helper.to_array(i) for i in proto.graph.initializer if i.name.endswith("_scale")]
+    assert any(s.size > 1 for s in scales)  # one scale per output channel
