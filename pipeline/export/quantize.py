@@ -173,6 +173,10 @@ def _quantize_static(ctx: Any, proto: Any, path: Path) -> None:
             return next(self.batches, None)
 
     reader = Reader(calibration_batches(ctx))
+    outputs = {o.name for o in proto.graph.output}
+    # The layer that gives an output stays float32: quantizing the logits themselves cost the digits CNN 1.5 of
+    # 20 (7.5 %, over its rule) on held-out digits; its weights are a small share of the file.
+    last = [n.name for n in proto.graph.node if n.op_type in ("Conv", *QUANTIZED_OPS) and set(n.output) & outputs]
     with _quiet_root_logger():
         atomic_write(
             path,
@@ -182,6 +186,7 @@ def _quantize_static(ctx: Any, proto: Any, path: Path) -> None:
                 reader,
                 quant_format=QuantFormat.QDQ,
                 op_types_to_quantize=("Conv", *QUANTIZED_OPS),
+                nodes_to_exclude=last,
                 per_channel=PER_CHANNEL,
                 reduce_range=REDUCE_RANGE,
                 activation_type=QuantType.QUInt8,
