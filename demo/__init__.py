@@ -38,7 +38,7 @@ def _remove_stale(parent: Path) -> None:
             continue
 
 
-def private_temp_dir() -> Path:
+def private_temp_dir() -> Path:  # run once, below, when the package is imported
     """This process's own Gradio temp folder (GRADIO_TEMP_DIR), created once, mode 0700, removed at exit."""
     global _temp_dir
     if _temp_dir is None:

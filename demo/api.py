@@ -32,7 +32,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from pipeline import formats
-from pipeline.errors import UserError
+from pipeline.errors import Refused, UserError, reject_constant
 from pipeline.serving.service import Service
 
 log = logging.getLogger("demo")
@@ -44,14 +44,6 @@ API = {  # name: (what it does, for messages; its arguments, in order)
     "predict": ("prediction", ("model", "format", "device", "features")),
     "compare": ("comparison", ("model", "device", "features")),
 }
-
-
-class Refused(Exception):
-    """A call answered with an error: `status` 400 (the caller's input) or 500 (a failure of ours)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status, self.message = status, message
 
 
 def answer(what: str, call: Callable[[], Any]) -> Any:
@@ -75,15 +67,11 @@ def attempt(what: str, call: Callable[[], Any]) -> tuple[Any, str | None]:
         return None, exc.message
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
 def arguments(name: str, body: bytes) -> list[Any]:
     """The arguments of a call body {"data": [...], "session_hash"?} to API function `name`."""
     expected = f'expected {{"data": [{", ".join(API[name][1])}]}}'
     try:
-        call = json.loads(body, parse_constant=_reject_constant)
+        call = json.loads(body, parse_constant=reject_constant)
     except (ValueError, RecursionError):
         raise Refused(400, f"the request body is not valid JSON; {expected}") from None
     if not isinstance(call, dict) or not isinstance(call.get("data"), list):

@@ -25,10 +25,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `python demo/app.py` from a checkout that is not pip-installed
     sys.path.insert(0, str(ROOT))
 
-from demo import private_temp_dir  # noqa: E402
+# Importing the package first gives Gradio this process's own temp folder: Gradio reads GRADIO_TEMP_DIR when it
+# is imported (demo/__init__.py).
+import demo  # noqa: E402, F401
 
-private_temp_dir()  # before Gradio is imported: it reads GRADIO_TEMP_DIR then (see demo/__init__.py)
-
+# isort: split
 import fastapi  # noqa: E402
 import gradio as gr  # noqa: E402
 
@@ -39,7 +40,8 @@ from pipeline.artifacts.manifest import ManifestError, ModelEntry  # noqa: E402
 from pipeline.artifacts.tensors import width  # noqa: E402
 from pipeline.errors import UserError  # noqa: E402
 from pipeline.runtime.predictor import DEVICES  # noqa: E402
-from pipeline.serving.service import Service, cuda_unavailable_reason  # noqa: E402
+from pipeline.runtime.targets import cuda_unavailable_reason  # noqa: E402
+from pipeline.serving.service import Service  # noqa: E402
 
 log = logging.getLogger("demo")
 

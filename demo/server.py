@@ -37,6 +37,7 @@ import gradio as gr
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from demo.api import SESSION_HASH, api_paths, api_router
+from pipeline.errors import Refused
 from pipeline.serving.oip import MAX_BODY_BYTES as OIP_MAX_BODY_BYTES
 from pipeline.serving.oip import oip_router
 from pipeline.serving.service import Service
@@ -67,14 +68,6 @@ UPLOAD_ROUTES = frozenset({"/gradio_api/upload"})
 # Gradio's /run route under this name, which no API function has.
 PAGE_RUN_PATH = "/gradio_api/run/page"
 HEARTBEAT = re.compile(r"/gradio_api/heartbeat/(.*)")
-
-
-class Refused(Exception):
-    """A request answered by RequestLimits itself."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status, self.message = status, message
 
 
 def _check_session(value: Any, where: str) -> None:
@@ -148,7 +141,9 @@ def page_event(path: str, body: bytes, skip_queue: dict[int, tuple[Accepts, ...]
 def forget_unread_sessions(page: gr.Blocks, keep: int = MAX_UNREAD_SESSIONS) -> None:
     """Gradio keeps the results of at most 2,000 sessions nobody reads (an LRU), but the ids of their events
     for ever (about 0.5 KB a session): past `keep` sessions, drop the ids of those whose results it dropped.
-    These are Gradio's internals, so read defensively: if they change, nothing is dropped."""
+
+    The one place the demo reads Gradio's private state (the page's `_queue` and two of its dicts): Gradio
+    (5.x) has no public way to bound them. Read defensively: if they change, nothing is dropped."""
     queue = getattr(page, "_queue", None)
     event_ids = getattr(queue, "pending_event_ids_session", None)
     results = getattr(queue, "pending_messages_per_session", None)

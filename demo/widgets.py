@@ -15,7 +15,8 @@ import gradio as gr
 import numpy as np
 
 from pipeline.artifacts.manifest import ModelEntry
-from pipeline.artifacts.tensors import dtype, examples_batch, shape, width
+from pipeline.artifacts.tensors import dtype, dtype_of, examples_batch, shape, width
+from pipeline.dtypes import DEFAULT_DTYPE
 from pipeline.runtime.inputs import InputError
 
 SMALL_INPUT = 16  # up to this many features: one number field each; wider inputs: one text area
@@ -74,61 +75,68 @@ def input_form(entry: ModelEntry) -> tuple[list[Any], list[tuple[str, str, int]]
     widgets: list[Any] = []
     layout: list[tuple[str, str, int]] = []
     for t in entry.inputs:
-        name, values = t["name"], example[t["name"]]
-        label = f"{name}: " if len(entry.inputs) > 1 else ""
-        if t.get("image"):
-            img = t["image"]
-            widgets.append(
-                gr.ImageEditor(
-                    label=f"{label}draw (dark on light) or upload a picture; it becomes {img['height']}x{img['width']}",
-                    sources=["upload", "clipboard"],
-                    type="numpy",
-                    canvas_size=(CANVAS, CANVAS),
-                    brush=gr.Brush(colors=["#000000"], default_size=22, color_mode="fixed"),
-                    elem_id=f"{entry.name}-{name}",
-                )
-            )
-            layout.append((name, "image", 1))
-        elif dtype(t) == "float32" and len(shape(t)) == 1 and t["features"] and width(t) <= SMALL_INPUT:
-            with gr.Row():
-                for i, feat in enumerate(t["features"]):
-                    field = gr.Number(
-                        label=f"{label}{feat}", value=float(values[i]), elem_id=f"{entry.name}-{feat}", min_width=80
-                    )
-                    widgets.append(field)
-            layout.append((name, "numbers", width(t)))
-        else:
-            kind = "whole numbers" if dtype(t) == "int64" else "numbers"
-            bounds = f" from {t['values'][0]} to {t['values'][1] - 1}" if t.get("values") else ""
-            widgets.append(
-                gr.Textbox(
-                    value=features_text(values.ravel().tolist()),
-                    lines=3 if width(t) <= 64 else 6,
-                    max_lines=12,
-                    label=f"{label}{width(t)} {kind}{bounds} (shape {list(shape(t))}), separated by commas or "
-                    "spaces, or a JSON list",
-                    elem_id=f"{entry.name}-{name}" if len(entry.inputs) > 1 else f"{entry.name}-features",
-                )
-            )
-            layout.append((name, "text", 1))
+        made, kind = _input_widgets(entry, t, example[t["name"]])
+        widgets += made
+        layout.append((t["name"], kind, len(made)))
     examples = None
     if entry.examples and all(kind != "image" for _, kind, _ in layout):
-        rows = []
-        for ex in entry.examples:
-            values = ex if isinstance(ex, dict) else {entry.inputs[0]["name"]: ex}
-            row: list[Any] = []
-            for name, kind, _ in layout:
-                flat = np.asarray(values[name]).ravel().tolist()
-                row += [float(v) for v in flat] if kind == "numbers" else [features_text(flat)]
-            rows.append(row)
-        examples = gr.Examples(
-            examples=rows,
-            inputs=widgets,
-            label=f"{entry.name}: catalog examples (a click fills and runs one)",
-            example_labels=[f"catalog example {i + 1}" for i in range(len(rows))],
-            api_visibility="private",
-        )
+        examples = _examples(entry, widgets, layout)
     return widgets, layout, examples
+
+
+def _input_widgets(entry: ModelEntry, t: dict[str, Any], values: np.ndarray) -> tuple[list[Any], str]:
+    """The widgets for one input, filled with `values`, and their kind: an image editor, a field per feature
+    (a short row of floats), else one text area."""
+    name = t["name"]
+    label = f"{name}: " if len(entry.inputs) > 1 else ""
+    if t.get("image"):
+        img = t["image"]
+        editor = gr.ImageEditor(
+            label=f"{label}draw (dark on light) or upload a picture; it becomes {img['height']}x{img['width']}",
+            sources=["upload", "clipboard"],
+            type="numpy",
+            canvas_size=(CANVAS, CANVAS),
+            brush=gr.Brush(colors=["#000000"], default_size=22, color_mode="fixed"),
+            elem_id=f"{entry.name}-{name}",
+        )
+        return [editor], "image"
+    if dtype(t) == DEFAULT_DTYPE and len(shape(t)) == 1 and t["features"] and width(t) <= SMALL_INPUT:
+        with gr.Row():
+            fields = [
+                gr.Number(label=f"{label}{feat}", value=float(values[i]), elem_id=f"{entry.name}-{feat}", min_width=80)
+                for i, feat in enumerate(t["features"])
+            ]
+        return fields, "numbers"
+    kind = "whole numbers" if dtype_of(t).whole else "numbers"
+    bounds = f" from {t['values'][0]} to {t['values'][1] - 1}" if t.get("values") else ""
+    text = gr.Textbox(
+        value=features_text(values.ravel().tolist()),
+        lines=3 if width(t) <= 64 else 6,
+        max_lines=12,
+        label=f"{label}{width(t)} {kind}{bounds} (shape {list(shape(t))}), separated by commas or "
+        "spaces, or a JSON list",
+        elem_id=f"{entry.name}-{name}" if len(entry.inputs) > 1 else f"{entry.name}-features",
+    )
+    return [text], "text"
+
+
+def _examples(entry: ModelEntry, widgets: list[Any], layout: list[tuple[str, str, int]]) -> Any:
+    """The catalog examples as rows of the widgets' values; a click fills the widgets and runs one."""
+    rows = []
+    for ex in entry.examples:
+        values = ex if isinstance(ex, dict) else {entry.inputs[0]["name"]: ex}
+        row: list[Any] = []
+        for name, kind, _ in layout:
+            flat = np.asarray(values[name]).ravel().tolist()
+            row += [float(v) for v in flat] if kind == "numbers" else [features_text(flat)]
+        rows.append(row)
+    return gr.Examples(
+        examples=rows,
+        inputs=widgets,
+        label=f"{entry.name}: catalog examples (a click fills and runs one)",
+        example_labels=[f"catalog example {i + 1}" for i in range(len(rows))],
+        api_visibility="private",
+    )
 
 
 def given_values(entry: ModelEntry, layout: list[tuple[str, str, int]], values: Sequence[Any]) -> Any:

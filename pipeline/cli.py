@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from pipeline.dtypes import DEFAULT_DTYPE
 from pipeline.errors import UserError
 
 DEFAULT_ARTIFACTS = Path("artifacts")
@@ -70,7 +71,7 @@ def _parse_recipes(values: list[str], names: list[str]) -> dict[str, str]:
 
 
 def _dims(t) -> str:
-    return f"{t.name}[{','.join(map(str, t.shape))}]" + ("" if t.dtype == "float32" else f" {t.dtype}")
+    return f"{t.name}[{','.join(map(str, t.shape))}]" + ("" if t.dtype == DEFAULT_DTYPE else f" {t.dtype}")
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -252,11 +253,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_triton(args: argparse.Namespace) -> int:
     """`triton [DIR]`: a Triton model repository from the manifest as it is (nothing re-exported, no torch)."""
     from pipeline.artifacts.fileio import exclusive
-    from pipeline.artifacts.manifest import ArtifactError, Manifest
+    from pipeline.artifacts.manifest import ArtifactError, Manifest, model_names
     from pipeline.serving.triton import TritonError, build_repository
 
     out = args.artifacts / "triton" if args.dir is None else Path(args.dir)
-    names = None if args.models == "all" else [n.strip() for n in args.models.split(",") if n.strip()]
+    names = model_names(args.models)
     Manifest.load(args.artifacts)  # no manifest: one line, exit 2, before the lock creates the directory
     _writable_dir(out.parent, "DIR")
     with exclusive(args.artifacts):  # no export may replace the files while they are copied
@@ -279,11 +280,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from pipeline.runtime.predictor import is_remote
 
     manifest = Manifest.load(args.artifacts)
-    names = (
-        list(manifest.models)
-        if args.models == "all"
-        else [manifest.model(n.strip()).name for n in args.models.split(",") if n.strip()]
-    )
+    names = manifest.select(args.models)
     for url in args.remote:
         if not is_remote(url):
             raise UsageError(f"--remote {url}: expected a server URL such as http://127.0.0.1:8000")
@@ -299,6 +296,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return EXIT_OK if report.passed else EXIT_FAILED
+
+
+def cmd_triton_serve(args: argparse.Namespace) -> int:
+    """Serve the Python-backend flavours of the models on the real Triton server until Ctrl-C or SIGTERM."""
+    from pipeline.serving.triton_server import serve
+
+    serve(args.artifacts, args.models, args.repository, args.port, args.triton_env)
+    return EXIT_OK
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -356,8 +361,9 @@ def _add_catalog(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_common(p: argparse.ArgumentParser, device: bool = True) -> None:
-    _add_catalog(p)
+def _add_common(p: argparse.ArgumentParser, device: bool = True, catalog: bool = True) -> None:
+    if catalog:
+        _add_catalog(p)
     p.add_argument("--models", default="all", help="'all' or comma-separated catalog names")
     p.add_argument("--artifacts", type=Path, default=DEFAULT_ARTIFACTS, help="artifacts directory")
     if device:
@@ -465,9 +471,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_bench)
 
-    from pipeline.serving.triton_server import register_cli  # `triton-serve`: the real Triton server, its own module
-
-    register_cli(command, DEFAULT_ARTIFACTS)
+    p = command("triton-serve", "serve the models on the real Triton server (Python backend) on 127.0.0.1")
+    _add_common(p, device=False, catalog=False)  # it serves the files alone: no catalog code runs
+    p.add_argument("--repository", type=Path, default=None, help="model repository (default: ARTIFACTS/triton)")
+    p.add_argument("--port", type=int, default=8000, help="HTTP port on 127.0.0.1")
+    p.add_argument(
+        "--triton-env",
+        type=Path,
+        default=None,
+        help="the environment `make triton-env` made (default: $PIPELINE_TRITON_ENV, else .venv-triton)",
+    )
+    p.set_defaults(func=cmd_triton_serve)
     return parser
 
 

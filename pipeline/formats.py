@@ -201,17 +201,6 @@ def label(fmt: str, runtime: str | None = None) -> str:
     return f"{spec.label} · {rt.label if rt else runtime}"
 
 
-def local_targets(devices: tuple[str, ...] = (CPU,)) -> list[tuple[str, str, str]]:
-    """Every (format, runtime, device) declared that runs on one of `devices`, reference excepted."""
-    out = []
-    for device in devices:
-        for fmt in FORMATS.values():
-            for load in fmt.loaders:
-                if device in load.runtime.devices and (fmt.name, load.runtime.name, device) != REFERENCE:
-                    out.append((fmt.name, load.runtime.name, device))
-    return out
-
-
 def resolve(dotted: str) -> Callable[..., Any]:
     """The function named by "module:function"."""
     module, _, attr = dotted.partition(":")

@@ -17,9 +17,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline import dtypes
 from pipeline.errors import UserError
 
-DTYPES = {"float32": torch.float32, "int64": torch.int64}  # what a tensor spec may declare
+DTYPES = {name: getattr(torch, d.torch) for name, d in dtypes.DTYPES.items()}  # what a tensor spec may declare
 # What a recipe may name; pipeline/train maps each to its torch class (a test keeps the two in step).
 LOSSES = ("sse", "mse", "cross_entropy")
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
@@ -88,7 +89,7 @@ class TensorSpec:
     name: str
     features: tuple[str, ...] = ()
     shape: tuple[int | Dim, ...] = ()  # after the batch axis; a Dim (or its name) is an axis of varying length
-    dtype: str = "float32"
+    dtype: str = dtypes.DEFAULT_DTYPE
     values: tuple[float, float] | None = None
     classes: tuple[str, ...] = ()
     image: Image | None = None
@@ -164,7 +165,7 @@ def _dim(d: Any, tensor_name: str) -> int | Dim:
 def tensor(
     name: str,
     shape: int | str | Dim | Sequence[int | str | Dim],
-    dtype: str = "float32",
+    dtype: str = dtypes.DEFAULT_DTYPE,
     *,
     features: Sequence[str] = (),
     values: tuple[float, float] | None = None,

@@ -106,12 +106,39 @@ def manifest(artifacts):
 
 
 @pytest.fixture(scope="session")
-def eager_predictors(manifest):
+def eager(manifest):
     """model -> its eager predictor (the reference every format is compared with), each loaded once."""
     from pipeline.runtime.predictor import PredictorCache
 
     cache = PredictorCache(manifest)
     return lambda model: cache.get(model, "eager")
+
+
+@pytest.fixture(scope="module")
+def demo(artifacts):
+    """The base URL of a demo process serving the session's artifacts, one per test module."""
+    from tests.demo_server import running_demo
+
+    with running_demo(artifacts) as url:
+        yield url
+
+
+def rerecord(root: Path, rel: str) -> None:
+    """Write the current sha256 and size of the file at `rel` into root's manifest, as someone who controls
+    the manifest would: the loaders must still refuse what the file holds."""
+    import hashlib
+    import json
+
+    raw = json.loads((root / "manifest.json").read_text(encoding="utf-8"))
+    data = (root / rel).read_bytes()
+    hits = 0
+    for entry in raw["models"].values():
+        for art in entry["artifacts"]:
+            if art["path"] == rel:
+                art["sha256"], art["bytes"] = hashlib.sha256(data).hexdigest(), len(data)
+                hits += 1
+    assert hits == 1, rel
+    (root / "manifest.json").write_text(json.dumps(raw, indent=2), encoding="utf-8")
 
 
 @pytest.fixture(scope="session")

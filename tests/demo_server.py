@@ -13,13 +13,6 @@ benchmark and robustness tests).
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,20 +21,7 @@ import httpx
 
 from pipeline.serving.client import PredictError  # noqa: F401 - re-exported for the tests
 from pipeline.serving.client import call_predict as _call_predict
-
-ROOT = Path(__file__).resolve().parents[1]
-APP = ROOT / "demo" / "app.py"
-
-
-class DemoFailed(RuntimeError):
-    """The demo process exited or never answered; the message ends with its output."""
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+from pipeline.serving.launch import APP, ROOT, DemoFailed, demo, free_port  # noqa: F401 - re-exported for the tests
 
 
 @contextlib.contextmanager
@@ -54,45 +34,11 @@ def running_demo(
     timeout: float = 90.0,
     args: tuple[str, ...] = (),
 ) -> Iterator[str]:
-    """`python demo/app.py --artifacts ARTIFACTS --port PORT` until the page answers; yields its base
-    URL ("http://127.0.0.1:PORT"), and stops the process on exit. The process's output goes to a
-    temporary log, quoted in the exception if it dies or does not answer within `timeout` seconds."""
-    port = free_port(host) if port is None else port
-    base_url = f"http://{host}:{port}"
-    log = tempfile.NamedTemporaryFile(prefix="demo-", suffix=".log", delete=False)  # noqa: SIM115
-    full_env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1", **(env or {})}
-    cmd = [sys.executable, str(APP), "--artifacts", str(artifacts), "--host", host, "--port", str(port)]
-    proc = subprocess.Popen([*cmd, *args], cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
-
-    def output() -> str:
-        log.flush()
-        return Path(log.name).read_text(errors="replace")[-4000:]
-
-    try:
-        deadline = time.monotonic() + timeout
-        with httpx.Client(timeout=2.0) as client:
-            while True:
-                if proc.poll() is not None:
-                    raise DemoFailed(f"demo exited with code {proc.returncode} before answering:\n{output()}")
-                try:
-                    if client.get(base_url + "/").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise DemoFailed(f"demo did not answer on {base_url} within {timeout:.0f} s:\n{output()}")
-                time.sleep(0.1)
-        yield base_url
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)  # uvicorn shuts down at once; SIGINT waits on open streams
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-        log.close()
-        os.unlink(log.name)
+    """`python demo/app.py --artifacts ARTIFACTS --port PORT` (pipeline.serving.launch.demo) until the page
+    answers; yields its base URL ("http://127.0.0.1:PORT"), and stops the process on exit. DemoFailed, quoting
+    the process's output, if it dies or does not answer within `timeout` seconds."""
+    with demo(artifacts, port, host=host, env=env, args=args, timeout=timeout, poll_seconds=0.1) as running:
+        yield running.url
 
 
 def call_predict(

@@ -13,6 +13,7 @@ import pytest
 
 from pipeline import formats
 from pipeline.artifacts.manifest import Manifest
+from pipeline.bench import quantized
 from pipeline.spec import BENCH_ROLES
 
 from .conftest import run_cli
@@ -118,7 +119,7 @@ def test_derived_formats_are_measured_beside_their_source_in_the_same_run(quick_
 
 @pytest.mark.slow
 def test_the_demo_is_compared_with_real_triton_or_the_run_says_why_not(quick_run):
-    from pipeline.bench.serving import TRITON_CLIENTS
+    from pipeline.bench.triton import TRITON_CLIENTS
     from pipeline.serving.triton_server import TritonServerError, find_env
 
     result, stdout, _, _ = quick_run
@@ -268,3 +269,19 @@ def test_report_tables_are_declared_columns_printed_by_the_one_table_printer():
     assert "HTTP" not in text and "Wall time" not in text  # sections without figures print nothing
     markdown = tables(result, markdown=True)
     assert markdown.startswith("#### Artifacts") and "| model | format | KiB |" in markdown
+
+
+def test_measure_gives_size_latency_and_deviation_for_onnx_and_both_derived_formats(manifest):
+    rows = quantized.measure(manifest, ["two_layer_net", "linear_3x"], seconds=0.02)
+    got = {(r["model"], r["format"]): r for r in rows}
+    assert set(got) == {("two_layer_net", f) for f in ("onnx", "onnx-int8", "onnx-fp16")} | {
+        ("linear_3x", f) for f in ("onnx", "onnx-fp16")
+    }
+    for (model, fmt), row in got.items():
+        assert row["bytes"] == manifest.model(model).artifact(fmt).bytes
+        assert row["p50_ms_b1"] > 0 and row["p50_ms_b64"] > 0
+        assert row["max_frac"] <= (formats.get(fmt).scale or 1e-4), (model, fmt, row)
+    assert got[("two_layer_net", "onnx")]["max_frac"] < got[("two_layer_net", "onnx-fp16")]["max_frac"]
+    assert got[("two_layer_net", "onnx-fp16")]["max_frac"] < got[("two_layer_net", "onnx-int8")]["max_frac"]
+    table = quantized.measure_table(rows, markdown=True)
+    assert table.count("\n") == len(rows) + 1 and "| two_layer_net | onnx-int8 |" in table

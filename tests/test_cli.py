@@ -87,7 +87,10 @@ def test_top_level_help_states_the_exit_codes(capsys, monkeypatch):
     [
         (["train", "--models", "linear_3x", "--device", "cpu", "--artifacts", "{file}/sub"], "cannot create"),
         (["train", "--models", "linear_3x", "--device", "cpu", "--artifacts", "{file}"], "not a directory"),
-        (["train", "--models", "no_such_model", "--artifacts", "{tmp}"], "unknown model 'no_such_model'"),
+        (
+            ["train", "--models", "no_such_model", "--artifacts", "{tmp}"],
+            "unknown model 'no_such_model'; expected one of: " + ", ".join(catalog.CATALOG),
+        ),
         (["triton", "--artifacts", "{tmp}/none"], "no manifest"),
         (["verify", "--device", "cpu", "--artifacts", "{tmp}/none"], "no manifest"),
     ],

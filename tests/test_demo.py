@@ -15,10 +15,9 @@ import pytest
 
 from pipeline.catalog import CATALOG
 from pipeline.formats import FORMATS
-from pipeline.runtime.predictor import load_predictor
 
 from .conftest import assert_matches_eager
-from .demo_server import ROOT, PredictError, call_predict, running_demo
+from .demo_server import ROOT, PredictError, call_predict
 
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -31,26 +30,13 @@ FRESH: dict = {}  # what the app reported right after start-up, before any torch
 
 
 @pytest.fixture(scope="module")
-def demo_url(artifacts):
+def demo_url(demo):
+    """The module's demo (conftest), after recording what it reported before anything else was asked of it."""
     import httpx
 
-    with running_demo(artifacts) as url:
-        FRESH["onnx"] = call_predict(url, "adder_mynet", "onnx", "cpu", "10 11")
-        FRESH["health"] = httpx.get(url + "/healthz").json()
-        yield url
-
-
-@pytest.fixture(scope="module")
-def eager(manifest):
-    """The eager predictor of each model, loaded once."""
-    cache = {}
-
-    def get(model):
-        if model not in cache:
-            cache[model] = load_predictor(manifest, model, "eager")
-        return cache[model]
-
-    return get
+    FRESH["onnx"] = call_predict(demo, "adder_mynet", "onnx", "cpu", "10 11")
+    FRESH["health"] = httpx.get(demo + "/healthz").json()
+    return demo
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,9 @@ The machine-independent half uses fakes; tests/test_cuda.py runs the real thing 
 
 from __future__ import annotations
 
-import types
-
 import pytest
 
-from pipeline.runtime import devices, loaders, parity
+from pipeline.runtime import devices, parity
 from pipeline.runtime.devices import DeviceError
 from tests.conftest import run_cli
 
@@ -66,55 +64,9 @@ def test_the_reference_evaluator_never_claims_cuda():
     assert devices.cuda_status("onnx-reference") == (False, "onnx-reference runs on the CPU only")
 
 
-def test_onnxruntime_cuda_gets_full_float32_precision_on_the_named_gpu(monkeypatch):
-    monkeypatch.setattr(loaders, "cuda_status", lambda runtime: (True, "fake GPU"))
-    monkeypatch.setattr(loaders, "cuda_index", lambda device: int(device.partition(":")[2] or 0))
-    providers = loaders.onnxruntime_providers("cuda:1")
-    name, options = providers[0]
-    assert name == "CUDAExecutionProvider"
-    assert options == {"device_id": "1", "use_tf32": "0"}  # TF32 would put onnxruntime 1e-4..1e-1 off torch
-    assert providers[1:] == ["CPUExecutionProvider"]
-
-
-def test_onnxruntime_cuda_session_has_its_cpu_fallback_disabled(monkeypatch, manifest):
-    """If a CUDA run fails, onnxruntime must raise rather than quietly re-run on the CPU under a CUDA label."""
-    import onnxruntime as ort
-
-    calls = []
-
-    class FakeSession:
-        def __init__(self, path, sess_options=None, providers=None):
-            self.providers = providers
-
-        def get_providers(self):
-            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-
-        def disable_fallback(self):
-            calls.append("disable_fallback")
-
-        def get_inputs(self):
-            return [types.SimpleNamespace(name="x")]
-
-        def get_outputs(self):
-            return [types.SimpleNamespace(name="y")]
-
-        def run(self, names, feed):
-            return [feed["x"] * 3.0]
-
-    monkeypatch.setattr(loaders, "cuda_status", lambda runtime: (True, "fake GPU"))
-    monkeypatch.setattr(loaders, "cuda_index", lambda device: 0)
-    monkeypatch.setattr(ort, "InferenceSession", FakeSession)
-    monkeypatch.setattr(ort, "preload_dlls", lambda: None, raising=False)
-    entry = manifest.model("linear_3x")
-    loaded = loaders.load_onnxruntime(entry, "model.onnx", "cuda", None)
-    assert calls == ["disable_fallback"]
-    assert loaded.device == "CUDAExecutionProvider"
-    assert loaded.native.providers[0][1]["use_tf32"] == "0"
-
-
 def test_requested_cuda_that_cannot_run_is_a_failed_row_not_a_skip(monkeypatch, manifest):
-    monkeypatch.setattr(parity, "cuda_index", lambda device: 0)  # the GPU exists...
-    monkeypatch.setattr(parity, "cuda_status", lambda runtime: (False, f"{runtime} cannot reach it (fake)"))
+    monkeypatch.setattr(devices, "cuda_index", lambda device: 0)  # the GPU exists...
+    monkeypatch.setattr(devices, "cuda_status", lambda runtime: (False, f"{runtime} cannot reach it (fake)"))
     report = parity.verify(manifest, ["linear_3x"], "cuda")
     gpu_rows = [r for r in report.rows if r.device == "cuda"]
     assert not report.passed
@@ -130,7 +82,7 @@ def test_requested_cuda_that_cannot_run_is_a_failed_row_not_a_skip(monkeypatch, 
 
 
 def test_auto_skips_cuda_rows_it_cannot_run_and_says_why(monkeypatch, manifest):
-    monkeypatch.setattr(parity, "cuda_status", lambda runtime: (False, "no GPU (fake)"))
+    monkeypatch.setattr(devices, "cuda_status", lambda runtime: (False, "no GPU (fake)"))
     report = parity.verify(manifest, ["linear_3x"], "auto")
     assert report.passed and not [r for r in report.rows if r.device.startswith("cuda")]
     assert report.skipped == [

@@ -16,8 +16,9 @@ from onnx import numpy_helper
 
 from pipeline import formats
 from pipeline.artifacts.fileio import sha256_file
-from pipeline.artifacts.manifest import FORMATS, Manifest
+from pipeline.artifacts.manifest import Manifest
 from pipeline.catalog import CATALOG
+from pipeline.formats import ARTIFACT_KINDS
 from pipeline.runtime.parity import parity_inputs
 from pipeline.runtime.predictor import load_predictor
 
@@ -55,7 +56,7 @@ def test_every_model_has_all_four_formats_with_matching_sha256(manifest, artifac
     assert list(manifest.models) == list(CATALOG)
     for entry in manifest.models.values():
         assert set(entry.not_applicable) <= set(formats.DERIVED)  # only a derived format may be left out
-        assert sorted(entry.artifacts) == sorted(f for f in FORMATS if f not in entry.not_applicable)
+        assert sorted(entry.artifacts) == sorted(f for f in ARTIFACT_KINDS if f not in entry.not_applicable)
         for art in entry.artifacts.values():
             path = manifest.path_of(art.path)
             assert path.is_relative_to(artifacts.resolve())
@@ -102,7 +103,7 @@ def test_parity_rows_hold_the_differences_measured_independently(artifacts, mani
     rows = [r for r in report["rows"] if r["model"] == name]
     assert {r["output"] for r in rows} == set(entry.output_names)
     for fmt, runtime in sorted({(r["format"], r["runtime"]) for r in rows}):
-        predictor = load_predictor(manifest, name, fmt, runtime, "cpu")
+        predictor = load_predictor(manifest, name, fmt, runtime=runtime, device="cpu")
         got = [predictor.outputs(b) for b in batches]
         for output in entry.output_names:
             row = next(r for r in rows if (r["format"], r["runtime"], r["output"]) == (fmt, runtime, output))

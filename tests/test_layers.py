@@ -26,6 +26,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("pipeline.catalog",),
     ("pipeline.artifacts",),
     ("pipeline.formats", "pipeline.spec", "pipeline.tables"),
+    ("pipeline.dtypes",),
     ("pipeline.errors",),
 ]
 SERVING_SIDE = ("demo", "pipeline.serving")

@@ -17,42 +17,30 @@ import numpy as np
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from tritonclient import http as httpclient
+from tritonclient.utils import InferenceServerException
 
 from demo.server import RequestLimits
 from pipeline import formats
+from pipeline.formats import TRITON_FORMATS
 from pipeline.runtime.inputs import InputError
 from pipeline.runtime.parity import compare, parity_inputs, verify
 from pipeline.runtime.predictor import PredictorCache, RuntimeUnavailable, load_predictor
-from pipeline.serving.naming import TRITON_FORMATS, model_config, tensor_names, triton_model_name
+from pipeline.serving.naming import model_config, tensor_names, triton_model_name
 from pipeline.serving.oip import oip_router
 from pipeline.serving.oip_protocol import oip_names, triton_formats_of
 from pipeline.serving.service import Service
 
-from .demo_server import ROOT, free_port, running_demo
-
-httpclient = pytest.importorskip("tritonclient.http")
-from tritonclient.utils import InferenceServerException  # noqa: E402
+from .demo_server import ROOT, free_port
 
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
 @pytest.fixture(scope="module")
-def demo(artifacts):
-    """The base URL of a running demo process."""
-    with running_demo(artifacts) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
 def client(demo):
     with httpclient.InferenceServerClient(demo.split("://", 1)[1]) as c:
         yield c
-
-
-@pytest.fixture(scope="module")
-def eager(eager_predictors):
-    return lambda model, batch: eager_predictors(model).run_batch(batch)
 
 
 def names_of(manifest, model, fmt):
@@ -116,11 +104,11 @@ def test_infer_gives_the_eager_outputs_for_every_model(client, manifest, eager):
             input_name, output_names = names_of(manifest, model, fmt)
             for batch in (batches[0], batches[-1]):
                 got = infer(client, name, input_name, batch, output_names)
-                assert_close(eager(model, batch), got, f"{name} batch {len(batch)}", fmt)
+                assert_close(eager(model).run_batch(batch), got, f"{name} batch {len(batch)}", fmt)
         # JSON tensors (no binary extension) give the same numbers
         input_name, output_names = names_of(manifest, model, None)
         got = infer(client, model, input_name, batches[1], output_names, binary=False)
-        assert_close(eager(model, batches[1]), got, f"{model} as JSON")
+        assert_close(eager(model).run_batch(batches[1]), got, f"{model} as JSON")
 
 
 def test_a_request_may_pick_another_artifact_on_the_bare_name(client, manifest, eager):
@@ -128,7 +116,7 @@ def test_a_request_may_pick_another_artifact_on_the_bare_name(client, manifest, 
     input_name, output_names = names_of(manifest, "adder_mynet", None)
     for fmt in ("torchscript", "pt2", "eager", "onnx"):
         got = infer(client, "adder_mynet", input_name, batch, output_names, parameters={"format": fmt})
-        assert_close(eager("adder_mynet", batch), got, f"format {fmt}")
+        assert_close(eager("adder_mynet").run_batch(batch), got, f"format {fmt}")
 
 
 def test_only_the_outputs_asked_for_come_back(client):
@@ -164,7 +152,7 @@ def test_a_full_batch_of_the_widest_model_goes_through_tritonclient_as_json(clie
     batch = np.random.default_rng(5).standard_normal((512, 1000)).astype(np.float32)
     got = infer(client, "two_layer_net", "x", batch, ["y"], binary=False)  # JSON tensors both ways
     assert got[0].shape == (512, 10)
-    assert_close(eager("two_layer_net", batch), got, "512 x 1000 as JSON")
+    assert_close(eager("two_layer_net").run_batch(batch), got, "512 x 1000 as JSON")
     too_many = httpclient.InferInput("x", [513, 1000], "FP32")
     too_many.set_data_from_numpy(np.zeros((513, 1000), dtype=np.float32), binary_data=True)
     with pytest.raises(InferenceServerException) as info:
@@ -347,7 +335,7 @@ def test_the_remote_runtime_is_a_predictor_like_the_others(demo, manifest, eager
     one = predictor.predict([10, 11])
     assert sorted(one) == ["hidden", "sum"] and one["hidden"].shape == (8,)
     x = np.array([[10, 11]], dtype=np.float32)
-    assert_close(eager("adder_mynet", x), [one["sum"][None], one["hidden"][None]], "predict")
+    assert_close(eager("adder_mynet").run_batch(x), [one["sum"][None], one["hidden"][None]], "predict")
     cache = PredictorCache(manifest)
     assert cache.get("linear_3x", "onnx", runtime=demo) is cache.get("linear_3x", "onnx", runtime=demo)
 
@@ -413,3 +401,51 @@ def test_without_a_manifest_the_routes_say_so(tmp_path):
         assert test_client.get("/v2/health/live").status_code == 200
         for answer in (test_client.get("/v2/health/ready"), test_client.post("/v2/models/x/infer", json={})):
             assert answer.status_code == 503 and "make train export" in answer.json()["error"]
+
+
+# ---- a selector is checked by what answered: a damaged copy of the chosen artifact must be what fails ------
+
+
+def _damage(root, model: str, fmt: str) -> str:
+    """Overwrite `model`'s `fmt` file in place (its sha256 in the manifest left as it was); its path."""
+    manifest = json.loads((root / "manifest.json").read_text())
+    kind = formats.get(fmt).artifact_kind
+    path = next(a["path"] for a in manifest["models"][model]["artifacts"] if a["format"] == kind)
+    (root / path).write_bytes(b"not the file export wrote")
+    return path
+
+
+@pytest.mark.parametrize("fmt", [f for f in formats.FORMATS if f != formats.DEFAULT_FORMAT])
+def test_the_format_parameter_runs_that_artifact_and_no_other(artifacts_copy, manifest, fmt):
+    if formats.get(fmt).artifact_kind not in manifest.model("adder_mynet").artifacts:
+        pytest.skip(f"adder_mynet has no {fmt} file")
+    damaged = _damage(artifacts_copy, "adder_mynet", fmt)
+    app = FastAPI()
+    app.include_router(oip_router(Service(artifacts_copy)))
+    with TestClient(app) as test_client:
+        asked = test_client.post("/v2/models/adder_mynet/infer", json={**_x([10, 11]), "parameters": {"format": fmt}})
+        assert asked.status_code >= 400, f"format {fmt} answered although its file is damaged: {asked.text[:200]}"
+        assert damaged in asked.json()["error"]  # the error is that artifact's, naming its file
+        default = test_client.post("/v2/models/adder_mynet/infer", json=_x([10, 11]))
+        assert default.status_code == 200, default.text  # the default format's file is intact
+        if fmt in TRITON_FORMATS:  # the Triton name pins the format the same way
+            name = tensor_names(manifest.model("adder_mynet"), fmt)[0][0]
+            pinned = test_client.post(
+                f"/v2/models/{triton_model_name('adder_mynet', fmt)}/infer", json=_x([10, 11], name=name)
+            )
+            assert pinned.status_code >= 400 and damaged in pinned.json()["error"]
+
+
+@pytest.mark.parametrize("fmt", [f for f in formats.FORMATS if f != formats.DEFAULT_FORMAT])
+def test_the_predict_format_runs_that_artifact_and_reports_it(artifacts_copy, manifest, fmt):
+    from pipeline.errors import UserError
+
+    if formats.get(fmt).artifact_kind not in manifest.model("adder_mynet").artifacts:
+        pytest.skip(f"adder_mynet has no {fmt} file")
+    intact = Service(artifacts_copy).predict("adder_mynet", fmt, "cpu", "10 11")
+    assert (intact["format"], intact["runtime"]) == (fmt, formats.get(fmt).default_runtime)
+    damaged = _damage(artifacts_copy, "adder_mynet", fmt)
+    svc = Service(artifacts_copy)
+    with pytest.raises(UserError, match=damaged.replace(".", r"\.")):
+        svc.predict("adder_mynet", fmt, "cpu", "10 11")
+    assert svc.predict("adder_mynet", formats.DEFAULT_FORMAT, "cpu", "10 11")["format"] == formats.DEFAULT_FORMAT

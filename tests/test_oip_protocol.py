@@ -13,8 +13,8 @@ import pytest
 
 from pipeline import formats
 from pipeline.artifacts.manifest import Manifest
+from pipeline.errors import Refused
 from pipeline.serving import oip_protocol as p
-from pipeline.serving.oip_protocol import OIPError
 
 
 def _tensor(name, width):
@@ -57,8 +57,8 @@ def _req(data=None, shape=(1, 2), name="x", datatype="FP32", **extra):
 
 
 def fails(status, call, *args):
-    """The message of the OIPError `call(*args)` raises, after checking its status."""
-    with pytest.raises(OIPError) as info:
+    """The message of the Refused `call(*args)` raises, after checking its status."""
+    with pytest.raises(Refused) as info:
         call(*args)
     assert info.value.status == status, info.value.message
     assert str(info.value) == info.value.message and "\n" not in info.value.message
@@ -560,6 +560,10 @@ BAD_PAIRS = [  # (inputs, message)
         f"{PAIR}: 'data' holds a value that is not a whole number (datatype INT64)",
     ),
     ([{**TOKENS, "data": [1, 2, 3, 4, 5, 2**63]}, MASK], f"{PAIR}: a value is beyond INT64's range"),
+    (
+        [{**TOKENS, "data": [1, 2, 3, 4, 5, "6"]}, MASK],
+        f"{PAIR}: 'data' holds \"6\", which is not a number (datatype INT64)",
+    ),
     ([{**TOKENS, "data": [1, 2, 3, 4, 5, 10]}, MASK], f"{PAIR} holds a value outside [0, 10)"),
     ([{**TOKENS, "data": [-1, 2, 3, 4, 5, 6]}, MASK], f"{PAIR} holds a value outside [0, 10)"),
     ([{**TOKENS, "shape": [1, 3], "data": [1, 2, 3]}, MASK], "the inputs of pair have different batch sizes"),

@@ -1,4 +1,5 @@
-"""The parity rule and its verdicts: unit cases at the bound, then artifacts that lost an output, end to end."""
+"""The parity rule and its verdicts: unit cases at the bound, each figure and reason of the comparison (pure
+NumPy, what `make mutate` runs), then check_model and verify on artifacts, end to end."""
 
 from __future__ import annotations
 
@@ -9,11 +10,20 @@ import numpy as np
 import pytest
 
 from pipeline import formats
-from pipeline.artifacts.fileio import sha256_file
 from pipeline.artifacts.manifest import Manifest
 from pipeline.runtime import parity
-from pipeline.runtime.parity import EXTRA, MISSING, NON_FINITE, SHAPE, TOLERANCE, compare, compare_outputs
-from tests.conftest import run_cli
+from pipeline.runtime.parity import (
+    EXTRA,
+    MISSING,
+    NON_FINITE,
+    SHAPE,
+    TOLERANCE,
+    Comparison,
+    compare,
+    compare_outputs,
+    merge,
+)
+from tests.conftest import rerecord, run_cli
 
 ATOL, RTOL = 1e-5, 1e-4
 
@@ -111,6 +121,84 @@ class FakePredictor:
         return self.transform({"sum": batch.sum(axis=1, keepdims=True), "hidden": np.maximum(batch, 0)})
 
 
+# ---- each figure and reason of the comparison, case by case (what `make mutate` found left open) ----------
+
+
+def test_missing_and_extra_outputs_say_which_side_lacks_it():
+    assert compare(np.zeros(1), None, ATOL, RTOL) == Comparison(
+        None, None, MISSING, "missing output: the artifact does not declare it"
+    )
+    assert compare(None, np.zeros(1), ATOL, RTOL) == Comparison(
+        None, None, EXTRA, "extra output: the reference has no output of this name"
+    )
+
+
+@pytest.mark.parametrize(("side", "want"), [("got", "artifact"), ("ref", "reference")])
+def test_a_non_finite_value_is_named_with_its_side(side, want):
+    ref, got = np.zeros(3), np.zeros(3)
+    (got if side == "got" else ref)[2] = np.inf
+    assert compare(ref, got, ATOL, RTOL).reason == f"non-finite value inf from the {want}"
+
+
+def test_a_difference_exactly_at_the_bound_passes():
+    # |got - ref| == atol + rtol * |ref|, exactly, in float64: the rule is <=, not <
+    result = compare(np.array([0.0, 4.0]), np.array([0.5, 4.0 + 0.5 + 4.0 * 0.25]), 0.5, 0.25)
+    assert result.passed and result.max_abs == 1.5
+
+
+def test_max_rel_is_the_largest_difference_relative_to_the_reference():
+    result = compare(np.array([2.0, -100.0]), np.array([2.1, -100.5]), 1.0, 0.0)
+    assert result.passed and result.max_abs == pytest.approx(0.5) and result.max_rel == pytest.approx(0.05)
+    failed = compare(np.array([2.0]), np.array([3.0]), ATOL, RTOL)
+    assert failed.failure == TOLERANCE and (failed.max_abs, failed.max_rel) == (1.0, 0.5)
+    # a zero reference is divided by float32's smallest normal, not by zero
+    tiny = float(np.finfo(np.float32).tiny)
+    assert compare(np.array([0.0]), np.array([1e-40]), ATOL, RTOL).max_rel == pytest.approx(1e-40 / tiny)
+
+
+def test_empty_outputs_compare_equal_with_zero_figures():
+    assert compare(np.zeros((0, 3)), np.zeros((0, 3)), ATOL, RTOL) == Comparison(0.0, 0.0)
+
+
+def test_differences_are_taken_in_float64_so_float32_extremes_do_not_overflow():
+    top = np.finfo(np.float32).max
+    result = compare(np.array([top], dtype=np.float32), np.array([-top], dtype=np.float32), ATOL, RTOL)
+    assert (
+        result.failure == TOLERANCE and result.max_abs == pytest.approx(2 * float(top)) and np.isfinite(result.max_abs)
+    )
+    assert compare(np.array([0.1], dtype=np.float32), np.array([0.1]), 0.0, 0.0).max_abs == pytest.approx(
+        abs(float(np.float32(0.1)) - 0.1)
+    )
+
+
+def test_merging_keeps_the_worst_figures_of_both_sides():
+    a, b = Comparison(1.0, 0.1), Comparison(0.5, 0.4)
+    assert merge(a, b) == Comparison(1.0, 0.4) == merge(b, a)
+    assert merge(None, b) is b
+    missing = Comparison(None, None, MISSING, "missing")
+    assert merge(missing, a) == Comparison(1.0, 0.1, MISSING, "missing")  # figures from the batch that has them
+    assert merge(a, missing) == Comparison(1.0, 0.1, MISSING, "missing")
+    assert merge(missing, missing) == missing
+
+
+def test_the_reference_and_the_artifact_must_give_the_same_number_of_batches():
+    one = [{"y": np.zeros(1)}]
+    with pytest.raises(ValueError):
+        compare_outputs(one * 2, one, ATOL, RTOL)
+    with pytest.raises(ValueError):
+        compare_outputs(one, one * 2, ATOL, RTOL)
+
+
+def test_a_non_finite_batch_among_good_ones_fails_the_output():
+    want = [{"y": np.ones(2)}, {"y": np.ones(2)}]
+    got = [{"y": np.ones(2)}, {"y": np.array([1.0, np.nan])}]
+    result = compare_outputs(want, got, ATOL, RTOL)["y"]
+    assert result.failure == NON_FINITE and result.max_abs == 0.0
+
+
+# ---- check_model, verify and the report, on the session's artifacts ------------------------------------------
+
+
 @pytest.mark.parametrize(
     ("transform", "output", "kind"),
     [
@@ -142,15 +230,6 @@ def test_the_report_states_its_pass_rule(manifest):
     assert report.as_dict()["rule"] == parity.RULE
 
 
-def _rerecord(root, model, fmt, path):
-    manifest_path = root / "manifest.json"
-    raw = json.loads(manifest_path.read_text())
-    for art in raw["models"][model]["artifacts"]:
-        if art["format"] == fmt:
-            art["sha256"], art["bytes"] = sha256_file(path), path.stat().st_size
-    manifest_path.write_text(json.dumps(raw))
-
-
 def test_artifacts_that_lost_an_output_fail_verify_on_every_runtime(artifacts_copy):
     """adder_mynet's TorchScript and ONNX files without `hidden`: no `hidden` row may pass anywhere."""
     import onnx
@@ -175,8 +254,8 @@ def test_artifacts_that_lost_an_output_fail_verify_on_every_runtime(artifacts_co
     del proto.graph.output[:]
     proto.graph.output.extend(kept)
     onnx.save(proto, str(onnx_path))
-    _rerecord(artifacts_copy, "adder_mynet", "torchscript", ts_path)
-    _rerecord(artifacts_copy, "adder_mynet", "onnx", onnx_path)
+    rerecord(artifacts_copy, entry.artifact("torchscript").path)
+    rerecord(artifacts_copy, entry.artifact("onnx").path)
 
     result = run_cli("verify", "--models", "adder_mynet", "--device", "cpu", "--artifacts", str(artifacts_copy))
     assert result.returncode == 1, result.stdout + result.stderr

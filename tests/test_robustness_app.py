@@ -10,7 +10,7 @@ re-recorded); the seven other models serve the load test.
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import json
 import os
 import random
@@ -38,6 +38,7 @@ from pipeline.runtime.inputs import MAX_TEXT_CHARS
 from pipeline.runtime.parity import compare
 from pipeline.runtime.predictor import load_predictor
 
+from .conftest import rerecord
 from .demo_server import APP, ROOT, PredictError, call_predict, free_port
 
 pytestmark = pytest.mark.robustness
@@ -60,15 +61,6 @@ class Demo:
         return psutil.Process(self.proc.pid)
 
 
-def _rerecord(root: Path, rel: str) -> None:
-    raw = json.loads((root / MANIFEST).read_text())
-    data = (root / rel).read_bytes()
-    for art in raw["models"][DAMAGED]["artifacts"]:
-        if art["path"] == rel:
-            art["sha256"], art["bytes"] = hashlib.sha256(data).hexdigest(), len(data)
-    (root / MANIFEST).write_text(json.dumps(raw))
-
-
 class _Payload:
     def __init__(self, marker: Path) -> None:
         self.marker = marker
@@ -83,14 +75,14 @@ def _damage(root: Path, marker: Path) -> dict[str, str]:
     onnx = root / paths["onnx"]
     onnx.write_bytes(onnx.read_bytes()[: onnx.stat().st_size // 2])  # sha256 left stale
     (root / paths["pt2"]).write_bytes(random.Random(6).randbytes(4096))
-    _rerecord(root, paths["pt2"])
+    rerecord(root, paths["pt2"])
     torch.save({"linear.weight": _Payload(marker), "linear.bias": torch.zeros(1)}, root / paths["state_dict"])
-    _rerecord(root, paths["state_dict"])
+    rerecord(root, paths["state_dict"])
     return {"onnx": paths["onnx"], "pt2": paths["pt2"], "eager": paths["state_dict"]}
 
 
 @pytest.fixture(scope="module")
-def demo(artifacts, tmp_path_factory):
+def damaged_demo(artifacts, tmp_path_factory):
     root = tmp_path_factory.mktemp("robust-demo") / "artifacts"
     shutil.copytree(artifacts, root)
     marker = root.parent / "payload-ran"
@@ -150,20 +142,20 @@ def _assert_refused_cleanly(exc: PredictError) -> None:
 # ---- exposure -------------------------------------------------------------------------------------
 
 
-def test_listens_on_loopback_only_prints_where_and_shares_nothing(demo):
-    served = [line.strip() for line in demo.lines if line.startswith("demo: serving")]
-    assert served == [f"demo: serving {demo.artifacts} on {demo.url}/"]
-    call_predict(demo.url, "adder_mynet", "onnx", "cpu", "1 2")  # some traffic first
-    connections = demo.process.net_connections(kind="inet")
+def test_listens_on_loopback_only_prints_where_and_shares_nothing(damaged_demo):
+    served = [line.strip() for line in damaged_demo.lines if line.startswith("demo: serving")]
+    assert served == [f"demo: serving {damaged_demo.artifacts} on {damaged_demo.url}/"]
+    call_predict(damaged_demo.url, "adder_mynet", "onnx", "cpu", "1 2")  # some traffic first
+    connections = damaged_demo.process.net_connections(kind="inet")
     listening = [c for c in connections if c.status == psutil.CONN_LISTEN]
     assert listening and {c.laddr.ip for c in listening} == {"127.0.0.1"}, listening
     remote = {c.raddr.ip for c in connections if c.raddr}
     assert remote <= {"127.0.0.1"}, f"connections to other hosts: {remote}"
-    output = "".join(demo.lines)
+    output = "".join(damaged_demo.lines)
     assert "gradio.live" not in output and "share" not in output.lower(), output
     # and no other address of this machine reaches the port
     addresses = {a.address for addrs in psutil.net_if_addrs().values() for a in addrs if a.family == socket.AF_INET}
-    port = int(demo.url.rsplit(":", 1)[1])
+    port = int(damaged_demo.url.rsplit(":", 1)[1])
     for address in addresses - {"127.0.0.1"}:
         with pytest.raises(OSError):
             socket.create_connection((address, port), timeout=2).close()
@@ -236,9 +228,9 @@ features_values = st.one_of(
 @example(features="[" + "9" * 5000 + "]", fmt="onnx")
 @example(features="[" * 50_000, fmt="onnx")
 @example(features=[1e300, 1], fmt="onnx")
-def test_http_predict_answers_or_refuses_in_one_line(demo, features, fmt):
+def test_http_predict_answers_or_refuses_in_one_line(damaged_demo, features, fmt):
     try:
-        result = call_predict(demo.url, "adder_mynet", fmt, "cpu", features, timeout=30)
+        result = call_predict(damaged_demo.url, "adder_mynet", fmt, "cpu", features, timeout=30)
     except PredictError as exc:
         _assert_refused_cleanly(exc)
         return
@@ -247,9 +239,9 @@ def test_http_predict_answers_or_refuses_in_one_line(demo, features, fmt):
 
 
 @pytest.mark.parametrize("features", ["[NaN, 1]", "[Infinity, 1]", "[-Infinity, 1]", "[1e400, 1]", '"1 2"]}{'])
-def test_http_predict_refuses_non_json_numbers(demo, features):
+def test_http_predict_refuses_non_json_numbers(damaged_demo, features):
     """Tokens a strict JSON encoder never writes, sent raw: a 4xx or a clean refusal, never a crash."""
-    url = demo.url + "/gradio_api/call/predict"
+    url = damaged_demo.url + "/gradio_api/call/predict"
     body = '{"data": ["adder_mynet", "onnx", "cpu", ' + features + "]}"
     answer = httpx.post(url, content=body.encode(), headers={"content-type": "application/json"}, timeout=30)
     if answer.status_code != 200:
@@ -260,8 +252,8 @@ def test_http_predict_refuses_non_json_numbers(demo, features):
     assert "event: error" in stream and UNEXPECTED not in stream, stream[:500]
 
 
-def test_oversized_requests_are_refused_before_parsing(demo):
-    url = demo.url + "/gradio_api/call/predict"
+def test_oversized_requests_are_refused_before_parsing(damaged_demo):
+    url = damaged_demo.url + "/gradio_api/call/predict"
     big = "1," * (5 * 1024 * 1024)  # 10 MB of text
     start = time.perf_counter()
     answer = httpx.post(url, json={"data": ["adder_mynet", "onnx", "cpu", big]}, timeout=60)
@@ -279,9 +271,9 @@ def test_oversized_requests_are_refused_before_parsing(demo):
     assert time.perf_counter() - start < 30
     # Under the byte limit but over the parser's: refused with the parser's one line.
     with pytest.raises(PredictError, match=f"{MAX_TEXT_CHARS:,} accepted") as info:
-        call_predict(demo.url, "adder_mynet", "onnx", "cpu", "1," * (MAX_TEXT_CHARS // 2 + 10))
+        call_predict(damaged_demo.url, "adder_mynet", "onnx", "cpu", "1," * (MAX_TEXT_CHARS // 2 + 10))
     _assert_refused_cleanly(info.value)
-    assert call_predict(demo.url, "adder_mynet", "onnx", "cpu", "1 2")["outputs"]["sum"]  # still serving
+    assert call_predict(damaged_demo.url, "adder_mynet", "onnx", "cpu", "1 2")["outputs"]["sum"]  # still serving
 
 
 # ---- names and paths ------------------------------------------------------------------------------
@@ -300,28 +292,28 @@ HOSTILE = [
 
 
 @pytest.mark.parametrize("name", HOSTILE)
-def test_hostile_names_over_http_are_refused(demo, name):
+def test_hostile_names_over_http_are_refused(damaged_demo, name):
     for model, fmt, device, expect in [
         (name, "onnx", "cpu", "unknown model"),
         ("adder_mynet", name, "cpu", "unknown format"),
         ("adder_mynet", "onnx", name, "unknown device"),
     ]:
         with pytest.raises(PredictError, match=expect) as info:
-            call_predict(demo.url, model, fmt, device, "1 2")
+            call_predict(damaged_demo.url, model, fmt, device, "1 2")
         _assert_refused_cleanly(info.value)
     quoted = urllib.parse.quote(name, safe="")
     for path in (f"/v2/models/{quoted}", f"/v2/models/{quoted}/ready", f"/v2/models/{name}/config"):
-        status, body = _raw_get(demo.url, path.replace("\x00", "%00"))
+        status, body = _raw_get(damaged_demo.url, path.replace("\x00", "%00"))
         assert status in (400, 404), (path, status, body[:200])
         assert not any(m in body for m in SECRET_MARKERS)
 
 
-def test_gradio_file_routes_serve_nothing_outside_the_app(demo):
-    listed = Manifest.load(demo.artifacts)
+def test_gradio_file_routes_serve_nothing_outside_the_app(damaged_demo):
+    listed = Manifest.load(damaged_demo.artifacts)
     state_dict = listed.root / listed.model("adder_mynet").artifact("state_dict").path
     secrets_ = {
         "/etc/passwd": b"root:x:0:0",
-        str(demo.artifacts / MANIFEST): b'"sha256"',
+        str(damaged_demo.artifacts / MANIFEST): b'"sha256"',
         str(state_dict): state_dict.read_bytes()[:64],
         str(APP): b"def build_demo",
         str(APP.parent / "server.py"): b"class RequestLimits",
@@ -345,36 +337,38 @@ def test_gradio_file_routes_serve_nothing_outside_the_app(demo):
             f"/gradio_api/proxy=file://{target}",
             f"/gradio_api/file=%2e%2e/{rel_up}",
         ]
-    paths += ["/gradio_api/proxy=http://127.0.0.1:1/", "/gradio_api/file=" + str(Path(demo.artifacts).parent)]
+    paths += ["/gradio_api/proxy=http://127.0.0.1:1/", "/gradio_api/file=" + str(Path(damaged_demo.artifacts).parent)]
     for path in paths:
-        status, body = _raw_get(demo.url, path)
+        status, body = _raw_get(damaged_demo.url, path)
         leaked = [name for name, marker in secrets_.items() if marker in body]
         assert not leaked, f"GET {path} -> {status} served {leaked}"
         assert status in (400, 403, 404, 405, 422), (path, status, body[:200])
 
 
-def test_uploads_are_refused_so_nothing_foreign_is_stored_or_served(demo):
+def test_uploads_are_refused_so_nothing_foreign_is_stored_or_served(damaged_demo):
     for route in ("/gradio_api/upload", "/gradio_api/upload/", "/upload"):
-        answer = httpx.post(demo.url + route, files={"files": ("x.html", b"<script>alert(1)</script>")}, timeout=15)
+        answer = httpx.post(
+            damaged_demo.url + route, files={"files": ("x.html", b"<script>alert(1)</script>")}, timeout=15
+        )
         assert answer.status_code == 404, (route, answer.status_code, answer.text[:200])
 
 
 # ---- damaged artifacts --------------------------------------------------------------------------
 
 
-def test_damaged_artifacts_give_one_line_naming_the_file_and_the_rest_keeps_serving(demo, manifest):
-    for fmt, rel in demo.damaged.items():
+def test_damaged_artifacts_give_one_line_naming_the_file_and_the_rest_keeps_serving(damaged_demo, manifest):
+    for fmt, rel in damaged_demo.damaged.items():
         for _ in range(2):  # and again: a failed load is not cached
             with pytest.raises(PredictError) as info:
-                call_predict(demo.url, DAMAGED, fmt, "cpu", "2")
+                call_predict(damaged_demo.url, DAMAGED, fmt, "cpu", "2")
             _assert_refused_cleanly(info.value)
             assert rel in str(info.value), str(info.value)
-    assert not demo.marker.exists(), "the pickle payload ran inside the demo"
-    good = call_predict(demo.url, DAMAGED, "torchscript", "cpu", "2")["outputs"]["y"]
+    assert not damaged_demo.marker.exists(), "the pickle payload ran inside the demo"
+    good = call_predict(damaged_demo.url, DAMAGED, "torchscript", "cpu", "2")["outputs"]["y"]
     assert good == pytest.approx(load_predictor(manifest, DAMAGED, "eager")([2.0])["y"].tolist(), rel=RTOL)
     want = load_predictor(manifest, "adder_mynet", "eager")([10, 11])["sum"]
     for fmt in manifest.model("adder_mynet").served_formats():
-        out = call_predict(demo.url, "adder_mynet", fmt, "cpu", "10 11")["outputs"]["sum"]
+        out = call_predict(damaged_demo.url, "adder_mynet", fmt, "cpu", "10 11")["outputs"]["sum"]
         spec = formats.get(fmt)
         assert compare(want, np.asarray(out), spec.atol, spec.rtol, spec.scale).passed, (fmt, out, want)
 
@@ -384,7 +378,7 @@ def test_damaged_artifacts_give_one_line_naming_the_file_and_the_rest_keeps_serv
 CALLS, CLIENTS, MEMORY_SLACK = 2000, 16, 50 * 1024 * 1024
 
 
-def test_load_2000_predicts_from_16_clients(demo, manifest):
+def test_load_2000_predicts_from_16_clients(damaged_demo, manifest):
     """Half the clients call as curl does (no session: Gradio makes one per call, the memory risk), half
     as gradio_client does (one session each); every answer is checked against the eager model."""
     models = [m for m in manifest.models if m != DAMAGED]
@@ -412,9 +406,11 @@ def test_load_2000_predicts_from_16_clients(demo, manifest):
             for model, fmt, sent, want in jobs:
                 try:
                     if session:
-                        got = call_predict(demo.url, model, fmt, "cpu", sent, client=client, session=session)["outputs"]
+                        got = call_predict(damaged_demo.url, model, fmt, "cpu", sent, client=client, session=session)[
+                            "outputs"
+                        ]
                     else:
-                        got = call_predict(demo.url, model, fmt, "cpu", sent, client=client)["outputs"]
+                        got = call_predict(damaged_demo.url, model, fmt, "cpu", sent, client=client)["outputs"]
                     spec = formats.get(fmt)  # each format within its own parity rule
                     for name, value in want.items():
                         check = compare(value, np.asarray(got[name]), spec.atol, spec.rtol, spec.scale)
@@ -431,18 +427,18 @@ def test_load_2000_predicts_from_16_clients(demo, manifest):
     with ThreadPoolExecutor(CLIENTS) as pool:
         warm = [e for errs in pool.map(run, spread(len(cases) * 2)) for e in errs]  # every case, twice
         assert not warm, warm[:5]
-        rss_warm = demo.process.memory_info().rss
+        rss_warm = damaged_demo.process.memory_info().rss
         start = time.perf_counter()
         errors = [e for errs in pool.map(run, spread(CALLS)) for e in errs]
         seconds = time.perf_counter() - start
-    rss_after = demo.process.memory_info().rss
+    rss_after = damaged_demo.process.memory_info().rss
     print(
         f"\n{CALLS} predicts from {CLIENTS} clients over {len(cases)} (model, format, input) cases in "
         f"{seconds:.1f} s ({CALLS / seconds:.0f}/s); RSS {rss_warm / 2**20:.1f} -> {rss_after / 2**20:.1f} MiB"
     )
     assert not errors, f"{len(errors)} errors: {errors[:5]}"
     assert rss_after - rss_warm < MEMORY_SLACK, (rss_warm, rss_after)
-    assert demo.proc.poll() is None
+    assert damaged_demo.proc.poll() is None
 
 
 # ---- hostile clients: stalls, memory, status codes, files, slow clients --------------------------
@@ -462,35 +458,37 @@ def _new_lines(demo: Demo, since: int) -> str:
     return "".join(demo.lines[since:])
 
 
-def test_hostile_v2_bodies_neither_stall_the_server_nor_grow_its_memory(demo):
+def test_hostile_v2_bodies_neither_stall_the_server_nor_grow_its_memory(damaged_demo):
     """Three 16 MiB bodies at once, for each kind: each refused before parsing, while /healthz and a
     predict on each API keep answering (how long they took is printed); RSS stays within a bound."""
     head = b'{"inputs":[{"name":"x","shape":[512,1000],"datatype":"FP32","data":['
     bodies = {what: make(head) for what, make in HOSTILE_BODIES.items()}
     small = {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [10, 11]}]}
-    infer = demo.url + "/v2/models/adder_mynet/infer"
+    infer = damaged_demo.url + "/v2/models/adder_mynet/infer"
     with httpx.Client(timeout=60) as client:
         honest = {
-            "healthz": lambda: client.get(demo.url + "/healthz").json()["ok"],
+            "healthz": lambda: client.get(damaged_demo.url + "/healthz").json()["ok"],
             "/v2 predict": lambda: client.post(infer, json=small).json()["outputs"][0]["data"],
-            "gradio predict": lambda: call_predict(demo.url, "adder_mynet", "onnx", "cpu", "1 2", client=client),
+            "gradio predict": lambda: call_predict(
+                damaged_demo.url, "adder_mynet", "onnx", "cpu", "1 2", client=client
+            ),
         }
         for call in honest.values():
             call()
-        base = demo.process.memory_info().rss
+        base = damaged_demo.process.memory_info().rss
         peak, slowest, answers = base, dict.fromkeys(honest, 0.0), []
         for what, body in bodies.items():
             with ThreadPoolExecutor(3) as pool:
-                url = demo.url + "/v2/models/two_layer_net/infer"
+                url = damaged_demo.url + "/v2/models/two_layer_net/infer"
                 hostile = [pool.submit(httpx.post, url, content=body, timeout=120) for _ in range(3)]
                 while not all(f.done() for f in hostile):
                     for name, call in honest.items():
                         start = time.perf_counter()
                         assert call(), name
                         slowest[name] = max(slowest[name], time.perf_counter() - start)
-                    peak = max(peak, demo.process.memory_info().rss)
+                    peak = max(peak, damaged_demo.process.memory_info().rss)
                 answers += [(what, f.result()) for f in hostile]
-    after = demo.process.memory_info().rss
+    after = damaged_demo.process.memory_info().rss
     print(
         f"\nthree 16 MiB hostile /v2 bodies x {len(bodies)}: slowest answers while in flight "
         + ", ".join(f"{name} {seconds * 1000:.0f} ms" for name, seconds in slowest.items())
@@ -505,24 +503,27 @@ def test_hostile_v2_bodies_neither_stall_the_server_nor_grow_its_memory(demo):
 UNREAD_JOINS, UNREAD_CALLS, UNREAD_SLACK = 2000, 1000, 32 * MiB
 
 
-def test_clients_that_never_read_their_results_keep_memory_flat(demo):
+def test_clients_that_never_read_their_results_keep_memory_flat(damaged_demo):
     """2,000 queue/join requests with 300 KB session hashes and 1,000 /call/predict results nobody reads."""
     big_session = "s" * 300_000
     join = {"data": ["two_layer_net", "onnx", "cpu", "1 " * 1000], "fn_index": 0}
     call = {"data": ["two_layer_net", "onnx", "cpu", "1 " * 1000]}
     with httpx.Client(timeout=60) as client:
-        call_predict(demo.url, "two_layer_net", "onnx", "cpu", "1 " * 1000, client=client)
-        base = demo.process.memory_info().rss
+        call_predict(damaged_demo.url, "two_layer_net", "onnx", "cpu", "1 " * 1000, client=client)
+        base = damaged_demo.process.memory_info().rss
         joins = {
             client.post(
-                demo.url + "/gradio_api/queue/join", json={**join, "session_hash": f"{big_session}{i}"}
+                damaged_demo.url + "/gradio_api/queue/join", json={**join, "session_hash": f"{big_session}{i}"}
             ).status_code
             for i in range(UNREAD_JOINS)
         }
-        calls = {client.post(demo.url + "/gradio_api/call/predict", json=call).status_code for _ in range(UNREAD_CALLS)}
-        grown = demo.process.memory_info().rss - base
+        calls = {
+            client.post(damaged_demo.url + "/gradio_api/call/predict", json=call).status_code
+            for _ in range(UNREAD_CALLS)
+        }
+        grown = damaged_demo.process.memory_info().rss - base
         start = time.perf_counter()
-        honest = call_predict(demo.url, "adder_mynet", "onnx", "cpu", "10 11", client=client)
+        honest = call_predict(damaged_demo.url, "adder_mynet", "onnx", "cpu", "10 11", client=client)
         seconds = time.perf_counter() - start
     print(
         f"\n{UNREAD_JOINS} joins with 300 KB session hashes, {UNREAD_CALLS} unread calls: RSS +{grown / MiB:.1f} MiB; "
@@ -611,11 +612,15 @@ BAD_REQUESTS = [  # (method, path, JSON body or None, headers, words the one-lin
     BAD_REQUESTS,
     ids=[f"{r[0]} {r[1][:40]} {i}" for i, r in enumerate(BAD_REQUESTS)],
 )
-def test_bad_requests_are_4xx_with_one_line_and_no_traceback(demo, method, path, body, headers, words):
-    since = len(demo.lines)
+def test_bad_requests_are_4xx_with_one_line_and_no_traceback(damaged_demo, method, path, body, headers, words):
+    since = len(damaged_demo.lines)
     content = None if body is None else json.dumps(body).encode()
     answer = httpx.request(
-        method, demo.url + path, content=content, headers={"content-type": "application/json", **headers}, timeout=30
+        method,
+        damaged_demo.url + path,
+        content=content,
+        headers={"content-type": "application/json", **headers},
+        timeout=30,
     )
     assert 400 <= answer.status_code < 500, (answer.status_code, answer.text[:300])
     error = answer.json()
@@ -624,21 +629,21 @@ def test_bad_requests_are_4xx_with_one_line_and_no_traceback(demo, method, path,
     assert "\n" not in message and len(message) <= 300, message
     for word in words:
         assert word in message, (word, message)
-    assert "Traceback" not in _new_lines(demo, since)
+    assert "Traceback" not in _new_lines(damaged_demo, since)
 
 
-def test_the_pages_own_events_on_run_take_only_what_the_page_sends(demo):
+def test_the_pages_own_events_on_run_take_only_what_the_page_sends(damaged_demo):
     """Every fn_index with hostile data on /gradio_api/run/predict (where the page's events that skip the
     queue go): a 4xx, or 200 for data the page itself could send; never a 500 or a traceback."""
-    since, statuses = len(demo.lines), set()
+    since, statuses = len(damaged_demo.lines), set()
     garbage = [[], ["adder_mynet"], ["nope", None], [0], [99], [-1], ["adder_mynet", {"a": 1}], [1, 2, 3]]
     with httpx.Client(timeout=30) as client:
         for fn_index in range(-1, 80):
             for data in garbage:
                 body = {"data": data, "fn_index": fn_index, "session_hash": "robustness"}
-                statuses.add(client.post(demo.url + "/gradio_api/run/predict", json=body).status_code)
+                statuses.add(client.post(damaged_demo.url + "/gradio_api/run/predict", json=body).status_code)
     assert statuses <= {200, 400}, statuses
-    assert "Traceback" not in _new_lines(demo, since)
+    assert "Traceback" not in _new_lines(damaged_demo, since)
 
 
 FILE_ROUTES = [
@@ -653,14 +658,16 @@ FILE_ROUTES = [
 ]
 
 
-def test_every_route_that_accepts_files_is_closed(demo):
+def test_every_route_that_accepts_files_is_closed(damaged_demo):
     for route in FILE_ROUTES:
         video = {"video": ("x.mp4", b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 64, "video/mp4")}
-        answer = httpx.post(demo.url + route, files=video, timeout=15)
+        answer = httpx.post(damaged_demo.url + route, files=video, timeout=15)
         assert answer.status_code == 404, (route, answer.status_code, answer.text[:200])
 
 
-def test_the_app_serves_no_file_from_the_shared_gradio_folder_and_keeps_its_own_private(demo, artifacts, tmp_path):
+def test_the_app_serves_no_file_from_the_shared_gradio_folder_and_keeps_its_own_private(
+    damaged_demo, artifacts, tmp_path
+):
     import tempfile
 
     from .demo_server import running_demo
@@ -671,7 +678,7 @@ def test_the_app_serves_no_file_from_the_shared_gradio_folder_and_keeps_its_own_
     planted.write_text("planted secret")
     try:
         for path in (f"/gradio_api/file={planted}", f"/gradio_api/file={urllib.parse.quote(str(planted))}"):
-            status, body = _raw_get(demo.url, path)
+            status, body = _raw_get(damaged_demo.url, path)
             assert status in (403, 404) and b"planted secret" not in body, (path, status, body[:200])
     finally:
         planted.unlink()
@@ -688,10 +695,10 @@ def test_the_app_serves_no_file_from_the_shared_gradio_folder_and_keeps_its_own_
     assert not own.exists()
 
 
-def test_slow_headers_and_slow_bodies_are_cut_off(demo):
-    from demo.server import BODY_TIMEOUT_S, HEADER_TIMEOUT_S
+def test_slow_headers_and_slow_bodies_are_cut_off(damaged_demo):
+    from damaged_demo.server import BODY_TIMEOUT_S, HEADER_TIMEOUT_S
 
-    parts = urllib.parse.urlsplit(demo.url)
+    parts = urllib.parse.urlsplit(damaged_demo.url)
     with socket.create_connection((parts.hostname, parts.port), timeout=HEADER_TIMEOUT_S + 20) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
         assert sock.recv(1024) == b""  # closed by the server
@@ -701,3 +708,30 @@ def test_slow_headers_and_slow_bodies_are_cut_off(demo):
         while chunk := sock.recv(4096):  # the server answers, then closes the connection
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 408") and b"did not arrive within" in answer, answer
+
+
+def _head_answer(url: str, filler: int) -> bytes:
+    """A GET /healthz whose head holds `filler` bytes of one header, its last line sent only after the rest has
+    arrived (so the server holds it incomplete, where its limit applies); the first bytes of the answer."""
+    parts = urllib.parse.urlsplit(url)
+    head = f"GET /healthz HTTP/1.1\r\nHost: {parts.netloc}\r\nConnection: close\r\nX-Pad: {'a' * filler}\r\n"
+    with socket.create_connection((parts.hostname, parts.port), timeout=15) as sock:
+        sock.sendall(head.encode("latin-1"))
+        time.sleep(0.3)  # the server reads what came so far, with no end of headers in it
+        with contextlib.suppress(OSError):
+            sock.sendall(b"\r\n")
+        data = b""
+        with contextlib.suppress(OSError):
+            while chunk := sock.recv(1 << 16):
+                data += chunk
+    return data[:40]
+
+
+def test_headers_at_their_limit_on_the_running_demo(demo):
+    from demo.server import MAX_HEADER_BYTES
+
+    overhead = len("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:65535\r\nConnection: close\r\nX-Pad: \r\n")
+    assert _head_answer(demo.url, MAX_HEADER_BYTES - overhead - 64).startswith(b"HTTP/1.1 200")
+    refused = _head_answer(demo.url, MAX_HEADER_BYTES + 64)
+    assert not refused.startswith(b"HTTP/1.1 200"), refused  # 400, or the connection closed unanswered
+    assert httpx.get(demo.url + "/healthz", timeout=10).status_code == 200  # and the demo keeps serving

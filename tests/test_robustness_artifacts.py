@@ -29,6 +29,7 @@ from pipeline.formats import FORMATS
 from pipeline.formats import get as format_spec
 from pipeline.runtime.inputs import InputError
 from pipeline.runtime.predictor import PredictorCache, RuntimeUnavailable, load_predictor
+from tests.conftest import rerecord
 
 pytestmark = pytest.mark.robustness
 
@@ -75,20 +76,6 @@ def write_raw(root: Path, raw: dict) -> None:
 def rel_path(root: Path, model: str, artifact_format: str) -> str:
     (art,) = [a for a in read_raw(root)["models"][model]["artifacts"] if a["format"] == artifact_format]
     return art["path"]
-
-
-def rerecord(root: Path, rel: str) -> None:
-    """Write the file's current sha256 and size into the manifest, as an attacker controlling it would."""
-    raw = read_raw(root)
-    data = (root / rel).read_bytes()
-    hits = 0
-    for entry in raw["models"].values():
-        for art in entry["artifacts"]:
-            if art["path"] == rel:
-                art["sha256"], art["bytes"] = hashlib.sha256(data).hexdigest(), len(data)
-                hits += 1
-    assert hits == 1, rel
-    write_raw(root, raw)
 
 
 def damage(path: Path, how: str) -> None:
@@ -169,7 +156,7 @@ def test_onnx_reference_runtime_refuses_damaged_file_too(artifacts_copy):
     damage(artifacts_copy / rel, "truncated")
     rerecord(artifacts_copy, rel)
     with pytest.raises(ArtifactError, match="onnx-reference") as info:
-        load_predictor(Manifest.load(artifacts_copy), VICTIM, "onnx", "onnx-reference")
+        load_predictor(Manifest.load(artifacts_copy), VICTIM, "onnx", runtime="onnx-reference")
     assert_one_line_naming(info.value, rel)
 
 
@@ -308,7 +295,7 @@ def test_onnx_external_data_outside_its_folder_is_refused(artifacts_copy, runtim
     _onnx_with_external_data(artifacts_copy / rel, location)
     rerecord(artifacts_copy, rel)
     with pytest.raises(ArtifactError) as info:
-        load_predictor(Manifest.load(artifacts_copy), VICTIM, "onnx", runtime)
+        load_predictor(Manifest.load(artifacts_copy), VICTIM, "onnx", runtime=runtime)
     assert_one_line_naming(info.value, rel)
 
 

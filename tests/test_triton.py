@@ -13,15 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
 
 from pipeline.artifacts.fileio import sha256_file
 from pipeline.artifacts.manifest import Manifest
 from pipeline.cli import main as cli
-from pipeline.serving.naming import MAX_BATCH_SIZE, TRITON_FORMATS, flavours_of
+from pipeline.serving.naming import MAX_BATCH_SIZE, TRITON_PLATFORMS, flavours_of
 from pipeline.serving.triton import MARKER, PYTHON_MODEL_SOURCE, build_repository
-
-model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2")
-text_format = pytest.importorskip("google.protobuf.text_format")
 
 ONNX_TYPES = {1: "TYPE_FP32", 10: "TYPE_FP16", 11: "TYPE_FP64", 7: "TYPE_INT64", 6: "TYPE_INT32"}
 
@@ -61,7 +60,7 @@ def test_layout_copies_exactly_the_manifest_artifacts(repo, manifest):
     for _, entry, flavour, name in flavours(manifest):
         model_dir = repo / name
         assert sorted(p.name for p in model_dir.iterdir()) == ["1", "config.pbtxt"]
-        model_file = TRITON_FORMATS[flavour.format].filename
+        model_file = TRITON_PLATFORMS[flavour.format].filename
         # a Python-backend flavour: model.py beside a copy of the same file
         want = [model_file] if flavour.backend is None else sorted([model_file, "model.py"])
         assert sorted(p.name for p in (model_dir / "1").iterdir()) == want
@@ -75,7 +74,7 @@ def test_layout_copies_exactly_the_manifest_artifacts(repo, manifest):
 
 def test_every_config_parses_into_triton_model_config(repo, manifest):
     for _, entry, flavour, name in flavours(manifest):
-        spec = TRITON_FORMATS[flavour.format]
+        spec = TRITON_PLATFORMS[flavour.format]
         config = parse_config(repo / name / "config.pbtxt")
         assert config.name == name  # Triton requires the directory's name
         if flavour.backend is None:
@@ -104,13 +103,13 @@ def test_onnx_configs_match_the_onnx_graph(repo, manifest):
     import onnxruntime as ort
 
     onnx_files = [
-        (f, name) for *_, f, name in flavours(manifest) if TRITON_FORMATS[f.format].platform == "onnxruntime_onnx"
+        (f, name) for *_, f, name in flavours(manifest) if TRITON_PLATFORMS[f.format].platform == "onnxruntime_onnx"
     ]
     assert {f.backend for f, _ in onnx_files} == {None, "python"}
     for flavour, name in onnx_files:
         model_dir = repo / name
         config = parse_config(model_dir / "config.pbtxt")
-        graph_file = model_dir / "1" / TRITON_FORMATS[flavour.format].filename
+        graph_file = model_dir / "1" / TRITON_PLATFORMS[flavour.format].filename
         graph = onnx.load(str(graph_file)).graph
         initializers = {i.name for i in graph.initializer}
         graph_inputs = [i for i in graph.input if i.name not in initializers]

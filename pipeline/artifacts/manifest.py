@@ -9,21 +9,21 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipeline.artifacts.fileio import sha256_file
-from pipeline.artifacts.tensors import NUMPY_DTYPES as DTYPES
-from pipeline.artifacts.tensors import width
+from pipeline.artifacts.tensors import dtype, width
+from pipeline.dtypes import DEFAULT_DTYPE, DTYPES
 from pipeline.errors import UserError
-from pipeline.formats import ARTIFACT_KINDS
-from pipeline.formats import FORMATS as FORMAT_SPECS
+from pipeline.formats import ARTIFACT_KINDS, FORMATS
 
 MANIFEST = "manifest.json"
 PARITY = "parity.json"
 SCHEMA = 1
-FORMATS = ARTIFACT_KINDS  # the artifact kinds a manifest may list, declared in pipeline/formats.py
+ALL = "all"  # the --models value that means every model
 
 
 class ManifestError(UserError, ValueError):
@@ -66,14 +66,14 @@ class ModelEntry:
             return f"not applicable ({self.not_applicable[fmt]})"
         if fmt in self.failed:
             return f"not served: it missed its parity rule at export ({self.failed[fmt]})"
-        spec = FORMAT_SPECS.get(fmt)
+        spec = FORMATS.get(fmt)
         if self.chosen is not None and spec is not None and spec.exporter and fmt not in self.chosen:
             return f"not exported (export --formats {','.join(self.chosen)})"
         return None
 
     def tolerance(self, fmt: str) -> tuple[float, float, float]:
         """(atol, rtol, scale) of `fmt`'s parity rule: as export recorded it for this model, else as declared."""
-        spec = FORMAT_SPECS[fmt]
+        spec = FORMATS[fmt]
         kept = (self.raw.get("tolerance") or {}).get(fmt) or {}
         return (
             float(kept.get("atol", spec.atol)),
@@ -104,7 +104,7 @@ class ModelEntry:
     def flat(self) -> bool:
         """Whether the model takes one float32 row of features, as every seed model does."""
         t = self.input
-        return len(self.inputs) == 1 and len(t["shape"]) == 2 and t.get("dtype", "float32") == "float32"
+        return len(self.inputs) == 1 and len(t["shape"]) == 2 and dtype(t) == DEFAULT_DTYPE
 
     @property
     def output_names(self) -> list[str]:
@@ -112,7 +112,7 @@ class ModelEntry:
 
     def served_formats(self) -> list[str]:
         """The formats this model can be served in (its artifact is listed), in the order formats.py declares them."""
-        return [name for name, spec in FORMAT_SPECS.items() if spec.artifact_kind in self.artifacts]
+        return [name for name, spec in FORMATS.items() if spec.artifact_kind in self.artifacts]
 
     def artifact(self, fmt: str) -> Artifact:
         """The artifact of format `fmt`, or a ManifestError listing the formats this model has."""
@@ -122,6 +122,15 @@ class ModelEntry:
         if fmt not in self.artifacts:
             raise ManifestError(f"{self.name} has no {fmt!r} artifact; expected one of: {', '.join(self.artifacts)}")
         return self.artifacts[fmt]
+
+
+def model_names(models: str | Sequence[str] | None) -> list[str] | None:
+    """The names a --models value lists ('a, b' or a list), or None for every model ('all' or None)."""
+    if models is None or models == ALL or (not isinstance(models, str) and list(models) == [ALL]):
+        return None
+    if isinstance(models, str):
+        return [n.strip() for n in models.split(",") if n.strip()]
+    return list(models)
 
 
 @dataclass(frozen=True)
@@ -163,6 +172,17 @@ class Manifest:
         if not isinstance(name, str) or name not in self.models:
             raise ManifestError(f"unknown model {name!r}; expected one of: {', '.join(self.models)}")
         return self.models[name]
+
+    def select(self, models: str | Sequence[str] | None) -> list[str]:
+        """The models of a --models value ('all', 'a,b' or a list; model_names), in manifest order; ManifestError
+        naming the models there are for an unknown one or none."""
+        names = model_names(models)
+        if names is None:
+            return list(self.models)
+        if not names:
+            raise ManifestError(f"no model named; expected 'all' or some of: {', '.join(self.models)}")
+        wanted = {self.model(n).name for n in names}
+        return [name for name in self.models if name in wanted]
 
     def path_of(self, rel: str) -> Path:
         """Absolute path of a manifest-relative path, refused if it leaves the artifacts directory."""
@@ -207,8 +227,7 @@ def _model_entry(root: Path, name: str, entry: Any, where: str) -> ModelEntry:
             or not isinstance(spec.get("shape"), list)
             or len(spec["shape"]) < (2 if spec in inputs else 1)  # an output may be a scalar per example
             or not all(_axis(d, spec) for d in spec["shape"][1:])
-            or not isinstance(spec.get("dtype", "float32"), str)
-            or spec.get("dtype", "float32") not in DTYPES
+            or dtype(spec) not in DTYPES
         ):
             raise ManifestError(f"{where}: model {name!r} has a malformed input or output spec")
     if not inputs:
@@ -223,13 +242,13 @@ def _model_entry(root: Path, name: str, entry: Any, where: str) -> ModelEntry:
             art = Artifact(str(item["format"]), item["path"], str(item["sha256"]), int(item["bytes"]))
         except (KeyError, TypeError, ValueError, OverflowError):
             raise ManifestError(f"{where}: model {name!r} has a malformed artifact entry") from None
-        if art.format not in FORMATS:
+        if art.format not in ARTIFACT_KINDS:
             raise ManifestError(f"{where}: model {name!r} lists unknown format {art.format!r}")
         _inside(root, art.path, where)
         artifacts[art.format] = art
     not_applicable = entry.get("not_applicable") or {}
     if not isinstance(not_applicable, dict) or not all(
-        fmt in FORMATS and fmt not in artifacts and isinstance(why, str) for fmt, why in not_applicable.items()
+        fmt in ARTIFACT_KINDS and fmt not in artifacts and isinstance(why, str) for fmt, why in not_applicable.items()
     ):
         raise ManifestError(f"{where}: model {name!r} has a malformed 'not_applicable' (format -> reason)")
     failed, chosen = _withheld(entry, artifacts, name, where)
@@ -272,7 +291,7 @@ def _withheld(
         raise ManifestError(f"{where}: model {name!r} has a malformed 'formats' (a list of format names)")
     tolerance = entry.get("tolerance") or {}
     if not isinstance(tolerance, dict) or not all(
-        fmt in FORMAT_SPECS
+        fmt in FORMATS
         and isinstance(rule, dict)
         and all(k in ("atol", "rtol", "scale") and _number(v) for k, v in rule.items())
         for fmt, rule in tolerance.items()

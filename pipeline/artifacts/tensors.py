@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-NUMPY_DTYPES = {"float32": np.float32, "int64": np.int64}
-OIP_DATATYPES = {"float32": "FP32", "int64": "INT64"}  # the Open Inference Protocol's names
+from pipeline.dtypes import DEFAULT_DTYPE, DTYPES, DType
+
 INT_RANGE = (0, 2)  # values drawn for an int64 input that declares no range
 
 Batch = np.ndarray | dict[str, np.ndarray]
@@ -49,7 +49,17 @@ def concrete(tensor: Mapping[str, Any], length: int | None = None) -> tuple[int,
 
 def dtype(tensor: Mapping[str, Any]) -> str:
     """The tensor's dtype name (float32 where an older manifest does not say)."""
-    return str(tensor.get("dtype", "float32"))
+    return str(tensor.get("dtype", DEFAULT_DTYPE))
+
+
+def dtype_of(tensor: Mapping[str, Any]) -> DType:
+    """The tensor's entry in pipeline.dtypes.DTYPES (the manifest accepts no other)."""
+    return DTYPES[dtype(tensor)]
+
+
+def numpy_dtype(tensor: Mapping[str, Any]) -> type[np.generic]:
+    """The NumPy type of the tensor's values."""
+    return dtype_of(tensor).numpy
 
 
 def width(tensor: Mapping[str, Any]) -> int:
@@ -73,7 +83,7 @@ def random_batch(
     declared range [low, high), pictures uniform between their declared paper and ink values (never negative)."""
     out = {}
     for t in inputs:
-        if dtype(t) == "int64":
+        if dtype_of(t).whole:
             low, high = t.get("values") or INT_RANGE
             out[t["name"]] = rng.integers(int(low), int(high), size=(n, *concrete(t, length)), dtype=np.int64)
         elif t.get("image"):
@@ -89,7 +99,7 @@ def examples_batch(inputs: Sequence[Mapping[str, Any]], examples: Sequence[Any])
     out = {}
     for t in inputs:
         values = [e[t["name"]] if isinstance(e, Mapping) else e for e in examples]
-        out[t["name"]] = np.asarray(values, dtype=NUMPY_DTYPES[dtype(t)]).reshape(len(values), *shape(t))
+        out[t["name"]] = np.asarray(values, dtype=numpy_dtype(t)).reshape(len(values), *shape(t))
     return pack(inputs, out)
 
 

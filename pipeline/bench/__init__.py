@@ -7,9 +7,9 @@ what could not run listed under "skipped" in DIR/bench.json with the reason, in 
   predictor, its bare call from the same load, and the NumPy floor;
 - artifacts (report.py): each exported file's size and largest parity deviation, from the manifest;
 - tuning (tuning.py): the settings that are ours to choose, side by side on one model;
-- quantized (serving.py): each derived ONNX format's size, latency and deviation beside its source;
+- quantized (quantized.py): each derived ONNX format's size, latency and deviation beside its source;
 - http, cold_start (http.py): the demo started in a child process, then its routes under load;
-- triton (serving.py): the demo's OIP routes against the real Triton server, the same model and tensors;
+- triton (triton.py): the demo's OIP routes against the real Triton server, the same model and tensors;
 - training, device_timing (training.py): trainer against a seed-style loop, train/export wall time,
   and seed 004 §10.8's matrix product;
 - targets (report.py): each goal, the figure it is judged on and whether it is met.
@@ -31,16 +31,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from pipeline import catalog, formats
+from pipeline import formats
 from pipeline.artifacts.fileio import atomic_write_json
-from pipeline.artifacts.manifest import Manifest
+from pipeline.artifacts.manifest import Manifest, model_names
 from pipeline.bench import roles
 from pipeline.bench.http import HTTP_CLIENTS, HTTP_FORMATS, bench_demo
-from pipeline.bench.latency import Sweep, bench_devices, bench_latency, bench_throughput, latency_summary
+from pipeline.bench.latency import Sweep, bench_latency, bench_targets, bench_throughput, latency_summary
+from pipeline.bench.quantized import bench_quantized
 from pipeline.bench.report import artifact_rows, figures, tables, targets
-from pipeline.bench.serving import bench_quantized, bench_triton
 from pipeline.bench.timing import BATCH_SIZES, FULL, QUICK, BenchError, Plan
 from pipeline.bench.training import bench_device_timing, bench_training, bench_walls
+from pipeline.bench.triton import bench_triton
 from pipeline.bench.tuning import bench_tuning
 from pipeline.errors import one_line
 from pipeline.runtime.devices import cuda_status, resolve_torch_device
@@ -54,8 +55,8 @@ BENCH_JSON = "bench.json"
 
 def select_models(manifest: Manifest, models: str, quick: bool) -> list[str]:
     """The models to measure: 'all' (the manifest's; with --quick, the ones the goals name) or a,b,c."""
-    if models != "all":
-        return [manifest.model(spec.name).name for spec in catalog.select(models)]
+    if model_names(models) is not None:
+        return manifest.select(models)
     return roles.quick_models(manifest) if quick else list(manifest.models)
 
 
@@ -117,19 +118,72 @@ def run_bench(
     A section that fails is listed under "skipped" and the others still run; bench.json is written
     either way. A failed HTTP request then fails the run (BenchError), as the section promises.
     """
-    import torch
-
     plan: Plan = QUICK if quick else FULL
     started = time.perf_counter()
     artifacts = Path(artifacts)
     manifest = Manifest.load(artifacts)
     names = select_models(manifest, models, quick)
-    devices = bench_devices(device)
+    runnable, not_here = bench_targets(device)
+    devices = list(dict.fromkeys(t.device for t in runnable))
     train_device = training_device(device)
-    skipped: list[str] = []
-    failed: list[BenchError] = []
+    result = _header(manifest, names, quick, threads)
+    log(f"bench ({'quick' if quick else 'full'}): models {', '.join(names)}; devices {', '.join(devices)}")
+    sections = Sections(log, list(not_here))
     cache = PredictorCache(manifest, threads=threads)  # threads: torch.set_num_threads and onnxruntime's
-    result: dict[str, Any] = {
+    _runtime_sections(result, sections, Sweep(manifest, names, runnable, plan, cache, sections.skipped, log))
+    del cache
+    gc.collect()
+    _serving_sections(result, sections, artifacts, manifest, names, plan, http)
+    with sections("training", "4. training"):
+        result["training"]["steps"] = bench_training(names, train_device, plan, log)
+    with sections("walls", "4. wall time of train and export"):
+        result["training"]["walls"] = bench_walls(result["roles"]["walls"], train_device, log)
+    with sections("device_timing", "6. seed 004 §10.8 device timing"):
+        result["device_timing"] = bench_device_timing(plan, log)
+    result["section_seconds"] = sections.seconds
+    result["targets"] = targets(result)
+    result["skipped"] = sections.skipped
+    result["seconds"] = time.perf_counter() - started
+    if hasattr(os, "getloadavg"):
+        result["machine"]["load_average_1m_at_end"] = os.getloadavg()[0]
+    out = Path(output) if output else artifacts / BENCH_JSON
+    atomic_write_json(out, result)
+    log("")
+    log(tables(result))
+    log(f"\nbench took {result['seconds']:.0f} s; results in {out}")
+    if sections.failed:
+        raise BenchError(f"{sections.failed[0]} (the other figures are in {out})")
+    return result
+
+
+class Sections:
+    """Runs each section, timing it; one that fails is listed under "skipped" and the others still run."""
+
+    def __init__(self, log: Callable[[str], None], skipped: list[str]) -> None:
+        self.log, self.skipped = log, skipped
+        self.failed: list[BenchError] = []  # failed HTTP requests: they fail the run once bench.json is written
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str, title: str) -> Iterator[None]:
+        self.log(title)
+        start = time.perf_counter()
+        try:
+            with quiet_torchscript():  # TorchScript is deprecated in favour of .pt2; it is measured on purpose
+                yield
+        except Exception as exc:  # noqa: BLE001 - one section's failure must not lose the others' figures
+            self.skipped.append(f"section {name}: {one_line(exc)}")
+            self.log(f"  {name} failed: {one_line(exc)}")
+            if name == "http" and isinstance(exc, BenchError):
+                self.failed.append(exc)
+        self.seconds[name] = time.perf_counter() - start
+
+
+def _header(manifest: Manifest, names: list[str], quick: bool, threads: int | None) -> dict[str, Any]:
+    """bench.json before any measurement: the command, the machine, the versions, every section empty."""
+    import torch
+
+    return {
         "command": " ".join(["python -m pipeline bench", *sys.argv[2:]]) if sys.argv[1:2] == ["bench"] else "",
         "quick": quick,
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -151,64 +205,44 @@ def run_bench(
         "device_timing": [],
         "roles": roles.roles(manifest, names, quick),
     }
-    log(f"bench ({'quick' if quick else 'full'}): models {', '.join(names)}; devices {', '.join(devices)}")
-    sections: dict[str, float] = {}
 
-    @contextlib.contextmanager
-    def section(name: str, title: str) -> Iterator[None]:
-        log(title)
-        start = time.perf_counter()
-        try:
-            with quiet_torchscript():  # TorchScript is deprecated in favour of .pt2; it is measured on purpose
-                yield
-        except Exception as exc:  # noqa: BLE001 - one section's failure must not lose the others' figures
-            skipped.append(f"section {name}: {one_line(exc)}")
-            log(f"  {name} failed: {one_line(exc)}")
-            if name == "http" and isinstance(exc, BenchError):
-                failed.append(exc)
-        sections[name] = time.perf_counter() - start
 
-    sweep = Sweep(manifest, names, devices, plan, cache, skipped, log)
-    with section("latency", "1. single-example latency"):
+def _runtime_sections(result: dict[str, Any], sections: Sections, sweep: Sweep) -> None:
+    """Latency, throughput, tuning and the derived formats: the runtimes in this process."""
+    import torch
+
+    manifest, names, plan, log = sweep.manifest, sweep.models, sweep.plan, sweep.log
+    with sections("latency", "1. single-example latency"):
         result["latency"] = bench_latency(sweep)
         result["latency_summary"] = latency_summary(result["latency"])
         result["torch_threads"] = torch.get_num_threads()  # in effect once the predictors are loaded
-    with section("throughput", "2. batch throughput"):
+    with sections("throughput", "2. batch throughput"):
         result["throughput"] = bench_throughput(sweep)
-    with section("tuning", "tuning: settings side by side"):
+    with sections("tuning", "tuning: settings side by side"):
         tuned = result["roles"]["floor"]
         result["tuning"] = bench_tuning(manifest, tuned, plan, log) if tuned else []
-    with section("quantized", "derived ONNX formats beside their source"):
+    with sections("quantized", "derived ONNX formats beside their source"):
         result["quantized"] = bench_quantized(manifest, names, plan, log)
-    del cache
-    gc.collect()
-    if http:
-        with section("http", "3 and 5. the demo: cold start, then HTTP"):
-            result["http"], result["cold_start"] = bench_demo(artifacts, manifest, names, plan, skipped, log)
-        with section("triton", "the demo's OIP routes against the real Triton server"):
-            result["triton"] = bench_triton(artifacts, manifest, result["roles"]["http"], plan, log)
-        if "skipped" in result["triton"]:
-            skipped.append(f"triton: {result['triton']['skipped']}")
-    else:
+
+
+def _serving_sections(
+    result: dict[str, Any],
+    sections: Sections,
+    artifacts: Path,
+    manifest: Manifest,
+    names: list[str],
+    plan: Plan,
+    http: bool,
+) -> None:
+    """The demo over HTTP and its cold start, then the demo against Triton; all skipped with --skip-http."""
+    if not http:
         result["http"], result["cold_start"] = {"skipped": "--skip-http"}, {"skipped": "--skip-http"}
         result["triton"] = {"skipped": "--skip-http"}
-    with section("training", "4. training"):
-        result["training"]["steps"] = bench_training(names, train_device, plan, log)
-    with section("walls", "4. wall time of train and export"):
-        result["training"]["walls"] = bench_walls(result["roles"]["walls"], train_device, log)
-    with section("device_timing", "6. seed 004 §10.8 device timing"):
-        result["device_timing"] = bench_device_timing(plan, log)
-    result["section_seconds"] = sections
-    result["targets"] = targets(result)
-    result["skipped"] = skipped
-    result["seconds"] = time.perf_counter() - started
-    if hasattr(os, "getloadavg"):
-        result["machine"]["load_average_1m_at_end"] = os.getloadavg()[0]
-    out = Path(output) if output else artifacts / BENCH_JSON
-    atomic_write_json(out, result)
-    log("")
-    log(tables(result))
-    log(f"\nbench took {result['seconds']:.0f} s; results in {out}")
-    if failed:
-        raise BenchError(f"{failed[0]} (the other figures are in {out})")
-    return result
+        return
+    log = sections.log
+    with sections("http", "3 and 5. the demo: cold start, then HTTP"):
+        result["http"], result["cold_start"] = bench_demo(artifacts, manifest, names, plan, sections.skipped, log)
+    with sections("triton", "the demo's OIP routes against the real Triton server"):
+        result["triton"] = bench_triton(artifacts, manifest, result["roles"]["http"], plan, log)
+    if "skipped" in result["triton"]:
+        sections.skipped.append(f"triton: {result['triton']['skipped']}")

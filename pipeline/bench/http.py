@@ -5,10 +5,14 @@ http: the demo's `predict` over loopback with each of HTTP_CLIENTS concurrent cl
 documented /call route, the same with a session_hash per client (as gradio_client sends), Gradio's
 one-request /run route and the Open Inference Protocol route, each where the demo answers it. Any
 failed request fails the run.
+measure_oip: one Open Inference Protocol server (the demo's routes or Triton) through tritonclient, as
+the remote runtime calls it; the Triton comparison (bench/triton.py) times both servers with it.
+Every load here runs through one loop, run_clients.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -39,7 +43,7 @@ MAX_REFUSALS = 20  # predictions refused while the demo is listening but not rea
 
 
 @dataclass(frozen=True)
-class Target:
+class PredictCall:
     """One prediction to ask the demo for."""
 
     model: str
@@ -49,7 +53,7 @@ class Target:
     features: list[float]
 
 
-def gradio_predict(client: Any, base: str, target: Target, session: bool = False) -> dict[str, Any]:
+def gradio_predict(client: Any, base: str, target: PredictCall, session: bool = False) -> dict[str, Any]:
     """The demo's Gradio `predict` route as curl calls it (README), or with one session_hash per client
     connection as gradio_client sends it. Any error fails the run."""
     from pipeline.serving.client import PredictError, call_predict
@@ -65,12 +69,12 @@ def gradio_predict(client: Any, base: str, target: Target, session: bool = False
     return result
 
 
-def gradio_predict_session(client: Any, base: str, target: Target) -> dict[str, Any]:
+def gradio_predict_session(client: Any, base: str, target: PredictCall) -> dict[str, Any]:
     """gradio_predict with a session_hash."""
     return gradio_predict(client, base, target, session=True)
 
 
-def gradio_run(client: Any, base: str, target: Target) -> dict[str, Any]:
+def gradio_run(client: Any, base: str, target: PredictCall) -> dict[str, Any]:
     """Gradio's direct route for the same function: one POST /gradio_api/run/predict, no queue."""
     body = {"data": [target.model, target.format, target.device, target.features]}
     answer = client.post(base + "/gradio_api/run/predict", json=body)
@@ -82,7 +86,7 @@ def gradio_run(client: Any, base: str, target: Target) -> dict[str, Any]:
     return data[0]
 
 
-def oip_infer(client: Any, base: str, target: Target) -> dict[str, Any]:
+def oip_infer(client: Any, base: str, target: PredictCall) -> dict[str, Any]:
     """The Open Inference Protocol route: POST /v2/models/{model}/infer with a JSON tensor."""
     tensor = {
         "name": target.input_name,
@@ -101,7 +105,7 @@ def oip_infer(client: Any, base: str, target: Target) -> dict[str, Any]:
     return data
 
 
-Request = Callable[[Any, str, Target], dict[str, Any]]
+Request = Callable[[Any, str, PredictCall], dict[str, Any]]
 ROUTES: dict[str, Request] = {
     "gradio /call/predict": gradio_predict,  # the documented route (README's curl, tests/demo_server.py)
     "gradio /call/predict + session_hash": gradio_predict_session,  # what gradio_client sends
@@ -111,31 +115,38 @@ ROUTES: dict[str, Request] = {
 PRIMARY_ROUTE = "gradio /call/predict"
 
 
-def load_test(
-    request: Request, base: str, target: Target, clients: int, requests: int
-) -> tuple[list[float], list[float], list[str], float]:
-    """`clients` threads, each with its own connection, making `requests` calls after one warm-up call:
-    (latencies in s, server-side predict times in ms where the route reports them, errors, wall s)."""
-    import httpx
-
+def run_clients(
+    clients: int,
+    connect: Callable[[], contextlib.AbstractContextManager[Any]],
+    call: Callable[[Any], Any],
+    *,
+    requests: int | None = None,
+    seconds: float | None = None,
+) -> tuple[list[float], list[Any], list[str], float]:
+    """The one load loop: `clients` threads, each with its own connection from `connect()`, making one warm-up
+    call, then, once all are warm, `call(connection)` `requests` times or for `seconds`.
+    Returns (latencies in s, the answers, errors in one line each, wall s from the start to the last answer)."""
     latencies: list[float] = []
-    server_ms: list[float] = []
+    answers: list[Any] = []
     errors: list[str] = []
     lock = threading.Lock()
     ready = threading.Barrier(clients + 1)
 
     def worker() -> None:
-        with httpx.Client(timeout=60.0) as client:
+        with connect() as connection:
             try:
-                request(client, base, target)  # a warm connection
+                call(connection)  # a warm connection (and a first run), not counted
             except Exception as exc:  # noqa: BLE001 - every error is kept and fails the run
                 with lock:
                     errors.append(one_line(exc))
             ready.wait()
-            for _ in range(requests):
+            deadline = time.perf_counter() + (seconds or 0.0)
+            done = 0
+            while (done < requests) if requests is not None else (time.perf_counter() < deadline):
+                done += 1
                 start = time.perf_counter()
                 try:
-                    answer = request(client, base, target)
+                    answer = call(connection)
                 except Exception as exc:  # noqa: BLE001
                     with lock:
                         errors.append(one_line(exc))
@@ -143,8 +154,7 @@ def load_test(
                 elapsed = time.perf_counter() - start
                 with lock:
                     latencies.append(elapsed)
-                    if isinstance(answer.get("latency_ms"), (int, float)) and answer["latency_ms"] > 0:
-                        server_ms.append(float(answer["latency_ms"]))
+                    answers.append(answer)
 
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(clients)]
     for t in threads:
@@ -153,7 +163,49 @@ def load_test(
     start = time.perf_counter()
     for t in threads:
         t.join()
-    return latencies, server_ms, errors, time.perf_counter() - start
+    return latencies, answers, errors, time.perf_counter() - start
+
+
+def load_test(
+    request: Request, base: str, target: PredictCall, clients: int, requests: int
+) -> tuple[list[float], list[float], list[str], float]:
+    """`request` to the demo from `clients` connections, `requests` calls each (run_clients):
+    (latencies in s, server-side predict times in ms where the route reports them, errors, wall s)."""
+    import httpx
+
+    latencies, answers, errors, wall = run_clients(
+        clients, lambda: httpx.Client(timeout=60.0), lambda client: request(client, base, target), requests=requests
+    )
+    server_ms = [float(a["latency_ms"]) for a in answers if isinstance(a.get("latency_ms"), (int, float))]
+    return latencies, [ms for ms in server_ms if ms > 0], errors, wall
+
+
+def measure_oip(url: str, model: str, clients: int = 1, seconds: float = 3.0) -> dict[str, float]:
+    """{p50_ms, throughput}: `clients` connections each sending one-example requests to `model` at `url` for
+    `seconds` (run_clients); BenchError if any fails.
+
+    `model` is the Triton model name (e.g. adder_mynet_onnx, or adder_mynet_onnx_python); the input is
+    zeros of the width the server's metadata gives, sent as a binary tensor through tritonclient, as
+    the remote runtime sends it. Throughput is requests per second over all clients.
+    """
+    import tritonclient.http as httpclient
+
+    address = url.split("://", 1)[1].rstrip("/")
+    with httpclient.InferenceServerClient(address) as probe:
+        spec = probe.get_model_metadata(model)["inputs"][0]
+    x = np.zeros([1, *spec["shape"][1:]], dtype=np.float32)
+    tensor = httpclient.InferInput(spec["name"], list(x.shape), spec["datatype"])
+    tensor.set_data_from_numpy(x, binary_data=True)
+    latencies, _, errors, wall = run_clients(
+        clients,
+        lambda: httpclient.InferenceServerClient(address),
+        lambda client: client.infer(model, [tensor]),
+        seconds=seconds,
+    )
+    if errors:
+        raise BenchError(f"{model} at {url}: {len(errors)} requests failed, e.g. {errors[0]}")
+    p50 = float(np.median(latencies) * 1000) if latencies else float("nan")
+    return {"p50_ms": p50, "throughput": len(latencies) / wall}
 
 
 def import_seconds(module: str) -> float:
@@ -166,7 +218,7 @@ def import_seconds(module: str) -> float:
     return float(proc.stdout.strip().splitlines()[-1])
 
 
-def first_prediction(target: Target) -> Callable[[Any, str], bool]:
+def first_prediction(target: PredictCall) -> Callable[[Any, str], bool]:
     """A readiness probe for pipeline.serving.launch: the demo gave `target`'s prediction (a few refusals allowed)."""
     refusals = 0
 
@@ -184,7 +236,7 @@ def first_prediction(target: Target) -> Callable[[Any, str], bool]:
     return ready
 
 
-def _row(route: str, tgt: Target, clients: int, lat: list[float], server_ms: list[float], wall: float) -> dict:
+def _row(route: str, tgt: PredictCall, clients: int, lat: list[float], server_ms: list[float], wall: float) -> dict:
     ms = np.asarray(lat) * 1e3
     row = {
         "route": route,
@@ -239,12 +291,12 @@ def bench_demo(
     return {"routes": routes, "rows": rows, "errors": "none: any failed request fails the run"}, cold
 
 
-def _target(manifest: Manifest, model: str, fmt: str) -> Target:
+def _target(manifest: Manifest, model: str, fmt: str) -> PredictCall:
     entry = manifest.model(model)
-    return Target(model, fmt, formats.CPU, entry.input["name"], [float(v) for v in entry.examples[0]])
+    return PredictCall(model, fmt, formats.CPU, entry.input["name"], [float(v) for v in entry.examples[0]])
 
 
-def answered_routes(base: str, target: Target, skipped: list[str]) -> list[str]:
+def answered_routes(base: str, target: PredictCall, skipped: list[str]) -> list[str]:
     """The primary route and every other route the demo answers (the others are skipped, with why)."""
     import httpx
 
@@ -261,7 +313,7 @@ def answered_routes(base: str, target: Target, skipped: list[str]) -> list[str]:
     return routes
 
 
-def route_rows(route: str, base: str, tgt: Target, plan: Plan, log: Callable[[str], None]) -> list[dict[str, Any]]:
+def route_rows(route: str, base: str, tgt: PredictCall, plan: Plan, log: Callable[[str], None]) -> list[dict[str, Any]]:
     """`route` for `tgt` with each of HTTP_CLIENTS concurrent clients: a row each; any failed request is an error."""
     rows = []
     for clients in HTTP_CLIENTS:

@@ -1,6 +1,6 @@
 """Runtime latency and throughput, and how far each runtime is from the NumPy floor.
 
-Every (format, runtime) that pipeline/formats.py declares is measured, on each device asked for:
+Every target of pipeline/runtime/targets.py for the device asked for is measured (what verify checks):
 - latency: one example through the demo's predictor (PredictorCache), the bare runtime call from
   the same load (`predictor.bare`: session.run on a prepared feed, the module on a prepared tensor,
   with the host-to-device copies and back on CUDA, as the predictor pays them) and the catalog's
@@ -21,8 +21,9 @@ from pipeline.artifacts.manifest import Manifest
 from pipeline.artifacts.tensors import examples_batch, random_batch
 from pipeline.bench.timing import BATCH_SIZES, BenchError, Candidate, Plan, percentiles_us, side_by_side, timed_for
 from pipeline.errors import one_line
-from pipeline.runtime.devices import cuda_status
 from pipeline.runtime.predictor import PredictorCache
+from pipeline.runtime.targets import Target
+from pipeline.runtime.targets import plan as plan_targets
 
 Log = Callable[[str], None]
 
@@ -33,7 +34,7 @@ class Sweep:
 
     manifest: Manifest
     models: Sequence[str]
-    devices: Sequence[str]
+    targets: Sequence[Target]  # what can run here (bench_targets)
     plan: Plan
     cache: PredictorCache
     skipped: list[str]  # what could not run, one line each
@@ -41,35 +42,22 @@ class Sweep:
 
     def __iter__(self) -> Iterator[Any]:
         """The fields in order, so a measurement can unpack what it uses."""
-        return iter((self.manifest, self.models, self.devices, self.plan, self.cache, self.skipped, self.log))
+        return iter((self.manifest, self.models, self.targets, self.plan, self.cache, self.skipped, self.log))
 
 
 FLOOR = ("numpy", "numpy (floor)")  # how the floor's rows name their format and runtime
 
 
-def bench_devices(requested: str) -> list[str]:
-    """The devices to measure: 'auto' means the CPU and, where a runtime can use one, the GPU."""
-    if requested == "auto":
-        gpu = any(cuda_status(name)[0] for name, rt in formats.RUNTIMES.items() if formats.CUDA in rt.devices)
-        return [formats.CPU, formats.CUDA] if gpu else [formats.CPU]
-    return [requested]
-
-
-def runtime_targets(device: str, skipped: list[str]) -> list[tuple[str, str]]:
-    """Every declared (format, runtime) that can run on `device`; a runtime without CUDA here is skipped, with why."""
-    family = device.split(":", 1)[0]
-    out = []
-    for fmt in formats.FORMATS.values():
-        for load in fmt.loaders:
-            if family not in load.runtime.devices:
-                continue
-            if family == formats.CUDA:
-                ok, why = cuda_status(load.runtime.name)
-                if not ok:
-                    skipped.append(f"{fmt.name}/{load.runtime.name} on {device}: {why}")
-                    continue
-            out.append((fmt.name, load.runtime.name))
-    return out
+def bench_targets(requested: str) -> tuple[list[Target], list[str]]:
+    """The (format, runtime, device) targets to measure for `requested` (pipeline.runtime.targets.plan), and
+    one line for each that cannot run here. mps serves no artifact: its runtimes are measured on the CPU."""
+    if requested == "mps":
+        chosen, skipped = plan_targets(formats.CPU), ["mps: no runtime serves artifacts on mps; measured on the CPU"]
+    else:
+        chosen, skipped = plan_targets(requested), []
+    skipped += chosen.skipped
+    skipped += [f"{t.format}/{t.runtime} on {t.device}: {t.unavailable}" for t in chosen.targets if t.unavailable]
+    return [t for t in chosen.targets if not t.unavailable], skipped
 
 
 def numpy_floor(cache: PredictorCache, model: str) -> Callable[[np.ndarray], tuple[np.ndarray, ...]] | None:
@@ -80,7 +68,8 @@ def numpy_floor(cache: PredictorCache, model: str) -> Callable[[np.ndarray], tup
     if spec.numpy_forward is None:
         return None
     fmt, runtime, device = formats.REFERENCE
-    module = cache.get(model, fmt, device, runtime).native  # the trained state_dict, read by pipeline.artifacts.weights
+    # the trained state_dict, read by pipeline.artifacts.weights
+    module = cache.get(model, fmt, runtime=runtime, device=device).native
     state = {k: v.detach().cpu().numpy().astype(np.float32) for k, v in module.state_dict().items()}
     return spec.numpy_forward(state)
 
@@ -94,34 +83,32 @@ def _check_same(model: str, what: str, got: Sequence[np.ndarray], want: Sequence
 
 def bench_latency(sweep: Sweep) -> list[dict[str, Any]]:
     """One example through the predictor, the bare call from the same load and the floor: a row per runtime."""
-    manifest, models, devices, plan, cache, skipped, log = sweep
+    manifest, models, targets, plan, cache, skipped, log = sweep
     rows = []
-    targets = {device: runtime_targets(device, skipped) for device in devices}
     for model in models:
         entry = manifest.model(model)
         x2 = examples_batch(entry.inputs, entry.examples[:1])  # a batch of one, of each input's dtype and shape
         x = x2[0] if isinstance(x2, np.ndarray) else {k: v[0] for k, v in x2.items()}  # the example alone
         floor = numpy_floor(cache, model)
         served = manifest.model(model).served_formats()  # a derived format may not apply to this model
-        for device in devices:
-            for fmt, runtime in (t for t in targets[device] if t[0] in served):
-                label = f"{model} {fmt}/{runtime} on {device}"
-                try:
-                    predictor = cache.get(model, fmt, device, runtime)
-                except Exception as exc:  # noqa: BLE001 - a runtime this machine lacks is a skip, with why
-                    skipped.append(f"latency {label}: {one_line(exc)}")
-                    continue
-                cands = [
-                    Candidate("predictor", lambda p=predictor, v=x: p.predict(v)),
-                    Candidate("bare", predictor.bare(x2)),
-                ]
-                if floor is not None:
-                    _check_same(model, f"{fmt}/{runtime}", list(predictor.predict(x2).values()), floor(x2))
-                    cands.append(Candidate("floor", lambda f=floor, v=x2: f(v)))
-                samples = side_by_side(cands, plan)
-                rows.append(_latency_row(model, fmt, runtime, predictor.device, samples))
-                row = rows[-1]
-                log(f"  latency {label}: predictor {row['predictor_p50_us']:.1f} us, bare {row['bare_p50_us']:.1f} us")
+        for fmt, runtime, device in ((t.format, t.runtime, t.device) for t in targets if t.format in served):
+            label = f"{model} {fmt}/{runtime} on {device}"
+            try:
+                predictor = cache.get(model, fmt, runtime=runtime, device=device)
+            except Exception as exc:  # noqa: BLE001 - a runtime this machine lacks is a skip, with why
+                skipped.append(f"latency {label}: {one_line(exc)}")
+                continue
+            cands = [
+                Candidate("predictor", lambda p=predictor, v=x: p.predict(v)),
+                Candidate("bare", predictor.bare(x2)),
+            ]
+            if floor is not None:
+                _check_same(model, f"{fmt}/{runtime}", list(predictor.predict(x2).values()), floor(x2))
+                cands.append(Candidate("floor", lambda f=floor, v=x2: f(v)))
+            samples = side_by_side(cands, plan)
+            rows.append(_latency_row(model, fmt, runtime, predictor.device, samples))
+            row = rows[-1]
+            log(f"  latency {label}: predictor {row['predictor_p50_us']:.1f} us, bare {row['bare_p50_us']:.1f} us")
     return rows
 
 
@@ -174,7 +161,7 @@ def latency_summary(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def bench_throughput(sweep: Sweep) -> list[dict[str, Any]]:
     """Examples per second at each batch size, through every predictor and the floor."""
-    manifest, models, devices, plan, cache, skipped, log = sweep
+    manifest, models, targets, plan, cache, skipped, log = sweep
     rows = []
     rng = np.random.default_rng(0)
     for model in models:
@@ -185,14 +172,13 @@ def bench_throughput(sweep: Sweep) -> list[dict[str, Any]]:
         if floor is not None:
             runners.append((*FLOOR, formats.CPU, floor))
         served = manifest.model(model).served_formats()
-        for device in devices:
-            for fmt, runtime in (t for t in runtime_targets(device, []) if t[0] in served):  # lacks: said under latency
-                try:
-                    predictor = cache.get(model, fmt, device, runtime)
-                except Exception as exc:  # noqa: BLE001
-                    skipped.append(f"throughput {model} {fmt}/{runtime} on {device}: {one_line(exc)}")
-                    continue
-                runners.append((fmt, runtime, predictor.device, predictor.predict))
+        for fmt, runtime, device in ((t.format, t.runtime, t.device) for t in targets if t.format in served):
+            try:
+                predictor = cache.get(model, fmt, runtime=runtime, device=device)
+            except Exception as exc:  # noqa: BLE001
+                skipped.append(f"throughput {model} {fmt}/{runtime} on {device}: {one_line(exc)}")
+                continue
+            runners.append((fmt, runtime, predictor.device, predictor.predict))
         for fmt, runtime, device, run in runners:
             row: dict[str, Any] = {"model": model, "format": fmt, "runtime": runtime, "device": device}
             for n, batch in batches.items():

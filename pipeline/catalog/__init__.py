@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from pipeline.artifacts.manifest import model_names
 from pipeline.errors import one_line
 from pipeline.spec import (  # noqa: F401 - the public spec API, importable from here too
     DTYPES,
@@ -252,10 +253,9 @@ def get(name: str) -> ModelSpec:
 
 def select(names: str | Sequence[str] | None) -> list[ModelSpec]:
     """Specs for 'all', None, a comma-separated string or a list of names, in catalog order."""
-    if names is None or names == "all" or names == ["all"]:
+    names = model_names(names)
+    if names is None:
         return list(CATALOG.values())
-    if isinstance(names, str):
-        names = [n.strip() for n in names.split(",") if n.strip()]
     if not names:
         raise CatalogError(f"no model named; expected 'all' or some of: {', '.join(CATALOG)}")
     wanted = {get(n).name for n in names}

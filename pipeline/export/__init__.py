@@ -271,40 +271,16 @@ def export_model(
     state_sha = sha256_file(state_path)
     if state_sha != history["state_dict_sha256"]:
         raise ExportError(f"{spec.name}: the state_dict changed while it was being copied; run export again")
-    module = spec.build()
-    try:  # weights_only: a hostile file's pickle never runs; a damaged one is this model's error, not a crash
-        load_state_dict(module, state_path)
-    except Exception as exc:
-        # A WeightsError already names the file and what it refused; anything else gets the file named here.
-        why = (
-            str(exc)
-            if isinstance(exc, WeightsError)
-            else f"{state_path} is not a loadable state_dict ({one_line(exc)})"
-        )
-        raise ExportError(f"{spec.name}: {why}; train it again") from exc
-    module.eval()
     ctx = ExportContext(
         spec=spec,
-        module=spec.export_form(module).eval(),
+        module=spec.export_form(_trained_module(spec, state_path)).eval(),
         example=spec.example_inputs([spec.examples[i % len(spec.examples)] for i in range(EXAMPLE_BATCH)]),
         metadata=_metadata(spec, state_sha),
         opset=opset,
     )
     task = _write_task_data(spec, rev_dir, artifacts)
-    files = [_artifact(formats.STATE_DICT, state_path, artifacts)]
-    not_applicable: dict[str, str] = {}  # derived formats that would gain nothing for this model, and why
-    for name in chosen:
-        fmt = formats.get(name)
-        path = rev_dir / fmt.filename
-        try:
-            formats.resolve(fmt.exporter)(ctx, path)
-        except NotApplicable as exc:
-            not_applicable[name] = str(exc)
-            continue
-        except Exception as exc:
-            raise ExportError(f"{spec.name}: {name} export failed: {type(exc).__name__}: {exc}") from exc
-        ctx.written[name] = path
-        files.append(_artifact(name, path, artifacts))
+    files, not_applicable = _write_formats(ctx, rev_dir, artifacts, chosen)
+    files.insert(0, _artifact(formats.STATE_DICT, state_path, artifacts))
     rel = lambda name: copied[name].relative_to(artifacts).as_posix() if name in copied else None  # noqa: E731
     return {
         "description": spec.description,
@@ -321,6 +297,55 @@ def export_model(
         "history": rel(train.HISTORY),
         "plot": rel(train.LOSS_PLOT),
         "extra": [rel(n) for n in sorted(copied) if n not in {train.STATE_DICT, train.HISTORY, train.LOSS_PLOT}],
+        **_from_history(history),
+        "summary": layer_table(spec),
+        "truth": spec.truth,  # an expression of the input names; the demo evaluates it with NumPy
+        "activation": spec.activation,
+        "seed_figures": spec.seed_figures,
+        "revision": revision,
+    }
+
+
+def _trained_module(spec: ModelSpec, state_path: Path) -> torch.nn.Module:
+    """`spec`'s module with the trained weights of `state_path`, in eval mode."""
+    module = spec.build()
+    try:  # weights_only: a hostile file's pickle never runs; a damaged one is this model's error, not a crash
+        load_state_dict(module, state_path)
+    except Exception as exc:
+        # A WeightsError already names the file and what it refused; anything else gets the file named here.
+        why = (
+            str(exc)
+            if isinstance(exc, WeightsError)
+            else f"{state_path} is not a loadable state_dict ({one_line(exc)})"
+        )
+        raise ExportError(f"{spec.name}: {why}; train it again") from exc
+    return module.eval()
+
+
+def _write_formats(
+    ctx: ExportContext, rev_dir: Path, artifacts: Path, chosen: Sequence[str] = formats.EXPORTED
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Each exported format's file, by its exporter, in FORMATS order: (the artifacts written, and the derived
+    formats that would gain nothing for this model, with why)."""
+    files, not_applicable = [], {}
+    for name in chosen:
+        fmt = formats.get(name)
+        path = rev_dir / fmt.filename
+        try:
+            formats.resolve(fmt.exporter)(ctx, path)
+        except NotApplicable as exc:
+            not_applicable[name] = str(exc)
+            continue
+        except Exception as exc:
+            raise ExportError(f"{ctx.spec.name}: {name} export failed: {type(exc).__name__}: {exc}") from exc
+        ctx.written[name] = path
+        files.append(_artifact(name, path, artifacts))
+    return files, not_applicable
+
+
+def _from_history(history: dict[str, Any]) -> dict[str, Any]:
+    """What the manifest entry repeats of the training history: recipe, accuracy, device, final loss, report."""
+    return {
         "recipe": history.get("recipe"),
         "variant": history.get("variant"),
         "imported": history.get("imported"),
@@ -328,11 +353,6 @@ def export_model(
         "trained_on": history.get("device"),
         "final_loss": history["loss"][-1] if history.get("loss") else None,
         "report": history.get("report", {}),
-        "summary": layer_table(spec),
-        "truth": spec.truth,  # an expression of the input names; the demo evaluates it with NumPy
-        "activation": spec.activation,
-        "seed_figures": spec.seed_figures,
-        "revision": revision,
     }
 
 
@@ -429,7 +449,7 @@ def run_export(
 ) -> tuple[parity.ParityReport, list[str]]:
     """Export, verify and publish `specs`; returns the parity report and the per-model errors.
 
-    Parity runs on the CPU and, for `device` auto or cuda[:N], on the GPU too (see parity.targets).
+    Parity runs on the CPU and, for `device` auto or cuda[:N], on the GPU too (see pipeline.runtime.targets.plan).
     `atol`/`rtol` override every format's declared tolerance; the manifest records, per model and format,
     the tolerance used. `chosen` names the formats to make (default: all). Models whose float32 formats
     fail to export or to match keep their previous manifest entry, if any; a derived format that misses
@@ -441,26 +461,10 @@ def run_export(
     warn = warn or log
     artifacts = Path(artifacts)
     revision = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
-    entries: dict[str, Any] = {}
-    errors: list[str] = []
-    for spec in specs:
-        start = time.perf_counter()
-        try:
-            entries[spec.name] = export_model(spec, artifacts, revision, opset, chosen)
-            entries[spec.name]["tolerance"] = _tolerances(
-                [a["format"] for a in entries[spec.name]["artifacts"] if a["format"] in formats.EXPORTED], atol, rtol
-            )
-        except ExportError as exc:
-            errors.append(str(exc))  # the caller prints each on stderr, once
-            continue
-        done = [a["format"] for a in entries[spec.name]["artifacts"] if a["format"] in formats.EXPORTED]
-        log(f"{spec.name}: exported {', '.join(done)} in {time.perf_counter() - start:.1f} s")
-        for name, why in entries[spec.name]["not_applicable"].items():
-            log(f"{spec.name}: {name} not applicable: {why}")
+    entries, errors = _export_each(specs, artifacts, revision, opset, log, chosen, atol, rtol)
     staged = Manifest.from_dict(artifacts, {"models": entries})
     report = parity.verify(staged, list(entries), device, atol, rtol)
-    previous = _previous_models(artifacts)
-    models = dict(previous)
+    models = _previous_models(artifacts)
     for name, entry in entries.items():
         rows = report.for_model(name)
         published, withheld = _publish(entry, rows)
@@ -471,8 +475,49 @@ def run_export(
                 warn(f"{name}: {line}")
         else:
             errors.append(f"{name}: parity failed; its previous artifacts (if any) stay published")
+    manifest = _manifest(models, atol, rtol)
+    if entries and formats.DERIVED:
+        log(quantize_summary(entries))
+    atomic_write_json(artifacts / PARITY, {**report.as_dict(), "created": manifest["created"]})
+    atomic_write_json(artifacts / MANIFEST, manifest)  # the commit point
+    collect_garbage(artifacts, manifest)
+    return report, errors
+
+
+def _export_each(
+    specs: list[ModelSpec],
+    artifacts: Path,
+    revision: str,
+    opset: int,
+    log: Callable[[str], None],
+    chosen: tuple[str, ...] = formats.EXPORTED,
+    atol: float | None = None,
+    rtol: float | None = None,
+) -> tuple[dict[str, Any], list[str]]:
+    """Each model's revision folder and manifest entry (export_model): (entries, one error line per model that
+    failed, which the caller prints on stderr once)."""
+    entries: dict[str, Any] = {}
+    errors: list[str] = []
+    for spec in specs:
+        start = time.perf_counter()
+        try:
+            entries[spec.name] = export_model(spec, artifacts, revision, opset, chosen)
+        except ExportError as exc:
+            errors.append(str(exc))
+            continue
+        exported = [a["format"] for a in entries[spec.name]["artifacts"] if a["format"] in formats.EXPORTED]
+        entries[spec.name]["tolerance"] = _tolerances(exported, atol, rtol)
+        done = [a["format"] for a in entries[spec.name]["artifacts"] if a["format"] in formats.EXPORTED]
+        log(f"{spec.name}: exported {', '.join(done)} in {time.perf_counter() - start:.1f} s")
+        for name, why in entries[spec.name]["not_applicable"].items():
+            log(f"{spec.name}: {name} not applicable: {why}")
+    return entries, errors
+
+
+def _manifest(models: dict[str, Any], atol: float | None, rtol: float | None) -> dict[str, Any]:
+    """The manifest to publish: `models` in catalog order (then any others), what made them, the tolerances."""
     order = [s for s in _catalog_order() if s in models] + [m for m in models if m not in _catalog_order()]
-    manifest = {
+    return {
         "schema": SCHEMA,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "producer": f"{PRODUCER} {producer_version()}",
@@ -488,12 +533,6 @@ def run_export(
         },
         "models": {name: models[name] for name in order},
     }
-    if entries and formats.DERIVED:
-        log(quantize_summary(entries))
-    atomic_write_json(artifacts / PARITY, {**report.as_dict(), "created": manifest["created"]})
-    atomic_write_json(artifacts / MANIFEST, manifest)  # the commit point
-    collect_garbage(artifacts, manifest)
-    return report, errors
 
 
 def _catalog_order() -> list[str]:

@@ -5,17 +5,14 @@ weights (activations quantized on the fly), and onnxruntime's float16 converter 
 of onnxconverter-common's, which also handles a graph output that feeds another node, as adder_mynet's
 `hidden` does) with float32 kept at the inputs and outputs so callers do not change.
 
-Also here: the export summary (size and deviation of each derived file beside the float32 one) and
-`measure`, the one-run table of size, p50 latency at batch 1 and 64 and deviation for the benchmarks.
-Nothing here imports torch.
+Also here: the export summary (size and deviation of each derived file beside the float32 one). Their
+speed is measured in pipeline/bench/quantized.py. Nothing here imports torch.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import statistics
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -259,93 +256,3 @@ def summary(entries: dict[str, dict[str, Any]]) -> str:
 
     head = ("model", "format", "bytes", "x source", "max |Δ| (onnxruntime)", "")
     return text_table(head, summary_rows(entries))
-
-
-def _p50_ms(call: Any, seconds: float) -> float:
-    for _ in range(20):
-        call()
-    times = []
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline or len(times) < 50:
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
-
-
-def measure(manifest: Any, models: Sequence[str], seconds: float = 0.5) -> list[dict[str, Any]]:
-    """Per model and format (the float32 ONNX and its derived ones): size, p50 latency at batch 1 and 64
-    on onnxruntime's CPU provider (the runtime's own call) and the largest deviation from eager on the
-    parity batches, absolute and as a fraction of the output's largest |value|."""
-    from pipeline.runtime import parity
-    from pipeline.runtime.predictor import load_predictor
-
-    out = []
-    for model in models:
-        entry = manifest.model(model)
-        batches = parity.parity_inputs(manifest, model)
-        reference = load_predictor(manifest, model, *formats.REFERENCE)
-        expected = [reference.outputs(b) for b in batches]
-        rng = np.random.default_rng(1)
-        timing = {n: rng.standard_normal((n, len(entry.features))).astype(np.float32) for n in (1, 64)}
-        for fmt in compared():
-            if fmt not in entry.artifacts:
-                continue
-            predictor = load_predictor(manifest, model, fmt, formats.ONNXRUNTIME.name, formats.CPU, threads=1)
-            worst_abs = worst_frac = 0.0
-            for batch, want in zip(batches, expected, strict=True):
-                got = predictor.outputs(batch)
-                for name, ref in want.items():
-                    diff = float(np.abs(np.asarray(got[name], np.float64) - ref).max())
-                    worst_abs = max(worst_abs, diff)
-                    worst_frac = max(worst_frac, diff / max(float(np.abs(ref).max()), 1e-30))
-            row = {"model": model, "format": fmt, "bytes": entry.artifacts[fmt].bytes}
-            row |= {f"p50_ms_b{n}": _p50_ms(predictor.bare(x), seconds) for n, x in timing.items()}
-            out.append(row | {"max_abs": worst_abs, "max_frac": worst_frac})
-    return out
-
-
-def measure_table(rows: Sequence[dict[str, Any]], markdown: bool = False) -> str:
-    """`measure`'s rows as one table, each derived format's size and latency also as a multiple of its source's."""
-    from pipeline.tables import text_table
-
-    base = {(r["model"], r["format"]): r for r in rows}
-
-    def times(r: dict[str, Any], key: str) -> str:
-        src = base.get((r["model"], formats.get(r["format"]).source))
-        return f" ({r[key] / src[key]:.2f}x)" if src else ""
-
-    head = ("model", "format", "bytes", "p50 b1 ms", "p50 b64 ms", "max |Δ|", "max |Δ| / max|ref|")
-    body = [
-        (
-            r["model"],
-            r["format"],
-            f"{r['bytes']:,}{times(r, 'bytes')}",
-            f"{r['p50_ms_b1']:.4f}{times(r, 'p50_ms_b1')}",
-            f"{r['p50_ms_b64']:.4f}{times(r, 'p50_ms_b64')}",
-            f"{r['max_abs']:.2e}",
-            f"{r['max_frac']:.2e}",
-        )
-        for r in rows
-    ]
-    return text_table(head, body, markdown=markdown)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """python -m pipeline.export.quantize [ARTIFACTS] [--markdown]: print `measure`'s table for every model."""
-    import argparse
-
-    from pipeline.artifacts.manifest import Manifest
-
-    parser = argparse.ArgumentParser(prog="python -m pipeline.export.quantize", description=main.__doc__)
-    parser.add_argument("artifacts", nargs="?", default="artifacts")
-    parser.add_argument("--markdown", action="store_true")
-    parser.add_argument("--seconds", type=float, default=0.5, help="timing per (model, format, batch)")
-    args = parser.parse_args(argv)
-    manifest = Manifest.load(args.artifacts)
-    print(measure_table(measure(manifest, list(manifest.models), args.seconds), args.markdown))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -8,7 +8,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from pipeline.artifacts.tensors import ranges, shape
+from pipeline.artifacts.tensors import dtype_of, ranges, shape
 from pipeline.errors import UserError
 
 MAX_TEXT_CHARS = 200_000  # far above 1000 features written out in full; refused before parsing
@@ -111,8 +111,8 @@ _END = object()
 def parse_tensor(text: Any, model: str, tensor: dict[str, Any]) -> list[Any]:
     """One example of a manifest input: its values in row-major order, checked for count, dtype and range."""
     dims = list(shape(tensor))
-    kind = tensor.get("dtype", "float32")
-    noun = "whole numbers" if kind == "int64" else "numbers"
+    whole = dtype_of(tensor).whole
+    noun = "whole numbers" if whole else "numbers"
     varying = ranges(tensor)
     if varying:  # one axis of any length in its range: the count says how long it is
         (axis, low_len, high_len), per_step = next(iter(varying.values())), math.prod(d for d in dims if d > 0)
@@ -136,7 +136,7 @@ def parse_tensor(text: Any, model: str, tensor: dict[str, Any]) -> list[Any]:
         _number(item, i, names if len(names) == count else [f"value {j + 1}" for j in range(count)], want)
         for i, item in enumerate(items)
     ]
-    if kind != "int64":
+    if not whole:
         return values
     low, high = tensor.get("values") or (-(2**53), 2**53)
     for i, v in enumerate(values):

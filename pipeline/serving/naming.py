@@ -28,20 +28,15 @@ from typing import Any
 
 from pipeline import formats
 from pipeline.artifacts.manifest import ManifestError, ModelEntry
+from pipeline.artifacts.tensors import dtype
+from pipeline.dtypes import DTYPES
 
 VERSION = "1"  # each model has one version directory; a new export rewrites the repository
 MAX_BATCH_SIZE = 1024  # the largest batch Triton (and the demo's OIP routes) accept per request
 PYTHON_BACKEND = "python"  # Triton's backend that runs a model.py in a stub process
-TRITON_FORMATS: dict[str, formats.TritonPlatform] = {
+TRITON_PLATFORMS: dict[str, formats.TritonPlatform] = {  # format -> how Triton serves it
     name: formats.get(name).triton
     for name in formats.TRITON_FORMATS  # type: ignore[misc]
-}
-DATA_TYPES = {  # manifest dtype -> (ModelConfig data type, Open Inference Protocol datatype)
-    "float32": ("TYPE_FP32", "FP32"),
-    "float16": ("TYPE_FP16", "FP16"),
-    "float64": ("TYPE_FP64", "FP64"),
-    "int64": ("TYPE_INT64", "INT64"),
-    "int32": ("TYPE_INT32", "INT32"),
 }
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
@@ -67,11 +62,11 @@ class Flavour:
 # that onnxruntime loads has one, the default format's first.
 PYTHON_FLAVOURS = tuple(
     Flavour(name, PYTHON_BACKEND)
-    for name in sorted(TRITON_FORMATS, key=lambda name: name != formats.DEFAULT_FORMAT)
+    for name in sorted(TRITON_PLATFORMS, key=lambda name: name != formats.DEFAULT_FORMAT)
     if formats.get(name).loader(formats.ONNXRUNTIME.name) is not None
 )
 PYTHON_FLAVOUR = PYTHON_FLAVOURS[0]  # the default format's: what a client that names no format gets
-FLAVOURS = (*(Flavour(f) for f in TRITON_FORMATS), *PYTHON_FLAVOURS)  # what the repository writer emits
+FLAVOURS = (*(Flavour(f) for f in TRITON_PLATFORMS), *PYTHON_FLAVOURS)  # what the repository writer emits
 
 
 def triton_model_name(model: str, fmt: str, backend: str | None = None) -> str:
@@ -98,7 +93,7 @@ def tensor_names(entry: ModelEntry, fmt: str) -> tuple[list[str], list[str]]:
     """(input names, output names) of `entry` as the Triton model for `fmt` names them."""
     ins = [t["name"] for t in entry.inputs]
     outs = [t["name"] for t in entry.outputs]
-    if not TRITON_FORMATS[fmt].positional:
+    if not TRITON_PLATFORMS[fmt].positional:
         return ins, outs
     # The backend parses everything after the first "__" as the index, so a name that already has
     # one falls back to Triton's generic INPUT__i / OUTPUT__i.
@@ -129,18 +124,18 @@ def tensor_dims(spec: dict[str, Any], where: str) -> list[int]:
 
 def data_type(spec: dict[str, Any], where: str) -> tuple[str, str]:
     """(ModelConfig data type, Open Inference Protocol datatype) of a manifest tensor spec."""
-    dtype = spec.get("dtype", "float32")
-    if dtype not in DATA_TYPES:
+    kind = dtype(spec)
+    if kind not in DTYPES:
         name = spec.get("name")
-        raise ManifestError(f"{where}: tensor {name!r} has dtype {dtype!r}, which is not mapped to a Triton type")
-    return DATA_TYPES[dtype]
+        raise ManifestError(f"{where}: tensor {name!r} has dtype {kind!r}, which is not mapped to a Triton type")
+    return DTYPES[kind].triton, DTYPES[kind].oip
 
 
 def model_config(
     entry: ModelEntry, fmt: str, max_batch_size: int = MAX_BATCH_SIZE, backend: str | None = None
 ) -> dict[str, Any]:
     """The Triton ModelConfig of `entry`'s `fmt` model (on `backend`), as a dict in ModelConfig's JSON form."""
-    spec = TRITON_FORMATS[fmt]
+    spec = TRITON_PLATFORMS[fmt]
     name = triton_model_name(entry.name, fmt, backend)
     in_names, out_names = tensor_names(entry, fmt)
 

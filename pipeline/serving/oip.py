@@ -41,12 +41,12 @@ from starlette.concurrency import run_in_threadpool
 
 from pipeline import formats
 from pipeline.artifacts.manifest import ArtifactError, ManifestError
-from pipeline.errors import UserError
+from pipeline.errors import Refused, UserError
 from pipeline.runtime.predictor import Predictor, RuntimeUnavailable
 from pipeline.serving import oip_protocol as protocol
 from pipeline.serving.naming import MAX_BATCH_SIZE, model_config
-from pipeline.serving.oip_protocol import HEADER_LENGTH, InferRequest, OIPError, Target
-from pipeline.serving.service import Loaded, Service
+from pipeline.serving.oip_protocol import HEADER_LENGTH, InferRequest, ServedModel
+from pipeline.serving.service import Service, Snapshot
 
 log = logging.getLogger("pipeline.serving.oip")
 
@@ -73,17 +73,17 @@ class Routes:
         self.max_body_bytes, self.max_batch_size = max_body_bytes, max_batch_size
         self.heavy = asyncio.Semaphore(HEAVY_PARSES)
 
-    def resolve(self, name: str, version: str | None) -> tuple[Loaded, Target]:
+    def resolve(self, name: str, version: str | None) -> tuple[Snapshot, ServedModel]:
         """The service's current manifest and predictors, and what `name` serves in them."""
         loaded = self.service.current()
         if loaded is None:
-            raise OIPError(503, self.service.error or NO_MANIFEST)
+            raise Refused(503, self.service.error or NO_MANIFEST)
         target = protocol.resolve_target(
             loaded.manifest, name, version, self.default_format, self.max_body_bytes, self.max_batch_size
         )
         return loaded, target
 
-    async def read(self, request: Request, target: Target) -> InferRequest:
+    async def read(self, request: Request, target: ServedModel) -> InferRequest:
         """The request taken apart (oip_protocol.read_request): small ones here, large ones in a thread."""
         body = await request.body()
         encoding = request.headers.get("content-encoding")
@@ -98,19 +98,19 @@ class Routes:
         try:
             return await run_in_threadpool(self.service.run_batch, predictor, batch)
         except UserError as exc:
-            raise OIPError(400, str(exc)) from None
+            raise Refused(400, str(exc)) from None
         except Exception as exc:  # noqa: BLE001 - answered with the protocol's error form, logged in full
             log.exception("inference of %s (%s) failed", predictor.model, predictor.format)
-            raise OIPError(500, f"inference failed: {type(exc).__name__}: {exc}") from None
+            raise Refused(500, f"inference failed: {type(exc).__name__}: {exc}") from None
 
-    async def predictor(self, loaded: Loaded, target: Target, fmt: str) -> Predictor:
+    async def predictor(self, loaded: Snapshot, target: ServedModel, fmt: str) -> Predictor:
         """The cached predictor (loaded in a worker thread on first use), or 404 / 503 saying why not."""
         try:
             return await run_in_threadpool(self.service.predictor, loaded, target.entry.name, fmt, self.device)
         except ManifestError as exc:
-            raise OIPError(404, str(exc)) from None
+            raise Refused(404, str(exc)) from None
         except (ArtifactError, RuntimeUnavailable, UserError) as exc:
-            raise OIPError(503, f"model {target.name!r} is not available: {exc}") from None
+            raise Refused(503, f"model {target.name!r} is not available: {exc}") from None
 
     # ---- server ----------------------------------------------------------------------------------
 
@@ -137,21 +137,21 @@ class Routes:
     async def model_metadata(self, name: str, version: str | None = None) -> Any:
         try:
             return protocol.model_metadata(self.resolve(name, version)[1])
-        except OIPError as exc:
+        except Refused as exc:
             return _error(exc.status, exc.message)
 
     async def model_ready(self, name: str, version: str | None = None) -> Any:
         try:
             loaded, target = self.resolve(name, version)
             await self.predictor(loaded, target, target.format)
-        except OIPError as exc:
+        except Refused as exc:
             return _error(exc.status, exc.message)
         return {"name": name, "ready": True}
 
     async def model_configuration(self, name: str, version: str | None = None) -> Any:
         try:
             target = self.resolve(name, version)[1]
-        except OIPError as exc:
+        except Refused as exc:
             return _error(exc.status, exc.message)
         config = model_config(target.entry, target.format, target.max_batch)
         return config if target.fixed else {**config, "name": target.name}
@@ -162,7 +162,7 @@ class Routes:
             parsed = await self.read(request, target)
             predictor = await self.predictor(loaded, target, parsed.format)
             outputs = await self.run(predictor, parsed.batch)
-        except OIPError as exc:
+        except Refused as exc:
             return _error(exc.status, exc.message)
         content, header_length = protocol.encode_reply(parsed.request, target, outputs, parsed.outputs)
         if header_length is None:

@@ -11,7 +11,7 @@ pipeline/serving/oip.py puts them behind HTTP routes. A request is taken apart i
     requested_outputs which outputs to send back, each as JSON or binary
     encode_reply     the outputs as the protocol's JSON, with binary tensors appended
 
-Every refusal is an OIPError carrying the HTTP status and one line naming what was expected.
+Every refusal is a pipeline.errors.Refused carrying the HTTP status and one line naming what was expected.
 `read_request` runs them all; `check_json_budget` bounds what the JSON parser will build before it
 starts, so no request costs more than the largest batch its model accepts.
 """
@@ -29,11 +29,11 @@ import numpy as np
 
 from pipeline import formats
 from pipeline.artifacts.manifest import Manifest, ManifestError, ModelEntry
-from pipeline.artifacts.tensors import describe, fits
+from pipeline.artifacts.tensors import describe, dtype_of, fits
+from pipeline.errors import Refused, reject_constant
 from pipeline.serving.naming import MAX_BATCH_SIZE, VERSION, data_type, tensor_dims, tensor_names, triton_model_name
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
-DATATYPE = "FP32"  # the datatype of every seed model's tensors; others declare theirs (pipeline/serving/triton.py)
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 MAX_NESTING = 8  # levels of nested lists a tensor's "data" may use
 # The most bytes one FP32 value takes in a JSON request, separator included: tritonclient writes
@@ -44,17 +44,8 @@ _NUMBER = (int, float)  # bool is not a number here
 _DIGITS = re.compile(rb"[0-9]{1,12}")  # ASCII digits only: str.isdigit also accepts "²", which int() refuses
 
 
-class OIPError(Exception):
-    """A request the protocol answers with {"error": message} and an HTTP status."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
 @dataclass(frozen=True)
-class Target:
+class ServedModel:
     """What a model name in a URL serves: a manifest model, an artifact format and tensor names."""
 
     name: str  # as the client wrote it
@@ -110,7 +101,7 @@ def resolve_target(
     default_format: str,
     max_body_bytes: int,
     max_batch: int = MAX_BATCH_SIZE,
-) -> Target:
+) -> ServedModel:
     """The model `name` (and `version`) of a URL: a manifest model on `default_format`, or Triton's
     <model>_<format> for each format Triton serves; 404 naming the models there are. Its largest batch
     is the one whose JSON request fits in `max_body_bytes`."""
@@ -119,7 +110,7 @@ def resolve_target(
     else:
         base, _, suffix = name.rpartition("_")
         if suffix not in formats.TRITON_FORMATS or base not in manifest.models:
-            raise OIPError(
+            raise Refused(
                 404,
                 f"unknown model {name!r}; expected one of: {', '.join(manifest.models)} "
                 f"(each also as <model>_{' and <model>_'.join(formats.TRITON_FORMATS)})",
@@ -129,19 +120,19 @@ def resolve_target(
             try:
                 entry.artifact(formats.get(fmt).artifact_kind)  # its ManifestError says why there is none
             except ManifestError as exc:
-                raise OIPError(404, f"unknown model {name!r}: {exc}") from None
+                raise Refused(404, f"unknown model {name!r}: {exc}") from None
     if version not in (None, "", VERSION):
-        raise OIPError(404, f"model {name!r} has no version {version!r}; it has version {VERSION}")
+        raise Refused(404, f"model {name!r} has no version {version!r}; it has version {VERSION}")
     triton = formats.get(fmt).triton
     if triton is not None and triton.positional:
         ins, outs = tensor_names(entry, fmt)
     else:
         ins, outs = [t["name"] for t in entry.inputs], [t["name"] for t in entry.outputs]
     largest = max_batch_size(entry.values_per_example, max_body_bytes, max_batch)
-    return Target(name, entry, fmt, fixed, ins, outs, largest)
+    return ServedModel(name, entry, fmt, fixed, ins, outs, largest)
 
 
-def model_metadata(target: Target) -> dict[str, Any]:
+def model_metadata(target: ServedModel) -> dict[str, Any]:
     """The protocol's model metadata: name, versions, platform, tensors of shape [-1, *dims] with datatypes,
     and in parameters the largest batch a request may carry."""
     entry = target.entry
@@ -172,18 +163,18 @@ def decode_body(body: bytes, encoding: str | None, limit: int) -> bytes:
     if encoding == "identity":
         return body
     if encoding not in ("gzip", "deflate"):
-        raise OIPError(400, f"unsupported Content-Encoding {encoding!r}; expected gzip, deflate or none")
+        raise Refused(400, f"unsupported Content-Encoding {encoding!r}; expected gzip, deflate or none")
     inflater = zlib.decompressobj(wbits=32 + zlib.MAX_WBITS)  # either header, detected
     try:
         out = inflater.decompress(body, limit + 1)
     except zlib.error as exc:
-        raise OIPError(400, f"the body is not valid {encoding} data ({exc})") from None
+        raise Refused(400, f"the body is not valid {encoding} data ({exc})") from None
     if len(out) > limit:
-        raise OIPError(413, f"the decompressed request body is over the limit of {limit:,} bytes")
+        raise Refused(413, f"the decompressed request body is over the limit of {limit:,} bytes")
     if not inflater.eof:
-        raise OIPError(400, f"the {encoding} body is truncated")
+        raise Refused(400, f"the {encoding} body is truncated")
     if inflater.unused_data:
-        raise OIPError(
+        raise Refused(
             400, f"{len(inflater.unused_data)} bytes follow the {encoding} data; expected one {encoding} stream"
         )
     return out
@@ -196,7 +187,7 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     text = header_length.strip().encode("utf-8", "replace")
     if not _DIGITS.fullmatch(text) or not 0 < int(text) <= len(body):
         shown = header_length if len(header_length) <= 20 else header_length[:20] + "..."
-        raise OIPError(
+        raise Refused(
             400,
             f"{HEADER_LENGTH} is {shown!r}; expected the JSON header's size, 1 to {len(body)} bytes",
         )
@@ -204,77 +195,73 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     return body[:n], body[n:]
 
 
-def check_json_budget(header: bytes, target: Target) -> None:
+def check_json_budget(header: bytes, target: ServedModel) -> None:
     """400 before any parsing when the JSON holds more values or arrays than a full batch of `target`
     needs: a body of millions of empty lists or numbers would take seconds and hundreds of MB to parse."""
     arrays = header.count(b"[") + header.count(b"{")
     if arrays > 2 * target.max_batch + 1024:
-        raise OIPError(
+        raise Refused(
             400,
             f"the request holds {arrays:,} arrays and objects; expected one input of at most {target.max_batch} rows",
         )
     max_values = target.max_batch * target.width
     commas = header.count(b",")
     if commas > max_values + 1024:
-        raise OIPError(
+        raise Refused(
             400,
             f"the request holds about {commas:,} values; {target.name} takes at most "
             f"{target.max_batch} x {target.width} = {max_values:,} per request",
         )
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
 def parse_request(header: bytes) -> dict[str, Any]:
     """The JSON inference request: an object, with 'parameters' an object if present."""
     if not header.strip():
-        raise OIPError(400, "the request body is empty; expected a JSON inference request")
+        raise Refused(400, "the request body is empty; expected a JSON inference request")
     try:
-        req = json.loads(header, parse_constant=_reject_constant)
+        req = json.loads(header, parse_constant=reject_constant)
     except (ValueError, RecursionError) as exc:
-        raise OIPError(400, f"the request is not valid JSON ({str(exc)[:120]})") from None
+        raise Refused(400, f"the request is not valid JSON ({str(exc)[:120]})") from None
     if not isinstance(req, dict):
-        raise OIPError(400, "the inference request must be a JSON object with an 'inputs' list")
+        raise Refused(400, "the inference request must be a JSON object with an 'inputs' list")
     if not isinstance(req.get("parameters", {}), dict):
-        raise OIPError(400, "'parameters' must be a JSON object")
+        raise Refused(400, "'parameters' must be a JSON object")
     return req
 
 
-def requested_format(req: dict[str, Any], target: Target) -> str:
+def requested_format(req: dict[str, Any], target: ServedModel) -> str:
     """The format to run: the target's, or on a bare model name any format asked for in parameters.format."""
     fmt = req.get("parameters", {}).get("format")
     if fmt is None or fmt == target.format:
         return target.format
     if target.fixed:
-        raise OIPError(
+        raise Refused(
             400,
             f"model {target.name!r} serves the {target.format} artifact only; "
             f"ask {target.entry.name!r} for parameters.format {fmt!r}",
         )
     if fmt not in formats.FORMATS:
-        raise OIPError(400, f"parameters.format {fmt!r} is not one of: {', '.join(formats.FORMATS)}")
+        raise Refused(400, f"parameters.format {fmt!r} is not one of: {', '.join(formats.FORMATS)}")
     return fmt  # the bare name keeps the manifest's tensor names whatever the format
 
 
-def _flat_numbers(data: Any, where: str, depth: int = 0) -> list[Any]:
-    """`data` (a flat or nested JSON array) as one flat list of numbers, or OIPError."""
+def _flat_numbers(data: Any, where: str, datatype: str, depth: int = 0) -> list[Any]:
+    """`data` (a flat or nested JSON array) as one flat list of numbers, or Refused."""
     if not isinstance(data, list):
-        raise OIPError(400, f"{where}: 'data' must be a JSON array of numbers")
+        raise Refused(400, f"{where}: 'data' must be a JSON array of numbers")
     if all(type(v) in _NUMBER for v in data):  # the common case: flat, row-major
         return data
     if depth >= MAX_NESTING:
-        raise OIPError(400, f"{where}: 'data' is nested too deeply")
+        raise Refused(400, f"{where}: 'data' is nested too deeply")
     flat: list[Any] = []
     for v in data:
         if isinstance(v, list):
-            flat.extend(_flat_numbers(v, where, depth + 1))
+            flat.extend(_flat_numbers(v, where, datatype, depth + 1))
         elif type(v) in _NUMBER:
             flat.append(v)
         else:
             shown = json.dumps(v)[:20]
-            raise OIPError(400, f"{where}: 'data' holds {shown}, which is not a number (datatype {DATATYPE})")
+            raise Refused(400, f"{where}: 'data' holds {shown}, which is not a number (datatype {datatype})")
     return flat
 
 
@@ -290,10 +277,10 @@ def _shape(tensor: dict[str, Any], where: str, spec: dict[str, Any], max_batch: 
         or len(shape) != len(dims) + 1
         or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
     ):
-        raise OIPError(400, f"{where} has shape {shape!r}; expected {_expected(dims)}")
+        raise Refused(400, f"{where} has shape {shape!r}; expected {_expected(dims)}")
     if not fits(spec, shape[1:]) or not 1 <= shape[0] <= max_batch:
         per = f"{dims[0]} features" if len(dims) == 1 and dims[0] > 0 else f"shape {describe(spec)}"
-        raise OIPError(
+        raise Refused(
             400,
             f"{where} has shape {shape}; expected {_expected(dims)} with batch from 1 "
             f"to {max_batch} ({model} takes {per} per example)",
@@ -304,61 +291,50 @@ def _shape(tensor: dict[str, Any], where: str, spec: dict[str, Any], max_batch: 
 def _from_json(tensor: dict[str, Any], where: str, shape: list[int], spec: dict[str, Any]) -> np.ndarray:
     datatype = data_type(spec, where)[1]
     if "data" not in tensor:
-        raise OIPError(400, f"{where} has no 'data'")
+        raise Refused(400, f"{where} has no 'data'")
     count = math.prod(shape)
-    flat = _flat_numbers(tensor["data"], where)
+    flat = _flat_numbers(tensor["data"], where, datatype)
     if len(flat) != count:
-        raise OIPError(400, f"{where} has {len(flat)} values in 'data'; shape {shape} needs {count}")
-    if spec.get("dtype", "float32") == "int64":
+        raise Refused(400, f"{where} has {len(flat)} values in 'data'; shape {shape} needs {count}")
+    if dtype_of(spec).whole:
         if not all(isinstance(v, int) or (isinstance(v, float) and v.is_integer()) for v in flat):
-            raise OIPError(400, f"{where}: 'data' holds a value that is not a whole number (datatype {datatype})")
+            raise Refused(400, f"{where}: 'data' holds a value that is not a whole number (datatype {datatype})")
         try:
             return np.array(flat, dtype=np.int64).reshape(shape)
         except OverflowError:
-            raise OIPError(400, f"{where}: a value is beyond {datatype}'s range") from None
+            raise Refused(400, f"{where}: a value is beyond {datatype}'s range") from None
     try:
         wide = np.array(flat, dtype=np.float64)
     except OverflowError:
-        raise OIPError(400, f"{where}: a value is beyond {datatype}'s range (about 3.4e38)") from None
+        raise Refused(400, f"{where}: a value is beyond {datatype}'s range (about 3.4e38)") from None
     if np.any(np.abs(wide) > FLOAT32_MAX):
-        raise OIPError(400, f"{where}: a value is beyond {datatype}'s range (about 3.4e38)")
+        raise Refused(400, f"{where}: a value is beyond {datatype}'s range (about 3.4e38)")
     return wide.astype(np.float32).reshape(shape)
 
 
 def _check_binary_read(binary: bytes, offset: int) -> None:
     """400 unless the inputs' binary_data_size took every byte after the JSON header."""
     if binary and offset == 0:
-        raise OIPError(
+        raise Refused(
             400,
             f"{len(binary)} bytes of binary data follow the JSON header, but no input "
             "declares parameters.binary_data_size",
         )
     if offset != len(binary):  # a binary input listed before a JSON one: no last-input check saw the tail
-        raise OIPError(
+        raise Refused(
             400,
             f"{len(binary) - offset} bytes of binary data are left after the inputs' binary_data_size "
             f"({offset} bytes); expected exactly {offset} bytes",
         )
 
 
-def input_batch(req: dict[str, Any], target: Target, binary: bytes) -> Any:
+def input_batch(req: dict[str, Any], target: ServedModel, binary: bytes) -> Any:
     """The request's inputs as the model's batch: one C-contiguous array for a one-input model (float32
     (batch, features) for the seed models), else input name -> array, each of its declared dtype and shape.
     Binary tensors follow the JSON header in the order the inputs are listed."""
-    inputs = req.get("inputs")
+    inputs = _named_inputs(req, target)
     specs = target.entry.inputs
     want = target.inputs
-    if not isinstance(inputs, list) or not inputs:
-        raise OIPError(400, f"the request has no 'inputs' list; {target.name} takes input {', '.join(map(repr, want))}")
-    if len(inputs) != len(want) or not all(isinstance(t, dict) for t in inputs):
-        if len(want) == 1:
-            raise OIPError(400, f"{target.name} takes exactly one input, {want[0]!r}; got {len(inputs)}")
-        raise OIPError(400, f"{target.name} takes {len(want)} inputs, {', '.join(map(repr, want))}; got {len(inputs)}")
-    for tensor in inputs:
-        if tensor.get("name") not in want:
-            got = tensor.get("name")
-            expected = want[0] if len(want) == 1 else " and ".join(map(repr, want))
-            raise OIPError(400, f"unexpected input {got!r} for model {target.name!r}; expected {expected!r}")
     arrays: dict[str, np.ndarray] = {}
     offset = 0
     for tensor in inputs:  # the binary data is in the request's order
@@ -367,74 +343,93 @@ def input_batch(req: dict[str, Any], target: Target, binary: bytes) -> Any:
         where = f"input {name!r} of {target.name}"
         datatype = data_type(spec, where)[1]
         if tensor.get("datatype") != datatype:
-            raise OIPError(400, f"{where} has datatype {tensor.get('datatype')!r}; expected {datatype!r}")
+            raise Refused(400, f"{where} has datatype {tensor.get('datatype')!r}; expected {datatype!r}")
         shape = _shape(tensor, where, spec, target.max_batch, target.entry.name)
-        count = math.prod(shape)
-        dtype = np.dtype(np.int64 if spec.get("dtype", "float32") == "int64" else np.float32).newbyteorder("<")
         params = tensor.get("parameters") or {}
         if not isinstance(params, dict):
-            raise OIPError(400, f"{where}: 'parameters' must be a JSON object")
+            raise Refused(400, f"{where}: 'parameters' must be a JSON object")
         if "binary_data_size" in params:
-            size = params["binary_data_size"]
-            last = tensor is inputs[-1]
-            if size != count * dtype.itemsize or offset + size > len(binary) or (last and offset + size != len(binary)):
-                raise OIPError(
-                    400,
-                    f"{where}: binary_data_size is {size!r} with {len(binary) - offset} bytes of binary "
-                    f"data; expected {count * dtype.itemsize} bytes ({count} {datatype} values)",
-                )
-            arr = (
-                np.frombuffer(binary[offset : offset + size], dtype=dtype)
-                .reshape(shape)
-                .astype(dtype.newbyteorder("="))
-            )
-            offset += size
+            arr = _from_binary(binary, offset, params["binary_data_size"], tensor is inputs[-1], where, shape, spec)
+            offset += params["binary_data_size"]
         else:
             arr = _from_json(tensor, where, shape, spec)
         if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
-            raise OIPError(400, f"{where} holds NaN or infinity; expected finite numbers")
+            raise Refused(400, f"{where} holds NaN or infinity; expected finite numbers")
         values = spec.get("values")
         if values is not None and arr.size and (arr.min() < values[0] or arr.max() >= values[1]):
-            raise OIPError(400, f"{where} holds a value outside [{values[0]}, {values[1]})")
+            raise Refused(400, f"{where} holds a value outside [{values[0]}, {values[1]})")
         arrays[name] = np.ascontiguousarray(arr)
     _check_binary_read(binary, offset)
     if len({len(a) for a in arrays.values()}) > 1:
-        raise OIPError(400, f"the inputs of {target.name} have different batch sizes")
+        raise Refused(400, f"the inputs of {target.name} have different batch sizes")
     ordered = [arrays[n] for n in want]
     if len(ordered) == 1:
         return ordered[0]
     return {t["name"]: a for t, a in zip(specs, ordered, strict=True)}  # keyed by the manifest's names
 
 
-def requested_outputs(req: dict[str, Any], target: Target) -> list[tuple[int, str, bool]]:
+def _named_inputs(req: dict[str, Any], target: ServedModel) -> list[dict[str, Any]]:
+    """The request's 'inputs': one object per input the model takes, each named as the model names it."""
+    inputs = req.get("inputs")
+    want = target.inputs
+    if not isinstance(inputs, list) or not inputs:
+        raise Refused(400, f"the request has no 'inputs' list; {target.name} takes input {', '.join(map(repr, want))}")
+    if len(inputs) != len(want) or not all(isinstance(t, dict) for t in inputs):
+        if len(want) == 1:
+            raise Refused(400, f"{target.name} takes exactly one input, {want[0]!r}; got {len(inputs)}")
+        raise Refused(400, f"{target.name} takes {len(want)} inputs, {', '.join(map(repr, want))}; got {len(inputs)}")
+    for tensor in inputs:
+        if tensor.get("name") not in want:
+            got = tensor.get("name")
+            expected = want[0] if len(want) == 1 else " and ".join(map(repr, want))
+            raise Refused(400, f"unexpected input {got!r} for model {target.name!r}; expected {expected!r}")
+    return inputs
+
+
+def _from_binary(
+    binary: bytes, offset: int, size: Any, last: bool, where: str, shape: list[int], spec: dict[str, Any]
+) -> np.ndarray:
+    """The `size` bytes at `offset` of the binary data as the input's array; the last input must take the rest."""
+    dtype = dtype_of(spec).wire()
+    count = math.prod(shape)
+    if size != count * dtype.itemsize or offset + size > len(binary) or (last and offset + size != len(binary)):
+        raise Refused(
+            400,
+            f"{where}: binary_data_size is {size!r} with {len(binary) - offset} bytes of binary "
+            f"data; expected {count * dtype.itemsize} bytes ({count} {dtype_of(spec).oip} values)",
+        )
+    return np.frombuffer(binary[offset : offset + size], dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def requested_outputs(req: dict[str, Any], target: ServedModel) -> list[tuple[int, str, bool]]:
     """(position, name, binary) of each output to return, in the order asked for."""
     params = req.get("parameters", {})
     default_binary = params.get("binary_data_output", False)
     if not isinstance(default_binary, bool):
-        raise OIPError(400, "parameters.binary_data_output must be true or false")
+        raise Refused(400, "parameters.binary_data_output must be true or false")
     asked = req.get("outputs")
     if asked is None or asked == []:  # as Triton: no output named, every output
         return [(i, n, default_binary) for i, n in enumerate(target.outputs)]
     if not isinstance(asked, list) or not all(isinstance(o, dict) for o in asked):
-        raise OIPError(400, "'outputs' must be a list of objects with a 'name'")
+        raise Refused(400, "'outputs' must be a list of objects with a 'name'")
     chosen: list[tuple[int, str, bool]] = []
     for out in asked:
         name = out.get("name")
         if name not in target.outputs:
-            raise OIPError(
+            raise Refused(
                 400,
                 f"unknown output {name!r} for model {target.name!r}; expected one of: {', '.join(target.outputs)}",
             )
         if any(name == c[1] for c in chosen):
-            raise OIPError(400, f"output {name!r} is requested twice")
+            raise Refused(400, f"output {name!r} is requested twice")
         oparams = out.get("parameters") or {}
         if not isinstance(oparams, dict):
-            raise OIPError(400, f"output {name!r}: 'parameters' must be a JSON object")
+            raise Refused(400, f"output {name!r}: 'parameters' must be a JSON object")
         if oparams.get("classification"):
-            raise OIPError(400, f"output {name!r}: the classification extension is not supported")
+            raise Refused(400, f"output {name!r}: the classification extension is not supported")
         binary = oparams.get("binary_data", default_binary)
         if not isinstance(binary, bool):
-            raise OIPError(400, f"output {name!r}: parameters.binary_data must be true or false")
+            raise Refused(400, f"output {name!r}: parameters.binary_data must be true or false")
         chosen.append((target.outputs.index(name), name, binary))
     return chosen
 
@@ -443,7 +438,7 @@ def requested_outputs(req: dict[str, Any], target: Target) -> list[tuple[int, st
 
 
 def encode_reply(
-    req: dict[str, Any], target: Target, outputs: list[np.ndarray], wanted: list[tuple[int, str, bool]]
+    req: dict[str, Any], target: ServedModel, outputs: list[np.ndarray], wanted: list[tuple[int, str, bool]]
 ) -> tuple[bytes, int | None]:
     """(body, JSON header length) of the inference response: the header length is None when no output is
     binary (the body is then JSON alone), else the size of the JSON header before the binary tensors."""
@@ -454,7 +449,7 @@ def encode_reply(
     for index, name, binary in wanted:
         spec = target.entry.outputs[index]
         datatype = data_type(spec, target.name)[1]
-        out = np.ascontiguousarray(outputs[index], dtype="<i8" if datatype == "INT64" else "<f4")
+        out = np.ascontiguousarray(outputs[index], dtype=dtype_of(spec).wire())
         tensor: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(out.shape)}
         if binary:
             blob = out.tobytes()
@@ -471,7 +466,7 @@ def encode_reply(
 
 
 def read_request(
-    body: bytes, encoding: str | None, header_length: str | None, target: Target, limit: int
+    body: bytes, encoding: str | None, header_length: str | None, target: ServedModel, limit: int
 ) -> InferRequest:
     """A whole inference request for `target`, from the body as received to the arrays to run, each step
     bounded before it starts (the body inflated to at most `limit` bytes, the JSON by check_json_budget)."""

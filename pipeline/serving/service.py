@@ -14,11 +14,9 @@ Nothing here imports torch: an ONNX prediction never does, the torch runtimes im
 
 from __future__ import annotations
 
-import ast
 import logging
 import threading
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,95 +25,24 @@ import numpy as np
 
 from pipeline import formats
 from pipeline.artifacts.manifest import MANIFEST, Manifest, ManifestError, ModelEntry
-from pipeline.artifacts.tensors import NUMPY_DTYPES, Batch, dtype, pack, shape
+from pipeline.artifacts.tensors import Batch, numpy_dtype, pack, shape
 from pipeline.errors import one_line
-from pipeline.runtime.devices import cuda_status
 from pipeline.runtime.inputs import InputError, parse_features, parse_inputs
 from pipeline.runtime.parity import compare as compare_values
 from pipeline.runtime.predictor import DEVICES, Predictor, PredictorCache, RuntimeUnavailable, check_finite
+from pipeline.runtime.targets import Target, cuda_unavailable_reason, plan
+from pipeline.serving.answers import class_labels, expected_answer
 
 log = logging.getLogger("pipeline.serving.service")
 
 
 @dataclass
-class Loaded:
+class Snapshot:
     """One manifest and the predictors loaded from it, replaced as a whole when the manifest changes."""
 
     manifest: Manifest
     predictors: PredictorCache
     served: set[tuple[str, str, str]] = field(default_factory=set)  # (model, format, device) answered once
-
-
-def cuda_unavailable_reason() -> str | None:
-    """Why CUDA cannot be picked here, or None where a runtime can use a GPU (pipeline.runtime.devices.cuda_status)."""
-    reasons = {}
-    for name, runtime in formats.RUNTIMES.items():
-        if formats.CUDA in runtime.devices:
-            ok, why = cuda_status(name)
-            if ok:
-                return None
-            reasons.setdefault(why, []).append(name)
-    return "; ".join(f"{', '.join(names)}: {why}" for why, names in reasons.items())
-
-
-# ---- what the answer should be: the task's true function, declared in the catalog ------------------
-
-TRUTH_FUNCTIONS = {"sin": np.sin, "cos": np.cos, "exp": np.exp, "tanh": np.tanh}
-TRUTH_CONSTANTS = {"pi": float(np.pi)}
-TRUTH_OPERATORS = {ast.Add: np.add, ast.Sub: np.subtract, ast.Mult: np.multiply, ast.Div: np.divide, ast.Pow: np.power}
-TRUTH_MAX_CHARS = 200  # the catalog's are a few characters; the manifest is data, so bounded
-
-
-class TruthError(ValueError):
-    """A `truth` expression outside the small arithmetic the catalog may declare."""
-
-
-def truth_value(expression: str, names: Sequence[str], values: Sequence[float]) -> float:
-    """A catalog `truth` expression (e.g. "x1 + x2", "sin(x)") at one example, evaluated with NumPy.
-
-    Only names of the inputs, numbers, pi, + - * / ** and sin cos exp tanh are read, from a parsed
-    tree: the expression comes from the manifest, which is data, never run as code.
-    """
-    if not isinstance(expression, str) or len(expression) > TRUTH_MAX_CHARS:
-        raise TruthError(f"truth expression: expected text of at most {TRUTH_MAX_CHARS} characters")
-    env = {**TRUTH_CONSTANTS, **dict(zip(names, (float(v) for v in values), strict=True))}
-
-    def ev(node: ast.AST) -> float:
-        match node:
-            case ast.Constant(value=float() | int() as v) if not isinstance(v, bool):
-                return float(v)
-            case ast.Name(id=name) if name in env:
-                return env[name]
-            case ast.UnaryOp(op=ast.USub(), operand=operand):
-                return -ev(operand)
-            case ast.BinOp(left=left, op=op, right=right) if type(op) in TRUTH_OPERATORS:
-                return float(TRUTH_OPERATORS[type(op)](ev(left), ev(right)))
-            case ast.Call(func=ast.Name(id=fn), args=[arg], keywords=[]) if fn in TRUTH_FUNCTIONS:
-                return float(TRUTH_FUNCTIONS[fn](ev(arg)))
-        raise TruthError(f"truth expression {expression!r}: {ast.unparse(node)!r} is not allowed")
-
-    try:
-        tree = ast.parse(expression, mode="eval")
-    except SyntaxError:
-        raise TruthError(f"truth expression {expression!r} does not parse") from None
-    with np.errstate(all="ignore"):
-        return ev(tree.body)
-
-
-def expected_answer(entry: ModelEntry, values: Sequence[float], outputs: dict[str, list[float]]) -> dict | None:
-    """What the first output should be for `values` by the task's declared true function, and the
-    model's error: {"output", "truth", "value", "model", "error"}; None when the task declares none."""
-    expression = entry.raw.get("truth")
-    if not expression or len(entry.features) != len(values):
-        return None
-    try:
-        value = truth_value(expression, entry.features, values)
-    except TruthError as exc:
-        log.warning("%s: %s", entry.name, exc)
-        return None
-    name = entry.output_names[0]
-    model = outputs[name][0]
-    return {"output": name, "truth": expression, "value": value, "model": model, "error": model - value}
 
 
 def example_batch(entry: ModelEntry, given: Any) -> tuple[Batch, list[float] | None]:
@@ -125,8 +52,7 @@ def example_batch(entry: ModelEntry, given: Any) -> tuple[Batch, list[float] | N
         return np.asarray([values], dtype=np.float32), values
     parsed = parse_inputs(given, entry.name, entry.inputs)
     arrays = {
-        t["name"]: np.asarray([parsed[t["name"]]], dtype=NUMPY_DTYPES[dtype(t)]).reshape(1, *shape(t))
-        for t in entry.inputs
+        t["name"]: np.asarray([parsed[t["name"]]], dtype=numpy_dtype(t)).reshape(1, *shape(t)) for t in entry.inputs
     }
     return pack(entry.inputs, arrays), None
 
@@ -139,39 +65,10 @@ def json_values(value: Any) -> list[int] | list[float]:
     return arr.astype(np.float64).reshape(-1).tolist()
 
 
-def class_labels(entry: ModelEntry, outputs: dict[str, list[float]]) -> dict[str, dict[str, float]]:
-    """For each output that declares class names: class -> softmax probability of its scores."""
-    labels = {}
-    for spec in entry.outputs:
-        classes = spec.get("classes") or []
-        scores = np.asarray(outputs.get(spec["name"], []), dtype=np.float64)
-        if classes and len(classes) == scores.size:
-            e = np.exp(scores - scores.max())
-            labels[spec["name"]] = {str(c): float(p) for c, p in zip(classes, e / e.sum(), strict=True)}
-    return labels
-
-
-def compare_targets(entry: ModelEntry, device: str) -> list[tuple[str, str, str, str | None]]:
-    """(format, runtime, device, why it cannot run or None) for every artifact of `entry` and every runtime
-    pipeline/formats.py declares for it. cpu: all on the CPU; auto: also on CUDA where the runtime can use a
-    GPU here; cuda[:N]: on the GPU (a runtime that cannot is a row with its reason), CPU-only runtimes on the CPU.
-    """
-    rows = []
-    for spec in formats.FORMATS.values():
-        if spec.artifact_kind not in entry.artifacts:
-            continue
-        for load in spec.loaders:
-            runtime, gpu = load.runtime.name, formats.CUDA in load.runtime.devices
-            if device == formats.CPU or (not gpu and device != "auto"):
-                rows.append((spec.name, runtime, formats.CPU, None))
-            elif device == "auto":
-                rows.append((spec.name, runtime, formats.CPU, None))
-                if gpu and cuda_status(runtime)[0]:
-                    rows.append((spec.name, runtime, formats.CUDA, None))
-            else:
-                ok, why = cuda_status(runtime)
-                rows.append((spec.name, runtime, device, None if ok else why))
-    return rows
+def compare_targets(entry: ModelEntry, device: str) -> list[Target]:
+    """The targets of pipeline.runtime.targets.plan for `device` whose artifact `entry` has: what parity
+    checks on that device, plus the reference itself."""
+    return [t for t in plan(device).targets if formats.get(t.format).artifact_kind in entry.artifacts]
 
 
 def _choice(value: Any, default: str = "") -> str:
@@ -193,13 +90,13 @@ class Service:
         self.artifacts = Path(artifacts)
         self.threads = threads  # intra-op threads per runtime; None: the runtime's default
         self.error: str | None = None
-        self._loaded: Loaded | None = None
+        self._loaded: Snapshot | None = None
         self._signature: tuple[int, int, int] | None = None  # the manifest file `_loaded` was read from
         self._read = False
         self._lock = threading.Lock()
         self.current()
 
-    def current(self) -> Loaded | None:
+    def current(self) -> Snapshot | None:
         """The manifest and predictors to serve this request with, re-read if the manifest file changed;
         None (and `error` saying why) while there is no usable manifest."""
         path = self.artifacts / MANIFEST
@@ -218,7 +115,7 @@ class Service:
             except ManifestError as exc:
                 self._loaded, self.error = None, str(exc)
             else:
-                self._loaded, self.error = Loaded(manifest, PredictorCache(manifest, threads=self.threads)), None
+                self._loaded, self.error = Snapshot(manifest, PredictorCache(manifest, threads=self.threads)), None
             if self._read:
                 log.warning("manifest changed on disk: reloaded %s", path)
             self._signature, self._read = signature, True
@@ -230,7 +127,7 @@ class Service:
         loaded = self.current()
         return loaded.manifest if loaded else None
 
-    def require(self) -> Loaded:
+    def require(self) -> Snapshot:
         """The current manifest and predictors, or ManifestError saying how to create them."""
         loaded = self.current()
         if loaded is None:
@@ -241,7 +138,7 @@ class Service:
         """The current manifest's entry for `model`, or ManifestError listing the models there are."""
         return self.require().manifest.model(model.strip() if isinstance(model, str) else model)
 
-    def predictor(self, loaded: Loaded, model: str, fmt: Any, device: Any) -> Predictor:
+    def predictor(self, loaded: Snapshot, model: str, fmt: Any, device: Any) -> Predictor:
         """`model`'s `fmt` predictor on `device` from `loaded`'s cache, loaded (sha256 first) on first use.
 
         CUDA where no GPU is visible is refused here, before anything is loaded or torch imported; the
@@ -251,7 +148,7 @@ class Service:
         reason = cuda_unavailable_reason()
         if device.startswith(formats.CUDA) and reason:
             raise RuntimeUnavailable(f"device {device} is unavailable: {reason}; use cpu or auto")
-        return loaded.predictors.get(model, _choice(fmt), device)
+        return loaded.predictors.get(model, _choice(fmt), device=device)
 
     def predict(self, model: str, fmt: str, device: str, features: str | list | dict) -> dict:
         """One example through `model`'s `fmt` artifact on `device` (cpu, cuda or auto).
@@ -319,23 +216,23 @@ class Service:
         ]
 
     def _outputs(
-        self, loaded: Loaded, model: str, fmt: str, runtime: str, device: str, batch: np.ndarray
+        self, loaded: Snapshot, model: str, fmt: str, runtime: str, device: str, batch: np.ndarray
     ) -> tuple[dict[str, np.ndarray], Predictor, float]:
-        predictor = loaded.predictors.get(model, fmt, device, runtime)
+        predictor = loaded.predictors.get(model, fmt, runtime=runtime, device=device)
         start = time.perf_counter()
         outputs = predictor.outputs(batch)
         return outputs, predictor, (time.perf_counter() - start) * 1000.0
 
     def _compare_row(
         self,
-        loaded: Loaded,
+        loaded: Snapshot,
         model: str,
-        target: tuple[str, str, str, str | None],
+        target: Target,
         batch: np.ndarray,
         reference: dict[str, np.ndarray] | None,
         ref_reason: str | None,
     ) -> dict:
-        fmt, runtime, device, unavailable = target
+        fmt, runtime, device, unavailable = target.format, target.runtime, target.device, target.unavailable
         spec = formats.get(fmt)
         atol, rtol, scale = loaded.manifest.model(model).tolerance(fmt)  # the rule export used for this model
         row: dict[str, Any] = {

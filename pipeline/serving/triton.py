@@ -39,7 +39,7 @@ from pipeline.errors import UserError
 from pipeline.serving.naming import (
     FLAVOURS,
     MAX_BATCH_SIZE,
-    TRITON_FORMATS,
+    TRITON_PLATFORMS,
     VERSION,
     Flavour,
     flavours_of,
@@ -133,7 +133,7 @@ def _readme(manifest: Manifest, rows: list[tuple[str, str, str, str, str]]) -> s
 def _flavour_text(flavour: Flavour) -> str:
     fmt = formats.get(flavour.format)
     if flavour.backend is None:
-        return f"the {fmt.label} file, platform `{TRITON_FORMATS[fmt.name].platform}`"
+        return f"the {fmt.label} file, platform `{TRITON_PLATFORMS[fmt.name].platform}`"
     return f"the {fmt.label} file, {flavour.backend} backend (model.py)"
 
 
@@ -147,7 +147,7 @@ def _write_model(
     """One Triton model directory of `entry` in `stage`; returns its README row."""
     fmt = flavour.format
     config = model_config(entry, fmt, max_batch_size, flavour.backend)
-    name, spec = config["name"], TRITON_FORMATS[fmt]
+    name, spec = config["name"], TRITON_PLATFORMS[fmt]
     digest = _copy_verified(manifest, entry, fmt, stage / name / VERSION / spec.filename)
     if flavour.backend is not None:
         code = PYTHON_MODEL_SOURCE.read_bytes()

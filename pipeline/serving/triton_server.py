@@ -5,31 +5,24 @@ backend; it pins numpy<2, hence its own environment) and the CPU onnxruntime tha
 `python -m pipeline triton-serve` (`make triton-serve`) builds the repository if needed and serves
 the `<model>_onnx_python` flavour on loopback until Ctrl-C or SIGTERM.
 
-What starting the wheel's server by hand takes (each one a silent failure when missed):
-- a backend directory holding the Python backend and the stub built for the environment's Python;
-- LD_LIBRARY_PATH with the wheel's nvidia_pytriton.libs (else the stub cannot find libcudart and the
-  model load hangs) and the lib directory of the Python the environment was made from (else the stub
-  runs the system's libpython against another standard library);
-- the environment's bin first on PATH: the stub's embedded Python finds its site-packages from it;
-- SIGTERM to stop it (SIGINT from a non-interactive shell is ignored); a killed server leaves shared
-  memory regions in /dev/shm and a python_env_* folder in /tmp, which `stop` removes.
+The environment it runs in (find_env, what it takes to start the wheel's server by hand) is
+pipeline/serving/triton_env.py. SIGTERM stops it (SIGINT from a non-interactive shell is ignored); a
+killed server leaves shared memory regions in /dev/shm and a python_env_* folder in /tmp, which `stop`
+removes.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import ctypes
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -38,102 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.artifacts.fileio import atomic_write
-from pipeline.errors import UserError
+from pipeline.serving.launch import free_port
+from pipeline.serving.triton_env import TritonEnv, TritonServerError, backend_directory, find_env
 
-TRITON_ENV = Path(".venv-triton")  # `make triton-env` makes it; PIPELINE_TRITON_ENV or --triton-env moves it
 HOST = "127.0.0.1"  # loopback only: the server has no authentication
 EXIT_TIMEOUT_S = 5  # how long Triton waits for in-flight requests after SIGTERM (it stops in about 4 s)
 SHM = Path("/dev/shm")
-_PROBE = """import json, sys, sysconfig
-try:
-    import numpy, onnxruntime
-    missing = None
-except ImportError as exc:
-    missing = exc.name
-print(json.dumps({"site": sysconfig.get_paths()["purelib"], "libdir": sysconfig.get_config_var("LIBDIR"),
-                  "ldlibrary": sysconfig.get_config_var("LDLIBRARY"), "missing": missing,
-                  "version": f"{sys.version_info[0]}.{sys.version_info[1]}"}))
-"""
-
-
-class TritonServerError(UserError, RuntimeError):
-    """The server's environment is missing, its port is taken, or it did not start; one line says which."""
-
-
-@dataclass(frozen=True)
-class TritonEnv:
-    """The environment `make triton-env` makes, and where the wheel keeps the server in it."""
-
-    root: Path
-    site: Path  # its site-packages
-    python_libdir: Path  # the lib directory of the Python it was made from (libpython3.X.so)
-    python_version: str  # "3.11": picks the backend stub built for it
-
-    @property
-    def server(self) -> Path:
-        return self.site / "pytriton" / "tritonserver"
-
-    @property
-    def binary(self) -> Path:
-        return self.server / "bin" / "tritonserver"
-
-    def run_env(self) -> dict[str, str]:
-        """The server's environment variables: the traps in the module docstring, avoided."""
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
-        libs = [str(self.site / "nvidia_pytriton.libs"), str(self.python_libdir)]
-        env["LD_LIBRARY_PATH"] = os.pathsep.join(libs + [p for p in [env.get("LD_LIBRARY_PATH")] if p])
-        env["PATH"] = os.pathsep.join([str(self.root.absolute() / "bin"), env.get("PATH", "")])
-        return env
-
-
-def find_env(root: Path | str | None = None) -> TritonEnv:
-    """The Triton environment at `root` (default: $PIPELINE_TRITON_ENV or .venv-triton), checked."""
-    root = Path(root or os.environ.get("PIPELINE_TRITON_ENV") or TRITON_ENV)
-    python = root / "bin" / "python"
-    hint = "run `make triton-env`"
-    if not python.exists():
-        raise TritonServerError(f"no Triton environment at {root}: {hint}")
-    probe = subprocess.run([str(python), "-c", _PROBE], capture_output=True, text=True, timeout=120)
-    if probe.returncode != 0:
-        raise TritonServerError(f"the Python of {root} does not run ({probe.stderr.strip()[-200:]}): {hint}")
-    facts = json.loads(probe.stdout)
-    env = TritonEnv(root, Path(facts["site"]), Path(facts["libdir"]), facts["version"])
-    if not env.binary.is_file():
-        raise TritonServerError(f"{root} has no Triton server (the nvidia-pytriton wheel): {hint}")
-    if facts["missing"]:
-        raise TritonServerError(f"{root} lacks {facts['missing']}, which the Python backend's model.py needs: {hint}")
-    if not (env.python_libdir / facts["ldlibrary"]).exists() or not facts["ldlibrary"].endswith(".so"):
-        raise TritonServerError(
-            f"the Python that made {root} has no shared libpython ({facts['ldlibrary']}), which Triton's "
-            "backend stub needs: make the environment with a Python built with --enable-shared"
-        )
-    if not (env.server / "python_backend_stubs" / env.python_version).is_dir():
-        raise TritonServerError(f"the Triton wheel in {root} has no backend stub for Python {env.python_version}")
-    return env
-
-
-def backend_directory(env: TritonEnv) -> Path:
-    """A backend directory (python/: the backend, its utilities, the stub for the env's Python), made once."""
-    dest = env.root / "triton-backends"
-    wheel = env.server
-    files = [
-        wheel / "backends" / "python" / "libtriton_python.so",
-        wheel / "backends" / "python" / "triton_python_backend_utils.py",
-        wheel / "python_backend_stubs" / env.python_version / "triton_python_backend_stub",
-    ]
-    for src in files:
-        target = dest / "python" / src.name
-        if not target.exists() or target.stat().st_size != src.stat().st_size:
-            atomic_write(target, lambda tmp, src=src: shutil.copy2(src, tmp))
-    return dest
-
-
-def free_port(host: str = HOST) -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 def _check_port(host: str, port: int) -> None:
@@ -243,7 +146,6 @@ def start_server(
     load, or no answer within `timeout` s. The server is stopped again on any failure.
     """
     env = env or find_env()
-    repository = Path(repository).resolve()
     if port is None:
         port = free_port()
     _check_port(HOST, port)
@@ -253,7 +155,29 @@ def start_server(
         os.close(fd)
         log = Path(name)
     prefix = f"seed-triton-{uuid.uuid4().hex[:8]}-"
-    cmd = [
+    tmp_before = _python_envs()
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            _command(env, Path(repository).resolve(), models, port, prefix),
+            env=env.run_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches us, and we stop it with SIGTERM
+            preexec_fn=_die_with_parent() if sys.platform.startswith("linux") else None,
+        )
+    server = TritonServer(process, f"http://{HOST}:{port}", log, list(models), prefix, tmp_before, own_log)
+    try:
+        _wait_ready(server, timeout)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def _command(env: TritonEnv, repository: Path, models: list[str], port: int, shm_prefix: str) -> list[str]:
+    """tritonserver's command line: loopback HTTP only, explicit model control, our shared-memory prefix."""
+    return [
         str(env.binary),
         f"--model-repository={repository}",
         f"--backend-directory={backend_directory(env).resolve()}",
@@ -265,106 +189,29 @@ def start_server(
         *(f"--load-model={m}" for m in models),
         "--disable-auto-complete-config",  # the configs are complete; filling them in costs a second at start
         f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
-        f"--backend-config=python,shm-region-prefix-name={prefix}",  # ours to remove after a kill
+        f"--backend-config=python,shm-region-prefix-name={shm_prefix}",  # ours to remove after a kill
     ]
-    tmp_before = _python_envs()
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            cmd,
-            env=env.run_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # Ctrl-C reaches us, and we stop it with SIGTERM
-            preexec_fn=_die_with_parent() if sys.platform.startswith("linux") else None,
-        )
-    server = TritonServer(process, f"http://{HOST}:{port}", log, list(models), prefix, tmp_before, own_log)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                raise TritonServerError(_failure(server.log_text(20000), process.returncode))
-            try:
-                status, body = _get(server.url + "/v2/health/ready")
-                if status == 200:
-                    server.version = json.loads(_get(server.url + "/v2")[1]).get("version", "")
-                    return server
-            except (OSError, ValueError):
-                pass
-            if time.monotonic() > deadline:
-                raise TritonServerError(f"Triton did not become ready on {server.url} within {timeout:.0f} s")
-            time.sleep(0.05)
-    except BaseException:
-        server.stop()
-        raise
 
 
-# ---- Open Inference Protocol latency and throughput (the demo's routes or Triton), for the benchmarks ----
+def _wait_ready(server: TritonServer, timeout: float) -> None:
+    """Until the server answers ready (its version then read), or TritonServerError saying why not."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if server.process.poll() is not None:
+            raise TritonServerError(_failure(server.log_text(20000), server.process.returncode))
+        try:
+            status, _ = _get(server.url + "/v2/health/ready")
+            if status == 200:
+                server.version = json.loads(_get(server.url + "/v2")[1]).get("version", "")
+                return
+        except (OSError, ValueError):
+            pass
+        if time.monotonic() > deadline:
+            raise TritonServerError(f"Triton did not become ready on {server.url} within {timeout:.0f} s")
+        time.sleep(0.05)
 
 
-def measure_oip(url: str, model: str, clients: int = 1, seconds: float = 3.0) -> dict[str, float]:
-    """{p50_ms, throughput}: `clients` threads each sending one-example requests to `model` at `url`.
-
-    `model` is the Triton model name (e.g. adder_mynet_onnx, or adder_mynet_onnx_python); the input is
-    zeros of the width the server's metadata gives, sent as a binary tensor through tritonclient, as
-    the remote runtime sends it. Throughput is requests per second over all clients.
-    """
-    import numpy as np
-    import tritonclient.http as httpclient
-
-    address = url.split("://", 1)[1].rstrip("/")
-    with httpclient.InferenceServerClient(address) as probe:
-        meta = probe.get_model_metadata(model)
-    spec = meta["inputs"][0]
-    x = np.zeros([1, *spec["shape"][1:]], dtype=np.float32)
-    latencies: list[list[float]] = [[] for _ in range(clients)]
-    warmed = threading.Barrier(clients + 1)
-    go = threading.Event()
-    deadline = [0.0]
-
-    def worker(i: int) -> None:
-        with httpclient.InferenceServerClient(address) as client:
-            tensor = httpclient.InferInput(spec["name"], list(x.shape), spec["datatype"])
-            tensor.set_data_from_numpy(x, binary_data=True)
-            client.infer(model, [tensor])  # a warm-up call (connection, first run), not counted
-            warmed.wait()
-            go.wait()
-            while time.perf_counter() < deadline[0]:
-                t0 = time.perf_counter()
-                client.infer(model, [tensor])
-                latencies[i].append(time.perf_counter() - t0)
-
-    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(clients)]
-    for t in threads:
-        t.start()
-    warmed.wait()
-    began = time.perf_counter()
-    deadline[0] = began + seconds
-    go.set()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - began
-    every = [v for per in latencies for v in per]
-    return {"p50_ms": float(np.median(every) * 1000) if every else float("nan"), "throughput": len(every) / elapsed}
-
-
-# ---- `python -m pipeline triton-serve` ------------------------------------------------------------------
-
-
-def register_cli(command: Any, artifacts_default: Path) -> None:
-    """Add `triton-serve` through the CLI's `command(name, summary) -> ArgumentParser`."""
-    p = command("triton-serve", "serve the models on the real Triton server (Python backend) on 127.0.0.1")
-    p.add_argument("--models", default="all", help="'all' or comma-separated catalog names")
-    p.add_argument("--artifacts", type=Path, default=artifacts_default, help="artifacts directory")
-    p.add_argument("--repository", type=Path, default=None, help="model repository (default: ARTIFACTS/triton)")
-    p.add_argument("--port", type=int, default=8000, help="HTTP port on 127.0.0.1")
-    p.add_argument(
-        "--triton-env",
-        type=Path,
-        default=None,
-        help="the environment `make triton-env` made (default: $PIPELINE_TRITON_ENV, else .venv-triton)",
-    )
-    p.set_defaults(func=cmd_triton_serve)
+# ---- `python -m pipeline triton-serve` (its options are declared in pipeline/cli.py) ----------------------
 
 
 def _repository_for(artifacts: Path, repository: Path, names: list[str]) -> None:
@@ -382,33 +229,28 @@ def _repository_for(artifacts: Path, repository: Path, names: list[str]) -> None
         print(f"built the Triton model repository {repository}/")
 
 
-def cmd_triton_serve(args: argparse.Namespace) -> int:
-    """Serve the Python-backend flavours of every model until Ctrl-C or SIGTERM."""
+def serve(artifacts: Path, models: str, repository: Path | None, port: int, triton_env: Path | None = None) -> None:
+    """Serve the Python-backend flavours of `models` ('all' or a,b) until Ctrl-C or SIGTERM."""
     from pipeline.artifacts.manifest import Manifest
     from pipeline.serving.naming import PYTHON_FLAVOURS, flavours_of
     from pipeline.serving.triton import TritonError
 
-    env = find_env(args.triton_env)  # first: a missing environment is the likeliest failure
-    manifest = Manifest.load(args.artifacts)
-    models = (
-        list(manifest.models)
-        if args.models == "all"
-        else [manifest.model(m.strip()).name for m in args.models.split(",") if m.strip()]
-    )
-    names = [f.model_name(m) for m in models for f in flavours_of(manifest.model(m), PYTHON_FLAVOURS)]
-    repository = args.repository or args.artifacts / "triton"
+    env = find_env(triton_env)  # first: a missing environment is the likeliest failure
+    manifest = Manifest.load(artifacts)
+    names = [f.model_name(m) for m in manifest.select(models) for f in flavours_of(manifest.model(m), PYTHON_FLAVOURS)]
+    repository = repository or artifacts / "triton"
     try:
-        _repository_for(args.artifacts, repository, names)
+        _repository_for(artifacts, repository, names)
     except TritonError as exc:
         raise TritonServerError(str(exc)) from None
-    log = args.artifacts / "triton-server.log"
+    log = artifacts / "triton-server.log"
 
     def on_sigterm(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        with start_server(repository, names, env, port=args.port, log=log) as server:
+        with start_server(repository, names, env, port=port, log=log) as server:
             print(f"Triton Inference Server {server.version} at {server.url} serving {len(names)} models:")
             print("  " + ", ".join(names))
             print(f"log: {log}; Ctrl-C or SIGTERM stops it", flush=True)
@@ -422,4 +264,3 @@ def cmd_triton_serve(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
     print("Triton stopped")
-    return 0

@@ -1,13 +1,10 @@
-"""Two comparisons measured in one run: the demo's OIP routes against the real Triton server, and the
-derived ONNX formats (int8, float16) against the float32 file they come from.
+"""The demo's Open Inference Protocol routes against the real Triton server, measured in one run.
 
-- triton: the demo (`python demo/app.py`) and Triton (the nvidia-pytriton wheel's server, from
+triton: the demo (`python demo/app.py`) and Triton (the nvidia-pytriton wheel's server, from
   .venv-triton) both running, the same model's ONNX file on onnxruntime behind each (the demo's
   `<model>_<format>` route, Triton's Python-backend `<model>_<format>_python`), the same one-example
-  binary tensor through tritonclient (triton_server.measure_oip), 1 and 16 clients, the two servers
+  binary tensor through tritonclient (http.measure_oip), 1 and 16 clients, the two servers
   taking turns (demo, Triton, Triton, demo) so the neighbours' load hits both alike.
-- quantized: per model, size, p50 at batch 1 and 64 and deviation from eager of each derived format
-  beside its source (quantize.measure), with the ratios to the source.
 """
 
 from __future__ import annotations
@@ -17,14 +14,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline import formats
 from pipeline.artifacts.manifest import Manifest
+from pipeline.bench.http import measure_oip
 from pipeline.bench.timing import Plan
 from pipeline.serving import launch
 
 TRITON_CLIENTS = (1, 16)
 OIP_SECONDS = {False: 1.5, True: 0.3}  # per server, turn and client count: (full, quick)
-QUANT_SECONDS = {False: 0.5, True: 0.05}  # per model, format and batch size
 
 
 def bench_triton(
@@ -37,7 +33,7 @@ def bench_triton(
     """
     from pipeline.serving.naming import PYTHON_FLAVOUR
     from pipeline.serving.triton import build_repository
-    from pipeline.serving.triton_server import TritonServerError, find_env, measure_oip, start_server
+    from pipeline.serving.triton_server import TritonServerError, find_env, start_server
 
     try:
         env = find_env()
@@ -82,25 +78,3 @@ def bench_triton(
         "turns_per_server": turns,
         "rows": rows,
     }
-
-
-def bench_quantized(
-    manifest: Manifest, models: Sequence[str], plan: Plan, log: Callable[[str], None]
-) -> dict[str, Any]:
-    """Each derived format beside its source: size, p50 at batch 1 and 64, deviation; and where none was written."""
-    from pipeline.export import quantize
-
-    flat = [m for m in models if manifest.model(m).flat]  # quantize.measure feeds one float32 row
-    rows = quantize.measure(manifest, flat, QUANT_SECONDS[plan.quick])
-    source = {(r["model"], r["format"]): r for r in rows}
-    for row in rows:
-        src = source.get((row["model"], formats.get(row["format"]).source))
-        if src is not None:
-            for key in ("bytes", "p50_ms_b1", "p50_ms_b64"):
-                row[f"{key}_ratio"] = row[key] / src[key]
-        log(
-            f"  {row['model']} {row['format']}: {row['bytes']:,} bytes, p50 {row['p50_ms_b1']:.4f} ms (b1) "
-            f"{row['p50_ms_b64']:.4f} ms (b64), max |Δ| {row['max_abs']:.2e}"
-        )
-    not_applicable = {m: dict(manifest.model(m).not_applicable) for m in flat if manifest.model(m).not_applicable}
-    return {"rows": rows, "not_applicable": not_applicable}
