@@ -172,7 +172,10 @@ def test_export_says_int8_is_not_applicable_and_prints_sizes_beside_onnx(artifac
     result = run_cli("export", "--artifacts", str(artifacts_copy), "--models", "two_layer_net,linear_3x")
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    assert "linear_3x: onnx-int8 not applicable: no MatMul/Gemm weight has 256 elements or more (largest: 1)" in out
+    assert (
+        "linear_3x: onnx-int8 not applicable: no Conv layer and no MatMul/Gemm weight of 256 elements or more "
+        "(largest: 1)" in out
+    )
     summary = [line.split() for line in out.splitlines() if line.startswith("two_layer_net ")]
     sizes = {cells[1]: cells for cells in summary if cells[1] in ("onnx", INT8, FP16) and cells[2][0].isdigit()}
     assert set(sizes) == {"onnx", INT8, FP16}
