@@ -185,7 +185,10 @@ def run(mutant: Mutant, full: bool, timeout: float) -> tuple[str, float]:
     work = Path(tempfile.mkdtemp(prefix="planted-")) / "tree"
     subprocess.run(["git", "worktree", "add", "--detach", "-q", str(work), "HEAD"], cwd=ROOT, check=True)
     try:
-        apply(mutant, work)
+        try:
+            apply(mutant, work)
+        except ValueError:  # HEAD moved since the check: this entry no longer applies
+            return "stale", 0.0
         tests = [] if full else [t for t in mutant.tests if (work / t).exists()]
         workers = ["-n", "3", "--dist", "loadfile"] if full else ["-p", "no:xdist"]
         cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-o", "addopts=", *workers, *tests]
