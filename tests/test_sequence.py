@@ -64,7 +64,7 @@ def test_every_format_and_runtime_takes_lengths_1_20_and_37(manifest):
     for fmt, runtime in {(t.format, t.runtime) for t in plan("cpu").targets}:
         if fmt not in entry.served_formats():
             continue
-        predictor = load_predictor(manifest, "drift_gru", fmt, runtime)
+        predictor = load_predictor(manifest, "drift_gru", fmt, runtime=runtime)
         for length in LENGTHS:
             x = rng.standard_normal((2, length, 3)).astype(np.float32)
             got, want = predictor.outputs(x), eager.outputs(x)
