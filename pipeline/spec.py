@@ -21,6 +21,9 @@ from pipeline import dtypes
 from pipeline.errors import UserError
 
 DTYPES = {name: getattr(torch, d.torch) for name, d in dtypes.DTYPES.items()}  # what a tensor spec may declare
+# What a recipe may name; pipeline/train maps each to its torch class (a test keeps the two in step).
+LOSSES = ("sse", "mse", "cross_entropy")
+OPTIMIZERS = ("sgd", "adam", "rmsprop")
 # What the benchmarks (pipeline/bench/) pick a model for, when its spec declares the role:
 #   "floor"  the model the fastest-runtime-against-NumPy goal and the tuning settings are judged on;
 #   "http"   the models the demo's HTTP routes and the demo-against-Triton comparison are measured on;
@@ -53,6 +56,28 @@ class Image:
 
 
 @dataclass(frozen=True)
+class Dim:
+    """An axis after the batch whose length varies, by name, within [min, max]: Dim("steps", 1, 512).
+
+    Every format is exported with it dynamic; the manifest, the OIP metadata (-1) and the Triton configs
+    (-1) say so, and every route accepts any length in range. `tensor("x", ("steps", 3))` is Dim("steps").
+    """
+
+    name: str
+    min: int = 1
+    max: int = 4096  # bounds what one request may hold (the demo's and the OIP routes' size limits)
+
+    def __post_init__(self) -> None:
+        if not self.name.isidentifier() or self.name == "batch" or not 1 <= self.min <= self.max:
+            raise CatalogError(
+                f"Dim({self.name!r}, {self.min}, {self.max}): expected a name other than 'batch' and 1 <= min <= max"
+            )
+
+    def __str__(self) -> str:
+        return f"{self.name}({self.min}..{self.max})"
+
+
+@dataclass(frozen=True)
 class TensorSpec:
     """One named input or output: a tensor of shape (batch, *shape) and dtype float32 or int64.
 
@@ -63,7 +88,7 @@ class TensorSpec:
 
     name: str
     features: tuple[str, ...] = ()
-    shape: tuple[int, ...] = ()
+    shape: tuple[int | Dim, ...] = ()  # after the batch axis; a Dim (or its name) is an axis of varying length
     dtype: str = dtypes.DEFAULT_DTYPE
     values: tuple[float, float] | None = None
     classes: tuple[str, ...] = ()
@@ -72,18 +97,34 @@ class TensorSpec:
     def __post_init__(self) -> None:
         if not self.shape and self.features:
             object.__setattr__(self, "shape", (len(self.features),))
-        object.__setattr__(self, "shape", tuple(int(d) for d in self.shape))
+        object.__setattr__(self, "shape", tuple(_dim(d, self.name) for d in self.shape))
         object.__setattr__(self, "features", tuple(self.features))
         object.__setattr__(self, "classes", tuple(self.classes))
         if self.dtype not in DTYPES:
             raise CatalogError(f"tensor {self.name!r}: dtype {self.dtype!r}; expected one of: {', '.join(DTYPES)}")
-        if not self.shape or any(d < 1 for d in self.shape):
+        if any(isinstance(d, int) and d < 1 for d in self.shape):  # () is a scalar per example: an argmax
             raise CatalogError(f"tensor {self.name!r}: shape {self.shape}; expected sizes after the batch axis")
 
     @property
     def width(self) -> int:
-        """How many values one example holds."""
-        return math.prod(self.shape)
+        """How many values one example holds (at most, where an axis varies)."""
+        return math.prod(d.max if isinstance(d, Dim) else d for d in self.shape)
+
+    @property
+    def dynamic(self) -> tuple[Dim, ...]:
+        """The axes whose length varies."""
+        return tuple(d for d in self.shape if isinstance(d, Dim))
+
+    @property
+    def shape_text(self) -> str:
+        """The shape after the batch axis as a person reads it: '2', '1, 8, 8' or 'steps(1..512), 3'."""
+        return ", ".join(map(str, self.shape))
+
+    def fits(self, dims: tuple[int, ...]) -> bool:
+        """Whether a tensor of shape (batch, *dims) has this spec's shape after the batch axis."""
+        return len(dims) == len(self.shape) and all(
+            d.min <= n <= d.max if isinstance(d, Dim) else n == d for n, d in zip(dims, self.shape, strict=True)
+        )
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -94,10 +135,12 @@ class TensorSpec:
         """The manifest's entry: name, shape with the batch axis, dtype and what the values mean."""
         out: dict[str, Any] = {
             "name": self.name,
-            "shape": ["batch", *self.shape],
+            "shape": ["batch", *(d.name if isinstance(d, Dim) else d for d in self.shape)],
             "dtype": self.dtype,
             "features": list(self.features),
         }
+        if self.dynamic:  # each named axis's range
+            out["dims"] = {d.name: [d.min, d.max] for d in self.dynamic}
         if self.values is not None:
             out["values"] = list(self.values)
         if self.classes:
@@ -107,9 +150,21 @@ class TensorSpec:
         return out
 
 
+def _dim(d: Any, tensor_name: str) -> int | Dim:
+    if isinstance(d, Dim):
+        return d
+    if isinstance(d, str):
+        return Dim(d)
+    if isinstance(d, (int, np.integer)) and not isinstance(d, bool):
+        return int(d)
+    raise CatalogError(
+        f"tensor {tensor_name!r}: axis {d!r}; expected a size (int) or a varying axis (a name, or Dim(name, min, max))"
+    )
+
+
 def tensor(
     name: str,
-    shape: int | Sequence[int],
+    shape: int | str | Dim | Sequence[int | str | Dim],
     dtype: str = dtypes.DEFAULT_DTYPE,
     *,
     features: Sequence[str] = (),
@@ -118,7 +173,7 @@ def tensor(
     image: Image | None = None,
 ) -> TensorSpec:
     """A TensorSpec from a shape after the batch axis: tensor("ids", 12, "int64", values=(0, 50))."""
-    dims = (shape,) if isinstance(shape, int) else tuple(shape)
+    dims = (shape,) if isinstance(shape, (int, str, Dim)) else tuple(shape)
     return TensorSpec(name, tuple(features), dims, dtype, values, tuple(classes), image)
 
 
@@ -172,7 +227,7 @@ class ModelSpec:
     description: str  # one line, shown by `list` and the demo
     seed: str  # where it comes from: a seed file and section, or the catalog file's own words
     build: Callable[[], nn.Module]  # a fresh module with its initialisation
-    data: Data  # (x, y) for training
+    data: Data | None  # (x, y) for training; None: the model can only be imported (`python -m pipeline import`)
     recipes: dict[str, Recipe]  # variant name -> recipe; the first one is the default
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
@@ -203,6 +258,11 @@ class ModelSpec:
             raise CatalogError(
                 f"{self.name}: bench_roles {', '.join(map(repr, unknown))}; expected some of: {', '.join(BENCH_ROLES)}"
             )
+        scalar = [t.name for t in self.inputs if not t.shape]
+        if scalar:
+            raise CatalogError(
+                f"{self.name}: input {scalar[0]!r} has shape (); expected one or more sizes (scalars are outputs only)"
+            )
         object.__setattr__(self, "inputs", tuple(self.inputs))
         object.__setattr__(self, "outputs", tuple(self.outputs))
         object.__setattr__(self, "examples", tuple(self.examples))
@@ -229,7 +289,10 @@ class ModelSpec:
         rows = self.examples if rows is None else rows
         values = [self.example_values(r) for r in rows]
         return tuple(
-            torch.tensor([v[t.name] for v in values], dtype=DTYPES[t.dtype]).reshape(len(values), *t.shape)
+            torch.tensor([v[t.name] for v in values], dtype=DTYPES[t.dtype]).reshape(
+                len(values),
+                *(-1 if isinstance(d, Dim) else d for d in t.shape),  # the examples' own length
+            )
             for t in self.inputs
         )
 
@@ -247,7 +310,7 @@ def with_recipe(spec: ModelSpec, variant: str) -> ModelSpec:
 def model(
     name: str,
     build: Callable[[], nn.Module],
-    data: Data,
+    data: Data | None,
     inputs: Sequence[TensorSpec],
     outputs: Sequence[TensorSpec],
     examples: Sequence[Example],

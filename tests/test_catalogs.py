@@ -28,6 +28,43 @@ BAD = {
         "[tensor('y', 1)], [[1.0, 2.0]])]\n",
         "returns 1 output(s) of shape [3] after the batch axis; expected the declared outputs y [1]",
     ),
+    "an unknown loss": (
+        HEADER + DATA + "CATALOG = [model('mine', lambda: nn.Linear(2, 1), data, [tensor('x', 2)], "
+        "[tensor('y', 1)], [[1.0, 2.0]], loss='crossentropy')]\n",
+        "mine: loss 'crossentropy'; expected one of: sse, mse, cross_entropy",
+    ),
+    "an unknown optimizer": (
+        HEADER + DATA + "CATALOG = [model('mine', lambda: nn.Linear(2, 1), data, [tensor('x', 2)], "
+        "[tensor('y', 1)], [[1.0, 2.0]], optimizer='adamw')]\n",
+        "mine: optimizer 'adamw'; expected one of: sgd, adam, rmsprop",
+    ),
+    "data of another shape": (
+        HEADER + "def data(gen):\n    return torch.randn(8, 3, 20), torch.randn(8, 1)\n\n"
+        "CATALOG = [model('mine', lambda: nn.Linear(2, 1), data, [tensor('x', 2)], [tensor('y', 1)], [[1.0, 2.0]])]\n",
+        "mine: data gives x of shape [8, 3, 20] float32; expected [N, 2] float32",
+    ),
+    "data of another dtype": (
+        HEADER + "def data(gen):\n    return torch.ones(8, 2, dtype=torch.int64), torch.randn(8, 1)\n\n"
+        "CATALOG = [model('mine', lambda: nn.Linear(2, 1), data, [tensor('x', 2)], [tensor('y', 1)], [[1.0, 2.0]])]\n",
+        "mine: data gives x of shape [8, 2] int64; expected [N, 2] float32",
+    ),
+    "data with too few inputs": (
+        HEADER + DATA + "class Two(nn.Module):\n    def forward(self, a, b):\n        return a[:, :1] + b\n\n"
+        "CATALOG = [model('mine', Two, data, [tensor('a', 2), tensor('b', 1)], [tensor('y', 1)], "
+        "[{'a': [1.0, 2.0], 'b': [3.0]}])]\n",
+        "mine: data gives 1 input tensor(s); expected 2 (a, b), in the declared order",
+    ),
+    "class targets that are not int64": (
+        HEADER + DATA + "CATALOG = [model('mine', lambda: nn.Linear(2, 3), data, [tensor('x', 2)], "
+        "[tensor('y', 3)], [[1.0, 2.0]], loss='cross_entropy')]\n",
+        "mine: data gives targets of shape [8, 1] float32; expected [N] int64 (class indices for cross_entropy)",
+    ),
+    "test_data of another shape": (
+        HEADER + DATA + "def held(gen):\n    return torch.randn(4, 5), torch.randn(4, 1)\n\n"
+        "CATALOG = [model('mine', lambda: nn.Linear(2, 1), data, [tensor('x', 2)], [tensor('y', 1)], [[1.0, 2.0]], "
+        "test_data=held)]\n",
+        "mine: test_data gives x of shape [4, 5] float32; expected [N, 2] float32",
+    ),
     "inputs that do not match": (
         HEADER + DATA + "CATALOG = [model('mine', lambda: nn.Linear(5, 1), data, [tensor('x', 2)], "
         "[tensor('y', 1)], [[1.0, 2.0]])]\n",
@@ -72,3 +109,46 @@ def test_every_command_takes_catalog(tmp_path):
     assert summary.returncode == 0 and "Linear" in summary.stdout
     for command in ("train", "import", "export", "verify", "triton", "bench"):
         assert "--catalog PATH" in run_cli(command, "--help").stdout, command
+
+
+IMPORT_ONLY = (
+    HEADER + "CATALOG = [model('imported_only', lambda: nn.Linear(2, 1), None, [tensor('x', 2)], [tensor('y', 1)], "
+    "[[1.0, 2.0]])]\n"
+)
+
+
+def test_train_of_a_spec_without_data_is_one_line_exit_2_and_writes_nothing(tmp_path):
+    mine = tmp_path / "mine.py"
+    mine.write_text(IMPORT_ONLY, encoding="utf-8")
+    artifacts = tmp_path / "artifacts"
+    assert run_cli("list", "--catalog", str(mine)).returncode == 0  # valid: it can be imported
+    result = run_cli("train", "--catalog", str(mine), "--models", "imported_only", "--artifacts", str(artifacts))
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"error: --catalog {mine}: imported_only has no data, so it cannot be trained")
+    assert "python -m pipeline import" in lines[0]
+    assert not artifacts.exists() or not any(artifacts.rglob("*.pt"))
+
+
+def test_an_import_only_spec_imports_and_exports(tmp_path):
+    import torch
+
+    mine = tmp_path / "mine.py"
+    mine.write_text(IMPORT_ONLY, encoding="utf-8")
+    weights = tmp_path / "w.pt"
+    torch.save({"weight": torch.tensor([[1.0, 2.0]]), "bias": torch.tensor([0.5])}, weights)
+    artifacts = str(tmp_path / "artifacts")
+    cat = ("--catalog", str(mine))
+    imported = run_cli(
+        "import", *cat, "--model", "imported_only", "--state-dict", str(weights), "--artifacts", artifacts
+    )
+    assert imported.returncode == 0, imported.stderr
+    exported = run_cli("export", *cat, "--models", "imported_only", "--artifacts", artifacts, "--device", "cpu")
+    assert exported.returncode == 0, exported.stdout + exported.stderr
+
+
+def test_the_names_a_catalog_may_use_are_the_ones_training_knows():
+    from pipeline import spec, train
+
+    assert tuple(train.LOSSES) == spec.LOSSES and tuple(train.OPTIMIZERS) == spec.OPTIMIZERS

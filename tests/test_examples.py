@@ -172,3 +172,26 @@ def test_import_of_a_saved_state_dict_predicts_as_the_trained_model(built, tmp_p
         assert result.returncode == 2 and named in result.stderr and len(result.stderr.strip().splitlines()) == 1
         assert (fresh / "mood_bag" / "state_dict.pt").read_bytes() == before
     assert json.loads((fresh / "mood_bag" / "history.json").read_text())["accuracy"] >= 0.9
+
+
+def test_digits_int8_is_static_qdq_under_half_the_float32_file_and_reports_its_accuracy(built):
+    import onnx
+
+    from pipeline.artifacts.manifest import Manifest
+
+    manifest = Manifest.load(built)
+    entry = manifest.model("digits_cnn")
+    assert entry.artifacts["onnx-int8"].bytes < 0.5 * entry.artifacts["onnx"].bytes
+    ops = {n.op_type for n in onnx.load(str(manifest.path_of(entry.artifacts["onnx-int8"].path))).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops  # QDQ around the Conv layers too
+    rows = entry.raw["parity"]["rows"]  # as export checked it (another test's verify rewrites parity.json)
+    int8 = [r for r in rows if r["format"] == "onnx-int8"]
+    assert int8 and all(r["passed"] for r in int8)
+    for r in int8:  # measured on 64 held-out digits: what choosing int8 costs, beside float32's
+        assert r["top1_agreement"] >= 0.95 and r["eager_accuracy"] >= 0.95 and r["accuracy"] >= 0.93
+    assert manifest.model("digits_cnn").raw["task"] == {
+        **manifest.model("digits_cnn").raw["task"],
+        "rows": 64,
+        "from": "test_data",
+        "classifier": "scores",
+    }

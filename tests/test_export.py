@@ -293,3 +293,104 @@ def test_failed_export_leaves_previous_artifacts_and_manifest_intact(artifacts_c
 def test_export_cli_rejects_an_opset_below_18(trained, tmp_path):
     result = run_cli("export", "--models", "linear_3x", "--artifacts", str(trained), "--opset", "17")
     assert result.returncode != 0 and "opset 18 or newer" in result.stderr and "Traceback" not in result.stderr
+
+
+def _cli(*args: str) -> tuple[int, str, str]:
+    """`python -m pipeline ARGS` in this process (a subprocess would import torch again): code, stdout, stderr."""
+    import contextlib
+    import io
+
+    from pipeline.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(args))
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture
+def trained_copy(trained, tmp_path) -> Path:
+    import shutil
+
+    dest = tmp_path / "artifacts"
+    shutil.copytree(trained, dest)
+    return dest
+
+
+def test_a_derived_format_that_misses_its_rule_is_withheld_alone_and_export_exits_0(trained_copy, monkeypatch):
+    from dataclasses import replace
+
+    from pipeline.runtime.predictor import load_predictor as load
+
+    strict = replace(formats.get("onnx-int8"), atol=1e-9, rtol=0.0, scale=0.0)  # int8 cannot hold this
+    monkeypatch.setitem(formats.FORMATS, "onnx-int8", strict)
+    code, out, err = _cli("export", "--models", "two_layer_net", "--artifacts", str(trained_copy), "--device", "cpu")
+    assert code == 0, out + err
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1, err
+    assert warnings[0].startswith("warning: two_layer_net: onnx-int8 missed its parity rule (|Δ| ")
+    assert "not published; the float32 formats are" in warnings[0]
+    manifest = Manifest.load(trained_copy)
+    entry = manifest.model("two_layer_net")
+    assert set(entry.served_formats()) == {"torchscript", "onnx", "pt2", "onnx-fp16", "eager"}
+    assert entry.failed["onnx-int8"].startswith("|Δ| ")  # the parity row's reason
+    with pytest.raises(Exception, match="missed its parity rule at export"):
+        load(manifest, "two_layer_net", "onnx-int8")
+    monkeypatch.undo()
+    code, out, err = _cli("verify", "--models", "two_layer_net", "--artifacts", str(trained_copy), "--device", "cpu")
+    assert code == 0, out + err
+    assert "onnx-int8" not in {r["format"] for r in json.loads((trained_copy / "parity.json").read_text())["rows"]}
+
+
+def test_a_float32_format_that_misses_its_rule_still_fails_export(trained_copy, monkeypatch):
+    from dataclasses import replace
+
+    monkeypatch.setitem(formats.FORMATS, "pt2", replace(formats.get("pt2"), atol=-1.0, rtol=0.0))
+    code, out, err = _cli("export", "--models", "linear_3x", "--artifacts", str(trained_copy), "--device", "cpu")
+    assert code == 1 and "linear_3x: parity failed" in err
+
+
+def test_verify_after_export_with_atol_uses_that_atol(trained_copy):
+    code, out, err = _cli(
+        "export", "--models", "adder_mynet", "--artifacts", str(trained_copy), "--device", "cpu", "--atol", "0.25"
+    )
+    assert code == 0, out + err
+    entry = Manifest.load(trained_copy).model("adder_mynet")
+    assert {fmt: t["atol"] for fmt, t in entry.raw["tolerance"].items()} == {
+        fmt: 0.25 for fmt in entry.served_formats() if fmt != "eager"
+    }
+    assert entry.tolerance("onnx") == (0.25, formats.get("onnx").rtol, 0.0)
+    code, out, err = _cli("verify", "--models", "adder_mynet", "--artifacts", str(trained_copy), "--device", "cpu")
+    assert code == 0, out + err
+    rows = json.loads((trained_copy / "parity.json").read_text())["rows"]
+    assert rows and {r["atol"] for r in rows} == {0.25}
+    code, out, err = _cli(
+        "verify", "--models", "adder_mynet", "--artifacts", str(trained_copy), "--device", "cpu", "--atol", "0.5"
+    )
+    assert {r["atol"] for r in json.loads((trained_copy / "parity.json").read_text())["rows"]} == {0.5}
+
+
+def test_export_formats_makes_only_the_formats_listed(trained_copy):
+    args = ("--models", "two_layer_net", "--artifacts", str(trained_copy), "--device", "cpu")
+    code, out, err = _cli("export", *args, "--formats", "onnx,onnx-int8")
+    assert code == 0, out + err
+    entry = Manifest.load(trained_copy).model("two_layer_net")
+    assert set(entry.artifacts) == {"state_dict", "onnx", "onnx-int8"}
+    assert {r["format"] for r in json.loads((trained_copy / "parity.json").read_text())["rows"]} == {
+        "onnx",
+        "onnx-int8",
+    }
+    code, out, err = _cli("verify", *args)
+    assert code == 0, out + err
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("onnx,tflite", "--formats tflite: unknown format; expected some of: torchscript, onnx, pt2"),
+        ("onnx-int8", "--formats onnx-int8: made from onnx, which the list leaves out; expected onnx too"),
+    ],
+)
+def test_export_formats_refuses_what_it_cannot_make_in_one_line(trained_copy, value, message):
+    code, out, err = _cli("export", "--models", "linear_3x", "--artifacts", str(trained_copy), "--formats", value)
+    assert code == 2 and err.count("\n") == 1 and message in err, err

@@ -298,3 +298,16 @@ def test_the_lock_is_released_when_the_writer_fails(tmp_path):
             raise RuntimeError("export failed")
     with exclusive(tmp_path):
         pass
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
+def test_a_written_file_follows_the_umask_as_open_would(tmp_path, umask, mode):
+    previous = os.umask(umask)
+    try:
+        atomic_write_bytes(tmp_path / "new" / "model.onnx", NEW)
+        atomic_write_json(tmp_path / "manifest.json", {"a": 1})
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "new" / "model.onnx").stat().st_mode) == mode
+    assert stat.S_IMODE((tmp_path / "manifest.json").stat().st_mode) == mode
+    assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o777 & ~umask

@@ -174,7 +174,10 @@ def test_export_says_int8_is_not_applicable_and_prints_sizes_beside_onnx(artifac
     result = run_cli("export", "--artifacts", str(artifacts_copy), "--models", "two_layer_net,linear_3x")
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    assert "linear_3x: onnx-int8 not applicable: no MatMul/Gemm weight has 256 elements or more (largest: 1)" in out
+    assert (
+        "linear_3x: onnx-int8 not applicable: no Conv layer and no MatMul/Gemm weight of 256 elements or more "
+        "(largest: 1)" in out
+    )
     summary = [line.split() for line in out.splitlines() if line.startswith("two_layer_net ")]
     sizes = {cells[1]: cells for cells in summary if cells[1] in ("onnx", INT8, FP16) and cells[2][0].isdigit()}
     assert set(sizes) == {"onnx", INT8, FP16}
@@ -219,6 +222,18 @@ def test_float16_tolerates_its_own_rounding_near_zero_whatever_the_output_size()
     assert compare(ref, got, fp16.tolerance).passed
     float32 = formats.get("onnx")
     assert not compare(ref, got, float32.tolerance).passed  # float32 stays strict
+
+
+def test_dynamic_int8_weights_are_7_bit_per_channel_so_no_cpu_saturates(manifest):
+    import onnx
+    from onnx import numpy_helper
+
+    entry = manifest.model("two_layer_net")
+    proto = onnx.load(str(manifest.path_of(entry.artifact("onnx-int8").path)))
+    weights = [numpy_helper.to_array(i) for i in proto.graph.initializer if i.data_type == onnx.TensorProto.INT8]
+    assert weights and all(np.abs(w.astype(np.int32)).max() <= 64 for w in weights)  # reduce_range: 7 bits
+    scales = [numpy_helper.to_array(i) for i in proto.graph.initializer if i.name.endswith("_scale")]
+    assert any(s.size > 1 for s in scales)  # one scale per output channel
 
 
 # Each derived format's declared scale against the deviation it really shows on the catalog, with a stated margin:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.artifacts.fileio import sha256_file
-from pipeline.artifacts.tensors import dtype
+from pipeline.artifacts.tensors import dtype, width
 from pipeline.dtypes import DEFAULT_DTYPE, DTYPES
 from pipeline.errors import UserError
 from pipeline.formats import ARTIFACT_KINDS, FORMATS
@@ -67,6 +67,29 @@ class ModelEntry:
     artifacts: dict[str, Artifact]
     raw: dict[str, Any] = field(repr=False, compare=False)
     not_applicable: dict[str, str] = field(default_factory=dict)  # derived format -> why export wrote no file
+    failed: dict[str, str] = field(default_factory=dict)  # derived format -> the parity reason it is not served
+    chosen: tuple[str, ...] | None = None  # the formats `export --formats` asked for; None: every one
+
+    def withheld(self, fmt: str) -> str | None:
+        """Why export published no `fmt` file for this model (not applicable, failed, not asked for), or None."""
+        if fmt in self.not_applicable:
+            return f"not applicable ({self.not_applicable[fmt]})"
+        if fmt in self.failed:
+            return f"not served: it missed its parity rule at export ({self.failed[fmt]})"
+        spec = FORMATS.get(fmt)
+        if self.chosen is not None and spec is not None and spec.exporter and fmt not in self.chosen:
+            return f"not exported (export --formats {','.join(self.chosen)})"
+        return None
+
+    def tolerance(self, fmt: str) -> tuple[float, float, float]:
+        """(atol, rtol, scale) of `fmt`'s parity rule: as export recorded it for this model, else as declared."""
+        spec = FORMATS[fmt]
+        kept = (self.raw.get("tolerance") or {}).get(fmt) or {}
+        return (
+            float(kept.get("atol", spec.atol)),
+            float(kept.get("rtol", spec.rtol)),
+            float(kept.get("scale", spec.scale)),
+        )
 
     @property
     def input(self) -> dict[str, Any]:
@@ -85,7 +108,7 @@ class ModelEntry:
     @property
     def values_per_example(self) -> int:
         """How many numbers one example holds, over every input (what a JSON request pays for)."""
-        return sum(math.prod(int(d) for d in t["shape"][1:]) for t in self.inputs)
+        return sum(width(t) for t in self.inputs)
 
     @property
     def flat(self) -> bool:
@@ -107,8 +130,9 @@ class ModelEntry:
 
     def artifact(self, fmt: str) -> Artifact:
         """The artifact of format `fmt`, or a ManifestError listing the formats this model has."""
-        if fmt in self.not_applicable:
-            raise ManifestError(f"{self.name} has no {fmt!r} artifact: not applicable ({self.not_applicable[fmt]})")
+        why = self.withheld(fmt)
+        if why and fmt not in self.artifacts:
+            raise ManifestError(f"{self.name} has no {fmt!r} artifact: {why}")
         if fmt not in self.artifacts:
             raise ManifestError(f"{self.name} has no {fmt!r} artifact; expected one of: {', '.join(self.artifacts)}")
         return self.artifacts[fmt]
@@ -207,6 +231,23 @@ def _inside(root: Path, rel: Any, where: str) -> Path:
     return path
 
 
+def _artifacts(root: Path, items: list[Any], name: str, where: str) -> dict[str, Artifact]:
+    """A model's artifact records, each path (and each companion file's) inside the artifacts directory."""
+    artifacts = {}
+    for item in items:
+        try:
+            files = tuple(Companion(f["path"], str(f["sha256"]), int(f["bytes"])) for f in item.get("files") or ())
+            art = Artifact(str(item["format"]), item["path"], str(item["sha256"]), int(item["bytes"]), files)
+        except (KeyError, TypeError, ValueError, OverflowError, AttributeError):
+            raise ManifestError(f"{where}: model {name!r} has a malformed artifact entry") from None
+        if art.format not in ARTIFACT_KINDS:
+            raise ManifestError(f"{where}: model {name!r} lists unknown format {art.format!r}")
+        for rel in (art.path, *(f.path for f in files)):
+            _inside(root, rel, where)
+        artifacts[art.format] = art
+    return artifacts
+
+
 def _model_entry(root: Path, name: str, entry: Any, where: str) -> ModelEntry:
     def need(key: str, kind: type) -> Any:
         if not isinstance(entry, dict) or not isinstance(entry.get(key), kind):
@@ -220,8 +261,8 @@ def _model_entry(root: Path, name: str, entry: Any, where: str) -> ModelEntry:
             or not isinstance(spec.get("name"), str)
             or not isinstance(spec.get("features"), list)
             or not isinstance(spec.get("shape"), list)
-            or len(spec["shape"]) < 2
-            or not all(isinstance(d, int) and 0 < d < 2**31 for d in spec["shape"][1:])
+            or len(spec["shape"]) < (2 if spec in inputs else 1)  # an output may be a scalar per example
+            or not all(_axis(d, spec) for d in spec["shape"][1:])
             or dtype(spec) not in DTYPES
         ):
             raise ManifestError(f"{where}: model {name!r} has a malformed input or output spec")
@@ -231,26 +272,23 @@ def _model_entry(root: Path, name: str, entry: Any, where: str) -> ModelEntry:
         names = [s["name"] for s in specs]
         if len(set(names)) != len(names):
             raise ManifestError(f"{where}: model {name!r} names two {kind}s alike ({', '.join(names)})")
-    artifacts = {}
-    for item in need("artifacts", list):
-        try:
-            files = tuple(Companion(f["path"], str(f["sha256"]), int(f["bytes"])) for f in item.get("files") or ())
-            art = Artifact(str(item["format"]), item["path"], str(item["sha256"]), int(item["bytes"]), files)
-        except (KeyError, TypeError, ValueError, OverflowError, AttributeError):
-            raise ManifestError(f"{where}: model {name!r} has a malformed artifact entry") from None
-        if art.format not in ARTIFACT_KINDS:
-            raise ManifestError(f"{where}: model {name!r} lists unknown format {art.format!r}")
-        for rel in (art.path, *(f.path for f in files)):
-            _inside(root, rel, where)
-        artifacts[art.format] = art
+    artifacts = _artifacts(root, need("artifacts", list), name, where)
     not_applicable = entry.get("not_applicable") or {}
     if not isinstance(not_applicable, dict) or not all(
         fmt in ARTIFACT_KINDS and fmt not in artifacts and isinstance(why, str) for fmt, why in not_applicable.items()
     ):
         raise ManifestError(f"{where}: model {name!r} has a malformed 'not_applicable' (format -> reason)")
+    failed, chosen = _withheld(entry, artifacts, name, where)
+    task = entry.get("task")
+    if task is not None and not (
+        isinstance(task, dict) and isinstance(task.get("path"), str) and isinstance(task.get("sha256"), str)
+    ):
+        raise ManifestError(f"{where}: model {name!r} has a malformed 'task' (path, sha256)")
     for key in ("history", "plot"):
         if entry.get(key) is not None:
             _inside(root, entry[key], where)
+    if task is not None:
+        _inside(root, task["path"], where)
     return ModelEntry(
         name=name,
         description=str(entry.get("description", "")),
@@ -261,4 +299,46 @@ def _model_entry(root: Path, name: str, entry: Any, where: str) -> ModelEntry:
         artifacts=artifacts,
         raw=entry,
         not_applicable=dict(not_applicable),
+        failed=failed,
+        chosen=chosen,
     )
+
+
+def _withheld(
+    entry: dict[str, Any], artifacts: dict[str, Artifact], name: str, where: str
+) -> tuple[dict[str, str], tuple[str, ...] | None]:
+    """The entry's `failed` formats and `formats` list, and its per-format `tolerance`, validated."""
+    failed = entry.get("failed") or {}
+    if not isinstance(failed, dict) or not all(
+        fmt in FORMATS and fmt not in artifacts and isinstance(why, str) for fmt, why in failed.items()
+    ):
+        raise ManifestError(f"{where}: model {name!r} has a malformed 'failed' (format -> reason)")
+    chosen = entry.get("formats")
+    if chosen is not None and (not isinstance(chosen, list) or not all(f in FORMATS for f in chosen)):
+        raise ManifestError(f"{where}: model {name!r} has a malformed 'formats' (a list of format names)")
+    tolerance = entry.get("tolerance") or {}
+    if not isinstance(tolerance, dict) or not all(
+        fmt in FORMATS
+        and isinstance(rule, dict)
+        and all(k in ("atol", "rtol", "scale") and _number(v) for k, v in rule.items())
+        for fmt, rule in tolerance.items()
+    ):
+        raise ManifestError(f"{where}: model {name!r} has a malformed 'tolerance' (format -> atol, rtol, scale)")
+    return dict(failed), None if chosen is None else tuple(chosen)
+
+
+def _axis(d: Any, spec: dict[str, Any]) -> bool:
+    """A size, or the name of a varying axis whose range the spec's "dims" gives as [min, max]."""
+    if isinstance(d, str):
+        r = (spec.get("dims") or {}).get(d) if isinstance(spec.get("dims"), dict) else None
+        return (
+            isinstance(r, list)
+            and len(r) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in r)
+            and 1 <= r[0] <= r[1] < 2**31
+        )
+    return isinstance(d, int) and not isinstance(d, bool) and 0 < d < 2**31
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

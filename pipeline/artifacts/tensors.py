@@ -19,8 +19,32 @@ Batch = np.ndarray | dict[str, np.ndarray]
 
 
 def shape(tensor: Mapping[str, Any]) -> tuple[int, ...]:
-    """The shape after the batch axis of a manifest tensor entry."""
-    return tuple(int(d) for d in tensor["shape"][1:])
+    """The shape after the batch axis of a manifest tensor entry; -1 for an axis whose length varies."""
+    return tuple(-1 if isinstance(d, str) else int(d) for d in tensor["shape"][1:])
+
+
+def ranges(tensor: Mapping[str, Any]) -> dict[int, tuple[str, int, int]]:
+    """Each varying axis after the batch (0 = the first after it) -> (its name, min, max length)."""
+    dims = tensor.get("dims") or {}
+    return {i: (d, *map(int, dims[d])) for i, d in enumerate(tensor["shape"][1:]) if isinstance(d, str)}
+
+
+def fits(tensor: Mapping[str, Any], dims: Sequence[int]) -> bool:
+    """Whether an example of shape `dims` (after the batch axis) is one this tensor takes."""
+    want, varying = shape(tensor), ranges(tensor)
+    return len(dims) == len(want) and all(
+        varying[i][1] <= n <= varying[i][2] if i in varying else n == w
+        for i, (n, w) in enumerate(zip(dims, want, strict=True))
+    )
+
+
+def concrete(tensor: Mapping[str, Any], length: int | None = None) -> tuple[int, ...]:
+    """The shape after the batch axis with each varying axis `length` long (default: its shortest length)."""
+    varying = ranges(tensor)
+    return tuple(
+        (min(max(length, varying[i][1]), varying[i][2]) if length else varying[i][1]) if i in varying else d
+        for i, d in enumerate(shape(tensor))
+    )
 
 
 def dtype(tensor: Mapping[str, Any]) -> str:
@@ -39,24 +63,34 @@ def numpy_dtype(tensor: Mapping[str, Any]) -> type[np.generic]:
 
 
 def width(tensor: Mapping[str, Any]) -> int:
-    """Values per example."""
-    return int(np.prod(shape(tensor)))
+    """Values per example (at most, where an axis varies: its longest length)."""
+    return int(np.prod([r[2] for r in ranges(tensor).values()] + [d for d in shape(tensor) if d > 0]))
 
 
 def describe(tensor: Mapping[str, Any]) -> str:
-    """'ids int64 [batch, 12]'."""
-    return f"{tensor['name']} {dtype(tensor)} {['batch', *shape(tensor)]}"
+    """'ids int64 [batch, 12]', or 'x float32 [batch, steps 1..512, 3]' where an axis varies."""
+    varying = ranges(tensor)
+    dims = [
+        f"{varying[i][0]} {varying[i][1]}..{varying[i][2]}" if i in varying else d for i, d in enumerate(shape(tensor))
+    ]
+    return f"{tensor['name']} {dtype(tensor)} [{', '.join(map(str, ['batch', *dims]))}]"
 
 
-def random_batch(inputs: Sequence[Mapping[str, Any]], n: int, rng: np.random.Generator) -> Batch:
-    """n random examples: standard normal floats, int64 values drawn from the declared range [low, high)."""
+def random_batch(
+    inputs: Sequence[Mapping[str, Any]], n: int, rng: np.random.Generator, length: int | None = None
+) -> Batch:
+    """n random examples, each varying axis `length` long: standard normal floats, int64 values drawn from the
+    declared range [low, high), pictures uniform between their declared paper and ink values (never negative)."""
     out = {}
     for t in inputs:
         if dtype_of(t).whole:
             low, high = t.get("values") or INT_RANGE
-            out[t["name"]] = rng.integers(int(low), int(high), size=(n, *shape(t)), dtype=np.int64)
+            out[t["name"]] = rng.integers(int(low), int(high), size=(n, *concrete(t, length)), dtype=np.int64)
+        elif t.get("image"):
+            low, high = sorted((float(t["image"]["low"]), float(t["image"]["high"])))
+            out[t["name"]] = rng.uniform(low, high, size=(n, *concrete(t, length))).astype(np.float32)
         else:
-            out[t["name"]] = rng.standard_normal((n, *shape(t))).astype(np.float32)
+            out[t["name"]] = rng.standard_normal((n, *concrete(t, length))).astype(np.float32)
     return pack(inputs, out)
 
 

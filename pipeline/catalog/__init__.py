@@ -22,6 +22,8 @@ from pipeline.artifacts.manifest import model_names
 from pipeline.errors import one_line
 from pipeline.spec import (  # noqa: F401 - the public spec API, importable from here too
     DTYPES,
+    LOSSES,
+    OPTIMIZERS,
     CatalogError,
     Example,
     Image,
@@ -117,11 +119,76 @@ def check_outputs(spec: ModelSpec, where: str) -> None:
     outs = list(out) if isinstance(out, (tuple, list)) else [out]
     n = len(batch[0])
     got = [list(o.shape[1:]) if isinstance(o, torch.Tensor) and o.ndim and o.shape[0] == n else None for o in outs]
-    if len(outs) != len(spec.outputs) or any(g != list(t.shape) for g, t in zip(got, spec.outputs, strict=False)):
+    if len(outs) != len(spec.outputs) or any(
+        g is None or not t.fits(tuple(g)) for g, t in zip(got, spec.outputs, strict=False)
+    ):
         shown = ", ".join("not a batch of tensors" if g is None else str(g) for g in got)
         raise CatalogFileError(
             f"--catalog {where}: {spec.name}'s module returns {len(outs)} output(s) of shape {shown} after the "
             f"batch axis; expected the declared outputs {want}"
+        )
+
+
+def check_recipes(spec: ModelSpec, where: str) -> None:
+    """Every recipe names a loss and an optimizer that training knows."""
+    for recipe in spec.recipes.values():
+        for kind, name, valid in (("loss", recipe.loss, LOSSES), ("optimizer", recipe.optimizer, OPTIMIZERS)):
+            if name not in valid:
+                raise CatalogFileError(
+                    f"--catalog {where}: {spec.name}: {kind} {name!r}; expected one of: {', '.join(valid)}"
+                )
+
+
+def _shown(t: torch.Tensor) -> str:
+    return f"{list(t.shape)} {str(t.dtype).removeprefix('torch.')}"
+
+
+def check_data(spec: ModelSpec, where: str) -> None:
+    """`data` (and `test_data`) give one tensor per input of the declared shape and dtype, and targets that fit."""
+    for field_name in ("data", "test_data"):
+        draw = getattr(spec, field_name)
+        if draw is None:
+            continue
+        head = f"--catalog {where}: {spec.name}: {field_name}"
+        try:
+            got = draw(torch.Generator().manual_seed(0))
+        except Exception as exc:  # noqa: BLE001 - the user's code: any failure is this one line
+            raise CatalogFileError(f"{head} raises {one_line(exc, 200)}; expected (inputs, targets)") from None
+        if not isinstance(got, (tuple, list)) or len(got) != 2:
+            raise CatalogFileError(f"{head} gives a {type(got).__name__}; expected a pair (inputs, targets)")
+        x, y = got
+        xs = list(x) if isinstance(x, (tuple, list)) else [x]
+        names = ", ".join(t.name for t in spec.inputs)
+        if len(xs) != len(spec.inputs) or not all(isinstance(t, torch.Tensor) for t in [*xs, y]):
+            raise CatalogFileError(
+                f"{head} gives {len(xs)} input tensor(s); expected {len(spec.inputs)} ({names}), in the declared order"
+                if len(xs) != len(spec.inputs)
+                else f"{head} gives something that is not a torch.Tensor; expected tensors ({names}) and targets"
+            )
+        rows = len(y)
+        for t, value in zip(spec.inputs, xs, strict=True):
+            if value.dtype != DTYPES[t.dtype] or not value.ndim or not t.fits(tuple(value.shape[1:])):
+                raise CatalogFileError(
+                    f"{head} gives {t.name} of shape {_shown(value)}; expected [N, {t.shape_text}] {t.dtype}"
+                )
+            if len(value) != rows:
+                raise CatalogFileError(
+                    f"{head} gives {len(value)} rows of {t.name} but {rows} targets; expected one each"
+                )
+        _check_targets(spec, y, head)
+
+
+def _check_targets(spec: ModelSpec, y: torch.Tensor, head: str) -> None:
+    out = spec.outputs[0]
+    if any(r.loss == "cross_entropy" for r in spec.recipes.values()):
+        if y.dtype != torch.int64 or y.ndim != 1:
+            raise CatalogFileError(
+                f"{head} gives targets of shape {_shown(y)}; expected [N] int64 (class indices for cross_entropy)"
+            )
+    elif y.dtype != DTYPES[out.dtype] or not y.ndim or not out.fits(tuple(y.shape[1:])):
+        raise CatalogFileError(
+            f"{head} gives targets of shape {_shown(y)}; expected [N, {out.shape_text}] {out.dtype} "
+            f"(the first output, {out.name})"
         )
 
 
@@ -143,6 +210,8 @@ def add(where: str | Path, check: bool = True) -> list[str]:
             )
         seen.add(spec.name)
         if check:
+            check_recipes(spec, where)
+            check_data(spec, where)
             check_outputs(spec, where)
     source = {"path": where, "sha256": ""}  # as the person wrote it: information, never loaded from
     if file is not None and file.is_file():

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.artifacts.tensors import dtype_of
+from pipeline.artifacts.tensors import dtype_of, ranges, shape
 from pipeline.errors import UserError
 from pipeline.runtime.values import Problem, ValueRule
 
@@ -136,14 +136,27 @@ _END = object()
 
 def parse_tensor(text: Any, model: str, tensor: dict[str, Any]) -> list[Any]:
     """One example of a manifest input: its values in row-major order, checked for count, dtype and range."""
-    dims = [int(d) for d in tensor["shape"][1:]]
-    count = math.prod(dims)
+    dims = list(shape(tensor))
     whole = dtype_of(tensor).whole
     noun = "whole numbers" if whole else "numbers"
-    want = f"{model} expects {tensor['name']}: {count} {noun} (shape {dims})"
-    items = _items(text, want)
-    if len(items) != count:
-        raise InputError(f"{want}; got {len(items)}")
+    varying = ranges(tensor)
+    if varying:  # one axis of any length in its range: the count says how long it is
+        (axis, low_len, high_len), per_step = next(iter(varying.values())), math.prod(d for d in dims if d > 0)
+        shown = ", ".join(axis if d < 0 else str(d) for d in dims)
+        want = (
+            f"{model} expects {tensor['name']}: {per_step} {noun} per {axis}, {low_len} to {high_len} {axis} "
+            f"(shape [{shown}])"
+        )
+        items = _items(text, want)
+        if len(items) % per_step or not low_len <= len(items) // per_step <= high_len or len(varying) > 1:
+            raise InputError(f"{want}; got {len(items)}")
+        count = len(items)
+    else:
+        count = math.prod(dims)
+        want = f"{model} expects {tensor['name']}: {count} {noun} (shape {dims})"
+        items = _items(text, want)
+        if len(items) != count:
+            raise InputError(f"{want}; got {len(items)}")
     names = tuple(tensor.get("features") or ()) or tuple(f"{tensor['name']}[{i}]" for i in range(count))
     labels = names if len(names) == count else [f"value {j + 1}" for j in range(count)]
     rule = ValueRule.of(tensor)

@@ -19,7 +19,7 @@ import numpy as np
 
 from pipeline import formats
 from pipeline.artifacts.manifest import ArtifactError, Manifest, ModelEntry
-from pipeline.artifacts.tensors import Batch, describe, dtype, random_batch, shape
+from pipeline.artifacts.tensors import Batch, describe, dtype, fits, random_batch, shape
 from pipeline.dtypes import DEFAULT_DTYPE
 from pipeline.errors import one_line
 from pipeline.runtime.inputs import FLOATS, InputError, expected
@@ -219,7 +219,7 @@ def _array(values: Any, tensor: dict[str, Any], want: str) -> tuple[np.ndarray, 
     single = arr.ndim == len(dims)
     if single:
         arr = arr[None]
-    if arr.shape[1:] != dims:
+    if not fits(tensor, arr.shape[1:]):
         raise InputError(f"{want}; {tensor['name']} has shape {list(arr.shape[int(single) :])}")
     return arr, single
 

@@ -82,7 +82,13 @@ def flavours_of(entry: ModelEntry, flavours: tuple[Flavour, ...] = FLAVOURS) -> 
     return [
         f
         for f in flavours
-        if f.format in entry.artifacts or not (f.format in entry.not_applicable or optional(f.format))
+        if f.format in entry.artifacts
+        or not (
+            entry.withheld(f.format)
+            or f.format in entry.not_applicable
+            or formats.get(f.format).source
+            or optional(f.format)
+        )
     ]
 
 
@@ -106,17 +112,22 @@ def tensor_names(entry: ModelEntry, fmt: str) -> tuple[list[str], list[str]]:
 
 
 def tensor_dims(spec: dict[str, Any], where: str) -> list[int]:
-    """The dims after the batch axis of a manifest tensor spec ["batch", N, ...]."""
+    """The dims after the batch axis of a manifest tensor spec ["batch", N, ...] ([] for a scalar per example),
+    -1 for an axis whose length varies (a name, with its range in the spec's "dims")."""
     shape = spec.get("shape")
+    dims = spec.get("dims") if isinstance(spec.get("dims"), dict) else {}
     if (
         not isinstance(shape, list)
-        or len(shape) < 2
+        or len(shape) < 1
         or shape[0] != "batch"
-        or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape[1:])
+        or not all(
+            (isinstance(d, int) and not isinstance(d, bool) and d > 0) or (isinstance(d, str) and d in dims)
+            for d in shape[1:]
+        )
     ):
         name = spec.get("name")
         raise ManifestError(f"{where}: tensor {name!r} has shape {shape!r}; expected ['batch', N]")
-    return list(shape[1:])
+    return [-1 if isinstance(d, str) else d for d in shape[1:]]
 
 
 def data_type(spec: dict[str, Any], where: str) -> tuple[str, str]:
@@ -146,10 +157,13 @@ def model_config(
     in_names, out_names = tensor_names(entry, fmt)
 
     def tensors(specs: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
-        return [
-            {"name": n, "data_type": data_type(s, name)[0], "dims": tensor_dims(s, name)}
-            for s, n in zip(specs, names, strict=True)
-        ]
+        out = []
+        for s, n in zip(specs, names, strict=True):
+            dims = tensor_dims(s, name)
+            # A scalar per example: Triton wants dims of one or more, so [1], reshaped to [] (the model's [batch]).
+            extra = {} if dims else {"reshape": {"shape": []}}
+            out.append({"name": n, "data_type": data_type(s, name)[0], "dims": dims or [1], **extra})
+        return out
 
     config: dict[str, Any] = {"name": name}
     if backend is None:

@@ -30,7 +30,7 @@ import orjson
 
 from pipeline import formats
 from pipeline.artifacts.manifest import Manifest, ManifestError, ModelEntry
-from pipeline.artifacts.tensors import dtype_of
+from pipeline.artifacts.tensors import describe, dtype_of, fits
 from pipeline.errors import Refused, reject_constant
 from pipeline.runtime.values import Problem, ValueRule
 from pipeline.serving.naming import MAX_BATCH_SIZE, VERSION, data_type, tensor_dims, tensor_names, triton_model_name
@@ -281,7 +281,8 @@ def _expected(dims: list[int]) -> str:
     return "[batch, " + ", ".join(map(str, dims)) + "]"
 
 
-def _shape(tensor: dict[str, Any], where: str, dims: list[int], max_batch: int, model: str) -> list[int]:
+def _shape(tensor: dict[str, Any], where: str, spec: dict[str, Any], max_batch: int, model: str) -> list[int]:
+    dims = tensor_dims(spec, where)  # -1 where an axis varies: any length in its range
     shape = tensor.get("shape")
     if (
         not isinstance(shape, list)
@@ -289,8 +290,8 @@ def _shape(tensor: dict[str, Any], where: str, dims: list[int], max_batch: int, 
         or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
     ):
         raise Refused(400, f"{where} has shape {shape!r}; expected {_expected(dims)}")
-    if shape[1:] != dims or not 1 <= shape[0] <= max_batch:
-        per = f"{dims[0]} features" if len(dims) == 1 else f"shape {dims}"
+    if not fits(spec, shape[1:]) or not 1 <= shape[0] <= max_batch:
+        per = f"{dims[0]} features" if len(dims) == 1 and dims[0] > 0 else f"shape {describe(spec)}"
         raise Refused(
             400,
             f"{where} has shape {shape}; expected {_expected(dims)} with batch from 1 "
@@ -354,7 +355,7 @@ def input_batch(req: dict[str, Any], target: ServedModel, binary: bytes) -> Any:
         datatype = data_type(spec, where)[1]
         if tensor.get("datatype") != datatype:
             raise Refused(400, f"{where} has datatype {tensor.get('datatype')!r}; expected {datatype!r}")
-        shape = _shape(tensor, where, tensor_dims(spec, where), target.max_batch, target.entry.name)
+        shape = _shape(tensor, where, spec, target.max_batch, target.entry.name)
         params = tensor.get("parameters") or {}
         if not isinstance(params, dict):
             raise Refused(400, f"{where}: 'parameters' must be a JSON object")

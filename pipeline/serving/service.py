@@ -68,6 +68,14 @@ def finite_or_none(values: Any) -> list[float | None]:
     return [v if math.isfinite(v) else None for v in flat.tolist()]
 
 
+def json_values(value: Any) -> list[int] | list[float]:
+    """One example's output as a flat JSON list: integers stay integers (an int64 class id is 2, not 2.0)."""
+    arr = np.asarray(value)
+    if arr.dtype.kind in "iub":
+        return arr.astype(np.int64).reshape(-1).tolist()
+    return finite_or_none(arr)
+
+
 def compare_targets(entry: ModelEntry, device: str) -> list[Target]:
     """The targets of pipeline.runtime.targets.plan for `device` whose artifact `entry` has: what parity
     checks on that device, plus the reference itself."""
@@ -215,10 +223,7 @@ class Service:
         key = (entry.name, predictor.format, device)
         first = key not in loaded.served
         loaded.served.add(key)
-        outputs = {
-            name: np.asarray(out[0], dtype=np.float64).reshape(-1).tolist()
-            for name, out in zip(entry.output_names, result, strict=True)
-        }
+        outputs = {name: json_values(out[0]) for name, out in zip(entry.output_names, result, strict=True)}
         return {
             "model": entry.name,
             "format": predictor.format,
@@ -283,6 +288,8 @@ class Service:
     ) -> dict:
         fmt, runtime, device, unavailable = target.format, target.runtime, target.device, target.unavailable
         spec = formats.get(fmt)
+        atol, rtol, scale = loaded.manifest.model(model).tolerance(fmt)  # the rule export used for this model
+        tolerance = formats.Tolerance(atol, rtol, scale)
         row: dict[str, Any] = {
             "format": fmt,
             "runtime": runtime,
@@ -291,7 +298,7 @@ class Service:
             "outputs": {},
             "max_abs_diff": None,
             "within_rule": None,
-            "rule": spec.tolerance.describe(),
+            "rule": tolerance.describe(),
             "stats": None,
             "bytes": loaded.manifest.model(model).artifact(spec.artifact_kind).bytes,
             "reason": unavailable,
@@ -306,13 +313,13 @@ class Service:
             row["reason"] = one_line(exc)
             return row
         row["device"] = predictor.device
-        row["outputs"] = {name: finite_or_none(v[0]) for name, v in got.items()}  # JSON has no Infinity
+        row["outputs"] = {name: json_values(v[0]) for name, v in got.items()}  # JSON has no Infinity
         row["latency_ms"] = round(latency_ms, 4)
         row["load_ms"] = round(predictor.load_seconds * 1000.0, 3)
         if reference is None:
             row["reason"] = ref_reason
             return row
-        checks = compare_outputs([reference], [got], spec.tolerance, [batch])
+        checks = compare_outputs([reference], [got], tolerance, [batch])
         diffs = [c.max_abs for c in checks.values() if c.max_abs is not None]
         row["max_abs_diff"] = max(diffs) if diffs else None
         row["within_rule"] = all(c.passed for c in checks.values())

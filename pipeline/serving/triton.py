@@ -69,6 +69,8 @@ def config_pbtxt(config: dict[str, Any], comment: str = "") -> str:
         for t in config[key]:
             dims = ", ".join(str(d) for d in t["dims"])
             fields = f'    name: "{t["name"]}"\n    data_type: {t["data_type"]}\n    dims: [ {dims} ]'
+            if "reshape" in t:  # a scalar per example
+                fields += f"\n    reshape: {{ shape: [ {', '.join(str(d) for d in t['reshape']['shape'])} ] }}"
             items.append("  {\n" + fields + "\n  }")
         lines.append(f"{key} [\n" + ",\n".join(items) + "\n]")
     lines.append("dynamic_batching { }")

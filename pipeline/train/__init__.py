@@ -142,6 +142,8 @@ def fit(
     track: Callable[[nn.Module], float] | None = None,
 ) -> Fit:
     """Train a fresh `spec` module with `recipe` on `device`; the same seed gives the same run on CPU."""
+    if spec.data is None:
+        raise TrainingError(f"{spec.name} has no data, so it cannot be trained; import its weights instead")
     # One random stream, drawn in the seeds' order: the data first, then the initial weights.
     generator = torch.manual_seed(seed)
     x, y = spec.data(generator)
@@ -370,7 +372,8 @@ def import_weights(spec: ModelSpec, weights: Path, artifacts: Path) -> dict[str,
         history["report"] = spec.report(model) if spec.report else {}
         if spec.test_data is not None:  # the same held-out data `train` measures, from the same draw
             generator = torch.manual_seed(0)
-            spec.data(generator)
+            if spec.data is not None:
+                spec.data(generator)
             loss = next(iter(spec.recipes.values())).loss
             history["test"] = evaluate(model, spec.test_data(generator), loss)
             if "accuracy" in history["test"]:
