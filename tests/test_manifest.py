@@ -344,7 +344,6 @@ SPEC = {"name": "y", "shape": ["batch", 2], "dtype": "float32", "features": ["a"
     [
         {"shape": None},
         {"shape": "batch, 2"},
-        {"shape": ["batch"]},
         {"shape": ["batch", 0]},
         {"shape": ["batch", 2, 0]},
         {"shape": ["batch", 2**31]},

@@ -520,10 +520,12 @@ def _check_target(
         got = [predictor.outputs(b) for b in batches]
     except Exception as exc:  # noqa: BLE001
         return [failed(one_line(exc), ERROR, predictor.device, name) for name in expected[0]]
-    # A derived format's rule was set on the examples and random batches; on the task batch its |Δ|, top-1
-    # agreement and accuracy are measured and reported beside float32's, not held to that rule (at export the
-    # seeds' int8 and float16 files were 1.3-1.5x their scale term there). Float32 formats are held to it.
-    ruled = len(batches) - 1 if task is not None and formats.get(target.format).source else len(batches)
+    # On the task batch every format is measured (max |Δ|, and for a classifier top-1 agreement and accuracy
+    # beside eager's) and reported, not held to its rule: the rules were set on the examples and random batches,
+    # and on training-scale inputs 1000-term sums that land near zero exceed a float32 rule's relative term for
+    # any runtime that sums in another order (two_layer_raw: OpenVINO and XNNPACK 7.9e-05 > 3.1e-05, ONNX 4.3e-05
+    # on 256 rows), as int8 and float16 exceed their scale term there (1.2-1.4x).
+    ruled = len(batches) - 1 if task is not None else len(batches)
     rows = [
         ParityRow(
             *(model, target.format, target.runtime, predictor.device, name),
