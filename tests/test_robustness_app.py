@@ -81,6 +81,27 @@ def _damage(root: Path, marker: Path) -> dict[str, str]:
     return {"onnx": paths["onnx"], "pt2": paths["pt2"], "eager": paths["state_dict"]}
 
 
+def _launch(artifacts: Path, port: int, env: dict[str, str]) -> tuple[subprocess.Popen, list[str]]:
+    """`python demo/app.py` on `artifacts`, its output collected line by line, once it says it is serving."""
+    proc = subprocess.Popen(
+        [sys.executable, str(APP), "--artifacts", str(artifacts), "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
+    deadline = time.monotonic() + 120
+    while not any(line.startswith("demo: serving") for line in lines):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError("".join(lines))
+        time.sleep(0.1)
+    return proc, lines
+
+
 @pytest.fixture(scope="module")
 def damaged_demo(artifacts, tmp_path_factory):
     root = tmp_path_factory.mktemp("robust-demo") / "artifacts"
@@ -95,21 +116,7 @@ def damaged_demo(artifacts, tmp_path_factory):
         "GRADIO_SHARE": "True",
         "GRADIO_SERVER_NAME": "0.0.0.0",
     }  # must change nothing
-    proc = subprocess.Popen(
-        [sys.executable, str(APP), "--artifacts", str(root), "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: list[str] = []
-    threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
-    deadline = time.monotonic() + 120
-    while not any(line.startswith("demo: serving") for line in lines):
-        assert proc.poll() is None, "".join(lines)
-        assert time.monotonic() < deadline, "".join(lines)
-        time.sleep(0.1)
+    proc, lines = _launch(root, port, env)
     try:
         yield Demo(f"http://127.0.0.1:{port}", proc, lines, root, marker, damaged)
     finally:
@@ -811,20 +818,7 @@ def pictures(built, tmp_path_factory):
     temp = tmp_path_factory.mktemp("picture-temp")
     port = free_port()
     env = {**os.environ, "GRADIO_TEMP_DIR": str(temp), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, str(APP), "--artifacts", str(built), "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: list[str] = []
-    threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
-    deadline = time.monotonic() + 120
-    while not any(line.startswith("demo: serving") for line in lines):
-        assert proc.poll() is None and time.monotonic() < deadline, "".join(lines)
-        time.sleep(0.1)
+    proc, lines = _launch(built, port, env)
     try:
         yield PictureDemo(f"http://127.0.0.1:{port}", proc, lines, temp)
     finally:
