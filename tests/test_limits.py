@@ -295,10 +295,11 @@ def test_a_batch_at_the_largest_size() -> None:
     from pipeline.serving.naming import MAX_BATCH_SIZE
 
     assert protocol.max_batch_size(1, 10**12) == MAX_BATCH_SIZE  # however large the body, the cap holds
+    spec = {"name": "x", "shape": ["batch", 2], "dtype": "float32"}
     tensor = {"shape": [MAX_BATCH_SIZE, 2]}
-    assert protocol._shape(tensor, "input x", [2], MAX_BATCH_SIZE, "m") == [MAX_BATCH_SIZE, 2]
+    assert protocol._shape(tensor, "input x", spec, MAX_BATCH_SIZE, "m") == [MAX_BATCH_SIZE, 2]
     with pytest.raises(Refused) as refused:
-        protocol._shape({"shape": [MAX_BATCH_SIZE + 1, 2]}, "input x", [2], MAX_BATCH_SIZE, "m")
+        protocol._shape({"shape": [MAX_BATCH_SIZE + 1, 2]}, "input x", spec, MAX_BATCH_SIZE, "m")
     assert refused.value.status == 400
     assert f"batch from 1 to {MAX_BATCH_SIZE}" in refused.value.message
 

@@ -53,7 +53,10 @@ def test_the_config_reads_data_types_from_the_dtype_table():
     assert [(t["name"], t["data_type"], t["dims"]) for t in config["input"]] == [("ids", "TYPE_INT64", [3])]
     assert [(t["name"], t["data_type"], t["dims"]) for t in config["output"]] == [("y", "TYPE_FP32", [2])]
     python = naming.model_config(entry, "onnx", backend=naming.PYTHON_BACKEND)
-    assert python["backend"] == "python" and python["parameters"] == {"MODEL_FILE": {"string_value": "model.onnx"}}
+    assert python["backend"] == "python" and python["parameters"] == {
+        "MODEL_FILE": {"string_value": "model.onnx"},
+        "VALUE_RANGES": {"string_value": "ids=0:9"},  # the Python model refuses ids outside them
+    }
     assert naming.data_type({"name": "t", "dtype": "int64"}, "where") == ("TYPE_INT64", "INT64")
 
 
@@ -72,7 +75,7 @@ def test_a_dtype_outside_the_table_is_refused_by_name(spec, message):
         naming.data_type(spec, "where")
 
 
-@pytest.mark.parametrize("shape", [["batch"], [3, 2], ["batch", 0], ["batch", True], "batch,3"])
+@pytest.mark.parametrize("shape", [[3, 2], ["batch", 0], ["batch", True], "batch,3"])
 def test_a_malformed_shape_is_refused_naming_what_was_expected(shape):
     with pytest.raises(ManifestError, match=r"where: tensor 't' has shape .*; expected \['batch', N\]"):
         naming.tensor_dims({"name": "t", "shape": shape}, "where")
