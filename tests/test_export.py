@@ -60,7 +60,10 @@ def test_every_model_has_all_four_formats_with_matching_sha256(manifest, artifac
         for art in entry.artifacts.values():
             path = manifest.path_of(art.path)
             assert path.is_relative_to(artifacts.resolve())
-            assert sha256_file(path) == art.sha256 and path.stat().st_size == art.bytes
+            assert sha256_file(path) == art.sha256
+            for extra in art.files:  # an IR's weights beside its graph: each under its own sha256
+                assert sha256_file(manifest.path_of(extra.path)) == extra.sha256
+            assert path.stat().st_size + sum(f.bytes for f in art.files) == art.bytes  # bytes: every file
         assert entry.raw["parity"]["passed"] is True
         assert manifest.path_of(entry.raw["history"]).is_file() and manifest.path_of(entry.raw["plot"]).is_file()
     raw = manifest.raw
