@@ -153,8 +153,16 @@ def export_onnx(ctx: ExportContext, path: Path) -> None:
 
 def export_pt2(ctx: ExportContext, path: Path) -> None:
     """torch.export.export with a dynamic batch axis (and the spec's named axes), saved with metadata.json."""
+    program = exported_program(ctx)
+    extra = {"metadata.json": json.dumps(ctx.metadata)}
+    atomic_write(path, lambda tmp: torch.export.save(program, str(tmp), extra_files=extra))
+
+
+def exported_program(ctx: ExportContext) -> Any:
+    """The torch.export program every format made from one reads (.pt2 and the others), or NotApplicable when the
+    module's code fixes a named axis the spec declares varying."""
     try:
-        program = torch.export.export(ctx.module, ctx.example, dynamic_shapes=_batch_dims(ctx))
+        return torch.export.export(ctx.module, ctx.example, dynamic_shapes=_batch_dims(ctx))
     except Exception as exc:  # noqa: BLE001 - only a named axis the program fixed is this format's limit
         varying = [d.name for t in ctx.spec.inputs for d in t.dynamic]
         if not varying or "specialized it to be a constant" not in str(exc):
@@ -163,8 +171,6 @@ def export_pt2(ctx: ExportContext, path: Path) -> None:
             f"torch.export cannot keep {', '.join(map(repr, varying))} varying: the module's code fixes it to the "
             "traced length (nn.GRU and nn.LSTM unroll their time steps there); use torchscript or onnx"
         ) from None
-    extra = {"metadata.json": json.dumps(ctx.metadata)}
-    atomic_write(path, lambda tmp: torch.export.save(program, str(tmp), extra_files=extra))
 
 
 def _trained_files(spec: ModelSpec, artifacts: Path) -> tuple[Path, dict[str, Any]]:

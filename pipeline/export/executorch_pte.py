@@ -24,6 +24,14 @@ def lower(ctx: Any) -> bytes:
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
+    from pipeline.export.quantize import NotApplicable
+
+    varying = [d.name for t in ctx.spec.inputs for d in t.dynamic]
+    if varying:  # memory is planned ahead for bounded shapes; only the batch axis is declared here
+        raise NotApplicable(
+            f"the .pte keeps only the batch axis varying; {', '.join(map(repr, varying))} would be fixed to the "
+            "traced length; use torchscript or onnx"
+        )
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     dims = tuple({0: batch} for _ in ctx.example)
     program = torch.export.export(ctx.module, ctx.example, dynamic_shapes=dims)

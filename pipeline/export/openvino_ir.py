@@ -17,8 +17,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from pipeline import formats
 
 FORMAT = "openvino"
@@ -29,9 +27,9 @@ def convert(ctx: Any) -> Any:
     """The ov.Model of ctx.module: torch.export with a dynamic batch axis, then openvino.convert_model."""
     import openvino as ov
 
-    from pipeline.export import _batch_dims
+    from pipeline.export import exported_program
 
-    program = torch.export.export(ctx.module, ctx.example, dynamic_shapes=_batch_dims(ctx))
+    program = exported_program(ctx)
     spec = ctx.spec
     # The inputs' shapes given as [?, *dims]: converted alone, every axis of the program's inputs comes out
     # dynamic, and Triton's openvino backend checks the config's dims against the IR's.

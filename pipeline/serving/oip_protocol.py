@@ -30,7 +30,7 @@ import orjson
 
 from pipeline import formats
 from pipeline.artifacts.manifest import Manifest, ManifestError, ModelEntry
-from pipeline.artifacts.tensors import dtype_of, fits
+from pipeline.artifacts.tensors import describe, dtype_of, fits
 from pipeline.errors import Refused, reject_constant
 from pipeline.runtime.values import Problem, ValueRule
 from pipeline.serving.naming import MAX_BATCH_SIZE, VERSION, data_type, tensor_dims, tensor_names, triton_model_name
@@ -291,7 +291,7 @@ def _shape(tensor: dict[str, Any], where: str, spec: dict[str, Any], max_batch: 
     ):
         raise Refused(400, f"{where} has shape {shape!r}; expected {_expected(dims)}")
     if not fits(spec, shape[1:]) or not 1 <= shape[0] <= max_batch:
-        axes = "[" + ", ".join(str(d) for d in spec["shape"][1:]) + "]"  # a varying axis by its name
+        axes = "[" + describe(spec).split(" ", 2)[2].removeprefix("[batch, ")  # a varying axis with its range
         per = f"{dims[0]} features" if len(dims) == 1 and dims[0] > 0 else f"shape {axes}"
         raise Refused(
             400,
