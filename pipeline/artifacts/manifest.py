@@ -310,15 +310,19 @@ def _withheld(
     """The entry's `failed` formats and `formats` list, and its per-format `tolerance`, validated."""
     failed = entry.get("failed") or {}
     if not isinstance(failed, dict) or not all(
-        fmt in FORMATS and fmt not in artifacts and isinstance(why, str) for fmt, why in failed.items()
+        isinstance(fmt, str) and fmt in FORMATS and fmt not in artifacts and isinstance(why, str)
+        for fmt, why in failed.items()
     ):
         raise ManifestError(f"{where}: model {name!r} has a malformed 'failed' (format -> reason)")
     chosen = entry.get("formats")
-    if chosen is not None and (not isinstance(chosen, list) or not all(f in FORMATS for f in chosen)):
+    if chosen is not None and (
+        not isinstance(chosen, list) or not all(isinstance(f, str) and f in FORMATS for f in chosen)
+    ):
         raise ManifestError(f"{where}: model {name!r} has a malformed 'formats' (a list of format names)")
     tolerance = entry.get("tolerance") or {}
     if not isinstance(tolerance, dict) or not all(
-        fmt in FORMATS
+        isinstance(fmt, str)
+        and fmt in FORMATS
         and isinstance(rule, dict)
         and all(k in ("atol", "rtol", "scale") and _number(v) for k, v in rule.items())
         for fmt, rule in tolerance.items()
