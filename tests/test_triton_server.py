@@ -246,7 +246,11 @@ def test_verify_remote_from_the_command_line_passes_on_triton(triton, artifacts_
 @pytest.mark.triton_server
 def test_the_native_flavours_fail_to_load_for_want_of_their_backends(triton, manifest):
     """The wheel's server has only the Python backend; the day it has the others this test says so."""
-    backends = {"onnxruntime_onnx": "onnxruntime", "pytorch_libtorch": "pytorch"}  # Triton's backend per platform
+    backends = {
+        "onnxruntime_onnx": "onnxruntime",
+        "pytorch_libtorch": "pytorch",
+        "openvino": "openvino",
+    }  # Triton's backend per platform
     natives = tuple(f for f in FLAVOURS if f.backend is None)
     expected = {
         f.model_name(m): BACKEND_MISSING.format(backend=backends[PLATFORMS[f.format].platform])
