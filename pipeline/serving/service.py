@@ -46,7 +46,6 @@ class Snapshot:
 
     manifest: Manifest
     predictors: PredictorCache
-    served: set[tuple[str, str, str]] = field(default_factory=set)  # (model, format, device) answered once
     batchers: dict[tuple[str, str, str], Batcher] = field(default_factory=dict)  # (model, format, device)
 
 
@@ -154,7 +153,12 @@ class Service:
         return self.require().manifest.model(model.strip() if isinstance(model, str) else model)
 
     def predictor(self, loaded: Snapshot, model: str, fmt: Any, device: Any) -> Predictor:
-        """`model`'s `fmt` predictor on `device` from `loaded`'s cache, loaded (sha256 first) on first use.
+        """`model`'s `fmt` predictor on `device` (see `load`)."""
+        return self.load(loaded, model, fmt, device)[0]
+
+    def load(self, loaded: Snapshot, model: str, fmt: Any, device: Any) -> tuple[Predictor, bool]:
+        """`model`'s `fmt` predictor on `device` from `loaded`'s cache, loaded (sha256 first) on first use,
+        and whether this call loaded it.
 
         CUDA where no GPU is visible is refused here, before anything is loaded or torch imported; the
         loader refuses unknown formats and devices and the manifest artifacts a model lacks.
@@ -163,7 +167,7 @@ class Service:
         reason = cuda_unavailable_reason()
         if device.startswith(formats.CUDA) and reason:
             raise RuntimeUnavailable(f"device {device} is unavailable: {reason}; use cpu or auto")
-        return loaded.predictors.get(model, _choice(fmt), device=device)
+        return loaded.predictors.fetch(model, _choice(fmt), device=device)
 
     def batcher(self, loaded: Snapshot, predictor: Predictor, device: str) -> Batcher:
         """The queue that merges concurrent requests for `predictor` (serving/batching.py)."""
@@ -208,7 +212,7 @@ class Service:
         loaded = self.require()
         entry = loaded.manifest.model(model.strip() if isinstance(model, str) else model)
         device = _choice(device, formats.CPU)
-        predictor = self.predictor(loaded, entry.name, fmt, device)
+        predictor, loaded_here = self.load(loaded, entry.name, fmt, device)
         received = time.perf_counter()
         try:
             batch, values = example_batch(entry, features)
@@ -220,9 +224,6 @@ class Service:
             raise
         latency_ms = (time.perf_counter() - start) * 1000.0
         self.metrics.answered(entry.name, predictor.format, 200, time.perf_counter() - received)
-        key = (entry.name, predictor.format, device)
-        first = key not in loaded.served
-        loaded.served.add(key)
         outputs = {name: json_values(out[0]) for name, out in zip(entry.output_names, result, strict=True)}
         return {
             "model": entry.name,
@@ -234,7 +235,7 @@ class Service:
             "labels": class_labels(entry, outputs),
             "expected": expected_answer(entry, values, outputs) if values is not None else None,
             "latency_ms": round(latency_ms, 4),
-            "load_ms": round(predictor.load_seconds * 1000.0, 3) if first else 0.0,
+            "load_ms": round(predictor.load_seconds * 1000.0, 3) if loaded_here else 0.0,
         }
 
     def compare(self, model: str, device: str, features: str | list) -> list[dict]:
