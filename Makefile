@@ -18,9 +18,9 @@ PYTEST_WORKERS ?= -n 3 --dist loadfile
 # The pure core that `make mutate` mutates, as mutmut mutant-name globs ([tool.mutmut] in pyproject.toml
 # names the files and the fast tests run against them), and the kill rate it must reach.
 MUTATE ?= 'pipeline.runtime.inputs.*' 'pipeline.artifacts.fileio.*' 'pipeline.artifacts.manifest.*' \
-	'pipeline.runtime.parity.x_compare*' 'pipeline.runtime.parity.x__compare_batches*' \
-	'pipeline.runtime.parity.x__checked*' 'pipeline.runtime.parity.x__beyond*' 'pipeline.runtime.parity.x_error_stats*' \
-	'pipeline.runtime.parity.x_input_text*' 'pipeline.serving.oip_protocol.*'
+	'pipeline.runtime.comparison.x_compare*' 'pipeline.runtime.comparison.x__compare_batches*' \
+	'pipeline.runtime.comparison.x__checked*' 'pipeline.runtime.comparison.x__beyond*' \
+	'pipeline.runtime.comparison.x_error_stats*' 'pipeline.runtime.comparison.x_input_text*' 'pipeline.serving.oip_protocol.*'
 MUTATE_MIN ?= 90
 
 .PHONY: setup triton-env train export verify demo test lint format bench triton triton-serve clean mutate

@@ -39,7 +39,7 @@ def assert_matches_eager(fmt: str, got: dict, want: dict, what: str = "") -> Non
     import numpy as np
 
     from pipeline import formats
-    from pipeline.runtime.parity import compare_outputs
+    from pipeline.runtime.comparison import compare_outputs
 
     spec = formats.get(fmt)
     as_arrays = lambda outs: {k: np.asarray(v, dtype=np.float64) for k, v in outs.items()}  # noqa: E731

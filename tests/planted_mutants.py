@@ -1,6 +1,6 @@
 """Hand-planted behaviour bugs outside the mutation-tested core, and whether the suite catches each.
 
-`make mutate` mutates the pure core (inputs, fileio, manifest, parity's compare, the OIP codec) by machine.
+`make mutate` mutates the pure core (inputs, fileio, manifest, parity's comparison, the OIP codec) by machine.
 Outside it, each entry below is a one-line bug a person could plausibly write, in the service, the runtime,
 the loaders, export, quantize, train, weights, naming, the Triton model, formats, parity's targets, the demo's
 routes, server and page, and the catalog. For each, this script makes a git worktree of HEAD, applies the

@@ -15,7 +15,7 @@ import pytest
 
 from pipeline import formats
 from pipeline.catalog import CATALOG
-from pipeline.runtime.parity import compare
+from pipeline.runtime.comparison import compare
 from pipeline.runtime.predictor import PredictorCache
 from pipeline.serving.service import Service
 

@@ -23,8 +23,9 @@ from tritonclient.utils import InferenceServerException
 from demo.server import RequestLimits
 from pipeline import formats
 from pipeline.formats import TRITON_FORMATS
+from pipeline.runtime.comparison import compare
 from pipeline.runtime.inputs import InputError
-from pipeline.runtime.parity import compare, parity_inputs, verify
+from pipeline.runtime.parity import parity_inputs, verify
 from pipeline.runtime.predictor import PredictorCache, RuntimeUnavailable, load_predictor
 from pipeline.serving.naming import model_config, tensor_names, triton_model_name
 from pipeline.serving.oip import oip_router

@@ -13,7 +13,7 @@ from pipeline import formats
 from pipeline.artifacts.manifest import Manifest
 from pipeline.formats import Tolerance
 from pipeline.runtime import parity
-from pipeline.runtime.parity import (
+from pipeline.runtime.comparison import (
     EXTRA,
     MISSING,
     NON_FINITE,
@@ -274,7 +274,7 @@ def test_a_row_writes_its_statistics_and_the_verify_table_shows_them_in_one_colu
 
 
 def test_an_input_row_is_quoted_short_and_by_name():
-    from pipeline.runtime.parity import input_text
+    from pipeline.runtime.comparison import input_text
 
     assert input_text(np.arange(20, dtype=np.float32).reshape(2, 10), 1) == "[10, 11, 12, 13, 14, 15, … (10 values)]"
     assert input_text({"a": np.array([[1.5]]), "b": np.array([[2, 3]])}, 0) == "a=[1.5] b=[2, 3]"
@@ -311,7 +311,7 @@ def test_float32_outputs_are_compared_in_float64_on_both_sides():
 
 
 def test_an_input_of_exactly_the_quoted_length_is_quoted_whole():
-    from pipeline.runtime.parity import INPUT_VALUES, input_text
+    from pipeline.runtime.comparison import INPUT_VALUES, input_text
 
     row = np.arange(INPUT_VALUES, dtype=np.float32)[None, :]
     assert input_text(row, 0) == "[" + ", ".join(str(v) for v in range(INPUT_VALUES)) + "]"

@@ -16,7 +16,7 @@ from pipeline.artifacts.manifest import Manifest, ManifestError
 from pipeline.catalog import CATALOG
 from pipeline.formats import Tolerance
 from pipeline.runtime import parity
-from pipeline.runtime.parity import TOLERANCE, compare
+from pipeline.runtime.comparison import TOLERANCE, compare
 from pipeline.runtime.predictor import load_predictor
 from tests.conftest import run_cli
 
@@ -214,7 +214,7 @@ def test_float16_tolerates_its_own_rounding_near_zero_whatever_the_output_size()
     Seen on a user's model (targets x1 * x2, outputs up to 0.027): |Δ| 2.4e-4 after float16 compute, which a
     bound made only of rtol·|ref| and scale·max|ref| (1.5e-4 there) refused, so `export` published nothing.
     """
-    from pipeline.runtime.parity import compare
+    from pipeline.runtime.comparison import compare
 
     fp16 = formats.get("onnx-fp16")
     ref = np.array([[0.027], [0.0004]])

@@ -34,8 +34,8 @@ from hypothesis import strategies as st
 
 from pipeline import formats
 from pipeline.artifacts.manifest import MANIFEST, Manifest
+from pipeline.runtime.comparison import compare
 from pipeline.runtime.inputs import MAX_TEXT_CHARS
-from pipeline.runtime.parity import compare
 from pipeline.runtime.predictor import load_predictor
 
 from .conftest import rerecord

@@ -27,7 +27,8 @@ from tritonclient.utils import InferenceServerException
 from pipeline.artifacts.manifest import Manifest
 from pipeline.bench.http import measure_oip
 from pipeline.formats import Tolerance
-from pipeline.runtime.parity import compare, parity_inputs, verify
+from pipeline.runtime.comparison import compare
+from pipeline.runtime.parity import parity_inputs, verify
 from pipeline.runtime.predictor import NotServed, load_predictor
 from pipeline.serving.naming import (
     FLAVOURS,

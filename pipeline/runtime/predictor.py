@@ -316,9 +316,7 @@ class PredictorCache:
         """The cached predictor, loading (and sha256-checking) it on first use."""
         return self.fetch(model, fmt, runtime=runtime, device=device)[0]
 
-    def fetch(
-        self, model: str, fmt: str, *, runtime: str | None = None, device: str = "cpu"
-    ) -> tuple[Predictor, bool]:
+    def fetch(self, model: str, fmt: str, *, runtime: str | None = None, device: str = "cpu") -> tuple[Predictor, bool]:
         """The cached predictor and whether this call loaded it (False when it was loaded already, or by
         another thread this call waited for): only the call that loaded it may report its load time."""
         key = (model, fmt, runtime, device)

@@ -29,8 +29,8 @@ from pipeline import formats
 from pipeline.artifacts.manifest import MANIFEST, Manifest, ManifestError, ModelEntry
 from pipeline.artifacts.tensors import Batch, numpy_dtype, pack, shape
 from pipeline.errors import UserError, one_line
+from pipeline.runtime.comparison import compare_outputs, stats_dict
 from pipeline.runtime.inputs import InputError, parse_features, parse_inputs
-from pipeline.runtime.parity import compare_outputs, stats_dict
 from pipeline.runtime.predictor import DEVICES, Predictor, PredictorCache, RuntimeUnavailable, check_finite
 from pipeline.runtime.targets import Target, cuda_unavailable_reason, plan
 from pipeline.serving.answers import class_labels, expected_answer
@@ -240,7 +240,7 @@ class Service:
 
     def compare(self, model: str, device: str, features: str | list) -> list[dict]:
         """One example through every artifact × runtime of `model` at hand for `device` (cpu, cuda or auto),
-        each against the eager model on the CPU by its format's parity rule (pipeline.runtime.parity.compare).
+        each against the eager model on the CPU by its format's parity rule (pipeline.runtime.comparison).
 
         Returns one dict per row: "format", "runtime", "label", "device" (what really ran it, or the device
         asked for when it did not load), "outputs" {name: [floats]}, "max_abs_diff" (largest |value - eager|),
