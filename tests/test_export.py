@@ -260,13 +260,14 @@ def test_exporting_an_untrained_model_says_to_train_first(tmp_path):
 
 def test_failed_export_leaves_previous_artifacts_and_manifest_intact(artifacts_copy, monkeypatch):
     from pipeline import export, train
+    from pipeline.export import torch_formats
 
     before = (artifacts_copy / "manifest.json").read_bytes()
     old = Manifest.load(artifacts_copy)
     # Retrain two models so their new exports would differ, then make one model's ONNX export fail.
     for name in ("linear_3x", "adder_mynet"):
         train.train_model(CATALOG[name], artifacts_copy, "cpu", seed=5, progress=False)
-    real = export.export_onnx
+    real = torch_formats.export_onnx
 
     def failing(ctx, path):
         if ctx.spec.name == "adder_mynet":
@@ -274,7 +275,7 @@ def test_failed_export_leaves_previous_artifacts_and_manifest_intact(artifacts_c
             raise RuntimeError("injected exporter failure")
         real(ctx, path)
 
-    monkeypatch.setattr(export, "export_onnx", failing)  # formats.py names it "pipeline.export:export_onnx"
+    monkeypatch.setattr(torch_formats, "export_onnx", failing)  # as formats.py names it
     report, errors = export.run_export(
         [CATALOG["linear_3x"], CATALOG["adder_mynet"]], artifacts_copy, log=lambda _: None
     )

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import logging
 import multiprocessing
 import os
 import platform
@@ -26,12 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from pipeline import catalog, formats, train
 from pipeline.artifacts.fileio import (
     atomic_write,
-    atomic_write_bytes,
     atomic_write_json,
     remove_stale_temps,
     sha256_file,
@@ -39,138 +36,25 @@ from pipeline.artifacts.fileio import (
 from pipeline.artifacts.manifest import MANIFEST, PARITY, SCHEMA, Manifest, ManifestError
 from pipeline.artifacts.weights import WeightsError, load_state_dict
 from pipeline.errors import UserError, one_line
+from pipeline.export.metadata import artifact_metadata, examples_json, write_task_data
 from pipeline.export.quantize import NotApplicable
 from pipeline.export.quantize import summary as quantize_summary
+from pipeline.export.torch_formats import (
+    DEFAULT_OPSET,
+    EXAMPLE_BATCH,
+    PRODUCER,
+    ExportContext,
+    producer_version,
+)
 from pipeline.runtime import parity
-from pipeline.runtime.loaders import quiet_torchscript
-from pipeline.spec import Dim, ModelSpec
+from pipeline.spec import ModelSpec
 from pipeline.train.summary import layer_table
 
-DEFAULT_OPSET = 18
-PRODUCER = "seed-pipeline"
 REVISION_PREFIX = "export-"
-EXAMPLE_BATCH = 3  # the exporters trace with batch 3, so batch 1 and 7 in parity prove the dynamic axis
 
 
 class ExportError(UserError, RuntimeError):
     """A model that cannot be exported; the message names the model and what to do."""
-
-
-@dataclass
-class ExportContext:
-    """What every exporter gets: the spec, the module to trace, an example batch and the metadata."""
-
-    spec: ModelSpec
-    module: nn.Module
-    example: tuple[torch.Tensor, ...]  # one tensor per input, in input order
-    metadata: dict[str, Any]
-    opset: int
-    written: dict[str, Path] = field(default_factory=dict)  # format -> its file, as written this revision
-
-
-def producer_version() -> str:
-    try:
-        return importlib_metadata.version(PRODUCER)
-    except importlib_metadata.PackageNotFoundError:
-        return "0+unknown"
-
-
-def export_torchscript(ctx: ExportContext, path: Path) -> None:
-    """torch.jit.script of the export form (traced where it cannot be scripted), with metadata.json inside."""
-    with quiet_torchscript():
-        try:
-            scripted = torch.jit.script(ctx.module)
-        except Exception:  # noqa: BLE001 - Python a user's module uses that TorchScript cannot compile
-            scripted = torch.jit.trace(ctx.module, ctx.example, check_trace=False)
-        extra = {"metadata.json": json.dumps(ctx.metadata)}
-        atomic_write(path, lambda tmp: torch.jit.save(scripted, str(tmp), _extra_files=extra))
-
-
-def _batch_dims(ctx: ExportContext) -> tuple[dict[int, Any], ...]:
-    """The dynamic axes of every input, for torch.export: the batch, shared by all, and each named Dim (one
-    torch.export.Dim per name, so two inputs that name the same axis must agree on its length)."""
-    batch = torch.export.Dim("batch", min=1)
-    named: dict[str, Any] = {}
-    out = []
-    for t in ctx.spec.inputs:
-        axes: dict[int, Any] = {0: batch}
-        for i, d in enumerate(t.shape, start=1):
-            if isinstance(d, Dim):
-                # torch.export treats a length of 1 as a constant unless told otherwise: ranges start at 2 there,
-                # and 1 is proven by parity (the exported program and ONNX graph hold for it, see README).
-                named.setdefault(d.name, torch.export.Dim(d.name, min=d.min, max=d.max))
-                axes[i] = named[d.name]
-        out.append(axes)
-    return tuple(out)
-
-
-def _axis_names(proto: Any, spec: ModelSpec) -> None:
-    """Name the ONNX graph's dynamic axes as the spec does: "batch" first, then each Dim's name."""
-    for value_info, t in zip(proto.graph.input, spec.inputs, strict=True):
-        dims = value_info.type.tensor_type.shape.dim
-        for i, d in enumerate(t.shape, start=1):
-            if isinstance(d, Dim) and i < len(dims) and not dims[i].HasField("dim_value"):
-                dims[i].dim_param = d.name
-
-
-def export_onnx(ctx: ExportContext, path: Path) -> None:
-    """torch.onnx.export (torch.export-based), weights embedded, self-described, checked in full."""
-    import onnx
-
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    spec = ctx.spec
-    program = torch.onnx.export(
-        ctx.module,
-        ctx.example,
-        None,
-        input_names=[t.name for t in spec.inputs],
-        output_names=[t.name for t in spec.outputs],
-        dynamic_shapes=_batch_dims(ctx),
-        opset_version=ctx.opset,
-        dynamo=True,
-        external_data=False,
-        verbose=False,
-    )
-    proto = program.model_proto
-    proto.producer_name = PRODUCER
-    proto.producer_version = producer_version()
-    proto.doc_string = f"{spec.name}: {spec.description}. From seed {spec.seed}."
-    proto.graph.doc_string = proto.doc_string
-    del proto.metadata_props[:]
-    for key, value in ctx.metadata.items():
-        entry = proto.metadata_props.add()
-        entry.key = key
-        entry.value = value if isinstance(value, str) else json.dumps(value)
-    for value_info in [*proto.graph.input, *proto.graph.output]:  # the batch axis is called "batch"
-        dim = value_info.type.tensor_type.shape.dim[0]
-        if not dim.HasField("dim_value"):
-            dim.dim_param = "batch"
-    _axis_names(proto, spec)
-    data = proto.SerializeToString()
-    onnx.checker.check_model(onnx.load_from_string(data), full_check=True)
-    atomic_write_bytes(path, data)
-
-
-def export_pt2(ctx: ExportContext, path: Path) -> None:
-    """torch.export.export with a dynamic batch axis (and the spec's named axes), saved with metadata.json."""
-    program = exported_program(ctx)
-    extra = {"metadata.json": json.dumps(ctx.metadata)}
-    atomic_write(path, lambda tmp: torch.export.save(program, str(tmp), extra_files=extra))
-
-
-def exported_program(ctx: ExportContext) -> Any:
-    """The torch.export program every format made from one reads (.pt2 and the others), or NotApplicable when the
-    module's code fixes a named axis the spec declares varying."""
-    try:
-        return torch.export.export(ctx.module, ctx.example, dynamic_shapes=_batch_dims(ctx))
-    except Exception as exc:  # noqa: BLE001 - only a named axis the program fixed is this format's limit
-        varying = [d.name for t in ctx.spec.inputs for d in t.dynamic]
-        if not varying or "specialized it to be a constant" not in str(exc):
-            raise
-        raise NotApplicable(
-            f"torch.export cannot keep {', '.join(map(repr, varying))} varying: the module's code fixes it to the "
-            "traced length (nn.GRU and nn.LSTM unroll their time steps there); use torchscript or onnx"
-        ) from None
 
 
 def _trained_files(spec: ModelSpec, artifacts: Path) -> tuple[Path, dict[str, Any]]:
@@ -186,73 +70,6 @@ def _trained_files(spec: ModelSpec, artifacts: Path) -> tuple[Path, dict[str, An
     if history.get("state_dict_sha256") != sha256_file(state):
         raise ExportError(f"{spec.name}: {state} does not match its history (training was interrupted?); {hint}")
     return model_dir, history
-
-
-def _metadata(spec: ModelSpec, state_sha: str) -> dict[str, Any]:
-    return {
-        "model": spec.name,
-        "description": spec.description,
-        "seed_source": spec.seed,
-        "input_names": [t.name for t in spec.inputs],
-        "input_features": {t.name: list(t.features) for t in spec.inputs},
-        "inputs": [t.as_dict() for t in spec.inputs],
-        "output_names": [t.name for t in spec.outputs],
-        "output_features": {t.name: list(t.features) for t in spec.outputs},
-        "outputs": [t.as_dict() for t in spec.outputs],
-        "examples": _examples(spec),
-        "state_dict_sha256": state_sha,
-        "producer": f"{PRODUCER} {producer_version()}",
-    }
-
-
-def _examples(spec: ModelSpec) -> list[Any]:
-    """The examples as JSON: a flat row each for a model with one 1-D input, else input name -> nested values."""
-    rows = [spec.example_values(e) for e in spec.examples]
-    if len(spec.inputs) == 1 and len(spec.inputs[0].shape) == 1:
-        return [[float(v) for v in r[spec.inputs[0].name]] for r in rows]
-    tensors = spec.example_inputs()
-    return [{t.name: tensors[k][i].tolist() for k, t in enumerate(spec.inputs)} for i in range(len(rows))]
-
-
-# Rows of the task's data parity runs every format on. At 256 rows two_layer_raw's float32 ONNX file missed the
-# float32 rule on its own training data (|Δ| 4.3e-05 > 3e-05: 1000-term sums whose result is near 0), which the
-# rule, not the file, is too tight for; a larger batch waits on a rule that scales with the terms summed.
-TASK_ROWS = 64
-TASK_FILE = "task.npz"
-
-
-def _write_task_data(spec: ModelSpec, rev_dir: Path, artifacts: Path) -> dict[str, Any] | None:
-    """Save TASK_ROWS rows of the spec's test_data (else data), inputs and targets, for parity; None without data.
-
-    Saved with the revision (NumPy arrays, read back without pickle) so `verify` checks the values the model
-    was trained for without running the catalog. A classifier (`classes` on its first output, or a
-    cross_entropy recipe) also gets top-1 agreement and accuracy per format."""
-    import numpy as np
-
-    which = "test_data" if spec.test_data is not None else "data" if spec.data is not None else None
-    if which is None:
-        return None
-    generator = torch.manual_seed(0)  # the draw `train` makes: data first, then the held-out data
-    drawn = spec.data(generator) if spec.data is not None else None
-    x, y = spec.test_data(generator) if spec.test_data is not None else drawn
-    xs = train.as_inputs(x)
-    arrays = {t.name: v[:TASK_ROWS].detach().cpu().numpy() for t, v in zip(spec.inputs, xs, strict=True)}
-    arrays["__targets__"] = y[:TASK_ROWS].detach().cpu().numpy()
-    path = rev_dir / TASK_FILE
-
-    def save(tmp: Path) -> None:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-
-    atomic_write(path, save)
-    classifier = bool(spec.outputs[0].classes) or any(r.loss == "cross_entropy" for r in spec.recipes.values())
-    return {
-        "path": path.relative_to(artifacts).as_posix(),
-        "sha256": sha256_file(path),
-        "rows": int(len(arrays["__targets__"])),
-        "from": which,
-        "classifier": spec.outputs[0].name if classifier else None,
-    }
 
 
 def _artifact(fmt: str, path: Path, artifacts: Path, companions: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -283,19 +100,20 @@ def skipped_formats() -> dict[str, str]:
     return out
 
 
-def export_model(
-    spec: ModelSpec,
-    artifacts: Path,
-    revision: str,
-    opset: int,
-    skipped: dict[str, str] | None = None,
-    chosen: Sequence[str] = formats.EXPORTED,
-) -> dict[str, Any]:
-    """Write one model's revision folder with the `chosen` formats and return its manifest entry (without parity).
+@dataclass(frozen=True)
+class Revision:
+    """One export run's settings, the same for every model it exports (and picklable, for the worker processes)."""
 
-    `skipped`: formats not to write (their package is missing), with the line that says so.
-    """
-    skipped = {} if skipped is None else skipped
+    artifacts: Path
+    revision: str  # the revision folder's id: DIR/<model>/export-<revision>/
+    opset: int = DEFAULT_OPSET
+    skipped: dict[str, str] = field(default_factory=dict)  # formats not to write (package missing) -> the line why
+    chosen: tuple[str, ...] = formats.EXPORTED  # the formats to make
+
+
+def export_model(spec: ModelSpec, run: Revision) -> dict[str, Any]:
+    """Write one model's revision folder with the run's chosen formats; its manifest entry (without parity)."""
+    artifacts, revision = run.artifacts, run.revision
     model_dir, history = _trained_files(spec, artifacts)
     rev_dir = model_dir / f"{REVISION_PREFIX}{revision}"
     rev_dir.mkdir(parents=True, exist_ok=False)
@@ -312,11 +130,11 @@ def export_model(
         spec=spec,
         module=spec.export_form(_trained_module(spec, state_path)).eval(),
         example=spec.example_inputs([spec.examples[i % len(spec.examples)] for i in range(EXAMPLE_BATCH)]),
-        metadata=_metadata(spec, state_sha),
-        opset=opset,
+        metadata=artifact_metadata(spec, state_sha),
+        opset=run.opset,
     )
-    task = _write_task_data(spec, rev_dir, artifacts)
-    files, not_applicable = _write_formats(ctx, rev_dir, artifacts, skipped, chosen)
+    task = write_task_data(spec, rev_dir, artifacts)
+    files, not_applicable = _write_formats(ctx, rev_dir, artifacts, run.skipped, run.chosen)
     files.insert(0, _artifact(formats.STATE_DICT, state_path, artifacts))
     rel = lambda name: copied[name].relative_to(artifacts).as_posix() if name in copied else None  # noqa: E731
     return {
@@ -324,13 +142,13 @@ def export_model(
         "seed": spec.seed,
         "inputs": [t.as_dict() for t in spec.inputs],
         "outputs": [t.as_dict() for t in spec.outputs],
-        "examples": _examples(spec),
+        "examples": examples_json(spec),
         "catalog": catalog.source(spec.name),  # where the spec came from: information, never loaded from
         "artifacts": files,
         "not_applicable": not_applicable,
         "task": task,  # a batch of the task's own data (test_data, else data) that parity checks every format on
         "failed": {},  # derived formats that missed their parity rule: format -> the row's reason (run_export)
-        "formats": list(chosen),
+        "formats": list(run.chosen),
         "history": rel(train.HISTORY),
         "plot": rel(train.LOSS_PLOT),
         "extra": [rel(n) for n in sorted(copied) if n not in {train.STATE_DICT, train.HISTORY, train.LOSS_PLOT}],
@@ -507,7 +325,9 @@ def run_export(
     warn = warn or log
     artifacts = Path(artifacts)
     revision = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
-    entries, errors = _export_each(specs, artifacts, revision, opset, log, chosen, atol, rtol)
+    entries, errors = _export_each(
+        specs, Revision(artifacts, revision, opset, skipped_formats(), chosen), log, atol, rtol
+    )
     staged = Manifest.from_dict(artifacts, {"models": entries})
     report = parity.verify(staged, list(entries), device, atol, rtol)
     models = _previous_models(artifacts)
@@ -532,11 +352,8 @@ def run_export(
 
 def _export_each(
     specs: list[ModelSpec],
-    artifacts: Path,
-    revision: str,
-    opset: int,
+    run: Revision,
     log: Callable[[str], None],
-    chosen: tuple[str, ...] = formats.EXPORTED,
     atol: float | None = None,
     rtol: float | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
@@ -544,10 +361,9 @@ def _export_each(
     failed, which the caller prints on stderr once)."""
     entries: dict[str, Any] = {}
     errors: list[str] = []
-    skipped = skipped_formats()
-    for name, why in skipped.items():  # one line per format, not per model
+    for name, why in run.skipped.items():  # one line per format, not per model
         log(f"{name}: {why}")
-    results = export_each(specs, artifacts, revision, opset, skipped, chosen)
+    results = export_each(specs, run)
     for spec, (exported, seconds) in zip(specs, results, strict=True):
         if isinstance(exported, ExportError):
             errors.append(str(exported))
@@ -557,7 +373,7 @@ def _export_each(
         exported["tolerance"] = _tolerances(done, atol, rtol)
         log(f"{spec.name}: exported {', '.join(done)} in {seconds:.1f} s")
         for name, why in entries[spec.name]["not_applicable"].items():
-            if name not in skipped:
+            if name not in run.skipped:
                 log(f"{spec.name}: {name} not applicable: {why}")
     return entries, errors
 
@@ -585,54 +401,31 @@ def export_workers(count: int) -> int:
     return max(1, min(count, workers))
 
 
-def _export_named(
-    catalogs: list[str],
-    name: str,
-    artifacts: str,
-    revision: str,
-    opset: int,
-    skipped: dict[str, str],
-    chosen: tuple[str, ...],
-) -> tuple[Any, float]:
+def _export_named(catalogs: list[str], name: str, run: Revision) -> tuple[Any, float]:
     """In a worker process: the catalog as the parent has it, then one model's export (or its ExportError)."""
     catalog.use(catalogs)
-    return _export_here(catalog.get(name), Path(artifacts), revision, opset, skipped, chosen)
+    return _export_here(catalog.get(name), run)
 
 
-def export_each(
-    specs: list[ModelSpec],
-    artifacts: Path,
-    revision: str,
-    opset: int,
-    skipped: dict[str, str] | None = None,
-    chosen: Sequence[str] = formats.EXPORTED,
-) -> list[tuple[Any, float]]:
+def export_each(specs: list[ModelSpec], run: Revision) -> list[tuple[Any, float]]:
     """(manifest entry or ExportError, seconds) per spec, in order. The models are independent, so each is
     exported in its own process (spawned: torch is not safe to fork) when there are CPUs for it; in this
     process when there is one CPU, one model, or a spec the catalog does not hold under its name."""
     workers = export_workers(len(specs))
     if workers == 1 or any(catalog.CATALOG.get(spec.name) is not spec for spec in specs):
-        return [_export_here(spec, artifacts, revision, opset, skipped, chosen) for spec in specs]
+        return [_export_here(spec, run) for spec in specs]
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-        args = (catalog.given(), str(artifacts), revision, opset)
-        futures = [
-            pool.submit(_export_named, args[0], spec.name, *args[1:], skipped or {}, tuple(chosen)) for spec in specs
-        ]
+        given = catalog.given()
+        futures = [pool.submit(_export_named, given, spec.name, run) for spec in specs]
         return [future.result() for future in futures]
 
 
-def _export_here(
-    spec: ModelSpec,
-    artifacts: Path,
-    revision: str,
-    opset: int,
-    skipped: dict[str, str] | None = None,
-    chosen: Sequence[str] = formats.EXPORTED,
-) -> tuple[Any, float]:
+def _export_here(spec: ModelSpec, run: Revision) -> tuple[Any, float]:
+    """One model's manifest entry (or its ExportError) and the seconds it took."""
     start = time.perf_counter()
     try:
-        return export_model(spec, artifacts, revision, opset, skipped, chosen), time.perf_counter() - start
+        return export_model(spec, run), time.perf_counter() - start
     except ExportError as exc:
         return exc, time.perf_counter() - start
 

@@ -27,7 +27,7 @@ def convert(ctx: Any) -> Any:
     """The ov.Model of ctx.module: torch.export with a dynamic batch axis, then openvino.convert_model."""
     import openvino as ov
 
-    from pipeline.export import exported_program
+    from pipeline.export.torch_formats import exported_program
 
     program = exported_program(ctx)
     spec = ctx.spec
