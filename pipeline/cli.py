@@ -1,4 +1,4 @@
-"""`python -m pipeline {list,summary,train,import,export,verify,triton,bench}`: one entry point for every stage.
+"""`python -m pipeline {list,summary,train,import,export,verify,triton,bench,triton-serve}`: every stage's entry point.
 
 Every command takes --catalog PATH (repeatable): a Python file defining CATALOG, a list of specs, whose
 models join the seed catalog (README, "Your own model"). A catalog runs code: it is loaded only from here.
@@ -17,10 +17,10 @@ import sys
 import time
 from pathlib import Path
 
+from pipeline.arguments import DEFAULT_ARTIFACTS, build_parser
 from pipeline.dtypes import DEFAULT_DTYPE
 from pipeline.errors import UserError, printable
 
-DEFAULT_ARTIFACTS = Path("artifacts")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 # An OSError with one of these says a path the person gave cannot be written: theirs to fix, not the work's.
 USAGE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS}
@@ -352,187 +352,28 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-class _HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
-    """Each option's help ends with its default, except flags (off unless given) and help that says its own."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        if action.nargs == 0 or "(default:" in text or action.default is None or action.required:
-            return text
-        return super()._get_help_string(action)
-
-
-def _add_tolerances(p: argparse.ArgumentParser) -> None:
-    from pipeline.runtime.parity import DEFAULT_ATOL, DEFAULT_RTOL
-
-    p.add_argument(
-        "--atol",
-        type=float,
-        default=None,
-        help=f"absolute tolerance for every format (default: each format's own, {DEFAULT_ATOL:g} for float32)",
-    )
-    p.add_argument(
-        "--rtol",
-        type=float,
-        default=None,
-        help=f"relative tolerance for every format (default: each format's own, {DEFAULT_RTOL:g} for float32)",
-    )
-
-
-def _add_catalog(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--catalog",
-        action="append",
-        default=[],
-        metavar="PATH",
-        help="a catalog file (Python, defining CATALOG) whose models join the seed catalog; repeatable "
-        "(default: the seed catalog only)",
-    )
-
-
-def _add_common(p: argparse.ArgumentParser, device: bool = True, catalog: bool = True) -> None:
-    if catalog:
-        _add_catalog(p)
-    p.add_argument("--models", default="all", help="'all' or comma-separated catalog names")
-    p.add_argument("--artifacts", type=Path, default=DEFAULT_ARTIFACTS, help="artifacts directory")
-    if device:
-        p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from pipeline.formats import EXPORTED
-
-    parser = argparse.ArgumentParser(
-        prog="python -m pipeline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    def command(name: str, summary: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=summary, description=summary, formatter_class=_HelpWithDefaults)
-
-    p = command("list", "print the catalog")
-    _add_catalog(p)
-    p.set_defaults(func=cmd_list)
-
-    p = command("summary", "layer table of one model")
-    p.add_argument("name", help="a catalog name, as `list` prints")
-    p.add_argument("--batch", type=int, default=1, help="batch size of the example input")
-    _add_catalog(p)
-    p.set_defaults(func=cmd_summary)
-
-    p = command("train", "train catalog models with their seed recipes")
-    _add_common(p)
-    p.add_argument("--seed", type=int, default=0, help="random seed for data and initialisation")
-    p.add_argument(
-        "--recipe",
-        action="append",
-        default=[],
-        metavar="[MODEL=]VARIANT",
-        help="a recipe variant, as `list` prints: VARIANT when one model is selected, MODEL=VARIANT "
-        "otherwise; repeatable or comma-separated (default: each model's first recipe)",
-    )
-    p.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
-    p.set_defaults(func=cmd_train)
-
-    p = command("import", "write pretrained weights as if `train` had produced them (no training)")
-    p.add_argument("--model", required=True, help="a catalog name, as `list` prints (default: none, required)")
-    p.add_argument(
-        "--state-dict",
-        type=Path,
-        required=True,
-        help="a state_dict saved with torch.save, read weights only (default: none, required)",
-    )
-    p.add_argument("--artifacts", type=Path, default=DEFAULT_ARTIFACTS, help="artifacts directory")
-    _add_catalog(p)
-    p.set_defaults(func=cmd_import)
-
-    p = command("export", "export trained models to TorchScript, ONNX and .pt2, verify, index")
-    _add_common(p)
-    p.add_argument("--opset", type=int, default=18, help="ONNX opset (18 or newer)")
-    p.add_argument(
-        "--triton",
-        nargs="?",
-        const="",
-        default=None,
-        metavar="DIR",
-        help="export nothing: build the Triton model repository in DIR, as `python -m pipeline triton [DIR]` "
-        "does (default: off; DIR defaults to ARTIFACTS/triton)",
-    )
-    p.add_argument(
-        "--formats",
-        default=None,
-        metavar="LIST",
-        help=f"comma-separated formats to make, a derived one with its source (default: all: {','.join(EXPORTED)})",
-    )
-    _add_tolerances(p)
-    p.set_defaults(func=cmd_export)
-
-    p = command("verify", "re-run the parity check on the artifacts the manifest lists")
-    _add_common(p)
-    p.add_argument(
-        "--remote",
-        action="append",
-        default=[],
-        metavar="URL",
-        help="also check the ONNX and TorchScript models an Open Inference Protocol server "
-        "(Triton, the demo) serves at URL, repeatable (default: none)",
-    )
-    _add_tolerances(p)
-    p.add_argument(
-        "--explain",
-        metavar="MODEL[:FORMAT]",
-        help="check nothing: run one parity batch through eager and the artifact layer by layer and mark the "
-        "first layer beyond its rule (default: off; FORMAT defaults to the failing row of parity.json, else the "
-        "row furthest past its atol)",
-    )
-    p.add_argument("--runtime", help="with --explain: the runtime (default: the row's, else the format's first one)")
-    p.add_argument("--batch", type=int, help="with --explain: the parity batch, 0 to 3 (default: the worst one)")
-    p.add_argument("--output", help="with --explain: the output whose |Δ| is shown (default: the worst one)")
-    p.set_defaults(func=cmd_verify)
-
-    p = command("triton", "write a Triton model repository of the manifest's artifacts (exports nothing)")
-    p.add_argument(
-        "dir", nargs="?", type=Path, default=None, metavar="DIR", help="where to write it (default: ARTIFACTS/triton)"
-    )
-    _add_common(p, device=False)
-    p.set_defaults(func=cmd_triton)
-
-    p = command("bench", "time prediction, HTTP, training and export; write ARTIFACTS/bench.json")
-    _add_common(p)
-    p.add_argument("--quick", action="store_true", help="short measurements (under two minutes)")
-    p.add_argument("--skip-http", action="store_true", help="leave out the demo's HTTP and cold start")
-    p.add_argument("--output", type=Path, default=None, help="the JSON's path (default: ARTIFACTS/bench.json)")
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="intra-op threads for the predictors, torch and onnxruntime (default: each runtime's own)",
-    )
-    p.set_defaults(func=cmd_bench)
-
-    p = command("triton-serve", "serve the models on the real Triton server (Python backend) on 127.0.0.1")
-    _add_common(p, device=False, catalog=False)  # it serves the files alone: no catalog code runs
-    p.add_argument("--repository", type=Path, default=None, help="model repository (default: ARTIFACTS/triton)")
-    p.add_argument("--port", type=int, default=8000, help="HTTP port on 127.0.0.1")
-    p.add_argument(
-        "--triton-env",
-        type=Path,
-        default=None,
-        help="the environment `make triton-env` made (default: $PIPELINE_TRITON_ENV, else .venv-triton)",
-    )
-    p.set_defaults(func=cmd_triton_serve)
-    return parser
+COMMANDS = {
+    "list": cmd_list,
+    "summary": cmd_summary,
+    "train": cmd_train,
+    "import": cmd_import,
+    "export": cmd_export,
+    "verify": cmd_verify,
+    "triton": cmd_triton,
+    "bench": cmd_bench,
+    "triton-serve": cmd_triton_serve,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; expected failures print one line and return a non-zero code."""
-    args = build_parser().parse_args(argv)  # a malformed command line exits 2 here
+    args = build_parser(__doc__).parse_args(argv)  # a malformed command line exits 2 here
     try:
         if getattr(args, "catalog", None):  # triton-serve serves files alone: it takes none
             from pipeline import catalog
 
             catalog.use(args.catalog)  # before anything is written: a bad catalog changes nothing
-        return args.func(args)
+        return COMMANDS[args.command](args)
     except UserError as exc:
         print(f"error: {printable(str(exc))}", file=sys.stderr)  # one line, whatever a file or client put in it
         return EXIT_USAGE

@@ -19,6 +19,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("demo",),
     ("pipeline.__main__",),
     ("pipeline.cli",),
+    ("pipeline.arguments",),
     ("pipeline.bench",),
     ("pipeline.serving",),
     ("pipeline.export",),
