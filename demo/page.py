@@ -3,7 +3,7 @@
 `build(svc, entries)` lays the page out inside the caller's gr.Blocks and wires it. Top to bottom a
 newcomer meets: the model (opening on one whose answer a person can check in their head), its inputs,
 Predict, its examples, then the choice of copy (format and runtime) and device; on the right the
-answer. `SCRIPT` is the page's own script: it marks an answer stale when the form moves on after it
+answer. `SCRIPT` (demo/page.js) is the page's own script: it marks an answer stale when the form moves on after it
 was asked for (a late answer, a stroke on a drawing), lets typing replace the model's name, and greys
 out CUDA where no runtime can use it.
 """
@@ -484,96 +484,11 @@ def _key(row: dict) -> str:
     return f"{row['format']}|{row['runtime']}"
 
 
-# ---- the page's script ----------------------------------------------------------------------------------------
-
-SCRIPT = """
-() => {
-  const cudaReason = %s;
-  const value = (id) => {
-    const box = document.getElementById(id);
-    const el = box && box.querySelector('input, textarea');
-    return el ? el.value : null;
-  };
-  const checked = (id) => document.querySelector(`#${id} input:checked`)?.value;
-  const same = (got, want) => {
-    if (got === null) return true;
-    if (want === null) return got.trim() === '';
-    if (typeof want === 'number') {
-      const v = parseFloat(got);
-      return Math.abs(v - want) <= 1e-9 * Math.max(1, Math.abs(want));
-    }
-    return got === want;
-  };
-  // Whether the form still holds what an answer was asked for (data-for, written by demo/views.py).
-  const current = (key) => {
-    if (key.model && value('model-picker') !== key.model) return false;
-    if (key.format && checked('format-picker') !== key.format) return false;
-    if (key.device && checked('device-picker') !== key.device) return false;
-    return Object.entries(key.fields || {}).every(([id, want]) => same(value(id), want));
-  };
-  const note = '<p class="stale-note late">Stale: the form changed after this answer was asked for. '
-    + 'Press Predict for the new input.</p>';
-  // An answer that came back after the form moved on (or whose picture was drawn on since) is marked stale.
-  const check = () => {
-    const answer = document.querySelector('#prediction [data-for]');
-    if (!answer || answer.closest('.stale-body')) return;
-    const late = answer.dataset.stroked === '1' || !current(JSON.parse(answer.dataset.for));
-    const marked = answer.previousElementSibling?.classList.contains('late');
-    if (late && !marked) {
-      answer.insertAdjacentHTML('beforebegin', note);
-      answer.classList.add('late-body');
-    } else if (!late && marked) {
-      answer.previousElementSibling.remove();
-      answer.classList.remove('late-body');
-    }
-  };
-  document.addEventListener('input', check, true);
-  document.addEventListener('change', check, true);
-  // A picture changed by a stroke on the canvas, an upload or a button of the editor (clear, undo, redo).
-  const pictureChanged = (event) => {
-    const editor = event.target.closest?.('.picture-input');
-    if (!editor) return;
-    const stroke = event.type === 'pointerdown' && event.target.tagName === 'CANVAS';
-    const upload = event.type === 'change' && event.target.type === 'file';
-    const button = event.type === 'click' && event.target.closest('button')
-      && /clear|remove|undo|redo/i.test(event.target.closest('button').getAttribute('aria-label') || '');
-    const answer = document.querySelector('#prediction [data-for]');
-    if ((stroke || upload || button) && answer) { answer.dataset.stroked = '1'; check(); }
-  };
-  ['pointerdown', 'change', 'click'].forEach((type) => document.addEventListener(type, pictureChanged, true));
-  // Typing in the focused model picker replaces the name shown there instead of appending to it.
-  const selectName = (event) => {
-    if (event.target.matches?.('#model-picker input')) setTimeout(() => event.target.select(), 0);
-  };
-  document.addEventListener('focusin', selectName, true);
-  document.addEventListener('click', selectName, true);
-  const disableCuda = () => {
-    if (!cudaReason) return;
-    document.querySelectorAll('#device-picker input[type="radio"]').forEach((input) => {
-      if (input.value !== 'cuda' || input.disabled) return;
-      input.disabled = true;
-      const label = input.closest('label');
-      if (label) { label.classList.add('unavailable'); label.title = cudaReason; }
-    });
-  };
-  // A new answer below the fold (a phone, where the answer sits under the form) is scrolled into view.
-  let seen = null;
-  const reveal = () => {
-    const answers = document.querySelectorAll('#prediction [data-for], #prediction .error');
-    const answer = [...answers].find((a) => !a.closest('.stale-body'));
-    if (!answer || answer === seen) return;
-    seen = answer;
-    const box = answer.getBoundingClientRect();
-    if (box.top > window.innerHeight || box.bottom < 0) answer.scrollIntoView({ block: 'start' });
-  };
-  const watch = () => { disableCuda(); check(); reveal(); };
-  watch();
-  new MutationObserver(watch).observe(document.body, { childList: true, subtree: true });
-}
-"""
+SCRIPT = Path(__file__).with_name("page.js")
 
 
 def script() -> str:
-    """The page's script, told why CUDA is unavailable here (None: it is available)."""
+    """The page's script (demo/page.js), told why CUDA is unavailable here (null: it is available)."""
     reason = cuda_unavailable_reason()
-    return SCRIPT % json.dumps(f"cuda is unavailable: {reason}" if reason else None)
+    code = SCRIPT.read_text(encoding="utf-8").split("\n", 3)[3]  # its header comment is for readers of the file
+    return code.replace("__CUDA_REASON__", json.dumps(f"cuda is unavailable: {reason}" if reason else None))
