@@ -18,7 +18,7 @@ from typing import Any
 
 import gradio as gr
 
-from demo import explanation, private_temp_dir, views, widgets
+from demo import explanation, model_panel, private_temp_dir, views, widgets
 from demo.api import attempt
 from pipeline import formats
 from pipeline.artifacts.manifest import ManifestError, ModelEntry
@@ -252,11 +252,11 @@ def _results(first: ModelEntry) -> Results:
 
 def panel_values(svc: Service, entry: ModelEntry) -> tuple:
     """The model panel's values for `entry`, in Panel.outputs' order."""
-    figure, caption = views.seed_figure(entry)
-    frame = views.activation_frame(entry.raw.get("activation"))
-    text, rows = views.parity(entry)
+    figure, caption = model_panel.seed_figure(entry)
+    frame = model_panel.activation_frame(entry.raw.get("activation"))
+    text, rows = model_panel.parity(entry)
     return (
-        views.figures_md(entry),
+        model_panel.figures_md(entry),
         image(svc, entry.raw.get("plot")),
         gr.update(value=f"**{caption}**" if caption else "", visible=figure is not None),
         gr.update(value=image(svc, figure), visible=figure is not None),
@@ -268,8 +268,8 @@ def panel_values(svc: Service, entry: ModelEntry) -> tuple:
 
 def _panel(svc: Service, first: ModelEntry) -> Panel:
     values = panel_values(svc, first)
-    figure, caption = views.seed_figure(first)
-    frame = views.activation_frame(first.raw.get("activation"))
+    figure, caption = model_panel.seed_figure(first)
+    frame = model_panel.activation_frame(first.raw.get("activation"))
     with gr.Accordion("The model: training, figures and the parity check at export", open=True):
         figures = gr.Markdown(values[0], elem_id="model-summary")
         with gr.Row():
@@ -298,8 +298,8 @@ def _panel(svc: Service, first: ModelEntry) -> Panel:
             )
         parity_md = gr.Markdown(values[5], elem_id="parity-rule")
         parity = gr.Dataframe(
-            value=views.parity(first)[1],
-            headers=views.PARITY_COLUMNS,
+            value=model_panel.parity(first)[1],
+            headers=model_panel.PARITY_COLUMNS,
             interactive=False,
             label="Parity at export",
             elem_id="parity",

@@ -10,7 +10,7 @@ import re
 
 import numpy as np
 
-from demo import page, views, widgets
+from demo import model_panel, page, views, widgets
 
 
 def test_numbers_read_as_people_write_them():
@@ -87,8 +87,8 @@ def test_a_format_the_model_lacks_says_the_default_is_shown(manifest):
 
 
 def test_the_parity_table_shows_the_tolerance_not_a_relative_error(manifest):
-    text, rows = views.parity(manifest.model("two_layer_net"))
-    assert "max_rel" not in views.PARITY_COLUMNS and "tolerance" in views.PARITY_COLUMNS
+    text, rows = model_panel.parity(manifest.model("two_layer_net"))
+    assert "max_rel" not in model_panel.PARITY_COLUMNS and "tolerance" in model_panel.PARITY_COLUMNS
     int8 = [r for r in rows if r[0] == "ONNX int8 (dynamic)"]
     assert int8 and all("max|eager|" in r[5] and r[6] == "yes" for r in int8), int8
     assert "every copy gave the same answer" in text
