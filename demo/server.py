@@ -43,7 +43,18 @@ import gradio as gr
 from starlette.concurrency import run_in_threadpool
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from demo.api import SESSION_HASH, api_paths, api_router
+from demo.api import api_paths, api_router
+from demo.gradio_calls import (
+    Accepts,
+    accepts,
+    check_gradio_call,
+    check_session,
+    forget_unread_sessions,
+    holds_file,
+    page_event,
+    parse_call,
+    quiet_queue,
+)
 from demo.pictures import PictureBudget, PictureRefused, Uploads, checked_editor_value
 from pipeline.errors import Refused
 from pipeline.serving.batching import Batching
@@ -107,113 +118,6 @@ def _limit_decoding() -> None:
 _limit_decoding()
 
 
-def _check_session(value: Any, where: str) -> None:
-    if value is not None and not (isinstance(value, str) and SESSION_HASH.fullmatch(value)):
-        shown = repr(value)
-        shown = shown if len(shown) <= 24 else shown[:20] + "..."
-        raise Refused(400, f"{where} is {shown}; expected 1 to 64 letters, digits, '-' or '_'")
-
-
-def _parse_call(body: bytes) -> dict:
-    try:
-        call = json.loads(body)
-    except (ValueError, RecursionError):
-        raise Refused(400, "the request body is not valid JSON; expected a JSON object") from None
-    if not isinstance(call, dict):
-        raise Refused(400, "the request body must be a JSON object")
-    return call
-
-
-def check_gradio_call(call: dict, fn_ids: frozenset[int] | dict[int, int], events: str = "event of this page") -> None:
-    """Refused (400) for a queue/join, cancel, reset or page /run body that Gradio would fail on with a 500
-    or keep too much of: a session_hash or event_id that is empty or long, an fn_index not in `fn_ids`,
-    'data' that is not a list."""
-    _check_session(call.get("session_hash"), "session_hash")
-    _check_session(call.get("event_id"), "event_id")
-    fn_index = call.get("fn_index")
-    if fn_index is not None and (type(fn_index) is not int or fn_index not in fn_ids):
-        raise Refused(400, f"fn_index {str(fn_index)[:20]} names no {events}")
-    if "data" in call and not isinstance(call["data"], list):
-        raise Refused(400, "'data' must be a list of the event's inputs")
-
-
-def _holds_file(value: Any) -> bool:
-    """Whether a JSON value holds, at any depth, an object Gradio would take for a file (it has a path, url or meta)."""
-    stack = [value]
-    while stack:  # iterative: the body's nesting is bounded by the JSON parser, not by this
-        item = stack.pop()
-        if isinstance(item, dict):
-            if {"path", "url", "meta"} & set(item):
-                return True
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return False
-
-
-Accepts = tuple[str, Callable[[Any], bool]]  # what an input takes, in words, and the test of a value
-
-
-def accepts(component: Any) -> Accepts:
-    """What the page's own front end sends for an input of an event that skips the queue: a value that
-    Gradio's preprocessing takes without failing (and so without a 500 and a traceback)."""
-    if isinstance(component, gr.State):
-        return "anything (the session's state is used)", lambda value: True
-    if isinstance(component, gr.Dropdown):
-        choices = [value for _, value in component.choices]
-        return f"one of {choices}", lambda value: isinstance(value, (str, int, float)) and value in choices
-    if isinstance(component, gr.Dataset):
-        count = len(component.samples or [])
-        return f"an example's index, 0 to {count - 1}", lambda value: type(value) is int and 0 <= value < count
-    return "a number, text or null", lambda value: value is None or isinstance(value, (str, int, float))
-
-
-def page_event(path: str, body: bytes, skip_queue: dict[int, tuple[Accepts, ...]]) -> bool:
-    """Whether a POST to /gradio_api/run/... is one of the page's events that skip the queue (it names an
-    fn_index); Refused (400) when that fn_index is not such an event or its data is not what its inputs take."""
-    if not path.startswith("/gradio_api/run/") or b'"fn_index"' not in body:
-        return False
-    try:
-        call = _parse_call(body)
-    except Refused:
-        return False  # the API route answers it
-    if call.get("fn_index") is None:
-        return False
-    check_gradio_call(call, skip_queue, "event of this page that skips the queue")
-    inputs, data = skip_queue[call["fn_index"]], call.get("data") or []
-    if len(data) != len(inputs):
-        raise Refused(400, f"'data' holds {len(data)} values; event {call['fn_index']} takes {len(inputs)}")
-    for position, (value, (takes, test)) in enumerate(zip(data, inputs, strict=True)):
-        if not test(value):
-            raise Refused(400, f"input {position + 1} of event {call['fn_index']} must be {takes}"[:300])
-    return True
-
-
-def forget_unread_sessions(page: gr.Blocks, keep: int = MAX_UNREAD_SESSIONS) -> None:
-    """Gradio keeps the results of at most 2,000 sessions nobody reads (an LRU), but the ids of their events
-    for ever (about 0.5 KB a session): past `keep` sessions, drop the ids of those whose results it dropped.
-
-    The one place the demo reads Gradio's private state (the page's `_queue` and two of its dicts): Gradio
-    (5.x) has no public way to bound them. Read defensively: if they change, nothing is dropped."""
-    queue = getattr(page, "_queue", None)
-    event_ids = getattr(queue, "pending_event_ids_session", None)
-    results = getattr(queue, "pending_messages_per_session", None)
-    if not isinstance(event_ids, dict) or results is None or len(event_ids) <= keep:
-        return
-    for session in [s for s in event_ids if s not in results]:
-        event_ids.pop(session, None)
-
-
-def quiet_queue(page: gr.Blocks, poll_s: float = QUEUE_POLL_S) -> None:
-    """Gradio's queue polls for work every millisecond while idle: a thousand timer wake-ups a second on the
-    event loop that serves every request (a few percent of a core, and jitter in /v2 latencies). Every
-    `poll_s` instead; Gradio's internals, so set only where they are as expected."""
-    queue = getattr(page, "_queue", None)
-    for name in ("sleep_when_free", "progress_update_sleep_when_free"):
-        if isinstance(getattr(queue, name, None), float):
-            setattr(queue, name, max(getattr(queue, name), poll_s))
-
-
 class RequestLimits:
     """ASGI middleware that enforces the limits above before any route runs; it reads each request's
     whole body (up to its route's limit), then hands it to the app."""
@@ -260,10 +164,10 @@ class RequestLimits:
             raise Refused(404, "not found")
         if path == "/gradio_api/queue/data":
             sessions = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("session_hash", [""])
-            _check_session(sessions[0], "session_hash")
+            check_session(sessions[0], "session_hash")
         heartbeat = HEARTBEAT.fullmatch(path)
         if heartbeat:
-            _check_session(heartbeat.group(1), "session_hash")
+            check_session(heartbeat.group(1), "session_hash")
 
     async def read_body(self, scope: dict, receive: Any, max_bytes: int, held: list[int]) -> list[bytes] | None:
         """The whole body as its chunks (None if the client left), counting its bytes in `held` and
@@ -301,9 +205,9 @@ class RequestLimits:
         if body is None or scope["method"] != "POST":
             return body, path
         if path == "/gradio_api/queue/join":
-            return await self.check_join(_parse_call(b"".join(body)), body), path
+            return await self.check_join(parse_call(b"".join(body)), body), path
         if path in GRADIO_JSON_POSTS:
-            check_gradio_call(_parse_call(b"".join(body)), self.fn_ids)
+            check_gradio_call(parse_call(b"".join(body)), self.fn_ids)
         elif page_event(path, b"".join(body), self.skip_queue):
             return body, PAGE_RUN_PATH
         return body, path
@@ -316,7 +220,7 @@ class RequestLimits:
         data = call.get("data") or []
         editors = self.pictures.get(call.get("fn_index"), ()) if self.uploads is not None else ()
         for position, value in enumerate(data):
-            if position not in editors and _holds_file(value):
+            if position not in editors and holds_file(value):
                 raise Refused(400, f"input {position + 1} of this event takes no file")
         if not editors:
             return body
@@ -439,7 +343,7 @@ def create_app(
         post_routes=POST_ROUTES | UPLOAD_ROUTES if pictures else POST_ROUTES,
         fn_ids=frozenset(page.fns),
         skip_queue={i: tuple(map(accepts, fn.inputs)) for i, fn in page.fns.items() if not fn.queue},
-        after_join=lambda: forget_unread_sessions(page),
+        after_join=lambda: forget_unread_sessions(page, MAX_UNREAD_SESSIONS),
         infer=oip.oip_routes.answer,
         pictures={i: at for i, at in editors.items() if at},
         uploads=UPLOADS if pictures else None,
@@ -470,7 +374,7 @@ def create_app(
     # Gradio keeps state for each session (gradio_client sends one per client; the page one per tab).
     page.state_session_capacity = MAX_SESSIONS
     page.queue(max_size=MAX_QUEUED)
-    quiet_queue(page)
+    quiet_queue(page, QUEUE_POLL_S)
     return gr.mount_gradio_app(
         app,
         page,

@@ -268,7 +268,8 @@ def test_a_result_at_its_time_to_live(monkeypatch) -> None:
 
 
 def test_unread_sessions_at_their_cap() -> None:
-    from demo.server import MAX_UNREAD_SESSIONS, forget_unread_sessions
+    from demo.gradio_calls import forget_unread_sessions
+    from demo.server import MAX_UNREAD_SESSIONS
 
     class Queue:
         def __init__(self, sessions: int) -> None:
@@ -280,10 +281,10 @@ def test_unread_sessions_at_their_cap() -> None:
             self._queue = Queue(sessions)
 
     at = Page(MAX_UNREAD_SESSIONS)
-    forget_unread_sessions(at)
+    forget_unread_sessions(at, MAX_UNREAD_SESSIONS)
     assert len(at._queue.pending_event_ids_session) == MAX_UNREAD_SESSIONS  # at the cap: all kept
     over = Page(MAX_UNREAD_SESSIONS + 1)
-    forget_unread_sessions(over)
+    forget_unread_sessions(over, MAX_UNREAD_SESSIONS)
     assert list(over._queue.pending_event_ids_session) == ["s0"]  # past it: those without results dropped
 
 
