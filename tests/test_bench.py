@@ -288,3 +288,21 @@ def test_measure_gives_size_latency_and_deviation_for_onnx_and_both_derived_form
     assert got[("two_layer_net", "onnx-fp16")]["max_frac"] < got[("two_layer_net", "onnx-int8")]["max_frac"]
     table = quantized.measure_table(rows, markdown=True)
     assert table.count("\n") == len(rows) + 1 and "| two_layer_net | onnx-int8 |" in table
+
+
+def test_the_floor_check_holds_a_derived_format_to_its_own_rule():
+    # The latency section checks each runtime against the NumPy floor before timing it. An int8 file is off by
+    # up to int8's rule (two_layer_raw's outputs are in the hundreds: |Δ| 10.7 at export) and is not a wrong
+    # floor: that check failed the whole latency section of a full `make bench`. A float32 format still is.
+    import numpy as np
+
+    from pipeline.bench.latency import _check_same
+    from pipeline.bench.timing import BenchError
+
+    want = [np.linspace(-300.0, 300.0, 10, dtype=np.float32).reshape(1, 10)]
+    got = [want[0] + 5.0]
+    _check_same("two_layer_raw", "onnx-int8", "onnxruntime", got, want)  # within int8's rule: timed
+    with pytest.raises(BenchError, match=r"^two_layer_raw: onnx/onnxruntime does not compute what the NumPy floor"):
+        _check_same("two_layer_raw", "onnx", "onnxruntime", got, want)
+    with pytest.raises(BenchError, match="onnx-int8/onnxruntime"):  # an int8 file far beyond its rule is caught
+        _check_same("two_layer_raw", "onnx-int8", "onnxruntime", [want[0] + 200.0], want)

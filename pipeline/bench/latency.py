@@ -74,11 +74,16 @@ def numpy_floor(cache: PredictorCache, model: str) -> Callable[[np.ndarray], tup
     return spec.numpy_forward(state)
 
 
-def _check_same(model: str, what: str, got: Sequence[np.ndarray], want: Sequence[np.ndarray]) -> None:
+def _check_same(model: str, fmt: str, runtime: str, got: Sequence[np.ndarray], want: Sequence[np.ndarray]) -> None:
+    """BenchError unless `fmt` on `runtime` computes what the NumPy floor computes: within 1e-2 (reordered sums),
+    or the format's own parity rule where that allows more (int8 and float16 round by design). A wrong floor (a
+    transpose, a missing bias) is far off either."""
+    own = formats.get(fmt).tolerance
     for g, w in zip(got, want, strict=True):
-        # Loose enough for reordered sums; a wrong floor (a transpose, a missing bias) is far off.
-        if not np.allclose(np.asarray(g).reshape(np.shape(w)), w, rtol=1e-2, atol=1e-2):
-            raise BenchError(f"{model}: {what} does not compute what the NumPy floor computes")
+        ref = np.asarray(w, dtype=np.float64)
+        diff = np.abs(np.asarray(g, dtype=np.float64).reshape(ref.shape) - ref)
+        if not (diff <= np.maximum(1e-2 + 1e-2 * np.abs(ref), own.bound(ref))).all():
+            raise BenchError(f"{model}: {fmt}/{runtime} does not compute what the NumPy floor computes")
 
 
 def bench_latency(sweep: Sweep) -> list[dict[str, Any]]:
@@ -103,7 +108,7 @@ def bench_latency(sweep: Sweep) -> list[dict[str, Any]]:
                 Candidate("bare", predictor.bare(x2)),
             ]
             if floor is not None:
-                _check_same(model, f"{fmt}/{runtime}", list(predictor.predict(x2).values()), floor(x2))
+                _check_same(model, fmt, runtime, list(predictor.predict(x2).values()), floor(x2))
                 cands.append(Candidate("floor", lambda f=floor, v=x2: f(v)))
             samples = side_by_side(cands, plan)
             rows.append(_latency_row(model, fmt, runtime, predictor.device, samples))
