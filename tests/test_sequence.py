@@ -149,3 +149,51 @@ def test_triton_config_has_minus_1_dims_and_a_scalar_label(sequence, tmp_path):
         assert [list(t.dims) for t in config.input] == [[-1, 3]]
         assert [(list(t.dims), list(t.reshape.shape)) for t in config.output] == [([3], []), ([1], [])]
         assert model_config_pb2.DataType.Name(config.output[1].data_type) == "TYPE_INT64"
+
+
+POOLED = '''
+import torch
+from torch import nn
+from pipeline.spec import Dim, model, tensor
+
+class Pooled(nn.Module):
+    """Each step through a linear layer, then the mean over the steps: torch.export keeps the length varying."""
+    def __init__(self):
+        super().__init__()
+        self.step = nn.Linear(3, 4)
+    def forward(self, x):
+        return torch.tanh(self.step(x)).mean(dim=1)
+
+def data(gen):
+    x = torch.randn(64, 20, 3, generator=gen)
+    return x, x.mean(dim=1).repeat(1, 2)[:, :4]
+
+CATALOG = [model("pooled", Pooled, data, inputs=[tensor("x", (Dim("steps", 1, 64), 3))],
+                 outputs=[tensor("y", 4)], examples=[{"x": [[0.1, 0.2, 0.3]] * 20}], epochs=2)]
+'''
+
+
+def test_a_length_the_program_keeps_varying_exports_to_openvino_at_every_length(tmp_path):
+    # A transformer over token ids of any length exported to torchscript, onnx and pt2, then failed its whole
+    # export at OpenVINO ("Incorrect type <class 'pipeline.spec.Dim'> for dimension"): the GRU above never got
+    # that far (torch.export fixes its length), a model whose program keeps the axis varying does.
+    from pipeline import catalog
+    from pipeline.artifacts.manifest import Manifest
+    from pipeline.runtime.predictor import load_predictor
+
+    source = tmp_path / "pooled.py"
+    source.write_text(POOLED)
+    root = tmp_path / "artifacts"
+    args = ("--catalog", str(source), "--models", "pooled", "--artifacts", str(root), "--device", "cpu")
+    assert run_cli("train", *args, "--quiet").returncode == 0
+    result = run_cli("export", *args, "--formats", "onnx,pt2,openvino,executorch")
+    assert result.returncode == 0, result.stdout + result.stderr
+    catalog.use([str(source)])
+    manifest = Manifest.load(root)
+    entry = manifest.model("pooled")
+    assert {"onnx", "pt2", "openvino"} <= set(entry.served_formats())
+    assert "would be fixed to the traced length" in entry.not_applicable["executorch"]
+    eager, ir = load_predictor(manifest, "pooled", "eager"), load_predictor(manifest, "pooled", "openvino")
+    for length in LENGTHS:
+        x = np.random.default_rng(length).standard_normal((2, length, 3)).astype(np.float32)
+        assert_matches_eager("openvino", ir.outputs(x), eager.outputs(x), f"openvino/{length}")

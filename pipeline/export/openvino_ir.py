@@ -31,9 +31,9 @@ def convert(ctx: Any) -> Any:
 
     program = exported_program(ctx)
     spec = ctx.spec
-    # The inputs' shapes given as [?, *dims]: converted alone, every axis of the program's inputs comes out
-    # dynamic, and Triton's openvino backend checks the config's dims against the IR's.
-    shapes = [ov.PartialShape([-1, *t.shape]) for t in spec.inputs]
+    # The inputs' shapes given as [?, *dims], a named axis as its range: converted alone, every axis of the
+    # program's inputs comes out dynamic, and Triton's openvino backend checks the config's dims against the IR's.
+    shapes = [ov.PartialShape([-1, *(_dimension(ov, d) for d in t.shape)]) for t in spec.inputs]
     model = ov.convert_model(program, input=shapes)
     for port, tensor in zip(model.inputs, spec.inputs, strict=True):
         port.get_tensor().set_names({tensor.name})
@@ -41,6 +41,11 @@ def convert(ctx: Any) -> Any:
         port.get_tensor().set_names({tensor.name})
     model.set_rt_info(json.dumps(ctx.metadata), list(METADATA_KEY))
     return model
+
+
+def _dimension(ov: Any, d: Any) -> Any:
+    """One axis after the batch for ov.PartialShape: its length, or a named axis (pipeline.spec.Dim) as its range."""
+    return d if isinstance(d, int) else ov.Dimension(d.min, d.max)
 
 
 def export_openvino(ctx: Any, path: Path) -> None:
