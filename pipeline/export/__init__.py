@@ -148,6 +148,7 @@ def export_model(spec: ModelSpec, run: Revision) -> dict[str, Any]:
         "not_applicable": not_applicable,
         "task": task,  # a batch of the task's own data (test_data, else data) that parity checks every format on
         "failed": {},  # derived formats that missed their parity rule: format -> the row's reason (run_export)
+        "calibrated": sorted(ctx.calibrated),  # formats calibrated on the task's data: parity rules them there
         "formats": list(run.chosen),
         "history": rel(train.HISTORY),
         "plot": rel(train.LOSS_PLOT),

@@ -103,6 +103,7 @@ def export_onnx_int8(ctx: Any, path: Path) -> None:
         node.name = node.name or f"node_{i}"
     if conv_weights(proto):
         _quantize_static(ctx, proto, path)
+        ctx.calibrated.append("onnx-int8")  # parity holds it to its rule on the data it was calibrated for
         return
     nodes, largest = quantizable_nodes(proto)
     if not nodes:

@@ -37,6 +37,7 @@ class ExportContext:
     metadata: dict[str, Any]
     opset: int
     written: dict[str, Path] = field(default_factory=dict)  # format -> its file, as written this revision
+    calibrated: list[str] = field(default_factory=list)  # formats whose file was calibrated on the task's data
 
 
 def producer_version() -> str:

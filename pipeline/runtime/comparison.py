@@ -195,13 +195,16 @@ def compare_outputs(
     got: Sequence[dict[str, np.ndarray]],
     tol: Tolerance,
     batches: Sequence[Batch] | None = None,
+    numbers: Sequence[int] | None = None,
 ) -> dict[str, Comparison]:
     """Per output name (the reference's, then any extra the artifact declares): every batch compared.
 
-    `batches`, the inputs the outputs came from, lets each comparison quote the input of its worst value.
+    `batches`, the inputs the outputs came from, lets each comparison quote the input of its worst value;
+    `numbers` are the compared batches' indices in `batches` (default: 0, 1, ...: all of them, in order).
     """
     pairs: dict[str, list[tuple[int, np.ndarray | None, np.ndarray | None]]] = {}
-    for b, (ref_outs, got_outs) in enumerate(zip(want, got, strict=True)):
+    numbers = range(len(want)) if numbers is None else numbers
+    for b, ref_outs, got_outs in zip(numbers, want, got, strict=True):
         for name in [*ref_outs, *(n for n in got_outs if n not in ref_outs)]:
             pairs.setdefault(name, []).append((b, ref_outs.get(name), got_outs.get(name)))
     return {name: _compare_batches(p, tol, batches) for name, p in pairs.items()}
