@@ -1,7 +1,9 @@
-"""The export stage: state_dict -> TorchScript, ONNX and torch.export (.pt2), verified, then indexed.
+"""The export stage: state_dict -> every format pipeline/formats.py declares, verified, then indexed.
 
 Each run writes every model's files into a fresh revision folder DIR/<model>/export-<id>/ (a copy of
-the training outputs plus the three exports), checks parity through the shared runtime loader, and
+the training outputs plus each format's file, written by the exporter its declaration names: the ones
+torch writes itself in torch_formats.py, the others in the modules beside it; the metadata and the
+task's data in metadata.py), checks parity through the shared runtime loader, and
 only then replaces DIR/manifest.json atomically. Until that rename, the previous manifest and every
 file it lists are untouched; revision folders no manifest lists are removed afterwards. A SIGKILL
 at any moment therefore leaves a manifest whose files all exist and match their sha256.

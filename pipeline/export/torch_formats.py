@@ -1,8 +1,8 @@
 """The three formats torch writes itself: TorchScript, ONNX (the torch.export-based exporter) and torch.export's
 .pt2, each with the model's metadata inside; and the export context and program every exporter reads.
 
-pipeline/formats.py names each format's exporter ("module:function"); the derived formats' exporters are in
-quantize.py, openvino_ir.py and executorch_pte.py.
+pipeline/formats.py names each format's exporter ("module:function"); the other formats' exporters are in the
+modules beside this one.
 """
 
 from __future__ import annotations
