@@ -155,7 +155,7 @@ MUTANTS = (
     ),
     Mutant(
         "hostile input on the page's own event reaches Gradio unchecked",
-        "demo/server.py",
+        "demo/gradio_calls.py",
         "        if not test(value):\n",
         "        if False:\n",
         ("tests/test_robustness_app.py",),
