@@ -22,7 +22,7 @@ from demo import explanation, model_panel, private_temp_dir, views, widgets
 from demo.api import attempt
 from pipeline import formats
 from pipeline.artifacts.manifest import ManifestError, ModelEntry
-from pipeline.artifacts.tensors import width
+from pipeline.artifacts.tensors import count_text, width
 from pipeline.errors import UserError
 from pipeline.runtime.predictor import DEVICES
 from pipeline.runtime.targets import cuda_unavailable_reason
@@ -55,8 +55,8 @@ def model_label(entry: ModelEntry) -> str:
 
 def model_info(entry: ModelEntry) -> str:
     """One paragraph under the picker: what the model is, what it takes and gives."""
-    outs = ", ".join(f"{o['name']} ({width(o)})" for o in entry.outputs)
-    ins = ", ".join(f"{t['name']} ({width(t)} {t.get('dtype', 'float32')})" for t in entry.inputs)
+    outs = ", ".join(f"{o['name']} ({count_text(o)})" for o in entry.outputs)
+    ins = ", ".join(f"{t['name']} ({count_text(t)} {t.get('dtype', 'float32')})" for t in entry.inputs)
     return f"{entry.description}. Input: {ins}; outputs: {outs}."
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from demo.pictures import picture_editor
 from demo.server import PICTURES, UPLOADS
 from pipeline.artifacts.manifest import ModelEntry
-from pipeline.artifacts.tensors import dtype, dtype_of, examples_batch, shape, width
+from pipeline.artifacts.tensors import count_text, dtype, dtype_of, examples_batch, shape, shape_text, width
 from pipeline.dtypes import DEFAULT_DTYPE
 from pipeline.runtime.inputs import InputError
 
@@ -147,7 +147,7 @@ def _input_widgets(entry: ModelEntry, t: dict[str, Any], values: np.ndarray) -> 
         value=features_text(values.ravel().tolist()),
         lines=3 if width(t) <= 64 else 6,
         max_lines=12,
-        label=f"{label}{width(t)} {kind}{bounds} (shape {list(shape(t))}), separated by commas or "
+        label=f"{label}{count_text(t)} {kind}{bounds} (shape {shape_text(t)}), separated by commas or "
         "spaces, or a JSON list",
         elem_id=f"{entry.name}-{name}" if len(entry.inputs) > 1 else f"{entry.name}-features",
     )

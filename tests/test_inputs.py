@@ -423,3 +423,36 @@ def test_the_edges_of_the_any_input_parser():
     assert parse_tensor("[" * 9 + "1, 2, 3, 4" + "]" * 9, "m", IMAGE) == [1.0, 2.0, 3.0, 4.0]  # 9 levels: accepted
     with pytest.raises(InputError, match=r"; got a, b$"):
         parse_inputs({"words": "1 2 3", "signals": "1 2", "a": 1, "b": 2}, "m", TWO)
+
+
+TOKENS = {
+    "name": "tokens",
+    "shape": ["batch", "length"],
+    "dims": {"length": [1, 128]},
+    "dtype": "int64",
+    "values": [0, 100],
+}
+STEPS = {"name": "x", "shape": ["batch", "steps", 3], "dims": {"steps": [1, 512]}, "dtype": "float32"}
+
+
+@pytest.mark.parametrize(
+    ("tensor", "text", "message"),
+    [
+        # A transformer's token ids of any length read "1 whole numbers per length, 1 to 128 length" on the page.
+        (TOKENS, " ".join(["5"] * 130), "m expects tokens: 1 to 128 whole numbers (shape [length]); got 130"),
+        (TOKENS, "", "m expects tokens: 1 to 128 whole numbers (shape [length]); got empty input"),
+        (STEPS, "1 2 3 4", "m expects x: 3 numbers for each of 1 to 512 steps (shape [steps, 3]); got 4"),
+    ],
+)
+def test_a_varying_axis_is_described_as_a_person_counts_it(tensor, text, message):
+    with pytest.raises(InputError) as refused:
+        parse_tensor(text, "m", tensor)
+    assert str(refused.value) == message
+
+
+def test_a_varying_axis_is_counted_in_the_page_and_the_model_line():
+    from pipeline.artifacts.tensors import count_text
+
+    assert count_text(TOKENS) == "1 to 128"
+    assert count_text(STEPS) == "3 × (1 to 512)"
+    assert count_text({"name": "ids", "shape": ["batch", 12], "dtype": "int64"}) == "12"

@@ -107,9 +107,9 @@ def test_predict_and_compare_keep_the_int64_label_an_integer_at_any_length(manif
             assert top == 2  # drifting up
     rows = svc.compare("drift_gru", "cpu", {"x": [[0.7, 0.0, 0.0]] * 20})
     assert rows and all(r["outputs"]["label"] == [2] for r in rows if r["reason"] is None)
-    with pytest.raises(Exception, match=r"3 numbers per steps, 1 to 512 steps"):
+    with pytest.raises(Exception, match=r"3 numbers for each of 1 to 512 steps"):
         svc.predict("drift_gru", "onnx", "cpu", {"x": [[0.1, 0.2, 0.3]] * 513})
-    with pytest.raises(Exception, match=r"3 numbers per steps"):
+    with pytest.raises(Exception, match=r"3 numbers for each of"):
         svc.predict("drift_gru", "onnx", "cpu", {"x": [0.1, 0.2, 0.3, 0.4]})
 
 

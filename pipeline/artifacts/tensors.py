@@ -67,6 +67,21 @@ def width(tensor: Mapping[str, Any]) -> int:
     return int(np.prod([r[2] for r in ranges(tensor).values()] + [d for d in shape(tensor) if d > 0]))
 
 
+def count_text(tensor: Mapping[str, Any]) -> str:
+    """Values per example as a person counts them: '12', '1 to 128' (one varying axis), '3 × (1 to 512)'."""
+    fixed = int(np.prod([d for d in shape(tensor) if d > 0]))
+    spans = [f"{low} to {high}" for _, low, high in ranges(tensor).values()]
+    if not spans:
+        return str(fixed)
+    span = spans[0] if len(spans) == 1 else " × ".join(f"({s})" for s in spans)
+    return span if fixed == 1 else f"{fixed} × ({span})" if len(spans) == 1 else f"{fixed} × {span}"
+
+
+def shape_text(tensor: Mapping[str, Any]) -> str:
+    """The shape after the batch axis, a varying axis by its name: '[12]', '[steps, 3]'."""
+    return "[" + ", ".join(str(d) for d in tensor["shape"][1:]) + "]"
+
+
 def describe(tensor: Mapping[str, Any]) -> str:
     """'ids int64 [batch, 12]', or 'x float32 [batch, steps 1..512, 3]' where an axis varies."""
     varying = ranges(tensor)

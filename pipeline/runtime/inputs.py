@@ -143,10 +143,9 @@ def parse_tensor(text: Any, model: str, tensor: dict[str, Any]) -> list[Any]:
     if varying:  # one axis of any length in its range: the count says how long it is
         (axis, low_len, high_len), per_step = next(iter(varying.values())), math.prod(d for d in dims if d > 0)
         shown = ", ".join(axis if d < 0 else str(d) for d in dims)
-        want = (
-            f"{model} expects {tensor['name']}: {per_step} {noun} per {axis}, {low_len} to {high_len} {axis} "
-            f"(shape [{shown}])"
-        )
+        count = f"{low_len} to {high_len} {noun}" if per_step == 1 else f"{per_step} {noun} for each of "
+        count += "" if per_step == 1 else f"{low_len} to {high_len} {axis}"
+        want = f"{model} expects {tensor['name']}: {count} (shape [{shown}])"
         items = _items(text, want)
         if len(items) % per_step or not low_len <= len(items) // per_step <= high_len or len(varying) > 1:
             raise InputError(f"{want}; got {len(items)}")
