@@ -15,6 +15,7 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
+from demo import private_temp_dir
 from demo.pictures import picture_editor
 from demo.server import PICTURES, UPLOADS
 from pipeline.artifacts.manifest import ModelEntry
@@ -113,12 +114,18 @@ def _input_widgets(entry: ModelEntry, t: dict[str, Any], values: np.ndarray) -> 
         img = t["image"]
         # Said above the canvas, not in its label: the editor's toolbar covers all but the label's first words.
         gr.Markdown(
-            f"{label}Click a held-out example below the buttons, or draw on the canvas or upload a picture; the model "
+            f"{label}It opens on a held-out example: press Predict, click another below the buttons, or clear the "
+            "canvas to draw or upload a picture; the model "
             f"reads it as {img['height']}×{img['width']} (shown beside the answer).",
             elem_classes=["picture-help"],
         )
+        folder = private_temp_dir() / "examples"  # where examples_for writes the held-out examples' pictures
+        folder.mkdir(exist_ok=True)
+        # The first held-out example on the canvas: an empty canvas made a newcomer's first Predict fail.
+        first = _picture_file(entry, name, values.ravel().tolist(), folder / f"{entry.name}-{name}-0.png")
         editor = picture_editor(
             UPLOADS,
+            value={"background": first, "layers": [], "composite": first},
             label=f"{label}draw or upload; the model reads it as {img['height']}×{img['width']}",
             show_label=False,
             elem_classes=["picture-input"],

@@ -135,10 +135,23 @@ def test_the_first_predict_after_an_upload_names_the_digit(uploaded):
 
 @pytest.mark.browser
 @needs_chromium
+def test_digits_opens_on_a_held_out_digit_and_the_first_predict_names_it(digits_page, digits_manifest):
+    # The canvas opened empty, so a newcomer's first Predict failed with "draw or upload a picture".
+    page = digits_page
+    first = digits_manifest.model("digits_cnn").examples[0]
+    values = first["image"] if isinstance(first, dict) else first
+    text = predicted(page)
+    assert page.locator("#prediction .classes h2").inner_text() == str(classify(digits_manifest, values)), text
+    assert page.locator("#prediction .pixels .px").count() == 64  # the 8x8 it read, beside the answer
+
+
+@pytest.mark.browser
+@needs_chromium
 def test_a_digit_drawn_with_the_mouse_is_classified(digits_page):
     page = digits_page
     editor = page.locator("#digits_cnn-image")
-    editor.get_by_role("button", name="Brush", exact=True).click()  # the canvas opens on its upload prompt
+    editor.get_by_role("button", name="Clear canvas", exact=True).click()  # it opens on a held-out digit
+    editor.get_by_role("button", name="Brush", exact=True).click()  # the cleared canvas shows its upload prompt
     canvas = editor.locator("canvas").first
     canvas.wait_for()
     box = canvas.bounding_box()
