@@ -417,3 +417,14 @@ def test_compare_outputs_passes_each_term_to_its_place():
     assert compare_outputs(want, got, Tolerance(0.0, 0.0, 0.01))["y"].passed  # only scale admits 0.004 at ref 0
     assert not compare_outputs(want, got, Tolerance(0.0, 0.01, 0.0))["y"].passed  # as rtol it admits nothing at ref 0
     assert compare_outputs(want, got, Tolerance(0.005, 0.0, 0.0))["y"].passed  # as atol it does
+
+
+def test_compared_batches_keep_their_numbers_in_the_worst_value():
+    # A calibrated int8 is ruled on batches 0 and 4 (the examples and the task's data) of five: the worst value
+    # must name batch 4 and quote its input, not "batch 1" and the first random batch's input.
+    batches = [np.full((2, 3), float(b), dtype=np.float32) for b in range(5)]
+    want = [{"y": np.zeros((2, 1))} for _ in (0, 4)]
+    got = [{"y": np.zeros((2, 1))}, {"y": np.array([[0.0], [0.5]])}]
+    stats = compare_outputs(want, got, TOL, batches, [0, 4])["y"].stats
+    assert (stats.worst.batch, stats.worst.row) == (4, 1)
+    assert stats.worst.input == "[4, 4, 4]"
