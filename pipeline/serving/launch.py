@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -90,14 +91,25 @@ def demo(
         log.flush()
         return Path(log.name).read_text(errors="replace")[-limit:]
 
+    # The "serving" line is watched apart from the probe: the socket is bound before the app is built, so a
+    # probe that connects then waits in the backlog and returns after the line was printed, unseen.
+    seen: dict[str, float] = {}
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set() and proc.poll() is None:
+            if SERVING in output():
+                seen["at"] = time.perf_counter() - start
+                return
+            time.sleep(poll_seconds)
+
+    watcher = threading.Thread(target=watch, name="demo-serving-line", daemon=True)
+    watcher.start()
     try:
-        listening = None
         with httpx.Client(timeout=30.0) as client:
             while True:
                 if proc.poll() is not None:
                     raise DemoFailed(f"the demo exited with code {proc.returncode} before answering:\n{output()}")
-                if listening is None and SERVING in output():
-                    listening = time.perf_counter() - start
                 try:
                     if ready(client, url):
                         break
@@ -106,8 +118,11 @@ def demo(
                 if time.perf_counter() - start > timeout:
                     raise DemoFailed(f"the demo was not ready on {url} within {timeout:.0f} s:\n{output()}")
                 time.sleep(poll_seconds)
-        yield RunningDemo(proc, url, time.perf_counter() - start, listening, output)
+        ready_s = time.perf_counter() - start
+        watcher.join(timeout=1.0)  # a line printed in the last poll interval is seen within one more
+        yield RunningDemo(proc, url, ready_s, seen.get("at"), output)
     finally:
+        done.set()
         stop(proc)
         log.close()
         os.unlink(log.name)
