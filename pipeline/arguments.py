@@ -1,6 +1,7 @@
 """The command line's grammar: every `python -m pipeline` command, its options and their defaults.
 
-pipeline/cli.py runs the command this parses (its COMMANDS, by the name parsed into `command`).
+pipeline/cli.py runs the command this parses (its COMMANDS, by the name parsed into `command`); GRAMMAR here
+declares each command, its summary and its options.
 """
 
 from __future__ import annotations
@@ -58,25 +59,17 @@ def _add_common(p: argparse.ArgumentParser, device: bool = True, catalog: bool =
         p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
 
 
-def build_parser(description: str | None = None) -> argparse.ArgumentParser:
-    """Every command and its options; the chosen command's name is `command` in what it parses."""
-    parser = argparse.ArgumentParser(
-        prog="python -m pipeline", description=description, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    def command(name: str, summary: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=summary, description=summary, formatter_class=_HelpWithDefaults)
-
-    p = command("list", "print the catalog")
+def _list_options(p: argparse.ArgumentParser) -> None:
     _add_catalog(p)
 
-    p = command("summary", "layer table of one model")
+
+def _summary_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="a catalog name, as `list` prints")
     p.add_argument("--batch", type=int, default=1, help="batch size of the example input")
     _add_catalog(p)
 
-    p = command("train", "train catalog models with their seed recipes")
+
+def _train_options(p: argparse.ArgumentParser) -> None:
     _add_common(p)
     p.add_argument("--seed", type=int, default=0, help="random seed for data and initialisation")
     p.add_argument(
@@ -89,7 +82,8 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
 
-    p = command("import", "write pretrained weights as if `train` had produced them (no training)")
+
+def _import_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="a catalog name, as `list` prints (default: none, required)")
     p.add_argument(
         "--state-dict",
@@ -100,7 +94,8 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--artifacts", type=Path, default=DEFAULT_ARTIFACTS, help="artifacts directory")
     _add_catalog(p)
 
-    p = command("export", "export trained models to every format (see --formats), verify, index")
+
+def _export_options(p: argparse.ArgumentParser) -> None:
     _add_common(p)
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (18 or newer)")
     p.add_argument(
@@ -120,7 +115,8 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     )
     _add_tolerances(p)
 
-    p = command("verify", "re-run the parity check on the artifacts the manifest lists")
+
+def _verify_options(p: argparse.ArgumentParser) -> None:
     _add_common(p)
     p.add_argument(
         "--remote",
@@ -142,13 +138,15 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, help="with --explain: the parity batch, 0 to 3 (default: the worst one)")
     p.add_argument("--output", help="with --explain: the output whose |Δ| is shown (default: the worst one)")
 
-    p = command("triton", "write a Triton model repository of the manifest's artifacts (exports nothing)")
+
+def _triton_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "dir", nargs="?", type=Path, default=None, metavar="DIR", help="where to write it (default: ARTIFACTS/triton)"
     )
     _add_common(p, device=False)
 
-    p = command("bench", "time prediction, HTTP, training and export; write ARTIFACTS/bench.json")
+
+def _bench_options(p: argparse.ArgumentParser) -> None:
     _add_common(p)
     p.add_argument("--quick", action="store_true", help="short measurements (under two minutes)")
     p.add_argument("--skip-http", action="store_true", help="leave out the demo's HTTP and cold start")
@@ -160,7 +158,8 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
         help="intra-op threads for the predictors, torch and onnxruntime (default: each runtime's own)",
     )
 
-    p = command("triton-serve", "serve the models on the real Triton server (Python backend) on 127.0.0.1")
+
+def _triton_serve_options(p: argparse.ArgumentParser) -> None:
     _add_common(p, device=False, catalog=False)  # it serves the files alone: no catalog code runs
     p.add_argument("--repository", type=Path, default=None, help="model repository (default: ARTIFACTS/triton)")
     p.add_argument("--port", type=int, default=8000, help="HTTP port on 127.0.0.1")
@@ -170,4 +169,28 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
         default=None,
         help="the environment `make triton-env` made (default: $PIPELINE_TRITON_ENV, else .venv-triton)",
     )
+
+
+# Each command, its one-line summary, and the function that declares its options, in `--help` order.
+GRAMMAR = (
+    ("list", "print the catalog", _list_options),
+    ("summary", "layer table of one model", _summary_options),
+    ("train", "train catalog models with their seed recipes", _train_options),
+    ("import", "write pretrained weights as if `train` had produced them (no training)", _import_options),
+    ("export", "export trained models to every format (see --formats), verify, index", _export_options),
+    ("verify", "re-run the parity check on the artifacts the manifest lists", _verify_options),
+    ("triton", "write a Triton model repository of the manifest's artifacts (exports nothing)", _triton_options),
+    ("bench", "time prediction, HTTP, training and export; write ARTIFACTS/bench.json", _bench_options),
+    ("triton-serve", "serve the models on the real Triton server (Python backend) on 127.0.0.1", _triton_serve_options),
+)
+
+
+def build_parser(description: str | None = None) -> argparse.ArgumentParser:
+    """Every command and its options; the chosen command's name is `command` in what it parses."""
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline", description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, summary, options in GRAMMAR:
+        options(sub.add_parser(name, help=summary, description=summary, formatter_class=_HelpWithDefaults))
     return parser
